@@ -1,0 +1,314 @@
+"""The node home and its one config file, insitu.toml, read in one place.
+
+Every command finds the home through :func:`resolve_home`: ``$INSITU_HOME``
+when set, else ``~/.local/share/insitu``. Several sites can therefore live
+side by side on one machine (tests and the demo do exactly that).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from insitu.errors import ConfigError, HomeNotInitializedError
+
+__all__ = [
+    "NodeHome",
+    "SiteConfig",
+    "init_home",
+    "load_config",
+    "resolve_home",
+]
+
+CONFIG_NAME = "insitu.toml"
+SITE_KEY_NAME = "site.key"
+_SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class NodeHome:
+    """The folders of one site node (see docs/architecture.md, "Node home")."""
+
+    root: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def private(self) -> Path:
+        """Site key, pseudonym links, quarantine: admin only, never served."""
+        return self.root / "private"
+
+    @property
+    def site_key_path(self) -> Path:
+        return self.private / SITE_KEY_NAME
+
+    @property
+    def quarantine(self) -> Path:
+        return self.private / "quarantine"
+
+    @property
+    def staging(self) -> Path:
+        """Work area of ingests in progress (inside private: may hold originals)."""
+        return self.private / "staging"
+
+    @property
+    def stores(self) -> Path:
+        return self.root / "stores"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "catalog.sqlite"
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit"
+
+    @property
+    def airlock(self) -> Path:
+        return self.root / "airlock"
+
+    @property
+    def hub(self) -> Path:
+        return self.root / "hub"
+
+    @property
+    def run(self) -> Path:
+        """Pid files and logs of the services `insitu up` started."""
+        return self.root / "run"
+
+    def site_key(self) -> bytes:
+        """The site secret behind pseudonyms, UIDs and date shifts."""
+        try:
+            return bytes.fromhex(self.site_key_path.read_text().strip())
+        except FileNotFoundError:
+            raise HomeNotInitializedError(
+                f"no site key at {self.site_key_path}: run `insitu init` first"
+            ) from None
+        except ValueError:
+            raise ConfigError(
+                f"the site key at {self.site_key_path} is not hex: restore it from backup"
+            ) from None
+
+    def require_initialized(self) -> NodeHome:
+        if not self.config_path.is_file():
+            raise HomeNotInitializedError(
+                f"{self.root} is not an insitu node home (no {CONFIG_NAME}): "
+                "run `insitu init` or set INSITU_HOME"
+            )
+        return self
+
+
+def resolve_home(path: str | os.PathLike[str] | None = None) -> NodeHome:
+    """The node home: ``path``, else ``$INSITU_HOME``, else ~/.local/share/insitu."""
+    if path is None:
+        path = os.environ.get("INSITU_HOME") or Path.home() / ".local" / "share" / "insitu"
+    return NodeHome(Path(path).expanduser().resolve())
+
+
+# --- insitu.toml ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteSection:
+    name: str = "site"
+    title: str = "An insitu site node"
+
+
+@dataclass(frozen=True)
+class HubSection:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # "local" (hashed passwords in hub/) or "oidc" (the institution's SSO).
+    authenticator: str = "local"
+    oidc_client_id: str = ""
+    oidc_authorize_url: str = ""
+    oidc_token_url: str = ""
+    oidc_userdata_url: str = ""
+    oidc_username_claim: str = "preferred_username"
+    oidc_admin_groups: list[str] = field(default_factory=list)
+    oidc_steward_groups: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    """What may leave the site (airlock checks and federated replies)."""
+
+    min_cell_count: int = 10
+    min_subjects: int = 10
+    p_ratio: float = 0.1
+    nk_n: int = 2
+    nk_k: float = 0.9
+    zeros_disclosive: bool = True
+    max_release_bytes: int = 20 * 1024 * 1024
+    max_reply_bytes: int = 200 * 1024 * 1024
+    allow_model_updates_shaped_like_images: bool = False
+    differential_privacy: bool = False
+    dp_noise_multiplier: float = 1.0
+    dp_clipping_norm: float = 1.0
+    secure_aggregation: bool = False
+
+
+@dataclass(frozen=True)
+class ComputeSection:
+    max_workers: int = 4
+    worker_memory: str = "2 GiB"
+    worker_cores: int = 1
+    gateway_port: int = 0  # 0: pick a free loopback port at `insitu up`
+
+
+@dataclass(frozen=True)
+class DeidSection:
+    retain_device_identity: bool = False
+    # Modalities with burned-in text are held back unless the admin opts in.
+    allow_burned_in: bool = False
+    deface_head_scans: bool = True
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    site: SiteSection = field(default_factory=SiteSection)
+    hub: HubSection = field(default_factory=HubSection)
+    policy: PolicySection = field(default_factory=PolicySection)
+    compute: ComputeSection = field(default_factory=ComputeSection)
+    deid: DeidSection = field(default_factory=DeidSection)
+    # Free-form sections owned by one component (e.g. [pacs], [federation]).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_toml(self) -> str:
+        return _dump_toml({k: v for k, v in asdict(self).items() if k != "extra"} | self.extra)
+
+
+_SECTIONS: dict[str, type] = {
+    "site": SiteSection,
+    "hub": HubSection,
+    "policy": PolicySection,
+    "compute": ComputeSection,
+    "deid": DeidSection,
+}
+
+
+def _check_type(key: str, value: Any, default: Any) -> Any:
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, not {value!r}")
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be a whole number, not {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{key} must be a {expected.__name__}, not {value!r}")
+    return value
+
+
+def parse_config(data: dict[str, Any], source: str = CONFIG_NAME) -> SiteConfig:
+    """Validate a parsed insitu.toml; every error names the key."""
+    sections: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in _SECTIONS:
+            if not isinstance(table, dict):
+                raise ConfigError(f"{source}: top-level key {name!r} must be a [section]")
+            extra[name] = table
+            continue
+        cls = _SECTIONS[name]
+        defaults = cls()
+        known = {f.name for f in fields(cls)}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(f'{name}.{u}' for u in unknown)}; "
+                f"valid keys in [{name}]: {', '.join(sorted(known))}"
+            )
+        values = {
+            k: _check_type(f"{source}: {name}.{k}", v, getattr(defaults, k))
+            for k, v in table.items()
+        }
+        sections[name] = cls(**values)
+    config = SiteConfig(**sections, extra=extra)
+    _validate(config, source)
+    return config
+
+
+def _validate(config: SiteConfig, source: str) -> None:
+    if not _SITE_NAME.match(config.site.name):
+        raise ConfigError(
+            f"{source}: site.name {config.site.name!r} must be lower-case letters, digits "
+            "and dashes (it names the site in federations and audit entries)"
+        )
+    if not 0 <= config.hub.port <= 65535:
+        raise ConfigError(f"{source}: hub.port {config.hub.port} is not a TCP port")
+    if config.hub.authenticator not in ("local", "oidc"):
+        raise ConfigError(
+            f"{source}: hub.authenticator {config.hub.authenticator!r}: choose 'local' or 'oidc'"
+        )
+    for key in ("min_cell_count", "min_subjects", "max_release_bytes", "max_reply_bytes"):
+        if getattr(config.policy, key) < 1:
+            raise ConfigError(f"{source}: policy.{key} must be at least 1")
+    if not 0 < config.policy.nk_k <= 1 or not 0 < config.policy.p_ratio <= 1:
+        raise ConfigError(f"{source}: policy.nk_k and policy.p_ratio must lie in (0, 1]")
+    if config.compute.max_workers < 1:
+        raise ConfigError(f"{source}: compute.max_workers must be at least 1")
+
+
+def load_config(home: NodeHome | None = None) -> SiteConfig:
+    """Read and validate ``insitu.toml`` of a node home."""
+    home = (home or resolve_home()).require_initialized()
+    try:
+        data = tomllib.loads(home.config_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{home.config_path} is not valid TOML: {exc}") from None
+    return parse_config(data, str(home.config_path))
+
+
+def init_home(
+    home: NodeHome, site_name: str = "site", *, hub_port: int | None = None
+) -> SiteConfig:
+    """Create a node home; safe to run again (never replaces the key or config)."""
+    config = SiteConfig(site=SiteSection(name=site_name))
+    if hub_port is not None:
+        config = SiteConfig(site=config.site, hub=HubSection(port=hub_port))
+    _validate(config, "insitu init")
+    home.root.mkdir(parents=True, exist_ok=True)
+    home.private.mkdir(mode=0o700, exist_ok=True)
+    home.private.chmod(0o700)
+    for folder in (home.quarantine, home.staging):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    for folder in (home.stores, home.audit, home.airlock, home.hub, home.run):
+        folder.mkdir(exist_ok=True)
+    if not home.site_key_path.exists():
+        fd = os.open(home.site_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+    if home.config_path.exists():
+        return load_config(home)
+    home.config_path.write_text(config.to_toml())
+    return config
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def _dump_toml(data: dict[str, dict[str, Any]]) -> str:
+    lines = ["# insitu node configuration; see docs/reference/config.md for every key."]
+    for section, table in data.items():
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
+    return "\n".join(lines) + "\n"

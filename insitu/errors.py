@@ -1,0 +1,108 @@
+"""Every error insitu raises on purpose, in one tree.
+
+    InsituError                      base; ``public``: the message is safe to show a user
+    ├── ConfigError (ValueError)     insitu.toml or the node home is wrong         exit 78
+    │   └── HomeNotInitializedError  no insitu.toml where INSITU_HOME points        exit 78
+    ├── IngestError                  an input could not become a store             exit 1
+    │   └── InconsistentSeriesError  a series refused instead of resampled         exit 1
+    ├── DatasetNotFoundError (LookupError)   no such dataset / version             exit 4
+    ├── AccessDeniedError (PermissionError)  no approval, expired, revoked, role    exit 4
+    │   └── AuthenticationError      missing or bad token                          exit 4
+    ├── AuditChainError              the audit log's hash chain is broken          exit 5
+    ├── VerificationError            a store's checksums do not match              exit 5
+    ├── PolicyViolationError         a reply or release broke the site's policy    exit 6
+    └── ServiceError                 a service could not start, stop or answer     exit 7
+
+Every subclass that mirrors a built-in also inherits it, so callers that
+catch ``LookupError`` or ``PermissionError`` keep working (zarr does the same).
+The CLI maps each type to its documented exit code (see docs/reference/cli.md).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "AuditChainError",
+    "AuthenticationError",
+    "ConfigError",
+    "DatasetNotFoundError",
+    "HomeNotInitializedError",
+    "InconsistentSeriesError",
+    "IngestError",
+    "InsituError",
+    "PolicyViolationError",
+    "ServiceError",
+    "VerificationError",
+]
+
+# Exit codes of the `insitu` command. 2 is argparse's usage error and 3 is an
+# ingest that published what it could but quarantined something.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_QUARANTINED = 3
+
+
+class InsituError(Exception):
+    """Base of every insitu error; ``public`` messages are safe to show a user."""
+
+    exit_code: int = 1
+    public: bool = True
+
+
+class ConfigError(InsituError, ValueError):
+    """insitu.toml or the node home is wrong; the message names the key."""
+
+    exit_code = 78
+
+
+class HomeNotInitializedError(ConfigError):
+    """INSITU_HOME points at a folder without insitu.toml."""
+
+
+class IngestError(InsituError):
+    """An input could not become a published store."""
+
+
+class InconsistentSeriesError(IngestError):
+    """A series was refused (mixed sizes or orientations, gaps, duplicates)."""
+
+
+class DatasetNotFoundError(InsituError, LookupError):
+    """No dataset or version of that name at this site."""
+
+    exit_code = 4
+
+
+class AccessDeniedError(InsituError, PermissionError):
+    """The user has no valid approval or role for this action."""
+
+    exit_code = 4
+
+
+class AuthenticationError(AccessDeniedError):
+    """No token, or a token the hub does not know."""
+
+
+class AuditChainError(InsituError):
+    """The audit log's hash chain is broken at a named entry."""
+
+    exit_code = 5
+
+
+class VerificationError(InsituError):
+    """A published store no longer matches its recorded checksums."""
+
+    exit_code = 5
+
+
+class PolicyViolationError(InsituError):
+    """A federated reply or an airlock release broke the site's policy."""
+
+    exit_code = 6
+
+
+class ServiceError(InsituError):
+    """A node service could not start, stop or answer."""
+
+    exit_code = 7

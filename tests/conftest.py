@@ -1,0 +1,20 @@
+"""Shared fixtures: throwaway node homes. Component fixtures live in their own
+conftest-style modules (tests/fixtures_*.py) and are registered below."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from insitu.config import NodeHome, init_home
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NodeHome]:
+    """An initialised node home in a temp folder, set as INSITU_HOME."""
+    node = NodeHome(tmp_path / "home")
+    init_home(node, "test-site")
+    monkeypatch.setenv("INSITU_HOME", str(node.root))
+    yield node

@@ -1,0 +1,69 @@
+"""Node home and insitu.toml: creation, validation, errors that name the key."""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+
+import pytest
+
+from insitu.config import NodeHome, init_home, load_config, parse_config, resolve_home
+from insitu.errors import ConfigError, HomeNotInitializedError
+
+
+def test_init_creates_home_with_private_key(tmp_path):
+    node = NodeHome(tmp_path / "h")
+    config = init_home(node, "site-a")
+    assert config.site.name == "site-a"
+    assert stat.S_IMODE(node.private.stat().st_mode) == 0o700
+    assert stat.S_IMODE(node.site_key_path.stat().st_mode) == 0o600
+    assert len(node.site_key()) == 32
+    assert tomllib.loads(node.config_path.read_text())["site"]["name"] == "site-a"
+
+
+def test_init_twice_keeps_key_and_config(tmp_path):
+    node = NodeHome(tmp_path / "h")
+    init_home(node, "site-a")
+    key = node.site_key()
+    init_home(node, "other-name")
+    assert node.site_key() == key
+    assert load_config(node).site.name == "site-a"
+
+
+def test_home_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSITU_HOME", str(tmp_path / "x"))
+    assert resolve_home().root == (tmp_path / "x").resolve()
+
+
+def test_uninitialised_home_is_a_clear_error(tmp_path):
+    with pytest.raises(HomeNotInitializedError, match="insitu init"):
+        load_config(NodeHome(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"policy": {"min_cell_count": "ten"}}, "policy.min_cell_count must be a whole number"),
+        ({"policy": {"min_cell_count": 0}}, "policy.min_cell_count must be at least 1"),
+        ({"hub": {"portt": 1}}, r"unknown key\(s\) hub.portt; valid keys in \[hub\]"),
+        ({"site": {"name": "Site A"}}, "site.name 'Site A' must be lower-case"),
+        ({"hub": {"authenticator": "ldap"}}, "choose 'local' or 'oidc'"),
+        ({"deid": {"allow_burned_in": "yes"}}, "deid.allow_burned_in must be true or false"),
+    ],
+)
+def test_bad_config_names_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
+
+
+def test_component_sections_pass_through():
+    config = parse_config({"pacs": {"url": "http://127.0.0.1:8042"}})
+    assert config.extra["pacs"]["url"] == "http://127.0.0.1:8042"
+
+
+def test_broken_toml_is_a_config_error(tmp_path):
+    node = NodeHome(tmp_path / "h")
+    init_home(node)
+    node.config_path.write_text("[site\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(node)

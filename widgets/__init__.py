@@ -1,0 +1,1 @@
+"""insitu package."""

@@ -8,6 +8,7 @@
     ├── DatasetNotFoundError (LookupError)   no such dataset / version             exit 4
     ├── AccessDeniedError (PermissionError)  no approval, expired, revoked, role    exit 4
     │   └── AuthenticationError      missing or bad token                          exit 4
+    ├── InvalidRequestError (ValueError)  bad user, role, request id or state     exit 1
     ├── AuditChainError              the audit log's hash chain is broken          exit 5
     ├── VerificationError            a store's checksums do not match              exit 5
     ├── PolicyViolationError         a reply or release broke the site's policy    exit 6
@@ -30,6 +31,7 @@ __all__ = [
     "InconsistentSeriesError",
     "IngestError",
     "InsituError",
+    "InvalidRequestError",
     "PolicyViolationError",
     "ServiceError",
     "VerificationError",
@@ -82,6 +84,11 @@ class AccessDeniedError(InsituError, PermissionError):
 
 class AuthenticationError(AccessDeniedError):
     """No token, or a token the hub does not know."""
+
+
+class InvalidRequestError(InsituError, ValueError):
+    """An account or access action that cannot apply: unknown user or request,
+    bad name or role, a decision on a request that is no longer pending."""
 
 
 class AuditChainError(InsituError):

@@ -12,6 +12,10 @@
     ├── AuditChainError              the audit log's hash chain is broken          exit 5
     ├── VerificationError            a store's checksums do not match              exit 5
     ├── PolicyViolationError         a reply or release broke the site's policy    exit 6
+    │   ├── UnsupportedOutputError (ValueError)  airlock: a type it cannot release  exit 6
+    │   └── OutputTooLargeError      airlock: over policy.max_release_bytes        exit 6
+    ├── ReleaseNotFoundError (LookupError)   no airlock request with that id       exit 4
+    ├── ReleaseStateError (ValueError)  airlock: not allowed in the request's state exit 1
     └── ServiceError                 a service could not start, stop or answer     exit 7
 
 Every subclass that mirrors a built-in also inherits it, so callers that
@@ -32,8 +36,12 @@ __all__ = [
     "IngestError",
     "InsituError",
     "InvalidRequestError",
+    "OutputTooLargeError",
     "PolicyViolationError",
+    "ReleaseNotFoundError",
+    "ReleaseStateError",
     "ServiceError",
+    "UnsupportedOutputError",
     "VerificationError",
 ]
 
@@ -107,6 +115,24 @@ class PolicyViolationError(InsituError):
     """A federated reply or an airlock release broke the site's policy."""
 
     exit_code = 6
+
+
+class UnsupportedOutputError(PolicyViolationError, ValueError):
+    """The airlock cannot release this kind of object or file type."""
+
+
+class OutputTooLargeError(PolicyViolationError):
+    """An output is larger than policy.max_release_bytes."""
+
+
+class ReleaseNotFoundError(InsituError, LookupError):
+    """No airlock release request with that id (or not yours)."""
+
+    exit_code = 4
+
+
+class ReleaseStateError(InsituError, ValueError):
+    """The request's state does not allow this step (or an override reason is missing)."""
 
 
 class ServiceError(InsituError):

@@ -4,7 +4,9 @@
     ├── ConfigError (ValueError)     insitu.toml or the node home is wrong         exit 78
     │   └── HomeNotInitializedError  no insitu.toml where INSITU_HOME points        exit 78
     ├── IngestError                  an input could not become a store             exit 1
-    │   └── InconsistentSeriesError  a series refused instead of resampled         exit 1
+    │   ├── InconsistentSeriesError  a series refused instead of resampled         exit 1
+    │   ├── DefacingError            a head series could not be defaced            exit 1
+    │   └── SourceError              a PACS or table source failed or was refused   exit 1
     ├── DatasetNotFoundError (LookupError)   no such dataset / version             exit 4
     ├── AccessDeniedError (PermissionError)  no approval, expired, revoked, role    exit 4
     │   └── AuthenticationError      missing or bad token                          exit 4
@@ -31,6 +33,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "DatasetNotFoundError",
+    "DefacingError",
     "HomeNotInitializedError",
     "InconsistentSeriesError",
     "IngestError",
@@ -41,6 +44,7 @@ __all__ = [
     "ReleaseNotFoundError",
     "ReleaseStateError",
     "ServiceError",
+    "SourceError",
     "UnsupportedOutputError",
     "VerificationError",
 ]
@@ -76,6 +80,14 @@ class IngestError(InsituError):
 
 class InconsistentSeriesError(IngestError):
     """A series was refused (mixed sizes or orientations, gaps, duplicates)."""
+
+
+class DefacingError(IngestError):
+    """A head series could not be defaced (no brain found); it is not published."""
+
+
+class SourceError(IngestError):
+    """A PACS, C-STORE or table source failed or was refused; nothing was lost."""
 
 
 class DatasetNotFoundError(InsituError, LookupError):

@@ -9,13 +9,15 @@
     │   └── SourceError              a PACS or table source failed or was refused   exit 1
     ├── DatasetNotFoundError (LookupError)   no such dataset / version             exit 4
     ├── AccessDeniedError (PermissionError)  no approval, expired, revoked, role    exit 4
-    │   └── AuthenticationError      missing or bad token                          exit 4
+    │   ├── AuthenticationError      missing or bad token                          exit 4
+    │   └── AppNotApprovedError      federation: the site has not approved this app exit 4
     ├── InvalidRequestError (ValueError)  bad user, role, request id or state     exit 1
     ├── AuditChainError              the audit log's hash chain is broken          exit 5
     ├── VerificationError            a store's checksums do not match              exit 5
     ├── PolicyViolationError         a reply or release broke the site's policy    exit 6
     │   ├── UnsupportedOutputError (ValueError)  airlock: a type it cannot release  exit 6
-    │   └── OutputTooLargeError      airlock: over policy.max_release_bytes        exit 6
+    │   ├── OutputTooLargeError      airlock: over policy.max_release_bytes        exit 6
+    │   └── EgressRefusedError       federation: a reply stopped by the site's mod  exit 6
     ├── ReleaseNotFoundError (LookupError)   no airlock request with that id       exit 4
     ├── ReleaseStateError (ValueError)  airlock: not allowed in the request's state exit 1
     └── ServiceError                 a service could not start, stop or answer     exit 7
@@ -29,11 +31,13 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDeniedError",
+    "AppNotApprovedError",
     "AuditChainError",
     "AuthenticationError",
     "ConfigError",
     "DatasetNotFoundError",
     "DefacingError",
+    "EgressRefusedError",
     "HomeNotInitializedError",
     "InconsistentSeriesError",
     "IngestError",
@@ -106,6 +110,11 @@ class AuthenticationError(AccessDeniedError):
     """No token, or a token the hub does not know."""
 
 
+class AppNotApprovedError(AccessDeniedError):
+    """A federated app whose fingerprint the site has not approved for the dataset
+    (never approved, expired or revoked)."""
+
+
 class InvalidRequestError(InsituError, ValueError):
     """An account or access action that cannot apply: unknown user or request,
     bad name or role, a decision on a request that is no longer pending."""
@@ -135,6 +144,10 @@ class UnsupportedOutputError(PolicyViolationError, ValueError):
 
 class OutputTooLargeError(PolicyViolationError):
     """An output is larger than policy.max_release_bytes."""
+
+
+class EgressRefusedError(PolicyViolationError):
+    """A federated reply the site's egress policy stopped from leaving."""
 
 
 class ReleaseNotFoundError(InsituError, LookupError):

@@ -38,6 +38,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DefacingError",
     "EgressRefusedError",
+    "HeldBack",
     "HomeNotInitializedError",
     "InconsistentSeriesError",
     "IngestError",
@@ -92,6 +93,19 @@ class DefacingError(IngestError):
 
 class SourceError(IngestError):
     """A PACS, C-STORE or table source failed or was refused; nothing was lost."""
+
+
+class HeldBack(IngestError):
+    """De-identification held an image back for review; ``reason`` says why.
+
+    Raised for images that may show identifiers in their pixels (Burned In
+    Annotation = YES, or US/SC/XC without a NO flag) unless the admin opted in.
+    The reason never contains a value from the image's header.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class DatasetNotFoundError(InsituError, LookupError):

@@ -6,7 +6,8 @@
     ├── IngestError                  an input could not become a store             exit 1
     │   ├── InconsistentSeriesError  a series refused instead of resampled         exit 1
     │   ├── DefacingError            a head series could not be defaced            exit 1
-    │   └── SourceError              a PACS or table source failed or was refused   exit 1
+    │   ├── SourceError              a PACS or table source failed or was refused   exit 1
+    │   └── HeldBack                 de-id held an image back (burned-in text)      exit 1
     ├── DatasetNotFoundError (LookupError)   no such dataset / version             exit 4
     ├── AccessDeniedError (PermissionError)  no approval, expired, revoked, role    exit 4
     │   ├── AuthenticationError      missing or bad token                          exit 4

@@ -1,0 +1,488 @@
+"""De-identification: the DICOM PS3.15 Annex E Basic Application Level Confidentiality
+Profile with the options Retain Longitudinal Temporal Information with Modified
+Dates and Retain Patient Characteristics (Retain Device Identity on request).
+
+The action for each attribute comes from Table E.1-1 as generated into
+``profile_e1_1.json`` (see ``tools_generate_profile.py``), never from a list
+typed here. On top of the table, attributes it does not list are judged by
+their kind (see :meth:`Deidentifier._unlisted_action`), so an attribute newer
+than the table's edition cannot carry identifiers through.
+
+    deid = Deidentifier(site_key, DeidOptions())
+    result = deid.apply(ds)          # a new dataset; ds is never changed
+    result.dataset, result.subject_id, result.original_patient_id
+
+``original_patient_id`` is the only identifying output: it belongs in the
+node's ``private/`` pseudonym link table and nowhere else.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import config as pydicom_config
+from pydicom._uid_dict import UID_dictionary
+from pydicom.dataelem import DataElement, empty_value_for_VR
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.sr.codedict import codes
+from pydicom.tag import BaseTag
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    MultiFrameSingleBitSecondaryCaptureImageStorage,
+    MultiFrameTrueColorSecondaryCaptureImageStorage,
+    SecondaryCaptureImageStorage,
+)
+
+from insitu.datasets.deid_keys import KeyedHasher
+from insitu.datasets.deid_profile import (
+    OPT_DEVICE_IDENTITY,
+    OPT_MODIFIED_DATES,
+    OPT_PATIENT_CHARACTERISTICS,
+    ActionTable,
+    build_table,
+    load_table,
+    provenance,
+)
+from insitu.datasets.deid_values import dummy_for, shift_da, shift_temporal
+from insitu.errors import HeldBack, IngestError
+
+__all__ = [
+    "BURNED_IN_MODALITIES",
+    "PROFILE",
+    "SAFE_PRIVATE_TAGS",
+    "DeidOptions",
+    "DeidResult",
+    "Deidentifier",
+    "HeldBack",
+    "SafePrivateTag",
+    "burned_in_reason",
+]
+
+PROFILE_VERSION = "1"
+
+# Modalities whose images usually carry burned-in text (PS3.15 E.3.1 names
+# ultrasound and secondary capture): held back unless Burned In Annotation = NO.
+BURNED_IN_MODALITIES = frozenset({"US", "SC", "XC"})
+# A secondary capture is a picture of a screen, whatever its Modality says.
+SECONDARY_CAPTURE_CLASSES = frozenset(
+    {
+        SecondaryCaptureImageStorage,
+        MultiFrameSingleBitSecondaryCaptureImageStorage,
+        MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+        MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+        MultiFrameTrueColorSecondaryCaptureImageStorage,
+    }
+)
+
+TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
+# Free text and names: removed when Table E.1-1 does not list the attribute.
+FREE_TEXT_VRS = frozenset({"PN", "LT", "ST", "UT", "UC", "UR"})
+NUMERIC_VRS = frozenset({"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV", "DS", "IS"})
+# UI attributes that name a standard thing, not an instance: kept when the table
+# does not list them (a vendor's private SOP Class is no patient identifier).
+STANDARD_UID_SUFFIXES = ("ClassUID", "TransferSyntaxUID", "ClassUIDInFile", "UIDInFile")
+STANDARD_UID_KEYWORDS = frozenset({"CodingSchemeUID", "ContextUID", "MappingResourceUID"})
+
+
+@dataclass(frozen=True)
+class SafePrivateTag:
+    """One private attribute kept (Retain Safe Private, PS3.15 E.3.10): numbers only."""
+
+    creator: str
+    group: int
+    offset: int  # the low byte of the element number inside the creator's block
+    vrs: frozenset[str]
+    why: str
+
+
+# The whole safe-list. Each entry is a number that analysis needs and that
+# cannot identify anyone; a value that is not a number of the listed VR is
+# dropped, so text cannot hide in it.
+SAFE_PRIVATE_TAGS: tuple[SafePrivateTag, ...] = (
+    SafePrivateTag(
+        "Philips MR Imaging DD 001", 0x2005, 0x0D, frozenset({"FL"}), "MR scale intercept"
+    ),
+    SafePrivateTag("Philips MR Imaging DD 001", 0x2005, 0x0E, frozenset({"FL"}), "MR scale slope"),
+    SafePrivateTag("SIEMENS MR HEADER", 0x0019, 0x0C, frozenset({"IS"}), "diffusion b-value"),
+    SafePrivateTag(
+        "SIEMENS MR HEADER", 0x0019, 0x0E, frozenset({"FD"}), "diffusion gradient direction"
+    ),
+)
+_SAFE = {(s.creator, s.group, s.offset): s for s in SAFE_PRIVATE_TAGS}
+
+
+@dataclass(frozen=True)
+class DeidOptions:
+    """Profile options. The defaults are the issue's: dates shifted, patient
+    characteristics kept, device identity removed, burned-in images held back."""
+
+    retain_device_identity: bool = False
+    allow_burned_in: bool = False
+    retain_longitudinal_modified_dates: bool = True
+    retain_patient_characteristics: bool = True
+
+    @classmethod
+    def from_config(cls, section: Any) -> DeidOptions:
+        """From ``SiteConfig.deid`` (insitu.toml ``[deid]``)."""
+        return cls(
+            retain_device_identity=bool(section.retain_device_identity),
+            allow_burned_in=bool(section.allow_burned_in),
+        )
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """A de-identified dataset and what links it to its subject.
+
+    ``original_patient_id`` is identifying: store it only under ``private/``.
+    ``burned_in`` is the hold-back reason when the admin allowed the image anyway.
+    ``actions`` counts what was done (no values), for the ingest report.
+    """
+
+    dataset: Dataset
+    subject_id: str
+    original_patient_id: str
+    date_shift_days: int | None
+    burned_in: str | None = None
+    actions: dict[str, int] = field(default_factory=dict)
+
+
+def burned_in_reason(ds: Dataset) -> str | None:
+    """Why ``ds`` may show identifiers in its pixels, or None. Never quotes a header value."""
+    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if flag == "YES":
+        why = "Burned In Annotation is YES: its pixels show text that may identify the patient"
+    elif flag == "NO":
+        return None
+    elif str(ds.get("Modality", "") or "").strip().upper() in BURNED_IN_MODALITIES:
+        modality = str(ds.Modality).strip().upper()
+        why = f"modality {modality} often has burned-in text and Burned In Annotation is not NO"
+    elif str(ds.get("SOPClassUID", "") or "") in SECONDARY_CAPTURE_CLASSES:
+        why = (
+            "a secondary capture (a picture of a screen) often has burned-in text "
+            "and Burned In Annotation is not NO"
+        )
+    else:
+        return None
+    return (
+        f"{why}; held back for review (after checking such images a site admin can "
+        "allow them with [deid] allow_burned_in = true)"
+    )
+
+
+def _option_sets(options: DeidOptions) -> tuple[str, ...]:
+    sets = []
+    if options.retain_longitudinal_modified_dates:
+        sets.append(OPT_MODIFIED_DATES)
+    if options.retain_patient_characteristics:
+        sets.append(OPT_PATIENT_CHARACTERISTICS)
+    if options.retain_device_identity:
+        sets.append(OPT_DEVICE_IDENTITY)
+    return tuple(sets)
+
+
+# CID 7050 concepts, by pydicom's keyword; code values are checked against the
+# rule set codes in the generated table when the profile is built.
+_CODE_KEYWORDS = {
+    "basic_profile": "BasicApplicationConfidentialityProfile",
+    OPT_MODIFIED_DATES: "RetainLongitudinalTemporalInformationModifiedDatesOption",
+    OPT_PATIENT_CHARACTERISTICS: "RetainPatientCharacteristicsOption",
+    OPT_DEVICE_IDENTITY: "RetainDeviceIdentityOption",
+    "retain_safe_private": "RetainSafePrivateOption",
+}
+
+
+def _codes(rule_sets: tuple[str, ...]) -> list[dict[str, str]]:
+    table = load_table()["rule_sets"]
+    out = []
+    for name in rule_sets:
+        code = getattr(codes.DCM, _CODE_KEYWORDS[name])
+        if code.value != table[name]["code"]:
+            raise IngestError(
+                f"CID 7050 code {code.value} for {name} differs from the table's "
+                f"{table[name]['code']}: regenerate profile_e1_1.json"
+            )
+        out.append({"value": code.value, "scheme": code.scheme_designator, "meaning": code.meaning})
+    return out
+
+
+def make_profile(options: DeidOptions) -> dict[str, Any]:
+    """The profile as recorded in provenance: name, edition, options, codes."""
+    table = load_table()
+    sets = ("basic_profile", *_option_sets(options))
+    return {
+        "name": table["rule_sets"]["basic_profile"]["name"],
+        "standard": "DICOM PS3.15 Annex E",
+        "edition": table["edition"],
+        "version": PROFILE_VERSION,
+        "options": [table["rule_sets"][s]["name"] for s in sets[1:]],
+        "codes": _codes(sets),
+        "table": provenance(),
+        "safe_private_tags": [
+            {"creator": s.creator, "tag": f"({s.group:04X},xx{s.offset:02X})", "what": s.why}
+            for s in SAFE_PRIVATE_TAGS
+        ],
+        "burned_in": "allowed by the admin" if options.allow_burned_in else "held back",
+        "date_shift": "per subject, whole days, 1 to 10 years back, HMAC-SHA256 of the site key"
+        if options.retain_longitudinal_modified_dates
+        else "dates removed",
+    }
+
+
+PROFILE: dict[str, Any] = make_profile(DeidOptions())
+
+
+def _values(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return list(value)
+    return [value]
+
+
+def _one_or_many(values: list[Any]) -> Any:
+    return values[0] if len(values) == 1 else values
+
+
+@dataclass
+class _Run:
+    """State of one apply(): the subject's shift and what was done."""
+
+    days: int | None
+    counts: Counter[str] = field(default_factory=Counter)
+    kept_private: bool = False
+
+
+class Deidentifier:
+    """Applies the profile with one site key; safe to reuse for many datasets."""
+
+    def __init__(self, site_key: bytes, options: DeidOptions | None = None) -> None:
+        self.options = options or DeidOptions()
+        self._hash = KeyedHasher(site_key)
+        self._table: ActionTable = build_table(_option_sets(self.options))
+        self.profile = make_profile(self.options)
+
+    # -- keyed values -------------------------------------------------------
+    def uid(self, original_uid: str) -> str:
+        """The replacement for a UID: the same for the same key, everywhere."""
+        return self._hash.uid(original_uid)
+
+    def pseudonym(self, patient_id: str) -> str:
+        """The subject pseudonym, e.g. ``sub-3f9a0c1d2e4b``."""
+        return self._hash.pseudonym(patient_id)
+
+    def date_shift_days(self, patient_id: str) -> int:
+        """The subject's date shift in days (negative, never 0)."""
+        return self._hash.shift_days(patient_id)
+
+    def shift_date(self, patient_id: str, da: str) -> str:
+        """Shift one ``YYYYMMDD`` date the way :meth:`apply` shifts this subject's dates."""
+        new = shift_da(da, self.date_shift_days(patient_id))
+        if new is None:
+            raise IngestError(f"not a DICOM date (YYYYMMDD): {len(da)} characters given")
+        return new
+
+    @staticmethod
+    def subject_key(ds: Dataset) -> str:
+        """What identifies the subject: Patient ID, else Patient's Name, else the study."""
+        for keyword in ("PatientID", "PatientName", "StudyInstanceUID"):
+            value = str(ds.get(keyword, "") or "").strip()
+            if value:
+                return value
+        return ""
+
+    # -- the profile -----------------------------------------------------------
+    def apply(self, ds: Dataset) -> DeidResult:
+        """De-identify ``ds`` into a new dataset; raise HeldBack for burned-in images."""
+        reason = burned_in_reason(ds)
+        if reason and not self.options.allow_burned_in:
+            raise HeldBack(reason)
+        key = self.subject_key(ds)
+        days = (
+            self.date_shift_days(key) if self.options.retain_longitudinal_modified_dates else None
+        )
+        run = _Run(days=days)
+        out = self._walk(ds, run)
+        subject = self.pseudonym(key)
+        out.PatientID = subject
+        out.PatientName = subject
+        self._record(out, run)
+        out.file_meta = self._file_meta(ds, out)
+        return DeidResult(
+            dataset=out,
+            subject_id=subject,
+            original_patient_id=key,
+            date_shift_days=days,
+            burned_in=reason,
+            actions=dict(run.counts),
+        )
+
+    def _record(self, out: Dataset, run: _Run) -> None:
+        """Patient Identity Removed, the method and its CID 7050 codes (PS3.15 E.1.1)."""
+        sets = ["basic_profile", *_option_sets(self.options)]
+        if run.kept_private:
+            sets.append("retain_safe_private")
+        method_codes = _codes(tuple(sets))
+        out.PatientIdentityRemoved = "YES"
+        out.DeidentificationMethod = [
+            f"insitu deid {PROFILE_VERSION}: PS3.15 E.1-1 DICOM " + (f"{self.profile['edition']}")
+        ] + [c["meaning"][:64] for c in method_codes]
+        items = []
+        for c in method_codes:
+            item = Dataset()
+            item.CodeValue = c["value"]
+            item.CodingSchemeDesignator = c["scheme"]
+            item.CodeMeaning = c["meaning"]
+            items.append(item)
+        out.DeidentificationMethodCodeSequence = Sequence(items)
+        out.LongitudinalTemporalInformationModified = "MODIFIED" if run.days else "REMOVED"
+
+    @staticmethod
+    def _file_meta(ds: Dataset, out: Dataset) -> FileMetaDataset:
+        """A fresh file meta: the source's transfer syntax, no source application names."""
+        src = getattr(ds, "file_meta", None) or FileMetaDataset()
+        tsuid = src.get("TransferSyntaxUID")
+        if not tsuid:
+            tsuid = {(True, True): ImplicitVRLittleEndian, (False, False): ExplicitVRBigEndian}.get(
+                ds.original_encoding, ExplicitVRLittleEndian
+            )
+        meta = FileMetaDataset()
+        sop_class = out.get("SOPClassUID") or src.get("MediaStorageSOPClassUID")
+        if sop_class:
+            meta.MediaStorageSOPClassUID = sop_class
+        if "SOPInstanceUID" in out:
+            meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+        meta.TransferSyntaxUID = UID(str(tsuid))
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        return meta
+
+    # -- walking the dataset ------------------------------------------------------
+    def _walk(self, ds: Dataset, run: _Run) -> Dataset:
+        out = Dataset()
+        kept_blocks: set[tuple[int, int]] = set()
+        for elem in ds:
+            tag: BaseTag = elem.tag
+            if tag.group == 0x0002 or tag.element == 0x0000:
+                continue  # file meta is rebuilt; group lengths are retired
+            if tag.is_private:
+                if not tag.is_private_creator and self._safe_private(ds, elem):
+                    out.add(_copy(elem))
+                    kept_blocks.add((tag.group, tag.element >> 8))
+                    run.counts["private kept"] += 1
+                    run.kept_private = True
+                elif not tag.is_private_creator:
+                    run.counts["private removed"] += 1
+                continue
+            new = self._element(elem, run)
+            if new is not None:
+                out.add(new)
+        for group, block in kept_blocks:
+            out.add(_copy(ds[group, block]))
+        return out
+
+    def _safe_private(self, ds: Dataset, elem: DataElement) -> bool:
+        tag = elem.tag
+        creator_elem = ds.get((tag.group, tag.element >> 8))
+        if creator_elem is None or (tag.element >> 8) < 0x10:
+            return False
+        creator = str(creator_elem.value or "").strip()
+        safe = _SAFE.get((creator, tag.group, tag.element & 0xFF))
+        if safe is None or elem.VR not in safe.vrs or elem.VR not in NUMERIC_VRS:
+            return False
+        try:
+            values = _values(elem.value)
+            return all(isinstance(float(v), float) for v in values)
+        except (TypeError, ValueError):
+            return False
+
+    def _unlisted_action(self, elem: DataElement) -> str:
+        """The action for an attribute Table E.1-1 does not list.
+
+        Overlays (60xx) and curves (50xx) go whole; so do attributes unknown to
+        the data dictionary (nothing says what they hold), free text and names,
+        and comments. UIDs are replaced, dates shifted, times checked.
+        """
+        group = elem.tag.group
+        if group & 0xFF00 in (0x5000, 0x6000) or not elem.keyword:
+            return "X"
+        if elem.VR == "UI":
+            return "U"
+        if elem.VR in TEMPORAL_VRS:
+            return (
+                "T" if (elem.VR == "TM" or self.options.retain_longitudinal_modified_dates) else "X"
+            )
+        if elem.VR in FREE_TEXT_VRS or elem.keyword.endswith(("Comments", "Comment")):
+            return "X"
+        return "K"
+
+    def _element(self, elem: DataElement, run: _Run) -> DataElement | None:
+        rule = self._table.rule_for(elem.tag)
+        vr = elem.VR
+        listed = rule is not None
+        action = rule.action if rule is not None else self._unlisted_action(elem)
+        if action == "C":
+            cleanable = vr in TEMPORAL_VRS and (vr == "TM" or run.days is not None)
+            action = "T" if cleanable else rule.fallback  # type: ignore[union-attr]
+        run.counts[action] += 1
+        if action == "X":
+            return None
+        if vr == "SQ":
+            if action in ("Z", "D"):
+                return DataElement(elem.tag, "SQ", Sequence())
+            items = [self._walk(item, run) for item in elem.value or []]
+            return DataElement(elem.tag, "SQ", Sequence(items))
+        if action == "Z":
+            return _new(elem, empty_value_for_VR(vr))
+        if action in ("D", "U") and vr == "UI":
+            return _new(elem, self._replace_uids(elem, exempt_by_keyword=not listed))
+        if action in ("D", "U"):
+            return _new(elem, dummy_for(vr))
+        if action == "T":
+            values = [str(v) for v in _values(elem.value)]
+            if not values:
+                return _new(elem, empty_value_for_VR(vr))
+            shifted = shift_temporal(vr, values, run.days or 0)
+            if shifted is None or (vr != "TM" and run.days is None):
+                run.counts["invalid temporal removed"] += 1
+                return None
+            return _new(elem, _one_or_many(shifted))
+        return _copy(elem)
+
+    def _replace_uids(self, elem: DataElement, exempt_by_keyword: bool) -> Any:
+        values = [str(v).strip(" \0") for v in _values(elem.value)]
+        if not values:
+            return empty_value_for_VR("UI")
+        standard = exempt_by_keyword and (
+            elem.keyword.endswith(STANDARD_UID_SUFFIXES) or elem.keyword in STANDARD_UID_KEYWORDS
+        )
+        new = [v if (v in UID_dictionary or standard) else self._hash.uid(v) for v in values]
+        return _one_or_many(new)
+
+
+def _new(elem: DataElement, value: Any) -> DataElement:
+    return DataElement(elem.tag, elem.VR, value, validation_mode=pydicom_config.IGNORE)
+
+
+def _copy(elem: DataElement) -> DataElement:
+    """A copy that shares only immutable values (bytes, str), so the source stays untouched."""
+    value = elem.value
+    if not isinstance(value, bytes | str | int | float) and value is not None:
+        value = copy.deepcopy(value)
+    return DataElement(
+        elem.tag,
+        elem.VR,
+        value,
+        is_undefined_length=elem.is_undefined_length,
+        validation_mode=pydicom_config.IGNORE,
+    )

@@ -1,0 +1,311 @@
+"""The site's catalog: what is published, where, and the checksum of every file.
+
+SQLite at ``home.catalog_path``. A version row is inserted as ``pending``
+before its store is moved into place and marked ``published`` after, so a
+crash between the two is finished by the next ingest (see ingest.recover).
+Only published versions are listed. Identifiers here are pseudonyms and
+de-identified UIDs only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from insitu.config import NodeHome
+from insitu.errors import DatasetNotFoundError
+
+__all__ = ["Catalog"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    name TEXT PRIMARY KEY,
+    title TEXT NOT NULL DEFAULT '',
+    citation TEXT NOT NULL DEFAULT '',
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    dataset TEXT NOT NULL REFERENCES datasets(name),
+    version TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'published')),
+    fingerprint TEXT NOT NULL,
+    staging TEXT NOT NULL DEFAULT '',
+    created TEXT NOT NULL,
+    n_subjects INTEGER NOT NULL DEFAULT 0,
+    n_series INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (dataset, version)
+);
+CREATE TABLE IF NOT EXISTS subjects (
+    dataset TEXT NOT NULL, version TEXT NOT NULL, subject_id TEXT NOT NULL,
+    n_studies INTEGER NOT NULL, n_series INTEGER NOT NULL,
+    PRIMARY KEY (dataset, version, subject_id)
+);
+CREATE TABLE IF NOT EXISTS studies (
+    dataset TEXT NOT NULL, version TEXT NOT NULL, study_id TEXT NOT NULL,
+    subject_id TEXT NOT NULL, study_date TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (dataset, version, study_id)
+);
+CREATE TABLE IF NOT EXISTS series (
+    dataset TEXT NOT NULL, version TEXT NOT NULL, series_id TEXT NOT NULL,
+    study_id TEXT NOT NULL, subject_id TEXT NOT NULL, modality TEXT NOT NULL,
+    shape TEXT NOT NULL, spacing TEXT NOT NULL, dtype TEXT NOT NULL,
+    PRIMARY KEY (dataset, version, series_id)
+);
+CREATE TABLE IF NOT EXISTS tables (
+    dataset TEXT NOT NULL, version TEXT NOT NULL, name TEXT NOT NULL,
+    n_rows INTEGER NOT NULL, columns TEXT NOT NULL,
+    PRIMARY KEY (dataset, version, name)
+);
+CREATE TABLE IF NOT EXISTS checksums (
+    dataset TEXT NOT NULL, version TEXT NOT NULL, key TEXT NOT NULL,
+    sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (dataset, version, key)
+);
+CREATE TABLE IF NOT EXISTS provenance (
+    dataset TEXT NOT NULL, version TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (dataset, version, key)
+);
+"""
+
+_VERSION_TABLES = ("subjects", "studies", "series", "tables", "checksums", "provenance")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def version_number(version: str) -> int:
+    return int(version[1:])
+
+
+class Catalog:
+    """Open (and create) the catalog of one node home."""
+
+    def __init__(self, home: NodeHome) -> None:
+        self.home = home
+        home.root.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(home.catalog_path, timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading -----------------------------------------------------------
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """Every dataset with a published version: name, title, versions, newest."""
+        rows = self.db.execute(
+            "SELECT d.name, d.title, d.citation, COUNT(v.version) AS n_versions, "
+            "MAX(v.number) AS newest FROM datasets d JOIN versions v "
+            "ON v.dataset = d.name AND v.status = 'published' GROUP BY d.name ORDER BY d.name"
+        ).fetchall()
+        return [
+            dict(row) | {"newest": f"v{row['newest']}"} if row["newest"] else dict(row)
+            for row in rows
+        ]
+
+    def versions(self, name: str, *, include_pending: bool = False) -> list[dict[str, Any]]:
+        status = "" if include_pending else "AND status = 'published'"
+        rows = self.db.execute(
+            f"SELECT * FROM versions WHERE dataset = ? {status} ORDER BY number",  # noqa: S608
+            (name,),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def version(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """One published version (the newest when ``version`` is None)."""
+        published = self.versions(name)
+        if not published:
+            known = [d["name"] for d in self.datasets()]
+            raise DatasetNotFoundError(
+                f"no dataset {name!r} at this site; datasets: "
+                f"{', '.join(known) if known else 'none yet (run `insitu ingest`)'}"
+            )
+        if version is None:
+            return published[-1]
+        for row in published:
+            if row["version"] == version:
+                return row
+        raise DatasetNotFoundError(
+            f"dataset {name!r} has no version {version!r}; versions: "
+            + ", ".join(r["version"] for r in published)
+        )
+
+    def store_path(self, name: str, version: str | None = None) -> Path:
+        """Where a published version's store lies (newest when version is None)."""
+        row = self.version(name, version)
+        return self.home.stores / name / f"{row['version']}.zarr"
+
+    def find_fingerprint(self, name: str, fingerprint: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT * FROM versions WHERE dataset = ? AND fingerprint = ? ORDER BY number",
+            (name, fingerprint),
+        ).fetchone()
+        return None if row is None else dict(row)
+
+    def pending(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM versions WHERE status = 'pending'").fetchall()
+        return [dict(r) for r in rows]
+
+    def next_version(self, name: str) -> str:
+        row = self.db.execute(
+            "SELECT MAX(number) FROM versions WHERE dataset = ?", (name,)
+        ).fetchone()
+        taken = row[0] or 0
+        folder = self.home.stores / name
+        if folder.is_dir():  # a store left without a row never gets its name reused
+            for path in folder.glob("v*.zarr"):
+                if path.stem[1:].isdigit():
+                    taken = max(taken, int(path.stem[1:]))
+        return f"v{taken + 1}"
+
+    def checksums(self, name: str, version: str) -> dict[str, tuple[str, int]]:
+        rows = self.db.execute(
+            "SELECT key, sha256, size FROM checksums WHERE dataset = ? AND version = ?",
+            (name, version),
+        ).fetchall()
+        return {r["key"]: (r["sha256"], r["size"]) for r in rows}
+
+    def series(self, name: str, version: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM series WHERE dataset = ? AND version = ? ORDER BY series_id",
+            (name, version),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def provenance(self, name: str, version: str) -> dict[str, Any]:
+        rows = self.db.execute(
+            "SELECT key, value FROM provenance WHERE dataset = ? AND version = ?",
+            (name, version),
+        ).fetchall()
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    # --- writing -----------------------------------------------------------
+
+    def add_pending(
+        self,
+        *,
+        dataset: str,
+        version: str,
+        title: str,
+        citation: str,
+        fingerprint: str,
+        staging: Path,
+        subjects: Iterable[dict[str, Any]],
+        studies: Iterable[dict[str, Any]],
+        series: Iterable[dict[str, Any]],
+        checksums: dict[str, tuple[str, int]],
+        provenance: dict[str, Any],
+    ) -> None:
+        """Record a complete, checksummed version before its store is moved into place."""
+        subjects, studies, series = list(subjects), list(studies), list(series)
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO datasets (name, title, citation, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET title = excluded.title, "
+                "citation = excluded.citation",
+                (dataset, title, citation, _now()),
+            )
+            db.execute(
+                "INSERT INTO versions (dataset, version, number, status, fingerprint, "
+                "staging, created, n_subjects, n_series, bytes) "
+                "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+                (
+                    dataset,
+                    version,
+                    version_number(version),
+                    fingerprint,
+                    str(staging),
+                    _now(),
+                    len(subjects),
+                    len(series),
+                    sum(size for _, size in checksums.values()),
+                ),
+            )
+            key = (dataset, version)
+            db.executemany(
+                "INSERT INTO subjects VALUES (?, ?, ?, ?, ?)",
+                [(*key, s["subject_id"], s["n_studies"], s["n_series"]) for s in subjects],
+            )
+            db.executemany(
+                "INSERT INTO studies VALUES (?, ?, ?, ?, ?)",
+                [(*key, s["study_id"], s["subject_id"], s["study_date"]) for s in studies],
+            )
+            db.executemany(
+                "INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        *key,
+                        s["series_id"],
+                        s["study_id"],
+                        s["subject_id"],
+                        s["modality"],
+                        json.dumps(s["shape"]),
+                        json.dumps(s["spacing"]),
+                        s["dtype"],
+                    )
+                    for s in series
+                ],
+            )
+            db.executemany(
+                "INSERT INTO checksums VALUES (?, ?, ?, ?, ?)",
+                [(*key, k, digest, size) for k, (digest, size) in sorted(checksums.items())],
+            )
+            db.executemany(
+                "INSERT INTO provenance VALUES (?, ?, ?, ?)",
+                [(*key, k, json.dumps(v, sort_keys=True)) for k, v in provenance.items()],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def mark_published(self, dataset: str, version: str) -> None:
+        self.db.execute(
+            "UPDATE versions SET status = 'published', staging = '' "
+            "WHERE dataset = ? AND version = ?",
+            (dataset, version),
+        )
+
+    def drop_pending(self, dataset: str, version: str) -> None:
+        """Forget a pending version whose staged store is gone (it will be rebuilt)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in _VERSION_TABLES:
+                self.db.execute(
+                    f"DELETE FROM {table} WHERE dataset = ? AND version = ?",  # noqa: S608
+                    (dataset, version),
+                )
+            self.db.execute(
+                "DELETE FROM versions WHERE dataset = ? AND version = ? AND status = 'pending'",
+                (dataset, version),
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def add_table(
+        self, dataset: str, version: str, name: str, n_rows: int, columns: list[str]
+    ) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO tables VALUES (?, ?, ?, ?, ?)",
+            (dataset, version, name, n_rows, json.dumps(columns)),
+        )

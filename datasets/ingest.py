@@ -1,0 +1,504 @@
+"""``insitu ingest``: DICOM in, one de-identified, checksummed, immutable version out.
+
+The steps, each safe to interrupt:
+
+1. scan every input's header and fingerprint the image bytes; an input whose
+   fingerprint a version already has is "unchanged" (no new version);
+2. per series: check geometry, de-identify, decode, and write it into a
+   staging store under ``private/staging`` (a marker per finished series lets
+   the next run resume);
+3. write the root attributes, checksum every file, record the version as
+   ``pending`` in the catalog, ``os.rename`` the store into ``stores/`` and
+   mark it ``published``. :func:`recover` finishes a version stopped between
+   those last steps, so a killed ingest never leaves half a version.
+
+Bad input never stops the rest: it is copied to ``private/quarantine/<ingest>``
+with a reason file (sources are never modified), and the exit code says so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from insitu import __version__
+from insitu.config import NodeHome, load_config, resolve_home
+from insitu.datasets.catalog import Catalog
+from insitu.datasets.dicom_read import Scanned, group_series, read_full, scan_one, walk_inputs
+from insitu.datasets.store_write import (
+    checksum_tree,
+    freeze_tree,
+    open_root,
+    write_root_attrs,
+    write_series,
+)
+from insitu.datasets.volume import decode_volume, plan_geometry
+from insitu.errors import EXIT_ERROR, EXIT_OK, EXIT_QUARANTINED, IngestError
+from insitu.progress import progress
+
+__all__ = ["FileFate", "IngestReport", "ingest", "recover"]
+
+STORE_FORMAT = 1  # bump when the same input would produce a different store
+CRASH_ENV = "INSITU_INGEST_CRASH_AT"  # test hook: os._exit() at a named step
+_DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+@dataclass
+class FileFate:
+    """What happened to one input file."""
+
+    file: str
+    fate: str  # published | skipped | quarantined | held-back | refused | unchanged
+    reason: str = ""
+    series_id: str = ""
+
+
+@dataclass
+class IngestReport:
+    ingest_id: str
+    dataset: str
+    status: str  # published | unchanged | nothing-published
+    version: str = ""
+    files: list[FileFate] = field(default_factory=list)
+    series: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: str = ""
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self.files:
+            out[item.fate] = out.get(item.fate, 0) + 1
+        return out
+
+    @property
+    def quarantined(self) -> int:
+        return sum(f.fate in ("quarantined", "held-back", "refused") for f in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        if self.quarantined:
+            return EXIT_QUARANTINED
+        return EXIT_ERROR if self.status == "nothing-published" else EXIT_OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ingest_id": self.ingest_id,
+            "dataset": self.dataset,
+            "version": self.version,
+            "status": self.status,
+            "counts": self.counts(),
+            "series": self.series,
+            "files": [asdict(f) for f in self.files],
+            "quarantine": self.quarantine,
+            "exit_code": self.exit_code,
+        }
+
+
+def _crash_point(step: str) -> None:
+    if os.environ.get(CRASH_ENV) == step:
+        os._exit(70)
+
+
+@contextmanager
+def _ingest_lock(home: NodeHome) -> Iterator[None]:
+    """One ingest at a time per node home (they share version numbers)."""
+    home.staging.mkdir(parents=True, exist_ok=True)
+    with open(home.staging / ".ingest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def recover(home: NodeHome, catalog: Catalog) -> list[str]:
+    """Finish or forget versions an interrupted ingest left ``pending``."""
+    done = []
+    for row in catalog.pending():
+        target = home.stores / row["dataset"] / f"{row['version']}.zarr"
+        staged = Path(row["staging"]) if row["staging"] else None
+        if not target.exists() and staged is not None and staged.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged.rename(target)
+        if target.exists():
+            freeze_tree(target)
+            catalog.mark_published(row["dataset"], row["version"])
+            if staged is not None:
+                shutil.rmtree(staged.parent, ignore_errors=True)
+            done.append(f"{row['dataset']} {row['version']}")
+        else:
+            catalog.drop_pending(row["dataset"], row["version"])
+    return done
+
+
+class _Quarantine:
+    """Copies of bad inputs with a reason file each, under private/quarantine."""
+
+    def __init__(self, home: NodeHome, ingest_id: str) -> None:
+        self.folder = home.quarantine / ingest_id
+        self.count = 0
+
+    def put(self, item: Scanned, reason: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.count += 1
+        stem = f"{self.count:05d}"
+        try:
+            data = item.source.read()
+        except (OSError, ValueError, RuntimeError) as exc:
+            data = b""
+            reason += f" (the file could not be copied: {exc})"
+        (self.folder / f"{stem}.dcm").write_bytes(data)
+        (self.folder / f"{stem}.reason.txt").write_text(
+            f"source: {item.source.name}\nsha256: {item.digest}\nreason: {reason}\n"
+        )
+
+
+def _fingerprint(images: Sequence[Scanned], profile: dict[str, Any], options: dict) -> str:
+    body = {
+        "format": STORE_FORMAT,
+        "inputs": sorted(i.digest for i in images),
+        "profile": profile,
+        "options": options,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _new_ingest_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _iso_date(value: str) -> str:
+    value = str(value or "")
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else ""
+
+
+def _units(ds: Any) -> str:
+    modality = str(ds.get("Modality", ""))
+    rescale_type = str(ds.get("RescaleType", "") or "")
+    if modality == "CT" and rescale_type in ("", "HU"):
+        return "HU"
+    if modality == "PT" and ds.get("Units"):
+        return str(ds.Units)
+    if rescale_type:
+        return rescale_type
+    return "arbitrary" if modality == "MR" else "pixel value"
+
+
+def _header_json(ds: Any) -> dict[str, Any]:
+    """The de-identified header in the DICOM JSON model, without pixel data."""
+    from pydicom.dataset import Dataset as DicomDataset
+
+    header = DicomDataset()
+    for elem in ds:
+        if elem.tag.group != 0x7FE0:
+            header.add(elem)
+    return header.to_json_dict(
+        bulk_data_threshold=4096, bulk_data_element_handler=lambda _elem: "omitted:bulk-data"
+    )
+
+
+def _link(home: NodeHome, subject_id: str, original_id: str) -> None:
+    """The pseudonym -> original link, only ever in private/."""
+    db = sqlite3.connect(home.private / "links.sqlite")
+    try:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS links (subject_id TEXT PRIMARY KEY, "
+            "original_patient_id TEXT NOT NULL, first_seen TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO links VALUES (?, ?, ?)",
+            (subject_id, original_id, datetime.now(UTC).isoformat(timespec="seconds")),
+        )
+        db.commit()
+    finally:
+        db.close()
+    (home.private / "links.sqlite").chmod(0o600)
+
+
+class _SeriesRefused(Exception):
+    def __init__(self, fate: str, reason: str, culprit: Scanned | None = None) -> None:
+        super().__init__(reason)
+        self.fate, self.reason, self.culprit = fate, reason, culprit
+
+
+def _build_series(
+    home: NodeHome, deid: Any, items: list[Scanned], root: Any
+) -> tuple[dict[str, Any], str]:
+    """De-identify, decode and write one series; return its index row and original id."""
+    from insitu.datasets.deid import HeldBack
+
+    geometry = plan_geometry([i.header for i in items])  # raises InconsistentSeriesError
+    originals = []
+    for item in items:
+        try:
+            originals.append(read_full(item))
+        except Exception as exc:
+            raise _SeriesRefused(
+                "quarantined", f"corrupt DICOM: {type(exc).__name__}: {exc}", item
+            ) from exc
+    first = None
+    subjects = set()
+    for item, ds in zip(items, originals, strict=True):
+        try:
+            result = deid.apply(ds)
+        except HeldBack as exc:
+            raise _SeriesRefused("held-back", str(exc)) from exc
+        except IngestError as exc:
+            raise _SeriesRefused("quarantined", f"de-identification: {exc}", item) from exc
+        subjects.add(result.subject_id)
+        if first is None:
+            first = result
+    assert first is not None
+    if len(subjects) > 1:
+        raise _SeriesRefused("refused", "one series holds images of several patients")
+    try:
+        volume = decode_volume(originals, geometry)
+    except Exception as exc:
+        culprit = items[0] if len(items) == 1 else None
+        raise _SeriesRefused(
+            "quarantined", f"pixel data cannot be decoded: {type(exc).__name__}: {exc}", culprit
+        ) from exc
+    header = first.dataset
+    series_id = str(header.SeriesInstanceUID)
+    row = {
+        "subject_id": first.subject_id,
+        "study_id": str(header.get("StudyInstanceUID", "")),
+        "series_id": series_id,
+        "modality": str(header.get("Modality", "") or ""),
+        "study_date": _iso_date(header.get("StudyDate", "")),
+        "shape": list(volume.shape[:3]),
+        "spacing": [round(float(s), 6) for s in geometry.spacing],
+        "dtype": str(volume.dtype),
+        "units": _units(originals[0]),
+        "n_files": len(items),
+        "patient_geometry": geometry.patient_geometry,
+        "color": volume.ndim == 4,
+    }
+    attrs = {
+        **row,
+        "affine": geometry.affine.tolist(),
+        "origin": list(geometry.origin),
+        "orientation": list(geometry.orientation),
+        "header": _header_json(header),
+    }
+    series_path = Path(root.store.root) / "series" / series_id
+    shutil.rmtree(series_path, ignore_errors=True)  # a half-written try of this series
+    write_series(root, series_id, volume, geometry, attrs)
+    return row, str(first.original_patient_id)
+
+
+def _index(series_rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    subjects: dict[str, dict[str, Any]] = {}
+    studies: dict[str, dict[str, Any]] = {}
+    for row in series_rows:
+        studies.setdefault(
+            row["study_id"],
+            {"study_id": row["study_id"], "subject_id": row["subject_id"], "study_date": ""},
+        )["study_date"] = row["study_date"]
+        subject = subjects.setdefault(
+            row["subject_id"], {"subject_id": row["subject_id"], "studies": set(), "n_series": 0}
+        )
+        subject["studies"].add(row["study_id"])
+        subject["n_series"] += 1
+    subject_rows = [
+        {"subject_id": s["subject_id"], "n_studies": len(s["studies"]), "n_series": s["n_series"]}
+        for s in sorted(subjects.values(), key=lambda s: s["subject_id"])
+    ]
+    return subject_rows, sorted(studies.values(), key=lambda s: s["study_id"])
+
+
+def ingest(
+    paths: Sequence[str | os.PathLike[str]],
+    dataset: str,
+    *,
+    home: NodeHome | None = None,
+    title: str = "",
+    citation: str = "",
+    allow_burned_in: bool | None = None,
+    show_progress: bool | None = None,
+) -> IngestReport:
+    """Ingest DICOM ``paths`` as a new version of ``dataset`` (see the module doc)."""
+    home = (home or resolve_home()).require_initialized()
+    if not _DATASET_NAME.match(dataset):
+        raise IngestError(
+            f"dataset name {dataset!r}: use 1-64 lower-case letters, digits, '.', '_' or '-' "
+            "(it names folders and appears in the catalog, so never a patient identifier)"
+        )
+    if not paths:
+        raise IngestError("nothing to ingest: give one or more files, folders or .zip archives")
+    config = load_config(home)
+    from insitu.datasets.deid import PROFILE, Deidentifier, DeidOptions
+
+    options = DeidOptions(
+        retain_device_identity=config.deid.retain_device_identity,
+        allow_burned_in=config.deid.allow_burned_in if allow_burned_in is None else allow_burned_in,
+    )
+    with _ingest_lock(home), Catalog(home) as catalog:
+        recover(home, catalog)
+        return _ingest_locked(
+            home, catalog, paths, dataset, title, citation, options, PROFILE, show_progress,
+            Deidentifier(home.site_key(), options),
+        )  # fmt: skip
+
+
+def _ingest_locked(
+    home: NodeHome,
+    catalog: Catalog,
+    paths: Sequence[str | os.PathLike[str]],
+    dataset: str,
+    title: str,
+    citation: str,
+    options: Any,
+    profile: dict[str, Any],
+    show_progress: bool | None,
+    deid: Any,
+) -> IngestReport:
+    from insitu.hub.audit import AuditLog
+
+    ingest_id = _new_ingest_id()
+    report = IngestReport(ingest_id=ingest_id, dataset=dataset, status="nothing-published")
+    sources = list(walk_inputs(paths))
+    scanned = [
+        scan_one(s) for s in progress(sources, desc="scan", enabled=show_progress)
+    ]  # fmt: skip
+    _crash_point("scanned")
+    images = [s for s in scanned if s.kind == "image"]
+    option_dict = {k: getattr(options, k) for k in ("retain_device_identity", "allow_burned_in")}
+    fingerprint = _fingerprint(images, profile, option_dict)
+    quarantine = _Quarantine(home, ingest_id)
+    fates: dict[int, FileFate] = {}
+    for index, item in enumerate(scanned):
+        if item.kind == "skipped":
+            fates[index] = FileFate(item.source.name, "skipped", item.reason)
+        elif item.kind == "bad":
+            quarantine.put(item, item.reason)
+            fates[index] = FileFate(item.source.name, "quarantined", item.reason)
+
+    existing = catalog.find_fingerprint(dataset, fingerprint) if images else None
+    if existing is not None and existing["status"] == "published":
+        report.status, report.version = "unchanged", existing["version"]
+        for index, item in enumerate(scanned):
+            fates.setdefault(
+                index,
+                FileFate(item.source.name, "unchanged", f"already in {existing['version']}"),
+            )
+        report.files = [fates[i] for i in range(len(scanned))]
+        report.quarantine = str(quarantine.folder) if quarantine.count else ""
+        AuditLog(home).append(
+            "ingest", dataset=dataset, version=existing["version"], status="unchanged",
+            counts=report.counts(),
+        )  # fmt: skip
+        return report
+
+    work = home.staging / f"{dataset}-{fingerprint[:16]}"
+    store_path = work / "store.zarr"
+    markers = work / "done"
+    markers.mkdir(parents=True, exist_ok=True)
+    root = open_root(store_path)
+    position = {id(item): index for index, item in enumerate(scanned)}
+    groups = group_series(scanned)
+    rows: list[dict[str, Any]] = []
+    written = 0
+    for uid, items in progress(list(groups.items()), desc="series", enabled=show_progress):
+        marker = markers / (hashlib.sha256(uid.encode()).hexdigest()[:24] + ".json")
+        if marker.exists():  # finished by an interrupted run of the same input
+            row = json.loads(marker.read_text())
+        else:
+            try:
+                row, original_id = _build_series(home, deid, items, root)
+            except _SeriesRefused as exc:
+                for item in items:
+                    fate = "quarantined" if item is exc.culprit else exc.fate
+                    reason = exc.reason if item is exc.culprit or exc.culprit is None else (
+                        f"refused with its series: {exc.reason}"
+                    )  # fmt: skip
+                    quarantine.put(item, reason)
+                    fates[position[id(item)]] = FileFate(item.source.name, fate, reason)
+                continue
+            except IngestError as exc:  # InconsistentSeriesError, HeldBack, ...
+                for item in items:
+                    quarantine.put(item, str(exc))
+                    fates[position[id(item)]] = FileFate(item.source.name, "refused", str(exc))
+                continue
+            _link(home, row["subject_id"], original_id)
+            marker.write_text(json.dumps(row))
+            written += 1
+            if written == 1:
+                _crash_point("series-written")
+        rows.append(row)
+        for item in items:
+            fates[position[id(item)]] = FileFate(
+                item.source.name, "published", series_id=row["series_id"]
+            )
+    report.files = [fates[i] for i in range(len(scanned))]
+    report.quarantine = str(quarantine.folder) if quarantine.count else ""
+    if not rows:
+        shutil.rmtree(work, ignore_errors=True)
+        AuditLog(home).append(
+            "ingest", dataset=dataset, status="nothing-published", counts=report.counts()
+        )
+        return report
+
+    _crash_point("staged")
+    rows.sort(key=lambda r: (r["subject_id"], r["study_id"], r["series_id"]))
+    subjects, studies = _index(rows)
+    version = catalog.next_version(dataset)
+    provenance = {
+        "ingest_id": ingest_id,
+        "fingerprint": fingerprint,
+        "software": f"insitu {__version__}",
+        "store_format": STORE_FORMAT,
+        "deid_profile": profile,
+        "inputs": {
+            "files": len(scanned),
+            "images": len(images),
+            "published_files": sum(f.fate == "published" for f in report.files),
+            "series": len(rows),
+            **{f"fate_{k}": v for k, v in report.counts().items()},
+        },
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_root_attrs(
+        root,
+        {
+            "dataset": dataset,
+            "version": version,
+            "title": title,
+            "citation": citation,
+            "deid": {"profile": profile, "options": option_dict},
+            "provenance": provenance,
+            "subjects": subjects,
+            "series": rows,
+            "tables": [],
+        },
+    )
+    checksums = checksum_tree(store_path)
+    _crash_point("checksummed")
+    catalog.add_pending(
+        dataset=dataset, version=version, title=title, citation=citation,
+        fingerprint=fingerprint, staging=store_path, subjects=subjects, studies=studies,
+        series=rows, checksums=checksums, provenance=provenance,
+    )  # fmt: skip
+    _crash_point("pending")
+    target = home.stores / dataset / f"{version}.zarr"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    store_path.rename(target)
+    _crash_point("renamed")
+    recover(home, catalog)
+    report.status, report.version, report.series = "published", version, rows
+    AuditLog(home).append(
+        "ingest", dataset=dataset, version=version, status="published",
+        subjects=len(subjects), series=len(rows), counts=report.counts(),
+    )  # fmt: skip
+    return report

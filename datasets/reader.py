@@ -1,0 +1,244 @@
+"""Read a published store as pandas tables and lazy xarray images.
+
+:class:`Dataset` needs only a Zarr v3 store object (``LocalStore`` on the node,
+the gate's HTTP store in a researcher's server), never a path or the catalog.
+Opening reads the root metadata only: the subject and series index rows live
+in the root attributes, and pixel chunks are read when a computation asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from insitu.config import NodeHome, resolve_home
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import xarray as xr
+
+__all__ = ["Dataset", "open_dataset", "read_table", "write_table"]
+
+SERIES_COLUMNS = [
+    "subject_id",
+    "study_id",
+    "series_id",
+    "modality",
+    "study_date",
+    "shape",
+    "spacing",
+    "dtype",
+    "units",
+]
+
+
+class Dataset:
+    """One published dataset version: ``.subjects``, ``.series``, ``.tables``, ``.image()``."""
+
+    def __init__(self, store: Any) -> None:
+        import zarr
+
+        self.store = store
+        self._root = zarr.open_group(store, mode="r", zarr_format=3)
+        self.attrs: dict[str, Any] = dict(self._root.attrs.get("insitu", {}))
+        if "dataset" not in self.attrs:
+            from insitu.errors import DatasetNotFoundError
+
+            raise DatasetNotFoundError(
+                "this Zarr store is not an insitu dataset (no attrs['insitu'] at its root)"
+            )
+        self.name: str = self.attrs["dataset"]
+        self.version: str = self.attrs["version"]
+
+    def __repr__(self) -> str:
+        return (
+            f"<insitu.Dataset {self.name} {self.version}: {len(self.attrs.get('subjects', []))} "
+            f"subjects, {len(self.attrs.get('series', []))} series>"
+        )
+
+    @property
+    def subjects(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(
+            self.attrs.get("subjects", []), columns=["subject_id", "n_studies", "n_series"]
+        )
+
+    @property
+    def series(self) -> pd.DataFrame:
+        import pandas as pd
+
+        rows = [
+            {**row, "shape": tuple(row["shape"]), "spacing": tuple(row["spacing"])}
+            for row in self.attrs.get("series", [])
+        ]
+        extra = sorted({k for row in rows for k in row} - set(SERIES_COLUMNS))
+        return pd.DataFrame(rows, columns=SERIES_COLUMNS + extra)
+
+    @property
+    def tables(self) -> Mapping[str, pd.DataFrame]:
+        """Tables beside the images (measurements, clinical variables), read on access."""
+        return _Tables(self._root, list(self.attrs.get("tables", [])))
+
+    def _series_row(self, series_id: str) -> dict[str, Any]:
+        for row in self.attrs.get("series", []):
+            if row["series_id"] == series_id:
+                return row
+        from insitu.errors import DatasetNotFoundError
+
+        known = [row["series_id"] for row in self.attrs.get("series", [])]
+        raise DatasetNotFoundError(
+            f"{self.name} {self.version} has no series {series_id!r}; it has {len(known)} "
+            f"series (see .series), e.g. {', '.join(known[:3])}"
+        )
+
+    def image(self, series_id: str, level: int = 0) -> xr.DataArray:
+        """A lazy (z, y, x) image in modality units, coordinates in LPS millimetres."""
+        import dask.array as da
+        import xarray as xr
+        import zarr
+
+        self._series_row(series_id)
+        group = zarr.open_group(self.store, path=f"series/{series_id}", mode="r")
+        ome = group.attrs["ome"]["multiscales"][0]
+        info = dict(group.attrs["insitu"])
+        levels = [d["path"] for d in ome["datasets"]]
+        if not 0 <= level < len(levels):
+            raise ValueError(f"level {level} does not exist: choose 0..{len(levels) - 1}")
+        meta = ome["datasets"][level]["coordinateTransformations"]
+        scale = next(t["scale"] for t in meta if t["type"] == "scale")
+        translation = next(t["translation"] for t in meta if t["type"] == "translation")
+        array = zarr.open_array(self.store, path=f"series/{series_id}/{levels[level]}", mode="r")
+        data = da.from_zarr(array)
+        names = [a["name"] for a in ome["axes"]]
+        coords = {
+            name: translation[i] + np.arange(array.shape[i]) * scale[i]
+            for i, name in enumerate(names)
+            if name in ("z", "y", "x")
+        }
+        affine = np.array(info["affine"], dtype=float)
+        fy = scale[names.index("y")] / info["spacing"][1]
+        fx = scale[names.index("x")] / info["spacing"][2]
+        to_level0 = np.array(
+            [[fx, 0, 0, (fx - 1) / 2], [0, fy, 0, (fy - 1) / 2], [0, 0, 1, 0], [0, 0, 0, 1]]
+        )
+        attrs = {
+            "modality": info.get("modality", ""),
+            "units": info.get("units", ""),
+            "affine": affine @ to_level0,
+            "orientation": list(info.get("orientation", [])),
+            "spacing": [scale[names.index(n)] for n in ("z", "y", "x")],
+            "patient_geometry": info.get("patient_geometry", True),
+            "series_id": series_id,
+            "subject_id": info.get("subject_id", ""),
+            "study_id": info.get("study_id", ""),
+            "dataset": self.name,
+            "version": self.version,
+            "level": level,
+        }
+        result = xr.DataArray(data, dims=names, coords=coords, name=series_id, attrs=attrs)
+        for name in ("z", "y", "x"):
+            result[name].attrs["units"] = "mm"
+        return result.transpose("z", "y", "x", "c") if "c" in names else result
+
+    def header(self, series_id: str) -> dict[str, Any]:
+        """The de-identified DICOM header of a series (DICOM JSON model)."""
+        import zarr
+
+        self._series_row(series_id)
+        group = zarr.open_group(self.store, path=f"series/{series_id}", mode="r")
+        return dict(group.attrs["insitu"].get("header", {}))
+
+
+class _Tables(Mapping[str, "pd.DataFrame"]):
+    def __init__(self, root: Any, names: list[str]) -> None:
+        self._root, self._names = root, names
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._names:
+            raise KeyError(f"no table {name!r}; tables: {', '.join(self._names) or 'none'}")
+        return read_table(self._root, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"<tables: {', '.join(self._names) or 'none'}>"
+
+
+def write_table(root: Any, name: str, frame: pd.DataFrame) -> None:
+    """Write ``frame`` as ``tables/<name>/``: one 1-D array per column.
+
+    ``root`` is a writable root group of a store being built (before publish:
+    published stores are read-only). Strings become Zarr string arrays,
+    datetimes int64 nanoseconds; names and dtypes go to the group's attributes.
+    """
+    import pandas as pd
+
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"table name {name!r}: use letters, digits, '-' or '_'")
+    group = root.require_group(f"tables/{name}")
+    columns, dtypes = [], {}
+    for i, column in enumerate(frame.columns):
+        values = frame[column]
+        kind = str(values.dtype)
+        if pd.api.types.is_datetime64_any_dtype(values):
+            data = values.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+            kind = "datetime64[ns]"
+        elif values.dtype.kind in "biuf":
+            data = values.to_numpy()
+        else:
+            data = np.array(["" if v is None else str(v) for v in values], dtype=object)
+            kind = "str"
+        array = group.create_array(
+            f"c{i}",
+            shape=data.shape,
+            dtype=str if kind == "str" else data.dtype,
+            chunks=(max(1, len(data)),),
+            fill_value="" if kind == "str" else 0,
+            overwrite=True,
+        )
+        if len(data):
+            array[:] = data
+        columns.append(str(column))
+        dtypes[str(column)] = kind
+    group.attrs["insitu"] = {"columns": columns, "dtypes": dtypes, "n_rows": len(frame)}
+    info = dict(root.attrs.get("insitu", {}))
+    info["tables"] = sorted({*info.get("tables", []), name})
+    root.attrs["insitu"] = info
+
+
+def read_table(root: Any, name: str) -> pd.DataFrame:
+    """The DataFrame :func:`write_table` wrote (columns in their order and dtypes)."""
+    import pandas as pd
+
+    group = root[f"tables/{name}"]
+    info = group.attrs["insitu"]
+    data = {}
+    for i, column in enumerate(info["columns"]):
+        values = group[f"c{i}"][:] if info["n_rows"] else np.array([])
+        kind = info["dtypes"][column]
+        if kind == "datetime64[ns]":
+            data[column] = pd.to_datetime(values.astype(np.int64))
+        elif kind == "str":
+            data[column] = pd.Series(values.astype(object) if len(values) else [], dtype=object)
+        else:
+            data[column] = pd.Series(values, dtype=kind)
+    return pd.DataFrame(data, columns=info["columns"])
+
+
+def open_dataset(name: str, version: str | None = None, *, home: NodeHome | None = None) -> Dataset:
+    """Open a published dataset of this node (newest version unless one is named)."""
+    from zarr.storage import LocalStore
+
+    from insitu.datasets.catalog import Catalog
+
+    node = home or resolve_home()
+    with Catalog(node) as catalog:
+        path = catalog.store_path(name, version)
+    return Dataset(LocalStore(path, read_only=True))

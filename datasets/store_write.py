@@ -1,0 +1,168 @@
+"""Write one dataset version as a Zarr v3 store (layout: docs/architecture.md).
+
+Each series is an OME-Zarr 0.5 multiscale image under ``series/<series_id>``:
+level "0" holds the volume exactly as decoded, coarser levels halve y and x
+for previews. Chunks are compressed losslessly with Blosc (zstd + bit
+shuffle); docs/datasets.md records why this codec and chunk shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from insitu.datasets.volume import Geometry
+
+__all__ = [
+    "CHUNK_DEPTH",
+    "CHUNK_PLANE",
+    "checksum_tree",
+    "freeze_tree",
+    "open_root",
+    "pyramid",
+    "write_root_attrs",
+    "write_series",
+]
+
+NGFF_VERSION = "0.5"
+CHUNK_DEPTH = 4  # slices per chunk: one slice reads one chunk row, 3-D patches stay cheap
+CHUNK_PLANE = 256
+BLOSC_LEVEL = 5
+MIN_LEVEL_SIZE = 64  # stop the pyramid when y or x would fall below this
+MAX_LEVELS = 4
+
+
+def compressor() -> Any:
+    from zarr.codecs import BloscCodec, BloscShuffle
+
+    return BloscCodec(cname="zstd", clevel=BLOSC_LEVEL, shuffle=BloscShuffle.bitshuffle)
+
+
+def open_root(path: Path) -> Any:
+    """The store's root group (created when missing)."""
+    import zarr
+    from zarr.storage import LocalStore
+
+    return zarr.open_group(LocalStore(path), mode="a", zarr_format=3)
+
+
+def pyramid(volume: np.ndarray) -> list[np.ndarray]:
+    """Level 0 is the volume itself; each next level averages 2x2 in y and x."""
+    levels = [volume]
+    while len(levels) < MAX_LEVELS:
+        prev = levels[-1]
+        ny, nx = prev.shape[1] // 2, prev.shape[2] // 2
+        if min(ny, nx) < MIN_LEVEL_SIZE:
+            break
+        cropped = prev[:, : ny * 2, : nx * 2].astype(np.float64)
+        blocks = cropped.reshape(prev.shape[0], ny, 2, nx, 2, *prev.shape[3:])
+        mean = blocks.mean(axis=(2, 4))
+        if prev.dtype.kind in "iub":
+            mean = np.rint(mean)
+        levels.append(mean.astype(prev.dtype))
+    return levels
+
+
+def _axes(color: bool) -> list[dict[str, str]]:
+    axes = [{"name": n, "type": "space", "unit": "millimeter"} for n in ("z", "y", "x")]
+    return ([{"name": "c", "type": "channel"}] if color else []) + axes
+
+
+def ome_attrs(name: str, geometry: Geometry, levels: list[np.ndarray]) -> dict[str, Any]:
+    """NGFF 0.5 ``multiscales``: scale and translation per level, in millimetres."""
+    color = levels[0].ndim == 4
+    dz, dy, dx = geometry.spacing
+    z0, y0, x0 = geometry.translation
+    datasets = []
+    for k, level in enumerate(levels):
+        fy = geometry.shape[1] / level.shape[1]
+        fx = geometry.shape[2] / level.shape[2]
+        scale = [dz, dy * fy, dx * fx]
+        # a coarser voxel's centre sits half its extra width further along
+        translation = [z0, y0 + (fy - 1) * dy / 2, x0 + (fx - 1) * dx / 2]
+        if color:
+            scale, translation = [1.0, *scale], [0.0, *translation]
+        datasets.append(
+            {
+                "path": str(k),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": scale},
+                    {"type": "translation", "translation": translation},
+                ],
+            }
+        )
+    return {
+        "version": NGFF_VERSION,
+        "multiscales": [{"name": name, "axes": _axes(color), "datasets": datasets}],
+    }
+
+
+def chunk_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    z, y, x = shape[-3:]
+    spatial = (min(CHUNK_DEPTH, z), min(CHUNK_PLANE, y), min(CHUNK_PLANE, x))
+    return (shape[0], *spatial) if len(shape) == 4 else spatial
+
+
+def write_series(
+    root: Any,
+    series_id: str,
+    volume: np.ndarray,
+    geometry: Geometry,
+    attrs: dict[str, Any],
+) -> dict[str, Any]:
+    """Write one series (all levels) and return its OME attributes."""
+    levels = pyramid(volume)
+    group = root.require_group(f"series/{series_id}")
+    ome = ome_attrs(series_id, geometry, levels)
+    for k, level in enumerate(levels):
+        data = np.moveaxis(level, -1, 0) if level.ndim == 4 else level
+        array = group.create_array(
+            str(k),
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=chunk_shape(data.shape),
+            compressors=compressor(),
+            dimension_names=["c", "z", "y", "x"] if data.ndim == 4 else ["z", "y", "x"],
+            fill_value=0,
+            overwrite=True,
+        )
+        array[...] = data
+    group.attrs.update({"ome": ome, "insitu": attrs})
+    return ome
+
+
+def write_root_attrs(root: Any, attrs: dict[str, Any]) -> None:
+    root.attrs.update({"insitu": attrs})
+
+
+def _files(path: Path) -> Iterator[Path]:
+    for dirpath, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            yield Path(dirpath) / name
+
+
+def checksum_tree(path: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and size of every file in a store, keyed by its store key."""
+    out: dict[str, tuple[str, int]] = {}
+    for file in _files(path):
+        digest = hashlib.sha256()
+        with open(file, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        out[file.relative_to(path).as_posix()] = (digest.hexdigest(), file.stat().st_size)
+    return out
+
+
+def freeze_tree(path: Path) -> None:
+    """Make a published store read-only: files 0444, folders 0555."""
+    for dirpath, _dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            (Path(dirpath) / name).chmod(0o444)
+        # read and list for the node's services (researchers reach it only via the gate)
+        Path(dirpath).chmod(0o555)

@@ -1,0 +1,258 @@
+"""Slice viewer: scrub through a series in three planes with CT window presets.
+
+The viewer holds a lazy ``xarray.DataArray`` (dims ``z, y, x`` in mm, as
+``Dataset.image()`` returns it, locally or through the gate) and computes only
+the plane it shows: moving the slider reads the chunks of one slice, never
+the volume. A few recent planes are kept so scrubbing back is free.
+
+    from insitu.widgets import SliceViewer
+    SliceViewer(ds.image(series_id))
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from insitu.widgets._render import apply_window, gray_png
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["PLANES", "PRESETS", "SliceViewer", "Window"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A display window: ``center`` (level) and ``width`` in the image's units."""
+
+    center: float
+    width: float
+
+
+# Common CT windows (HU), as radiology workstations ship them.
+PRESETS: dict[str, Window] = {
+    "soft tissue": Window(40, 400),
+    "brain": Window(40, 80),
+    "lung": Window(-600, 1500),
+    "bone": Window(400, 1800),
+}
+FREE = "free"
+
+# plane -> (dimension the slider moves along, (vertical dim, horizontal dim))
+PLANES: dict[str, tuple[str, tuple[str, str]]] = {
+    "axial": ("z", ("y", "x")),
+    "coronal": ("y", ("z", "x")),
+    "sagittal": ("x", ("z", "y")),
+}
+# What a reader expects at the image's edges (DICOM LPS, radiological view).
+_EDGES = {
+    "axial": ("A", "P", "R", "L"),
+    "coronal": ("S", "I", "R", "L"),
+    "sagittal": ("S", "I", "A", "P"),
+}
+_CACHE_PLANES = 8
+
+
+class SliceViewer:
+    """An ipywidgets slice viewer; display it by leaving it last in a cell."""
+
+    def __init__(
+        self,
+        image: xr.DataArray,
+        *,
+        plane: str = "axial",
+        preset: str | None = None,
+        display_size: int = 384,
+        title: str | None = None,
+    ) -> None:
+        import ipywidgets as w
+
+        missing = {"z", "y", "x"} - set(image.dims)
+        if missing or image.ndim != 3:
+            raise ValueError(
+                f"the viewer shows 3-D images with dims z, y, x; this one has {image.dims}. "
+                "Pass ds.image(series_id) (colour or time series: select one channel first)"
+            )
+        if plane not in PLANES:
+            raise ValueError(f"plane {plane!r}: choose one of {', '.join(PLANES)}")
+        self.image = image.transpose("z", "y", "x")
+        self.display_size = display_size
+        self.reads = 0  # planes computed from the store (for tests and bench)
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._syncing = False
+        modality = str(image.attrs.get("modality", "")).upper()
+        if preset is None:
+            preset = "soft tissue" if modality == "CT" else FREE
+        if preset not in (*PRESETS, FREE):
+            raise ValueError(f"preset {preset!r}: choose one of {', '.join([*PRESETS, FREE])}")
+        start = PRESETS.get(preset) or self._auto_window()
+
+        self.plane = w.ToggleButtons(options=list(PLANES), value=plane, description="Plane")
+        self.slider = w.IntSlider(
+            min=0,
+            max=1,
+            value=0,
+            description="Slice",
+            continuous_update=True,
+            layout=w.Layout(width="100%"),
+        )
+        self.preset = w.Dropdown(options=[*PRESETS, FREE], value=preset, description="Window")
+        self.center = w.FloatText(
+            value=start.center, description="Level", layout={"width": "180px"}
+        )
+        self.width = w.BoundedFloatText(
+            value=start.width, min=1, max=1e6, description="Width", layout={"width": "180px"}
+        )
+        self.position = w.HTML()
+        self.view = w.Image(format="png")
+        self.edges = w.HTML()
+        heading = title or " · ".join(
+            str(v)
+            for v in (
+                image.attrs.get("dataset"),
+                image.attrs.get("subject_id"),
+                image.attrs.get("series_id") or image.name,
+            )
+            if v
+        )
+        self.widget = w.VBox(
+            [
+                w.HTML(f"<b>{_escape(heading)}</b>") if heading else w.HTML(),
+                self.plane,
+                w.HBox([self.preset, self.center, self.width]),
+                self.slider,
+                self.position,
+                self.view,
+                self.edges,
+            ],
+            layout=w.Layout(max_width=f"{display_size + 260}px"),
+        )
+        self.plane.observe(self._on_plane, names="value")
+        self.slider.observe(lambda _change: self.render(), names="value")
+        self.preset.observe(self._on_preset, names="value")
+        self.center.observe(self._on_free_window, names="value")
+        self.width.observe(self._on_free_window, names="value")
+        self._reset_slider()
+        self.render()
+
+    # -- display ------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # -- state changes ------------------------------------------------------
+
+    def _on_plane(self, _change: dict[str, Any]) -> None:
+        self._reset_slider()
+        self.render()
+
+    def _on_preset(self, change: dict[str, Any]) -> None:
+        if change["new"] == FREE:
+            return  # keep the current numbers as a starting point
+        window = PRESETS[change["new"]]
+        self._syncing = True
+        try:
+            self.center.value, self.width.value = window.center, window.width
+        finally:
+            self._syncing = False
+        self.render()
+
+    def _on_free_window(self, _change: dict[str, Any]) -> None:
+        if self._syncing:
+            return
+        if self.preset.value != FREE:
+            self._syncing = True  # the dropdown follows the numbers, not back
+            try:
+                self.preset.value = FREE
+            finally:
+                self._syncing = False
+        self.render()
+
+    def _reset_slider(self) -> None:
+        dim = PLANES[self.plane.value][0]
+        n = int(self.image.sizes[dim])
+        # Hold the observer off while the range changes: one render, not three.
+        with self.slider.hold_trait_notifications():
+            self.slider.max = max(n - 1, 0)
+            self.slider.value = n // 2
+        self.slider.description = f"{dim} slice"
+
+    # -- reading and drawing ------------------------------------------------
+
+    @property
+    def window(self) -> Window:
+        return Window(float(self.center.value), float(self.width.value))
+
+    def plane_values(self) -> np.ndarray:
+        """The 2-D array shown now (rows top to bottom as drawn), read lazily."""
+        plane = self.plane.value
+        dim, (vertical, horizontal) = PLANES[plane]
+        key = (plane, int(self.slider.value))
+        cached = self._cache.get(key)
+        if cached is None:
+            data = self.image.isel({dim: key[1]}).transpose(vertical, horizontal)
+            cached = np.asarray(data.values)
+            self.reads += 1
+            if vertical == "z":
+                cached = cached[::-1]  # superior up
+            self._cache[key] = cached
+            if len(self._cache) > _CACHE_PLANES:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return cached
+
+    def position_mm(self) -> float:
+        dim = PLANES[self.plane.value][0]
+        return float(self.image[dim].values[int(self.slider.value)])
+
+    def _display_shape(self, rows: int, cols: int) -> tuple[int, int]:
+        """(width, height) in screen pixels with the physical aspect ratio kept."""
+        _dim, (vertical, horizontal) = PLANES[self.plane.value]
+        sv = _spacing(self.image, vertical)
+        sh = _spacing(self.image, horizontal)
+        height_mm, width_mm = rows * sv, cols * sh
+        scale = self.display_size / max(height_mm, width_mm)
+        return max(1, round(width_mm * scale)), max(1, round(height_mm * scale))
+
+    def render(self) -> None:
+        values = self.plane_values()
+        pixels = apply_window(values, self.center.value, self.width.value)
+        self.view.value = gray_png(pixels, self._display_shape(*values.shape))
+        dim = PLANES[self.plane.value][0]
+        n = int(self.image.sizes[dim])
+        units = self.image.attrs.get("units", "")
+        self.position.value = (
+            f"{dim} = <b>{self.position_mm():.1f} mm</b> · slice {self.slider.value + 1} of {n}"
+            f" · window {self.center.value:g}/{self.width.value:g} {_escape(str(units))}"
+        )
+        top, bottom, left, right = _EDGES[self.plane.value]
+        self.edges.value = (
+            f"<small>top {top}, bottom {bottom}, left {left}, right {right} (patient)</small>"
+        )
+
+    def _auto_window(self) -> Window:
+        """For non-CT images: the 1st to 99th percentile of the middle axial slice."""
+        middle = np.asarray(self.image.isel(z=self.image.sizes["z"] // 2).values, dtype=float)
+        low, high = np.percentile(middle, [1, 99]) if middle.size else (0.0, 1.0)
+        return Window(float(low + high) / 2, max(float(high - low), 1.0))
+
+
+def _spacing(image: xr.DataArray, dim: str) -> float:
+    coords = np.asarray(image[dim].values, dtype=float)
+    if coords.size > 1:
+        return abs(float(coords[1] - coords[0])) or 1.0
+    spacing = image.attrs.get("spacing")
+    if spacing is not None and len(spacing) == 3:
+        return float(spacing["zyx".index(dim)]) or 1.0
+    return 1.0
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)

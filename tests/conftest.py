@@ -18,3 +18,5 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NodeHome]:
     init_home(node, "test-site")
     monkeypatch.setenv("INSITU_HOME", str(node.root))
     yield node
+
+pytest_plugins = ["fixtures_hub"]

@@ -1,0 +1,104 @@
+"""Where the gate finds a dataset's store, and the one check every key passes.
+
+The catalog (``insitu.datasets.catalog``) is the authority on what is
+published; this module turns (dataset, version) into a store folder and a
+zarr key into a file inside that folder, refusing anything that could escape
+it: ``..`` segments, absolute paths, backslashes, percent signs (no zarr key
+has one, so double-encoded tricks cannot survive), control characters and
+symbolic links that resolve outside the store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from insitu.config import NodeHome
+from insitu.errors import DatasetNotFoundError, InvalidRequestError
+
+__all__ = ["LATEST", "datasets", "key_path", "list_versions", "resolve", "safe_key"]
+
+LATEST = "latest"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_.=+-]{1,255}$")
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not _NAME.match(name or "") or ".." in name:
+        raise InvalidRequestError(f"{kind} name {name!r} is not valid")
+    return name
+
+
+def datasets(home: NodeHome) -> list[dict[str, Any]]:
+    """Published datasets: name, title, citation, versions (oldest first), newest."""
+    from insitu.datasets.catalog import Catalog
+
+    with Catalog(home) as catalog:
+        rows = catalog.datasets()
+        return [
+            {
+                "name": row["name"],
+                "title": row.get("title", ""),
+                "citation": row.get("citation", ""),
+                "versions": [v["version"] for v in catalog.versions(row["name"])],
+                "newest": row.get("newest"),
+            }
+            for row in rows
+        ]
+
+
+def list_versions(home: NodeHome, dataset: str) -> list[str]:
+    """The published versions of a dataset; DatasetNotFoundError naming what exists."""
+    from insitu.datasets.catalog import Catalog
+
+    _check_name("dataset", dataset)
+    with Catalog(home) as catalog:
+        catalog.version(dataset)  # raises, naming the datasets that exist
+        return [v["version"] for v in catalog.versions(dataset)]
+
+
+def resolve(home: NodeHome, dataset: str, version: str | None = None) -> tuple[str, Path]:
+    """(concrete version, store folder); ``None`` or ``"latest"`` mean the newest."""
+    from insitu.datasets.catalog import Catalog
+
+    _check_name("dataset", dataset)
+    if version == LATEST:
+        version = None
+    if version is not None:
+        _check_name("version", version)
+    with Catalog(home) as catalog:
+        row = catalog.version(dataset, version)
+        path = catalog.store_path(dataset, row["version"])
+    if not path.is_dir():
+        raise DatasetNotFoundError(
+            f"dataset {dataset!r} version {row['version']} is in the catalog but its store "
+            "is missing: an admin should run `insitu verify`"
+        )
+    return row["version"], path
+
+
+def safe_key(key: str) -> str:
+    """A zarr key made only of plain, relative segments; InvalidRequestError otherwise."""
+    if not key or key.startswith("/") or len(key) > 1024:
+        raise InvalidRequestError("a store key must be a relative path such as 'zarr.json'")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or not _SEGMENT.match(segment):
+            raise InvalidRequestError(f"store key segment {segment[:40]!r} is not allowed")
+    return key
+
+
+def key_path(root: Path, key: str) -> Path:
+    """The file for ``key`` inside store ``root``, after resolving every symlink.
+
+    Raises InvalidRequestError for a malformed key and DatasetNotFoundError
+    when the key does not exist *inside* the store (a symlink that leads out
+    counts as missing, so probing reveals nothing).
+    """
+    safe_key(key)
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(Path(real_root) / key)
+    if os.path.commonpath([real_root, real]) != real_root or real == real_root:
+        raise DatasetNotFoundError(f"no key {key!r} in this store")
+    return Path(real)

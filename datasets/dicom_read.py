@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,12 @@ def _sop_name(uid: str) -> str:
 
 
 def _has_pixel_data(data: bytes, header: DicomDataset) -> bool:
-    # stop_before_pixels drops (7FE0,0010); look for its tag bytes instead of parsing twice.
+    # stop_before_pixels drops (7FE0,0010); look for its tag bytes instead of parsing twice,
+    # except in deflated files, whose bytes say nothing until inflated.
+    meta = getattr(header, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID") == DEFLATED:
+        full = pydicom.dcmread(io.BytesIO(data))
+        return "PixelData" in full or "FloatPixelData" in full
     little = b"\xe0\x7f\x10\x00"
     big = b"\x7f\xe0\x00\x10"
     return little in data or big in data or "FloatPixelData" in header

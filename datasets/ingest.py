@@ -338,7 +338,7 @@ def ingest(
     if not paths:
         raise IngestError("nothing to ingest: give one or more files, folders or .zip archives")
     config = load_config(home)
-    from insitu.datasets.deid import PROFILE, Deidentifier, DeidOptions
+    from insitu.datasets.deid import Deidentifier, DeidOptions, make_profile
 
     options = DeidOptions(
         retain_device_identity=config.deid.retain_device_identity,
@@ -347,7 +347,8 @@ def ingest(
     with _ingest_lock(home), Catalog(home) as catalog:
         recover(home, catalog)
         return _ingest_locked(
-            home, catalog, paths, dataset, title, citation, options, PROFILE, show_progress,
+            home, catalog, paths, dataset, title, citation, options, make_profile(options),
+            show_progress,
             Deidentifier(home.site_key(), options),
         )  # fmt: skip
 
@@ -374,7 +375,7 @@ def _ingest_locked(
     ]  # fmt: skip
     _crash_point("scanned")
     images = [s for s in scanned if s.kind == "image"]
-    option_dict = {k: getattr(options, k) for k in ("retain_device_identity", "allow_burned_in")}
+    option_dict = asdict(options)
     fingerprint = _fingerprint(images, profile, option_dict)
     quarantine = _Quarantine(home, ingest_id)
     fates: dict[int, FileFate] = {}

@@ -1,0 +1,132 @@
+"""Every lossless transfer syntax round-trips bit for bit through a store.
+
+For each real test file: scan -> geometry -> decode -> write the OME-Zarr
+series -> read it back through :class:`Dataset` and compare with pydicom's
+own decode plus modality LUT (frames in the order the geometry chose).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import deid_data
+import numpy as np
+import pytest
+from fixtures_datasets import dicom_file, reference_pixels
+from zarr.storage import LocalStore
+
+from insitu.datasets.dicom_read import read_full, scan_one, walk_inputs
+from insitu.datasets.reader import Dataset
+from insitu.datasets.store_write import open_root, write_root_attrs, write_series
+from insitu.datasets.volume import decode_volume, plan_geometry
+
+LOSSLESS = [
+    "CT_small.dcm",  # explicit VR little endian, CT with rescale
+    "MR_small.dcm",
+    "MR_small_implicit.dcm",  # implicit VR
+    "MR_small_bigendian.dcm",  # explicit VR big endian
+    "MR_small_RLE.dcm",  # RLE lossless
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
+    "image_dfl.dcm",  # deflated explicit VR little endian
+    "JPEG-LL.dcm",  # JPEG lossless, process 14
+    "JPGLosslessP14SV1_1s_1f_8b.dcm",  # JPEG lossless SV1, 8 bit ultrasound
+    "693_J2KR.dcm",  # JPEG 2000 lossless, a real 512x512 CT slice
+    "MR2_J2KR.dcm",  # JPEG 2000 lossless, 1024x1024 MR
+    "US1_J2KR.dcm",  # JPEG 2000 lossless, RGB ultrasound
+    "emri_small_jpeg_2k_lossless.dcm",  # enhanced MR multi-frame, JPEG 2000 lossless
+    "emri_small_RLE.dcm",
+    "emri_small_big_endian.dcm",
+    "emri_small_jpeg_ls_lossless.dcm",
+    "eCT_Supplemental.dcm",  # enhanced CT, rescale in functional groups
+    "OBXXXX1A_rle_2frame.dcm",  # ultrasound multi-frame, RLE
+    "SC_rgb_rle.dcm",  # RGB secondary capture, RLE
+    "SC_rgb_16bit_2frame.dcm",
+    "gdcm-US-ALOKA-16_big.dcm",  # 16-bit ultrasound, big endian
+    "MR-SIEMENS-DICOM-WithOverlays.dcm",  # overlays in the file
+]
+
+
+def _deid_data(name: str) -> Path:
+    return Path(deid_data.__file__).parent / "data" / name
+
+
+def _write_and_reopen(paths: list[Path], store_path: Path) -> tuple[Dataset, dict[Path, list]]:
+    root = open_root(store_path)
+    rows, orders = [], {}
+    for k, path in enumerate(paths):
+        item = scan_one(next(iter(walk_inputs([path]))))
+        assert item.kind == "image", (path.name, item.reason)
+        geometry = plan_geometry([item.header])
+        volume = decode_volume([read_full(item)], geometry)
+        sid = f"s{k}"
+        row = {
+            "subject_id": "sub-x",
+            "study_id": "st",
+            "series_id": sid,
+            "modality": str(item.header.get("Modality", "")),
+            "study_date": "",
+            "shape": list(volume.shape[:3]),
+            "spacing": list(geometry.spacing),
+            "dtype": str(volume.dtype),
+            "units": "",
+        }
+        attrs = {**row, "affine": geometry.affine.tolist(), "orientation": geometry.orientation}
+        write_series(root, sid, volume, geometry, attrs)
+        rows.append(row)
+        orders[path] = [f.index for f in geometry.order]
+    write_root_attrs(root, {"dataset": "rt", "version": "v1", "series": rows, "subjects": []})
+    return Dataset(LocalStore(store_path, read_only=True)), orders
+
+
+def test_every_lossless_input_round_trips_bit_for_bit(tmp_path: Path) -> None:
+    paths = [dicom_file(name) for name in LOSSLESS]
+    dataset, orders = _write_and_reopen(paths, tmp_path / "rt.zarr")
+    for k, path in enumerate(paths):
+        reference = reference_pixels(path)
+        image = dataset.image(f"s{k}")
+        stored = image.values
+        frames = image.sizes["z"]
+        if reference.ndim == stored.ndim - 1:  # single frame
+            reference = reference[np.newaxis]
+        reference = reference[orders[path]]
+        assert stored.shape == reference.shape, path.name
+        assert frames == len(orders[path])
+        if stored.dtype.kind == "f":
+            assert np.array_equal(stored.astype(np.float64), reference), path.name
+        else:
+            assert np.array_equal(stored, reference), path.name
+            assert np.array_equal(stored.astype(reference.dtype), reference), path.name
+
+
+def test_smallest_exact_dtypes(tmp_path: Path) -> None:
+    names = ["CT_small.dcm", "MR_small.dcm", "OBXXXX1A_rle_2frame.dcm", "SC_rgb_rle.dcm"]
+    dataset, _ = _write_and_reopen([dicom_file(n) for n in names], tmp_path / "d.zarr")
+    dtypes = {n: dataset.image(f"s{k}").dtype for k, n in enumerate(names)}
+    assert dtypes["CT_small.dcm"] == np.int16  # HU
+    assert dtypes["MR_small.dcm"] in (np.uint16, np.int16)
+    assert dtypes["OBXXXX1A_rle_2frame.dcm"] == np.uint8
+    rgb = dataset.image("s3")
+    assert rgb.dims == ("z", "y", "x", "c") and rgb.sizes["c"] == 3
+
+
+def test_lossy_jpeg_baseline_matches_pydicom_decode(tmp_path: Path) -> None:
+    """JPEG baseline cannot be exact vs the original, but equals pydicom's decode."""
+    path = _deid_data("humans/ctbrain1.dcm")
+    dataset, _ = _write_and_reopen([path], tmp_path / "j.zarr")
+    reference = reference_pixels(path)[np.newaxis]
+    np.testing.assert_array_equal(dataset.image("s0").values, reference)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_pyramid_levels_cover_the_same_extent(tmp_path: Path, level: int) -> None:
+    dataset, _ = _write_and_reopen([dicom_file("693_J2KR.dcm")], tmp_path / "p.zarr")
+    full, coarse = dataset.image("s0"), dataset.image("s0", level=level)
+    factor = 2**level
+    assert coarse.sizes["x"] == full.sizes["x"] // factor
+    # the mean of the first block's centres is the coarse voxel's centre
+    assert float(coarse.x[0]) == pytest.approx(float(full.x[:factor].mean()))
+    affine = coarse.attrs["affine"]
+    np.testing.assert_allclose(
+        affine @ [0, 0, 0, 1],
+        [*(full.attrs["affine"] @ [0.5 * (factor - 1), 0.5 * (factor - 1), 0, 1])[:3], 1],
+    )

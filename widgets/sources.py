@@ -1,0 +1,155 @@
+"""Where the widgets get their data: small protocols with real implementations.
+
+Each panel takes a *source* object, so the same widget runs in a researcher's
+server (the client library talks to the hub), on the node itself (plain
+functions of the hub and datasets components) and in tests. A source
+returns plain dicts; the widgets never see tokens, URLs or paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from insitu.config import NodeHome, resolve_home
+
+__all__ = [
+    "BrowserSource",
+    "ClientSource",
+    "NodeSource",
+    "StewardSource",
+    "dataset_row",
+]
+
+ACCESS_STATES = ("approved", "pending", "expired", "revoked", "denied", "none")
+
+
+@runtime_checkable
+class BrowserSource(Protocol):
+    """What the dataset browser needs."""
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """One dict per dataset (see :func:`dataset_row` for the keys)."""
+        ...
+
+    def request_access(self, dataset: str, *, purpose: str, project: str, days: int) -> Any:
+        """File an access request; raise an InsituError with the reason if refused."""
+        ...
+
+
+@runtime_checkable
+class StewardSource(Protocol):
+    """What the steward panel needs (access requests; releases when the airlock exists)."""
+
+    def pending_access(self) -> list[dict[str, Any]]: ...
+
+    def decide_access(
+        self, request_id: int, *, approve: bool, reason: str, days: int | None = None
+    ) -> Any: ...
+
+
+def dataset_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """One catalog entry with the keys the browser shows, whatever spelled them.
+
+    Keys: name, title, description, citation, version, subjects, series,
+    access (one of ACCESS_STATES), expires.
+    """
+    access = raw.get("access", raw.get("my_access", raw.get("state", raw.get("status"))))
+    if isinstance(access, dict):  # e.g. {"state": "approved", "expires_at": ...}
+        raw = {**raw, "expires": access.get("expires_at") or access.get("expires")}
+        access = access.get("state") or access.get("status")
+    access = str(access or "none").lower()
+    if access not in ACCESS_STATES:
+        access = "none"
+    return {
+        "name": str(raw.get("name") or raw.get("dataset") or "?"),
+        "title": str(raw.get("title") or ""),
+        "description": str(raw.get("description") or ""),
+        "citation": str(raw.get("citation") or ""),
+        "version": str(raw.get("version") or raw.get("newest") or ""),
+        "subjects": _int(raw.get("subjects", raw.get("n_subjects"))),
+        "series": _int(raw.get("series", raw.get("n_series"))),
+        "access": access,
+        "expires": raw.get("expires") or raw.get("expires_at") or "",
+    }
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class ClientSource:
+    """Inside a researcher's server: the client library (`insitu.catalog()`...)."""
+
+    def datasets(self) -> list[dict[str, Any]]:
+        import insitu
+
+        listing = insitu.catalog()
+        if hasattr(listing, "to_dict"):  # a pandas DataFrame
+            listing = listing.to_dict(orient="records")
+        return [dataset_row(dict(row)) for row in listing]
+
+    def request_access(self, dataset: str, *, purpose: str, project: str, days: int) -> Any:
+        import insitu
+
+        return insitu.request_access(dataset, purpose=purpose, project=project, days=days)
+
+
+class NodeSource:
+    """On the node itself, as ``user``: the catalog and the hub's access rules.
+
+    Used by the demo, the steward's CLI-side tools and the tests; every call
+    goes through the same plain functions (roles, audit) the hub's API uses.
+    """
+
+    def __init__(self, user: str, home: NodeHome | None = None) -> None:
+        self.user = user
+        self.home = (home or resolve_home()).require_initialized()
+
+    # -- browser --------------------------------------------------------------
+
+    def datasets(self) -> list[dict[str, Any]]:
+        from insitu.datasets.catalog import Catalog
+        from insitu.hub import access
+
+        rows = []
+        with Catalog(self.home) as catalog:
+            for entry in catalog.datasets():
+                newest = catalog.versions(entry["name"])[-1]
+                state, found = access.status_for(self.home, self.user, entry["name"])
+                rows.append(
+                    dataset_row(
+                        {
+                            **entry,
+                            "version": newest["version"],
+                            "subjects": newest["n_subjects"],
+                            "series": newest["n_series"],
+                            "access": state,
+                            "expires": found.expires_at if found else "",
+                        }
+                    )
+                )
+        return rows
+
+    def request_access(self, dataset: str, *, purpose: str, project: str, days: int) -> Any:
+        from insitu.hub import access
+
+        return access.request(self.home, self.user, dataset, purpose, project, days).to_json()
+
+    # -- steward ----------------------------------------------------------------
+
+    def pending_access(self) -> list[dict[str, Any]]:
+        from insitu.hub import access
+
+        return [r.to_json() for r in access.register(self.home) if r.state() == "pending"]
+
+    def decide_access(
+        self, request_id: int, *, approve: bool, reason: str, days: int | None = None
+    ) -> Any:
+        from insitu.hub import access
+
+        if approve:
+            return access.approve(self.home, self.user, request_id, reason, days=days).to_json()
+        return access.deny(self.home, self.user, request_id, reason).to_json()

@@ -1,7 +1,7 @@
 """ipywidgets for researchers and stewards (load on first use: ipywidgets is heavy).
 
-    from insitu.widgets import SliceViewer, DatasetBrowser
-    SliceViewer(insitu.open_dataset("locat-site-a").image(series_id))
+Example: ``SliceViewer(insitu.open_dataset("locat-site-a").image(series_id))``
+or ``DatasetBrowser()`` in a hosted notebook.
 """
 
 from __future__ import annotations

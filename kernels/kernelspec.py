@@ -1,0 +1,61 @@
+"""The "insitu" Jupyter kernel: Python with ``import insitu`` already run.
+
+The spec is written into a folder on the user server's ``JUPYTER_PATH``
+(``home.run/jupyter`` for the hub's spawner) or installed with
+``insitu kernel install [--prefix P | --user]``. The kernel starts with
+``import insitu``, so ``insitu.catalog()`` works in the first cell; the gate,
+airlock and gateway addresses and the researcher's token come from the
+server's environment, never from the researcher.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DISPLAY_NAME", "KERNEL_NAME", "install_kernelspec", "kernel_spec", "write_kernelspec"]
+
+KERNEL_NAME = "insitu"
+DISPLAY_NAME = "Python 3 (insitu)"
+STARTUP = "import insitu"
+
+
+def kernel_spec(python: str | None = None) -> dict[str, Any]:
+    """The kernel.json content."""
+    return {
+        "argv": [
+            python or sys.executable,
+            "-m",
+            "ipykernel_launcher",
+            "-f",
+            "{connection_file}",
+            f"--IPKernelApp.exec_lines={STARTUP}",
+        ],
+        "display_name": DISPLAY_NAME,
+        "language": "python",
+        "metadata": {"debugger": True, "insitu": True},
+    }
+
+
+def write_kernelspec(jupyter_path: Path, python: str | None = None) -> Path:
+    """Write ``<jupyter_path>/kernels/insitu/kernel.json``; return its folder."""
+    folder = jupyter_path / "kernels" / KERNEL_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kernel.json").write_text(json.dumps(kernel_spec(python), indent=2) + "\n")
+    return folder
+
+
+def install_kernelspec(*, prefix: str | None = None, user: bool = False) -> str:
+    """Install the spec with jupyter_client (like ``jupyter kernelspec install``)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = write_kernelspec(Path(tmp))
+        return str(
+            KernelSpecManager().install_kernel_spec(
+                str(source), kernel_name=KERNEL_NAME, user=user, prefix=prefix
+            )
+        )

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,7 @@ __all__ = [
     "InputFile",
     "Scanned",
     "group_series",
+    "quiet_pydicom",
     "read_full",
     "scan",
     "walk_inputs",
@@ -112,6 +116,20 @@ def _one_path(path: Path) -> Iterator[InputFile]:
     yield _file_input(path)
 
 
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings about odd but readable inputs (the report has the fate)."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _looks_like_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
@@ -180,7 +198,8 @@ def _has_pixel_data(data: bytes, header: DicomDataset) -> bool:
 
 def scan(sources: Iterable[InputFile]) -> Iterator[Scanned]:
     for source in sources:
-        yield scan_one(source)
+        with quiet_pydicom():
+            yield scan_one(source)
 
 
 def group_series(items: Iterable[Scanned]) -> dict[str, list[Scanned]]:

@@ -36,7 +36,14 @@ from typing import Any
 from insitu import __version__
 from insitu.config import NodeHome, load_config, resolve_home
 from insitu.datasets.catalog import Catalog
-from insitu.datasets.dicom_read import Scanned, group_series, read_full, scan_one, walk_inputs
+from insitu.datasets.dicom_read import (
+    Scanned,
+    group_series,
+    quiet_pydicom,
+    read_full,
+    scan_one,
+    walk_inputs,
+)
 from insitu.datasets.store_write import (
     checksum_tree,
     freeze_tree,
@@ -353,6 +360,20 @@ def ingest(
         )  # fmt: skip
 
 
+def _audit(home: NodeHome, dataset: str, *, report: IngestReport, **details: Any) -> None:
+    """Counts and pseudonymous ids only: file names may be identifying, so none go here."""
+    from insitu.hub.audit import AuditLog
+
+    AuditLog(home).append(
+        "ingest",
+        user=os.environ.get("USER"),
+        dataset=dataset,
+        ingest_id=report.ingest_id,
+        counts=report.counts(),
+        **details,
+    )
+
+
 def _ingest_locked(
     home: NodeHome,
     catalog: Catalog,
@@ -365,14 +386,11 @@ def _ingest_locked(
     show_progress: bool | None,
     deid: Any,
 ) -> IngestReport:
-    from insitu.hub.audit import AuditLog
-
     ingest_id = _new_ingest_id()
     report = IngestReport(ingest_id=ingest_id, dataset=dataset, status="nothing-published")
     sources = list(walk_inputs(paths))
-    scanned = [
-        scan_one(s) for s in progress(sources, desc="scan", enabled=show_progress)
-    ]  # fmt: skip
+    with quiet_pydicom():
+        scanned = [scan_one(s) for s in progress(sources, desc="scan", enabled=show_progress)]
     _crash_point("scanned")
     images = [s for s in scanned if s.kind == "image"]
     option_dict = asdict(options)
@@ -396,10 +414,7 @@ def _ingest_locked(
             )
         report.files = [fates[i] for i in range(len(scanned))]
         report.quarantine = str(quarantine.folder) if quarantine.count else ""
-        AuditLog(home).append(
-            "ingest", dataset=dataset, version=existing["version"], status="unchanged",
-            counts=report.counts(),
-        )  # fmt: skip
+        _audit(home, dataset, version=existing["version"], status="unchanged", report=report)
         return report
 
     work = home.staging / f"{dataset}-{fingerprint[:16]}"
@@ -417,7 +432,8 @@ def _ingest_locked(
             row = json.loads(marker.read_text())
         else:
             try:
-                row, original_id = _build_series(home, deid, items, root)
+                with quiet_pydicom():
+                    row, original_id = _build_series(home, deid, items, root)
             except _SeriesRefused as exc:
                 for item in items:
                     fate = "quarantined" if item is exc.culprit else exc.fate
@@ -446,9 +462,7 @@ def _ingest_locked(
     report.quarantine = str(quarantine.folder) if quarantine.count else ""
     if not rows:
         shutil.rmtree(work, ignore_errors=True)
-        AuditLog(home).append(
-            "ingest", dataset=dataset, status="nothing-published", counts=report.counts()
-        )
+        _audit(home, dataset, status="nothing-published", report=report)
         return report
 
     _crash_point("staged")
@@ -498,8 +512,6 @@ def _ingest_locked(
     _crash_point("renamed")
     recover(home, catalog)
     report.status, report.version, report.series = "published", version, rows
-    AuditLog(home).append(
-        "ingest", dataset=dataset, version=version, status="published",
-        subjects=len(subjects), series=len(rows), counts=report.counts(),
-    )  # fmt: skip
+    _audit(home, dataset, version=version, status="published", report=report,
+           subjects=len(subjects), series=len(rows))  # fmt: skip
     return report

@@ -1,0 +1,568 @@
+"""helm/insitu-node rendered by Helm's own engine, validated against Kubernetes 1.33.
+
+No cluster: the chart is rendered offline with its subcharts switched off by
+their conditions, every manifest is validated against the Kubernetes schemas
+(unknown fields refused), and the rendered objects are checked for what the
+site's security depends on: who mounts the stores and the private area, who
+may talk to whom, pod security, and where secrets come from.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from typing import Any
+
+import pytest
+import yaml
+from helm_render import (
+    FULL_NODE,
+    KUBE_VERSION,
+    NODE_CHART,
+    SMALL_SITE,
+    SUBCHARTS_OFF,
+    by_kind,
+    chart_values,
+    component,
+    egress_allowed,
+    merge,
+    pod_specs,
+    render,
+    validate,
+)
+
+from insitu.config import parse_config
+
+MINIMAL = {"site": {"name": "hospital-a"}}
+INSITU_CLAIMS = {"insitu-state", "insitu-stores", "insitu-private"}
+
+
+@pytest.fixture(scope="module")
+def node_objects() -> list[dict[str, Any]]:
+    """The node with every part switched on."""
+    return render(NODE_CHART, FULL_NODE)
+
+
+def _claims(pod: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """volume name -> (claim name, read-only at the volume level)."""
+    out = {}
+    for vol in pod["spec"].get("volumes", []):
+        pvc = vol.get("persistentVolumeClaim")
+        if pvc:
+            out[vol["name"]] = (pvc["claimName"], bool(pvc.get("readOnly")))
+    return out
+
+
+def _mounts(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = pod["spec"]
+    return [
+        m
+        for c in spec.get("initContainers", []) + spec["containers"]
+        for m in c.get("volumeMounts", [])
+    ]
+
+
+# --- the chart renders, lints and validates -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(MINIMAL, id="defaults"),
+        pytest.param(FULL_NODE, id="everything-on"),
+        pytest.param(merge(FULL_NODE, {"ingest": {"schedule": "0 2 * * *"}}), id="cron-ingest"),
+        pytest.param(
+            merge(
+                FULL_NODE,
+                {"ingest": {"source": {"existingClaim": "", "url": "dicomweb://pacs/wado"}}},
+            ),
+            id="dicomweb-ingest",
+        ),
+        pytest.param(merge(MINIMAL, {"networkPolicy": {"enabled": False}}), id="no-netpol"),
+    ],
+)
+def test_every_manifest_validates(values):
+    objects = render(NODE_CHART, values)
+    assert objects
+    validate(objects)
+
+
+def test_small_site_example_renders_and_validates():
+    values = yaml.safe_load(SMALL_SITE.read_text())
+    objects = render(NODE_CHART, values)
+    validate(objects)
+    kinds = {o["kind"] for o in objects}
+    assert {"Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim"} <= kinds
+    # The example is a real deployment: SSO configured, secrets by reference.
+    hub = values["jupyterhub"]["hub"]
+    assert hub["config"]["JupyterHub"]["authenticator_class"]
+    env = hub["extraEnv"]["OAUTH_CLIENT_SECRET"]
+    assert env["valueFrom"]["secretKeyRef"]["name"]
+
+
+def test_lint_finds_no_errors():
+    import helm_python
+
+    report = helm_python.lint(
+        NODE_CHART, merge(FULL_NODE, SUBCHARTS_OFF), kube_version=f"v{KUBE_VERSION}.0"
+    )
+    errors = [m for m in report["messages"] if m["severity"] >= 3]
+    assert not errors, errors
+    warnings = [m["error"] for m in report["messages"] if m["severity"] == 2]
+    # The one expected warning: the subcharts are not vendored in the repository.
+    assert all("missing these dependencies" in w for w in warnings), warnings
+
+
+def test_subcharts_are_pinned_and_switchable():
+    chart = yaml.safe_load((NODE_CHART / "Chart.yaml").read_text())
+    deps = {d["name"]: d for d in chart["dependencies"]}
+    assert set(deps) == {"jupyterhub", "dask-gateway"}
+    assert deps["jupyterhub"]["repository"] == "https://hub.jupyter.org/helm-chart/"
+    assert deps["dask-gateway"]["repository"] == "https://helm.dask.org"
+    for name, dep in deps.items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", dep["version"]), f"{name} is not pinned"
+        assert dep["condition"] == f"{name}.enabled"
+    assert deps["jupyterhub"]["version"].startswith("4.")
+
+
+# --- volumes: the stores and the private area ---------------------------------
+
+
+def test_stores_read_write_only_in_ingest_read_only_in_gate_and_supernode(node_objects):
+    seen: dict[str, bool] = {}
+    for owner, pod in pod_specs(node_objects):
+        claims = _claims(pod)
+        for mount in _mounts(pod):
+            claim, vol_ro = claims.get(mount["name"], (None, False))
+            if claim != "insitu-stores":
+                continue
+            read_only = bool(mount.get("readOnly")) and vol_ro
+            seen[component(owner)] = read_only
+    assert seen == {"ingest": False, "gate": True, "supernode": True}
+
+
+def test_private_area_and_site_key_only_in_ingest(node_objects):
+    for owner, pod in pod_specs(node_objects):
+        claims = {c for c, _ in _claims(pod).values()}
+        secrets = {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
+        private_mounts = [m for m in _mounts(pod) if "/private" in m["mountPath"]]
+        if component(owner) == "ingest":
+            assert "insitu-private" in claims
+            assert "insitu-site-key" in secrets
+        else:
+            assert "insitu-private" not in claims, component(owner)
+            assert "insitu-site-key" not in secrets, component(owner)
+            assert not private_mounts, component(owner)
+
+
+def test_user_pods_get_no_node_volume():
+    values = chart_values(NODE_CHART, merge(FULL_NODE, {"jupyterhub": {"enabled": True}}))
+    single = values["jupyterhub"]["singleuser"]
+    storage = single["storage"]
+    assert storage["type"] in ("dynamic", "none")  # a home per researcher, nothing shared
+    text = yaml.safe_dump(
+        [storage.get("extraVolumes"), storage.get("extraVolumeMounts"), single.get("extraEnv")]
+    )
+    for claim in INSITU_CLAIMS:
+        assert claim not in text
+    assert "/var/lib/insitu" not in text
+    # dask workers and schedulers run researchers' code too.
+    backend = values["dask-gateway"]["gateway"]["backend"]
+    for role in ("scheduler", "worker"):
+        pod = backend[role].get("extraPodConfig", {})
+        assert not pod.get("volumes"), role
+        assert pod.get("automountServiceAccountToken") is False
+    # Researchers reach data through the gate's URL, never a path.
+    assert single["extraEnv"]["INSITU_GATE_URL"].startswith("http://insitu-gate:")
+
+
+def test_no_rendered_pod_outside_the_node_mounts_node_volumes(node_objects):
+    allowed = {
+        "insitu-state": {"access", "gate", "airlock", "ingest", "supernode"},
+        "insitu-stores": {"gate", "ingest", "supernode"},
+        "insitu-private": {"ingest"},
+    }
+    for owner, pod in pod_specs(node_objects):
+        for claim, _ in _claims(pod).values():
+            if claim in allowed:
+                assert component(owner) in allowed[claim], (claim, component(owner))
+
+
+def test_claims_survive_uninstall(node_objects):
+    claims = by_kind(node_objects, "PersistentVolumeClaim")
+    assert set(claims) == INSITU_CLAIMS
+    for claim in claims.values():
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_existing_claims_are_used_not_created():
+    objects = render(
+        NODE_CHART,
+        merge(FULL_NODE, {"persistence": {"stores": {"existingClaim": "trial-stores"}}}),
+    )
+    assert "insitu-stores" not in by_kind(objects, "PersistentVolumeClaim")
+    gate = by_kind(objects, "Deployment")["insitu-gate"]["spec"]["template"]
+    assert ("trial-stores", True) in _claims(gate).values()
+
+
+# --- network policies ------------------------------------------------------------
+
+USER = {"component": "singleuser-server", "app": "jupyterhub", "release": "site"}
+HUB = {"labels": {"component": "hub", "app": "jupyterhub"}}
+PROXY = {"labels": {"component": "proxy", "app": "jupyterhub"}}
+TRAEFIK = {
+    "labels": {"app.kubernetes.io/name": "dask-gateway", "app.kubernetes.io/component": "traefik"}
+}
+GW_API = {
+    "labels": {"app.kubernetes.io/name": "dask-gateway", "app.kubernetes.io/component": "gateway"}
+}
+SCHEDULER = {
+    "app.kubernetes.io/name": "dask-gateway",
+    "app.kubernetes.io/component": "dask-scheduler",
+}
+WORKER = {"app.kubernetes.io/name": "dask-gateway", "app.kubernetes.io/component": "dask-worker"}
+DNS = {
+    "labels": {"k8s-app": "kube-dns"},
+    "namespace": "kube-system",
+    "namespaceLabels": {"kubernetes.io/metadata.name": "kube-system"},
+}
+INTERNET = {"ip": "8.8.8.8"}
+OTHER_SITE = {"ip": "198.51.100.20"}
+COORDINATOR = {"ip": "203.0.113.10"}
+
+
+def _insitu(name: str) -> dict[str, Any]:
+    return {
+        "labels": {
+            "app.kubernetes.io/name": "insitu",
+            "app.kubernetes.io/instance": "site",
+            "app.kubernetes.io/component": name,
+        }
+    }
+
+
+def _policies(objects):
+    return [o for o in objects if o["kind"] == "NetworkPolicy"]
+
+
+@pytest.mark.parametrize("source", [USER, SCHEDULER, WORKER], ids=["user", "scheduler", "worker"])
+def test_researcher_code_reaches_only_hub_gate_and_dask(node_objects, source):
+    pols = _policies(node_objects)
+    assert egress_allowed(pols, source, HUB["labels"] and HUB, 8081)
+    assert egress_allowed(pols, source, _insitu("gate"), 8000)
+    assert egress_allowed(pols, source, DNS, 53, "UDP")
+    for dest, port in [
+        (INTERNET, 443),
+        (INTERNET, 80),
+        (OTHER_SITE, 9092),
+        (COORDINATOR, 9092),
+        (_insitu("supernode"), 9094),
+        (_insitu("ingest"), 8000),
+        (HUB, 22),
+        ({"labels": {"component": "hub"}, "namespace": "other-site"}, 8081),
+        ({"labels": {"k8s-app": "kube-dns"}, "namespace": "kube-system"}, 443),
+    ]:
+        assert not egress_allowed(pols, source, dest, port), (source, dest, port)
+
+
+def test_user_pods_reach_services_and_their_gateway(node_objects):
+    pols = _policies(node_objects)
+    for name in ("access", "airlock"):
+        assert egress_allowed(pols, USER, _insitu(name), 8000)
+    assert egress_allowed(pols, USER, TRAEFIK, 8000)
+    # Not the gateway API directly, nor other researchers' schedulers.
+    assert not egress_allowed(pols, USER, GW_API, 8000)
+    assert not egress_allowed(pols, USER, {"labels": SCHEDULER}, 8786)
+
+
+def test_dask_clusters_reach_each_other_and_the_gateway_api(node_objects):
+    pols = _policies(node_objects)
+    assert egress_allowed(pols, WORKER, {"labels": SCHEDULER}, 8786)
+    assert egress_allowed(pols, SCHEDULER, {"labels": WORKER}, 40123)
+    assert egress_allowed(pols, SCHEDULER, GW_API, 8000)
+
+
+def test_supernode_reaches_only_the_coordinator(node_objects):
+    pols = _policies(node_objects)
+    node = _insitu("supernode")["labels"]
+    assert egress_allowed(pols, node, COORDINATOR, 9092)
+    assert egress_allowed(pols, node, DNS, 53, "UDP")
+    for dest, port in [
+        (COORDINATOR, 22),
+        (INTERNET, 443),
+        (OTHER_SITE, 9092),
+        (HUB, 8081),
+        (_insitu("gate"), 8000),
+    ]:
+        assert not egress_allowed(pols, node, dest, port), (dest, port)
+    policy = by_kind(node_objects, "NetworkPolicy")["insitu-supernode"]
+    assert policy["spec"]["ingress"] == []
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+
+def test_services_accept_only_hub_proxy_and_researchers(node_objects):
+    pols = by_kind(node_objects, "NetworkPolicy")
+    gate = pols["insitu-gate"]["spec"]
+    assert gate["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gate"
+    sources = [peer["podSelector"] for rule in gate["ingress"] for peer in rule["from"]]
+    assert {"matchLabels": {"component": "proxy"}} in sources
+    assert {"matchLabels": {"component": "singleuser-server"}} in sources
+    assert all("ipBlock" not in peer for rule in gate["ingress"] for peer in rule["from"])
+    # access and airlock are not for dask workers.
+    access_sources = [p for r in pols["insitu-access"]["spec"]["ingress"] for p in r["from"]]
+    assert not any("matchExpressions" in p["podSelector"] for p in access_sources)
+    # The ingest takes no connections and, by default, reaches only DNS.
+    ingest = pols["insitu-ingest"]["spec"]
+    assert ingest["ingress"] == []
+    assert not egress_allowed(list(pols.values()), _insitu("ingest")["labels"], INTERNET, 443)
+
+
+def test_z2jh_user_policy_opens_nothing_more():
+    """NetworkPolicies add up: z2jh's own user-pod policy must not allow more."""
+    values = chart_values(NODE_CHART, MINIMAL)["jupyterhub"]["singleuser"]["networkPolicy"]
+    assert values["enabled"] is True
+    assert values["egress"] == []
+    rules = values["egressAllowRules"]
+    assert {k for k, v in rules.items() if v} == {"dnsPortsKubeSystemNamespace"}
+
+
+def test_supernode_needs_coordinator_cidrs_with_network_policies():
+    import helm_python
+
+    values = merge(FULL_NODE, {"supernode": {"coordinator": {"cidrs": []}}})
+    with pytest.raises(helm_python.HelmValuesError, match="/supernode/coordinator/cidrs"):
+        render(NODE_CHART, values)
+
+
+# --- pod security -----------------------------------------------------------------
+
+
+def test_every_pod_is_locked_down(node_objects):
+    workloads = list(pod_specs(node_objects))
+    assert {component(o) for o, _ in workloads} == {
+        "access",
+        "gate",
+        "airlock",
+        "ingest",
+        "supernode",
+    }
+    for owner, pod in workloads:
+        spec = pod["spec"]
+        where = component(owner)
+        assert spec["automountServiceAccountToken"] is False, where
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["runAsUser"] > 0, where
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert "hostPath" not in yaml.safe_dump(spec["volumes"]), where
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            assert sc["runAsNonRoot"] is True, where
+            assert not sc.get("privileged"), where
+            # A read-only root still needs a writable /tmp.
+            assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"]), where
+
+
+def test_schema_refuses_root():
+    import helm_python
+
+    with pytest.raises(helm_python.HelmValuesError, match=r"/security/runAsUser"):
+        render(NODE_CHART, merge(MINIMAL, {"security": {"runAsUser": 0}}))
+
+
+# --- secrets ------------------------------------------------------------------------
+
+# Keys whose value would be a secret, and keys that only name a Secret (or a key in one).
+SECRETISH = re.compile(r"(token|password|secret|private.?key|credential|cookie)$", re.I)
+REFERENCES = {
+    "existingSecret",
+    "caSecret",
+    "keySecret",
+    "tokenSecretName",
+    "apiTokenFromSecretName",
+    "apiTokenFromSecretKey",
+    "secretKey",
+    "caKey",
+    "privateKeyKey",
+    "secretName",
+}
+
+
+def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [kv for k, v in node.items() for kv in _walk(v, f"{path}.{k}")]
+    if isinstance(node, list):
+        return [kv for i, v in enumerate(node) for kv in _walk(v, f"{path}[{i}]")]
+    return [(path, node)]
+
+
+@pytest.mark.parametrize("source", ["values.yaml", "examples/small-site.yaml"])
+def test_no_secret_value_in_values(source):
+    values = yaml.safe_load((NODE_CHART / source).read_text())
+    for path, value in _walk(values):
+        leaf = re.sub(r"\[\d+\]$", "", path.rsplit(".", 1)[-1])
+        if not SECRETISH.search(leaf) or leaf in REFERENCES:
+            continue
+        assert value in (None, "", False), f"{source}: {path} holds a secret value"
+    # No hub service carries a token: z2jh generates them into its Secret.
+    for name, service in values.get("jupyterhub", {}).get("hub", {}).get("services", {}).items():
+        assert "apiToken" not in service and "api_token" not in service, name
+
+
+def test_secrets_come_from_existing_secrets_by_reference(node_objects):
+    assert not by_kind(node_objects, "Secret"), "the chart must not hold secrets"
+    refs = set()
+    for _owner, pod in pod_specs(node_objects):
+        for vol in pod["spec"]["volumes"]:
+            if "secret" in vol:
+                refs.add(vol["secret"]["secretName"])
+        for container in pod["spec"]["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs.add(ref["name"])
+                else:
+                    assert not SECRETISH.search(env["name"]) or env["name"].endswith("_URL")
+    assert refs == {"hub", "insitu-site-key", "flower-ca", "flower-node-key"}
+
+
+def test_services_take_their_hub_token_from_z2jh_secret(node_objects):
+    deployments = by_kind(node_objects, "Deployment")
+    for name in ("access", "gate", "airlock"):
+        env = {
+            e["name"]: e
+            for e in deployments[f"insitu-{name}"]["spec"]["template"]["spec"]["containers"][0][
+                "env"
+            ]
+        }
+        ref = env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "hub", "key": f"hub.services.{name}.apiToken"}
+        assert env["JUPYTERHUB_SERVICE_PREFIX"]["value"] == f"/services/{name}/"
+        assert env["INSITU_HOME"]["value"] == "/var/lib/insitu"
+
+
+# --- the hub registration matches the rendered services ------------------------------
+
+
+def test_hub_services_point_at_rendered_services(node_objects):
+    values = chart_values(NODE_CHART, MINIMAL)["jupyterhub"]["hub"]
+    services = by_kind(node_objects, "Service")
+    for name in ("access", "gate", "airlock"):
+        url = values["services"][name]["url"]
+        port = services[f"insitu-{name}"]["spec"]["ports"][0]["port"]
+        assert url == f"http://insitu-{name}:{port}"
+        scope = f"access:services!service={name}"
+        assert scope in values["loadRoles"]["user"]["scopes"]
+        assert scope in values["config"]["Spawner"]["server_token_scopes"]
+    assert "dask-gateway" in values["services"]
+
+
+def test_insitu_toml_is_valid_for_the_project_config_reader(node_objects):
+    config_map = by_kind(node_objects, "ConfigMap")["insitu-config"]
+    config = parse_config(tomllib.loads(config_map["data"]["insitu.toml"]), "rendered insitu.toml")
+    assert config.site.name == "hospital-a"
+    assert config.site.title == "Hospital A"
+    assert config.policy.min_cell_count == 10
+    assert config.policy.nk_k == 0.9
+    assert config.compute.worker_memory == "2 GiB"
+
+
+def test_config_sections_come_from_values():
+    objects = render(
+        NODE_CHART,
+        merge(
+            MINIMAL,
+            {
+                "config": {
+                    "policy": {"min_cell_count": 5},
+                    "extraSections": {"federation": {"name": "locat", "rounds": 3}},
+                }
+            },
+        ),
+    )
+    text = by_kind(objects, "ConfigMap")["insitu-config"]["data"]["insitu.toml"]
+    config = parse_config(tomllib.loads(text))
+    assert config.policy.min_cell_count == 5
+    assert config.extra["federation"] == {"name": "locat", "rounds": 3}
+
+
+# --- the schema and the templates refuse bad values with a clear message ----------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"site": {"name": 5}}, r"/site/name.*(got number, want string|want string)"),
+        ({"services": {"gate": {"port": "eighty"}}}, r"/services/gate/port.*want integer"),
+        ({"networkPolicy": {"enabled": "yes"}}, r"/networkPolicy/enabled.*want boolean"),
+        ({"image": {"pullPolicy": "Sometimes"}}, r"/image/pullPolicy.*Always.*IfNotPresent.*Never"),
+        ({"site": {"name": "Hospital A"}}, r"/site/name.*pattern"),
+        (
+            {"persistence": {"stores": {"accessModes": ["ReadWriteSometimes"]}}},
+            r"/persistence/stores/accessModes",
+        ),
+        ({"sitename": "x"}, r"sitename"),
+    ],
+    ids=["name-type", "port-type", "bool-type", "enum", "name-pattern", "access-mode", "typo"],
+)
+def test_schema_rejects_wrong_values(values, message):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmValuesError, match=message) as err:
+        render(NODE_CHART, merge(MINIMAL, values))
+    assert "insitu-node" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"site": {"name": None}}, r"missing propert.*'name'"),
+        ({"site": {"name": ""}}, r"/site/name"),
+        ({"supernode": {"coordinator": {"address": ""}}}, r"/supernode/coordinator/address"),
+        ({"supernode": {"dataset": ""}}, r"/supernode/dataset"),
+        ({"supernode": {"tls": {"caSecret": ""}}}, r"/supernode/tls/caSecret"),
+        ({"ingest": {"dataset": ""}}, r"/ingest/dataset"),
+        ({"siteKey": {"existingSecret": ""}}, r"/siteKey/existingSecret"),
+    ],
+    ids=[
+        "site-name-missing",
+        "site-name-empty",
+        "coordinator",
+        "sn-dataset",
+        "tls",
+        "ingest-dataset",
+        "site-key",
+    ],
+)
+def test_schema_rejects_missing_required_values(values, message):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmValuesError, match=message):
+        render(NODE_CHART, merge(FULL_NODE, values))
+
+
+def test_supernode_off_needs_no_coordinator():
+    objects = render(NODE_CHART, merge(MINIMAL, {"supernode": {"enabled": False}}))
+    assert "insitu-supernode" not in by_kind(objects, "Deployment")
+
+
+def test_ingest_needs_exactly_one_source():
+    import helm_python
+
+    both = {"ingest": {"source": {"existingClaim": "dicom", "url": "dicomweb://pacs"}}}
+    neither = {"ingest": {"source": {"existingClaim": "", "url": ""}}}
+    for values in (both, neither):
+        with pytest.raises(helm_python.HelmRenderError, match="exactly one of existingClaim"):
+            render(NODE_CHART, merge(FULL_NODE, values))
+
+
+def test_ingest_is_a_cronjob_when_scheduled():
+    objects = render(NODE_CHART, merge(FULL_NODE, {"ingest": {"schedule": "0 2 * * *"}}))
+    cron = by_kind(objects, "CronJob")["insitu-ingest"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert not by_kind(objects, "Job")
+    one_off = by_kind(render(NODE_CHART, FULL_NODE), "Job")
+    assert list(one_off) == ["insitu-ingest-r1"]

@@ -33,11 +33,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from insitu.errors import ConfigError
+
+if TYPE_CHECKING:  # numpy loads where pixels are made: `insitu --help` stays light
+    import numpy as np
 
 __all__ = [
     "ARMS",
@@ -179,6 +180,8 @@ def _segment_distance(
     x: np.ndarray, y: np.ndarray, z: np.ndarray, a: np.ndarray, b: np.ndarray
 ) -> np.ndarray:
     """Distance (mm) of every voxel from the segment a-b (the appendix's axis)."""
+    import numpy as np
+
     ab = b - a
     t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / float(ab @ ab)
     t = np.clip(t, 0.0, 1.0)
@@ -201,6 +204,8 @@ def phantom_hu(
     mm (x to the patient's left, y to posterior), so the liver lies at negative
     x and the spine at positive y, as on a real axial CT.
     """
+    import numpy as np
+
     n, m = spec.slices, spec.size
     dx, dz = spec.pixel_spacing_mm, spec.slice_thickness_mm
     xs = (np.arange(m) - (m - 1) / 2) * dx
@@ -286,6 +291,8 @@ def phantom_hu(
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sd: float) -> np.ndarray:
     """Gaussian noise with a little in-plane correlation (CT noise is not white)."""
+    import numpy as np
+
     noise = rng.standard_normal(shape).astype(np.float32)
     kernel = np.array([0.25, 0.5, 0.25], dtype=np.float32)
     for axis in (1, 2):
@@ -302,6 +309,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sd: float) -
 
 def _subject_plan(spec: TrialSpec, site_index: int) -> list[dict[str, Any]]:
     """Block-randomised arms (balanced per site) and each subject's truth."""
+    import numpy as np
+
     rng = np.random.default_rng([spec.seed, site_index, 0])
     n = spec.subjects_per_site
     arms = [ARMS[i % 2] for i in range(n)]
@@ -340,6 +349,7 @@ def _write_series(
     hu: np.ndarray,
 ) -> None:
     """One CT series, a file per slice, as a scanner would export it."""
+    import numpy as np
     from pydicom.dataset import Dataset as DicomDataset
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -447,6 +457,8 @@ def generate_trial(
     each subject's ground truth). The manifest is written last, so an
     interrupted run is regenerated from scratch next time.
     """
+    import numpy as np
+
     from insitu.progress import progress
 
     spec = spec or TrialSpec()
@@ -509,6 +521,8 @@ def generate_trial(
 
 def _write_table(trial: Trial, site: str) -> None:
     """The site's measurement table, as a radiologist's read-out would be exported."""
+    import numpy as np
+
     rng = np.random.default_rng([trial.spec.seed, 99, trial.spec.sites.index(site)])
     path = trial.table_path(site)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,257 @@
+"""``insitu demo``: three synthetic hospitals, one running hub, logins printed.
+
+What it does, each step safe to run again (a second run reuses everything):
+
+1. writes the synthetic LOCAT-like trial as DICOM (:mod:`insitu.datasets.synthetic`);
+2. creates a node home per site (``site-a``, ``site-b``, ``site-c``) under ``--dir``;
+3. ingests each site's DICOM through the real ingest path (de-identification,
+   Zarr stores, catalog, audit) and its measurement table when the node has
+   ``ingest-table``;
+4. adds the demo users at every site: a researcher with access (approved by the
+   steward through the hub's access rules), a researcher without, a steward and
+   an admin; passwords are random, kept in ``<dir>/logins.json`` (mode 0600);
+5. starts the hub of ``site-a`` on 127.0.0.1 and prints the URL and the logins.
+   Ctrl-C (or ``insitu down`` with ``INSITU_HOME=<dir>/site-a``) stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from insitu.config import NodeHome
+    from insitu.datasets.synthetic import Trial, TrialSpec
+
+__all__ = ["DEMO_USERS", "DemoSetup", "prepare", "register"]
+
+DEFAULT_DIR = ".demo"
+DEFAULT_PORT = 8765
+HUB_SITE = "site-a"
+# name, role, what the demo lets them show
+DEMO_USERS = (
+    ("alice", "researcher", "approved for the trial at every site"),
+    ("bob", "researcher", "no access yet: request it in the dataset browser"),
+    ("sam", "steward", "decides access and release requests"),
+    ("ada", "admin", "runs the node"),
+)
+APPROVED_RESEARCHER = "alice"
+STEWARD = "sam"
+ADMIN = "ada"
+LOGINS_NAME = "logins.json"
+
+
+def dataset_name(site: str) -> str:
+    return f"locat-{site}"
+
+
+@dataclass
+class DemoSite:
+    name: str
+    home: NodeHome
+    dataset: str
+    ingest_status: str
+    table: str  # "ingested", "unchanged" or why not
+
+
+@dataclass
+class DemoSetup:
+    root: Path
+    trial: Trial
+    logins: dict[str, str]
+    sites: list[DemoSite] = field(default_factory=list)
+
+    def site(self, name: str) -> DemoSite:
+        return next(s for s in self.sites if s.name == name)
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def _logins(root: Path) -> dict[str, str]:
+    """Random demo passwords, generated once and kept beside the sites (0600)."""
+    path = root / LOGINS_NAME
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    logins = {name: known.get(name) or secrets.token_urlsafe(9) for name, _r, _w in DEMO_USERS}
+    if logins != known:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(logins, fh, indent=1)
+    path.chmod(0o600)
+    return logins
+
+
+def _users(home: NodeHome, logins: dict[str, str]) -> None:
+    from insitu.hub.accounts import AccountStore
+
+    with AccountStore(home) as accounts:
+        for name, role, _why in DEMO_USERS:
+            existing = accounts.get(name)
+            if existing is None:
+                accounts.add(name, role, logins[name], actor="insitu-demo")
+            elif existing.role != role:
+                accounts.set_role(name, role, actor="insitu-demo")
+
+
+def _approve(home: NodeHome, dataset: str) -> None:
+    """The approved researcher asks, the steward approves: the real access rules."""
+    from insitu.hub import access
+
+    state, _found = access.status_for(home, APPROVED_RESEARCHER, dataset)
+    if state == "approved":
+        return
+    if state != "pending":
+        access.request(
+            home,
+            APPROVED_RESEARCHER,
+            dataset,
+            "Compare image noise between the low-dose and standard-dose arms",
+            "insitu demo",
+            365,
+        )
+    pending = [
+        r
+        for r in access.register(home, user=APPROVED_RESEARCHER, dataset=dataset)
+        if r.state() == "pending"
+    ]
+    for found in pending:
+        access.approve(home, STEWARD, found.id, "demo: synthetic data, approved for the tour")
+
+
+def _ingest_table(home: NodeHome, dataset: str, table: Path) -> str:
+    """The measurement table, through the node's ``ingest-table`` when it exists."""
+    try:
+        from insitu.datasets import tables  # type: ignore[attr-defined]
+    except ImportError:
+        return "not ingested: this build has no `insitu ingest-table` yet"
+    ingest_table = getattr(tables, "ingest_table", None)
+    if ingest_table is None:
+        return "not ingested: insitu.datasets.tables has no ingest_table()"
+    result = ingest_table(home, dataset, table, subject_column="subject_id")
+    return str(getattr(result, "status", "ingested"))
+
+
+def prepare(
+    root: str | Path,
+    spec: TrialSpec | None = None,
+    *,
+    port: int = DEFAULT_PORT,
+    quiet: bool = False,
+) -> DemoSetup:
+    """Generate, ingest and set up users at the three sites (no hub)."""
+    from insitu.config import NodeHome, init_home
+    from insitu.datasets.ingest import ingest
+    from insitu.datasets.synthetic import TrialSpec, generate_trial
+    from insitu.errors import IngestError
+
+    spec = spec or TrialSpec()
+    root = Path(root).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    _say(quiet, f"insitu demo: synthetic LOCAT-like trial in {root / 'trial'}")
+    trial = generate_trial(root / "trial", spec, show_progress=None if not quiet else False)
+    logins = _logins(root)
+    setup = DemoSetup(root=root, trial=trial, logins=logins)
+    for index, site in enumerate(spec.sites):
+        home = NodeHome(root / site)
+        init_home(home, site, hub_port=port + 10 * index)
+        dataset = dataset_name(site)
+        report = ingest(
+            [trial.dicom_dir(site)],
+            dataset,
+            home=home,
+            title=f"LOCAT-like appendicitis CT trial (synthetic), {site}",
+            citation="insitu synthetic demo trial, modelled on the LOCAT design "
+            "(low-dose vs standard-dose CT in suspected appendicitis); no real patients",
+            show_progress=None if not quiet else False,
+        )
+        if report.status not in ("published", "unchanged"):
+            raise IngestError(
+                f"the demo's {site} ingest published nothing ({report.counts()}): "
+                f"see {home.quarantine}"
+            )
+        table = _ingest_table(home, dataset, trial.table_path(site))
+        _users(home, logins)
+        _approve(home, dataset)
+        setup.sites.append(DemoSite(site, home, dataset, report.status, table))
+        _say(
+            quiet,
+            f"  {site}: {dataset} {report.version} ({report.status}, "
+            f"{len(trial.site_subjects(site))} subjects); table {table}",
+        )
+    return setup
+
+
+def logins_text(setup: DemoSetup) -> str:
+    width = max(len(n) for n, _r, _w in DEMO_USERS)
+    return "\n".join(
+        f"  {name:<{width}}  {setup.logins[name]:<14} {role:<10} {why}"
+        for name, role, why in DEMO_USERS
+    )
+
+
+def _start_hub(setup: DemoSetup, port: int) -> int:
+    """Run the site-a hub in the foreground until Ctrl-C (or `insitu down`)."""
+    try:
+        from insitu.hub import up as hub_up  # type: ignore[attr-defined]
+    except ImportError:
+        from insitu.errors import ServiceError
+
+        raise ServiceError(
+            "this build has no site hub yet (`insitu up`); the three sites are ready under "
+            f"{setup.root}. Run with --no-hub to skip the hub."
+        ) from None
+    home = setup.site(HUB_SITE).home
+    return int(hub_up.run_demo(home, port=port, banner=logins_text(setup)))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from insitu.datasets.synthetic import spec_from_args
+
+    setup = prepare(args.dir, spec_from_args(args), port=args.port)
+    if args.no_hub:
+        print(
+            f"\nThe three sites are ready under {setup.root} "
+            f"(INSITU_HOME={setup.site(HUB_SITE).home.root} for {HUB_SITE}). Logins:"
+        )
+        print(logins_text(setup))
+        return 0
+    return _start_hub(setup, args.port)
+
+
+def register(sub: Any) -> None:
+    from insitu.datasets.synthetic import add_size_arguments
+
+    demo = sub.add_parser(
+        "demo",
+        help="start a demo site with a synthetic three-hospital trial",
+        description="Generate a synthetic LOCAT-like trial (three hospitals, low-dose vs "
+        "standard-dose CT) as DICOM, ingest it into three site homes under --dir, add demo "
+        "users, start the hub of site-a on 127.0.0.1 and print the URL and logins. "
+        "Everything is reused on the next run. Ctrl-C stops the hub.",
+    )
+    demo.add_argument("--dir", default=DEFAULT_DIR, help="where the sites live (default .demo)")
+    demo.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"the hub's port (default {DEFAULT_PORT})"
+    )
+    demo.add_argument(
+        "--no-hub", action="store_true", help="set up the sites and exit without starting a hub"
+    )
+    add_size_arguments(demo)
+    demo.set_defaults(handler=_cmd_demo)
+
+
+if __name__ == "__main__":
+    from insitu.cli import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -19,4 +19,4 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NodeHome]:
     monkeypatch.setenv("INSITU_HOME", str(node.root))
     yield node
 
-pytest_plugins = ["fixtures_hub", "fixtures_experience", "fixtures_airlock"]
+pytest_plugins = ["fixtures_hub", "fixtures_experience", "fixtures_airlock", "fixtures_deid"]

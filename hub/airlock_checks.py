@@ -415,7 +415,7 @@ def _table_checks(
                 "threshold",
                 "review",
                 "no count column (n, count, ...): the number of subjects behind each "
-                "statistic is unknown; add it, or build the table with insitu.sdc.pivot_table",
+                "statistic is unknown; add it, or build the table with insitu.kernels.sdc.pivot_table",
             )
         )
     magnitude = [c for c in numeric if c not in counts_cols]
@@ -426,7 +426,7 @@ def _table_checks(
                 "review",
                 "the p% and n-k dominance rules need the contributions behind each cell, "
                 f"which a finished table lacks (columns {', '.join(map(str, magnitude))}): "
-                "build the table with insitu.sdc.pivot_table so ACRO records them",
+                "build the table with insitu.kernels.sdc.pivot_table so ACRO records them",
             )
         )
     results.append(_row_per_subject(table, labels, bool(counts_cols), policy, ids))

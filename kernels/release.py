@@ -127,7 +127,7 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
 
 
 def _payload(obj: Any, filename: str | None) -> tuple[bytes, str, dict[str, Any] | None]:
-    """The bytes, file name and (for insitu.sdc tables) ACRO evidence of ``obj``."""
+    """The bytes, file name and (for insitu.kernels.sdc tables) ACRO evidence of ``obj``."""
     kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
     if isinstance(obj, str | os.PathLike):
         path = Path(obj)

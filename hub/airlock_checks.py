@@ -415,7 +415,8 @@ def _table_checks(
                 "threshold",
                 "review",
                 "no count column (n, count, ...): the number of subjects behind each "
-                "statistic is unknown; add it, or build the table with insitu.kernels.sdc.pivot_table",
+                "statistic is unknown; add it, or build the table with "
+                "insitu.kernels.sdc.pivot_table",
             )
         )
     magnitude = [c for c in numeric if c not in counts_cols]

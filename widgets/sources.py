@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 from insitu.config import NodeHome, resolve_home
 
 __all__ = [
+    "AirlockSource",
     "BrowserSource",
     "ClientSource",
     "NodeSource",
@@ -38,13 +39,34 @@ class BrowserSource(Protocol):
 
 @runtime_checkable
 class StewardSource(Protocol):
-    """What the steward panel needs (access requests; releases when the airlock exists)."""
+    """What the steward panel needs: pending access and release requests, decisions."""
 
     def pending_access(self) -> list[dict[str, Any]]: ...
 
     def decide_access(
         self, request_id: int, *, approve: bool, reason: str, days: int | None = None
     ) -> Any: ...
+
+    def pending_releases(self) -> list[dict[str, Any]]: ...
+
+    def release_preview(self, release_id: int) -> tuple[str, bytes | None]:
+        """(text preview, PNG bytes for image outputs else None)."""
+        ...
+
+    def decide_release(
+        self, release_id: int, *, approve: bool, reason: str, override: str | None = None
+    ) -> Any: ...
+
+
+@runtime_checkable
+class AirlockSource(Protocol):
+    """What the researcher's airlock panel needs."""
+
+    def my_releases(self) -> list[dict[str, Any]]: ...
+
+    def download_release(self, release_id: int) -> tuple[str, bytes]:
+        """(filename, bytes) of an approved output; refused otherwise."""
+        ...
 
 
 def dataset_row(raw: dict[str, Any]) -> dict[str, Any]:
@@ -153,3 +175,55 @@ class NodeSource:
         if approve:
             return access.approve(self.home, self.user, request_id, reason, days=days).to_json()
         return access.deny(self.home, self.user, request_id, reason).to_json()
+
+    def _require_steward(self) -> None:
+        from insitu.hub.access import DECIDERS
+        from insitu.hub.accounts import require_role
+
+        require_role(self.home, self.user, *DECIDERS)
+
+    def pending_releases(self) -> list[dict[str, Any]]:
+        from insitu.hub.airlock import Airlock
+
+        self._require_steward()
+        with Airlock(self.home) as airlock:
+            return [r.to_dict() for r in airlock.list(state="submitted")]
+
+    def release_preview(self, release_id: int) -> tuple[str, bytes | None]:
+        from insitu.hub.airlock import Airlock
+
+        self._require_steward()
+        with Airlock(self.home) as airlock:
+            request = airlock.get(release_id)
+            image = airlock.path(request).read_bytes() if request.kind == "image" else None
+            return airlock.preview(release_id), image
+
+    def decide_release(
+        self, release_id: int, *, approve: bool, reason: str, override: str | None = None
+    ) -> Any:
+        from insitu.hub.airlock import Airlock
+
+        self._require_steward()
+        with Airlock(self.home) as airlock:
+            if approve:
+                done = airlock.approve(
+                    release_id, steward=self.user, reason=reason, override=override
+                )
+            else:
+                done = airlock.deny(release_id, steward=self.user, reason=reason)
+            return done.to_dict()
+
+    # -- the researcher's airlock ---------------------------------------------------
+
+    def my_releases(self) -> list[dict[str, Any]]:
+        from insitu.hub.airlock import Airlock
+
+        with Airlock(self.home) as airlock:
+            return [r.to_dict() for r in airlock.list(user=self.user)]
+
+    def download_release(self, release_id: int) -> tuple[str, bytes]:
+        from insitu.hub.airlock import Airlock
+
+        with Airlock(self.home) as airlock:
+            request, data = airlock.download(release_id, user=self.user)
+            return request.filename, data

@@ -335,9 +335,11 @@ class Deidentifier:
             sets.append("retain_safe_private")
         method_codes = _codes(tuple(sets))
         out.PatientIdentityRemoved = "YES"
-        out.DeidentificationMethod = [
-            f"insitu deid {PROFILE_VERSION}: PS3.15 E.1-1 DICOM " + (f"{self.profile['edition']}")
-        ] + [c["meaning"][:64] for c in method_codes]
+        # LO is at most 64 characters a value: one value per part of the method.
+        header = (
+            f"insitu deid {PROFILE_VERSION}: PS3.15 Table E.1-1, DICOM {self.profile['edition']}"
+        )
+        out.DeidentificationMethod = [header] + [c["meaning"][:64] for c in method_codes]
         items = []
         for c in method_codes:
             item = Dataset()
@@ -434,7 +436,7 @@ class Deidentifier:
         if action == "C":
             cleanable = vr in TEMPORAL_VRS and (vr == "TM" or run.days is not None)
             action = "T" if cleanable else rule.fallback  # type: ignore[union-attr]
-        run.counts[action] += 1
+        run.counts[_ACTION_NAMES.get(action, action)] += 1
         if action == "X":
             return None
         if vr == "SQ":
@@ -454,7 +456,7 @@ class Deidentifier:
                 return _new(elem, empty_value_for_VR(vr))
             shifted = shift_temporal(vr, values, run.days or 0)
             if shifted is None or (vr != "TM" and run.days is None):
-                run.counts["invalid temporal removed"] += 1
+                run.counts["invalid date or time removed"] += 1
                 return None
             return _new(elem, _one_or_many(shifted))
         return _copy(elem)
@@ -468,6 +470,17 @@ class Deidentifier:
         )
         new = [v if (v in UID_dictionary or standard) else self._hash.uid(v) for v in values]
         return _one_or_many(new)
+
+
+# Names for the counts in DeidResult.actions (T: shift a date, check a time).
+_ACTION_NAMES = {
+    "X": "removed",
+    "Z": "emptied",
+    "D": "dummy",
+    "U": "uid replaced",
+    "K": "kept",
+    "T": "date shifted or time checked",
+}
 
 
 def _new(elem: DataElement, value: Any) -> DataElement:

@@ -94,8 +94,8 @@ def test_small_site_example_renders_and_validates():
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "Service", "NetworkPolicy", "PersistentVolumeClaim"} <= kinds
     # The example is a real deployment: SSO configured, secrets by reference.
-    hub = values["jupyterhub"]["hub"]
-    assert hub["config"]["JupyterHub"]["authenticator_class"]
+    hub = chart_values(NODE_CHART, values)["jupyterhub"]["hub"]
+    assert hub["config"]["InsituOIDCAuthenticator"]["token_url"].startswith("https://")
     env = hub["extraEnv"]["OAUTH_CLIENT_SECRET"]
     assert env["valueFrom"]["secretKeyRef"]["name"]
 

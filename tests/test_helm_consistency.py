@@ -1,0 +1,156 @@
+"""The chart deploys the same processes, settings and environment as `insitu up`.
+
+Values cannot import Python, so the chart repeats what insitu's code sets up
+locally (service commands, the researchers' environment, token scopes, the
+enclave's server settings, the gateway's cluster options). These tests hold
+the two together: change one and the other must follow.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from helm_render import FULL_NODE, NODE_CHART, by_kind, chart_values, render
+from traitlets.config import Config
+
+from insitu.config import load_config
+from insitu.hub.services import SERVICE_PROVIDERS, ServiceContext, plan_services
+
+
+@pytest.fixture(scope="module")
+def values() -> dict[str, Any]:
+    return chart_values(NODE_CHART, {"site": {"name": "hospital-a"}})
+
+
+@pytest.fixture
+def local_services(home):
+    ctx = ServiceContext(
+        home=home,
+        config=load_config(home),
+        hub_url="http://127.0.0.1:8765",
+        hub_api_url="http://127.0.0.1:8765/hub/api",
+    )
+    return {s.name: s for s in plan_services(ctx, SERVICE_PROVIDERS)}
+
+
+def test_service_commands_and_readiness_match_local(local_services, values):
+    deployments = by_kind(render(NODE_CHART, FULL_NODE), "Deployment")
+    checked = 0
+    for name, service in local_services.items():
+        if name not in values["services"]:
+            continue  # e.g. dask-gateway: its own chart runs it
+        chart = values["services"][name]
+        assert service.command[0] == sys.executable
+        assert chart["command"][1:] == service.command[1:], name
+        assert chart["readyPath"] == service.ready_path, name
+        container = deployments[f"insitu-{name}"]["spec"]["template"]["spec"]["containers"][0]
+        probe = container["readinessProbe"]["httpGet"]["path"]
+        assert probe == f"{service.prefix}{service.ready_path}"
+        checked += 1
+    assert checked >= 2
+
+
+def test_researchers_get_the_same_environment_keys(local_services, values):
+    extra_env = values["jupyterhub"]["singleuser"]["extraEnv"]
+    for name, service in local_services.items():
+        for key, local_url in service.user_environment.items():
+            assert key in extra_env, f"{name} gives user servers {key}; the chart does not"
+            if local_url.startswith("http://127.0.0.1"):
+                # Same path under the service's prefix, another host.
+                suffix = local_url.split("/", 3)[3]
+                assert extra_env[key].endswith(suffix), key
+
+
+def test_token_scopes_match_the_local_hub(local_services, values):
+    from insitu.hub.hub_config import SERVER_SCOPES
+
+    hub = values["jupyterhub"]["hub"]
+    granted = set(hub["config"]["Spawner"]["server_token_scopes"])
+    user_role = set(hub["loadRoles"]["user"]["scopes"])
+    assert set(SERVER_SCOPES) <= granted
+    for name, service in local_services.items():
+        if service.user_access:
+            scope = f"access:services!service={name}"
+            assert scope in granted, name
+            assert scope in user_role, name
+            assert name in hub["services"], f"{name} is not registered with the hub"
+
+
+def test_enclave_server_settings_match_the_kernels_package(values):
+    from insitu.kernels.enclave import server_args
+
+    assert values["jupyterhub"]["hub"]["config"]["Spawner"]["args"] == server_args()
+
+
+def test_authenticator_config_loads(values):
+    """The hub config in values names real traits of insitu's authenticator."""
+    from insitu.hub.authenticator import InsituOIDCAuthenticator
+
+    hub_config = values["jupyterhub"]["hub"]["config"]
+    cls_path = hub_config["JupyterHub"]["authenticator_class"]
+    assert cls_path == "insitu.hub.authenticator.InsituOIDCAuthenticator"
+    config = Config(hub_config)
+    config.InsituOIDCAuthenticator.client_id = "insitu-hospital-a"
+    auth = InsituOIDCAuthenticator(config=config)
+    unknown = set(hub_config["InsituOIDCAuthenticator"]) - set(auth.trait_names())
+    assert not unknown, f"not traits of InsituOIDCAuthenticator: {unknown}"
+    assert auth.manage_groups is True
+    assert auth.insitu_home == "/var/lib/insitu"
+
+
+def test_small_site_sso_config_loads():
+    import yaml
+
+    from insitu.hub.authenticator import InsituOIDCAuthenticator
+
+    example = yaml.safe_load((NODE_CHART / "examples" / "small-site.yaml").read_text())
+    merged = chart_values(NODE_CHART, example)["jupyterhub"]["hub"]["config"]
+    auth = InsituOIDCAuthenticator(config=Config(merged))
+    unknown = set(merged["InsituOIDCAuthenticator"]) - set(auth.trait_names())
+    assert not unknown, unknown
+    assert auth.token_url.startswith("https://")
+    assert auth.admin_groups == {"insitu-admins"}
+    assert auth.steward_groups_list == "insitu-stewards"
+    assert auth.client_secret == ""  # from the Secret at run time, never in values
+
+
+def test_gateway_cluster_options_give_workers_the_researchers_token(values):
+    gateway = values["dask-gateway"]["gateway"]
+    code = gateway["extraConfig"]["insitu"]
+    c = Config()
+    exec(compile(code, "dask-gateway extraConfig", "exec"), {"c": c})  # noqa: S102 (our own values)
+    options = c.Backend.cluster_options
+    assert [f.field for f in options.fields] == ["gate_token"]
+
+    class User:
+        name = "rita"
+
+    env = options.handler(type("O", (), {"gate_token": "tok"})(), User())["environment"]
+    assert env == {
+        "INSITU_GATE_URL": values["jupyterhub"]["singleuser"]["extraEnv"]["INSITU_GATE_URL"],
+        "INSITU_USER": "rita",
+        "JUPYTERHUB_API_TOKEN": "tok",
+    }
+    assert c.ClusterConfig.cluster_max_workers == values["config"]["compute"]["max_workers"]
+    assert gateway["prefix"] == "/services/dask-gateway"
+    assert values["jupyterhub"]["singleuser"]["extraEnv"]["DASK_GATEWAY__ADDRESS"].endswith(
+        gateway["prefix"]
+    )
+
+
+def test_hub_mounts_the_node_home_but_never_stores_or_private(values):
+    hub = values["jupyterhub"]["hub"]
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in hub["extraVolumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {"insitu-state"}
+    paths = {m["mountPath"] for m in hub["extraVolumeMounts"]}
+    assert not any(p.endswith(("/stores", "/private")) for p in paths)
+    assert hub["extraEnv"]["INSITU_HOME"] == "/var/lib/insitu"
+    # The hub runs as insitu's user, so the shared node home stays readable to both.
+    assert hub["containerSecurityContext"]["runAsUser"] == values["security"]["runAsUser"]
+    assert hub["podSecurityContext"]["fsGroup"] == values["security"]["fsGroup"]

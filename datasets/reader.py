@@ -111,7 +111,7 @@ class Dataset:
         scale = next(t["scale"] for t in meta if t["type"] == "scale")
         translation = next(t["translation"] for t in meta if t["type"] == "translation")
         array = zarr.open_array(self.store, path=f"series/{series_id}/{levels[level]}", mode="r")
-        data = da.from_zarr(array)
+        data = da.from_zarr(array, chunks=_dask_chunks(array))
         names = [a["name"] for a in ome["axes"]]
         coords = {
             name: translation[i] + np.arange(array.shape[i]) * scale[i]
@@ -119,11 +119,9 @@ class Dataset:
             if name in ("z", "y", "x")
         }
         affine = np.array(info["affine"], dtype=float)
-        fy = scale[names.index("y")] / info["spacing"][1]
-        fx = scale[names.index("x")] / info["spacing"][2]
-        to_level0 = np.array(
-            [[fx, 0, 0, (fx - 1) / 2], [0, fy, 0, (fy - 1) / 2], [0, 0, 1, 0], [0, 0, 0, 1]]
-        )
+        fz, fy, fx = (scale[names.index(n)] / info["spacing"][i] for i, n in enumerate("zyx"))
+        to_level0 = np.diag([fx, fy, fz, 1.0])
+        to_level0[:3, 3] = [(fx - 1) / 2, (fy - 1) / 2, (fz - 1) / 2]
         attrs = {
             "modality": info.get("modality", ""),
             "units": info.get("units", ""),
@@ -150,6 +148,24 @@ class Dataset:
         self._series_row(series_id)
         group = zarr.open_group(self.store, path=f"series/{series_id}", mode="r")
         return dict(group.attrs["insitu"].get("header", {}))
+
+
+DASK_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+def _dask_chunks(array: Any) -> tuple[int, ...]:
+    """Dask blocks of whole planes, ~32 MB, made of whole Zarr chunks.
+
+    Zarr reads the chunks of one block concurrently, so few large blocks read a
+    series much faster than one dask task per chunk; slicing still fetches only
+    the chunks a selection touches.
+    """
+    shape, chunks = array.shape, array.chunks
+    plane = int(np.prod(shape[-2:])) * array.dtype.itemsize * (shape[0] if len(shape) == 4 else 1)
+    depth = chunks[-3]
+    depth = max(depth, (DASK_CHUNK_BYTES // max(plane, 1)) // depth * depth)
+    out = (min(depth, shape[-3]), shape[-2], shape[-1])
+    return (shape[0], *out) if len(shape) == 4 else out
 
 
 class _Tables(Mapping[str, "pd.DataFrame"]):

@@ -12,7 +12,7 @@ from pathlib import Path
 import deid_data
 import numpy as np
 import pytest
-from fixtures_datasets import dicom_file, reference_pixels
+from fixtures_datasets import dicom_file, make_series, reference_pixels
 from zarr.storage import LocalStore
 
 from insitu.datasets.dicom_read import read_full, scan_one, walk_inputs
@@ -130,3 +130,23 @@ def test_pyramid_levels_cover_the_same_extent(tmp_path: Path, level: int) -> Non
         affine @ [0, 0, 0, 1],
         [*(full.attrs["affine"] @ [0.5 * (factor - 1), 0.5 * (factor - 1), 0, 1])[:3], 1],
     )
+
+
+def test_pyramid_halves_z_for_long_series(tmp_path: Path) -> None:
+    folder = make_series(tmp_path / "long", n=40, step=1.5)
+    items = [scan_one(i) for i in walk_inputs([folder])]
+    geometry = plan_geometry([i.header for i in items])
+    volume = decode_volume([read_full(i) for i in items], geometry)
+    root = open_root(tmp_path / "z.zarr")
+    row = {"series_id": "s", "subject_id": "x", "study_id": "y", "shape": [40, 128, 128]}
+    attrs = {**row, "affine": geometry.affine.tolist(), "spacing": list(geometry.spacing)}
+    write_series(root, "s", volume, geometry, attrs)
+    write_root_attrs(root, {"dataset": "z", "version": "v1", "series": [row], "subjects": []})
+    dataset = Dataset(LocalStore(tmp_path / "z.zarr", read_only=True))
+    full, coarse = dataset.image("s"), dataset.image("s", level=1)
+    assert coarse.shape == (20, 64, 64)
+    assert float(coarse.z[0]) == pytest.approx(float(full.z[:2].mean()))
+    block = full.values[:2, :2, :2].astype(np.int64)
+    assert int(coarse.values[0, 0, 0]) == (int(block.sum()) + 4) // 8
+    corner = full.attrs["affine"] @ [0.5, 0.5, 0.5, 1]
+    np.testing.assert_allclose(coarse.attrs["affine"] @ [0, 0, 0, 1], corner)

@@ -200,10 +200,26 @@ def logins_text(setup: DemoSetup) -> str:
     )
 
 
+def _write_hub_logins(setup: DemoSetup) -> None:
+    """Leave the logins in site-a's private/ so that `insitu up` there prints them too."""
+    home = setup.site(HUB_SITE).home
+    path = home.private / "demo-logins.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(logins_text(setup) + "\n")
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _start_hub(setup: DemoSetup, port: int) -> int:
-    """Run the site-a hub in the foreground until Ctrl-C (or `insitu down`)."""
+    """Run the site-a hub until Ctrl-C (or `insitu down`), then stop it cleanly."""
+    import signal
+    import time
+
     try:
-        from insitu.hub import up as hub_up  # type: ignore[attr-defined]
+        from insitu.hub import lifecycle
     except ImportError:
         from insitu.errors import ServiceError
 
@@ -212,7 +228,25 @@ def _start_hub(setup: DemoSetup, port: int) -> int:
             f"{setup.root}. Run with --no-hub to skip the hub."
         ) from None
     home = setup.site(HUB_SITE).home
-    return int(hub_up.run_demo(home, port=port, banner=logins_text(setup)))
+    _write_hub_logins(setup)
+    print(f"\nStarting the hub of {HUB_SITE} (first start takes a little while) ...", flush=True)
+    state = lifecycle.up(home, port=port, actor=ADMIN)
+    print(
+        f"\ninsitu demo is running: {state.url}\n\nLog in as (user, password, role):\n"
+        f"{logins_text(setup)}\n\nStop with Ctrl-C, or `INSITU_HOME={home.root} insitu down`.",
+        flush=True,
+    )
+    # SIGTERM (e.g. from a service manager) stops the demo like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while lifecycle.read_state(home) is not None:  # `insitu down` removes the state
+            time.sleep(1.0)
+        print("insitu demo: the hub was stopped (insitu down).")
+    except KeyboardInterrupt:
+        print("\ninsitu demo: stopping the hub ...", flush=True)
+    finally:
+        lifecycle.down(home, actor=ADMIN)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

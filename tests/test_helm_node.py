@@ -566,3 +566,21 @@ def test_ingest_is_a_cronjob_when_scheduled():
     assert not by_kind(objects, "Job")
     one_off = by_kind(render(NODE_CHART, FULL_NODE), "Job")
     assert list(one_off) == ["insitu-ingest-r1"]
+
+
+def test_services_may_reach_the_hub_through_z2jh_policy(node_objects):
+    """z2jh's hub policy admits only labelled pods; the services check tokens there."""
+    for name in ("access", "gate", "airlock"):
+        pod = by_kind(node_objects, "Deployment")[f"insitu-{name}"]["spec"]["template"]
+        assert pod["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"
+    for name in ("ingest", "supernode"):
+        _owner, pod = next(p for p in pod_specs(node_objects) if component(p[0]) == name)
+        assert "hub.jupyter.org/network-access-hub" not in pod["metadata"]["labels"]
+    hub_policy = chart_values(NODE_CHART, MINIMAL)["jupyterhub"]["hub"]["networkPolicy"]
+    sources = [
+        peer["podSelector"]["matchLabels"] for r in hub_policy["ingress"] for peer in r["from"]
+    ]
+    assert {
+        "app.kubernetes.io/name": "dask-gateway",
+        "app.kubernetes.io/component": "gateway",
+    } in sources

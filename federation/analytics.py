@@ -1,0 +1,510 @@
+"""Federated analytics, built in: counts, moments, histograms and quantiles per group.
+
+A researcher runs, from a notebook::
+
+    from insitu.federation import analyze
+    table = analyze(federation="locat", dataset="locat", feature="hu_mean", by="arm")
+
+Each site's ClientApp reads the feature from its own dataset (through
+:func:`insitu.federation.node_data.site_data`), summarises it per group with
+mergeable sufficient statistics (:mod:`insitu.federation.stats`), withholds
+groups and histogram bins below the site's ``policy.min_cell_count``, and
+replies with arrays only. The ServerApp merges the sites' summaries; the
+merged numbers equal the pooled computation (exactly for counts and
+histograms, to rounding for moments).
+
+Features: a table column (``"TABLE.COLUMN"`` or a column name found in the
+subjects table or any table), or an image feature computed from each
+subject's first series: ``hu_mean``, ``hu_std`` (intensity in the central
+region: the middle half along each axis) and ``volume_ml`` (volume of voxels
+above -500 HU, i.e. the body, in millilitres).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from insitu.errors import DatasetNotFoundError, InvalidRequestError
+
+__all__ = [
+    "IMAGE_FEATURES",
+    "AnalysisSpec",
+    "analytics_fab",
+    "analytics_fingerprint",
+    "analyze",
+    "combine",
+    "feature_frame",
+    "site_summary",
+]
+
+APP_NAME = "insitu-analytics"
+APP_VERSION = "1.0.0"
+IMAGE_FEATURES = ("hu_mean", "hu_std", "volume_ml")
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    dataset: str
+    feature: str
+    by: str = ""
+    bins: tuple[float, ...] = ()
+    quantiles: tuple[float, ...] = (0.25, 0.5, 0.75)
+    min_sites: int = 1
+
+    def to_run_config(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "feature": self.feature,
+            "by": self.by,
+            "bins": ",".join(repr(float(b)) for b in self.bins),
+            "quantiles": ",".join(repr(float(q)) for q in self.quantiles),
+            "min-sites": self.min_sites,
+        }
+
+    @classmethod
+    def from_run_config(cls, config: Any) -> AnalysisSpec:
+        def floats(text: Any) -> tuple[float, ...]:
+            return tuple(float(t) for t in str(text).split(",") if t.strip())
+
+        return cls(
+            dataset=str(config["dataset"]),
+            feature=str(config["feature"]),
+            by=str(config.get("by", "")),
+            bins=floats(config.get("bins", "")),
+            quantiles=floats(config.get("quantiles", "")),
+            min_sites=int(config.get("min-sites", 1)),
+        )
+
+
+# --- the site's side ------------------------------------------------------
+
+
+def _image_feature(array: Any, feature: str) -> float:
+    import numpy as np
+
+    values = np.asarray(array.values if hasattr(array, "values") else array, dtype=float)
+    if feature == "volume_ml":
+        spacing = 1.0
+        for dim in getattr(array, "dims", ()):
+            coord = np.asarray(array.coords[dim].values, dtype=float) if dim in array.coords else []
+            spacing *= float(abs(coord[1] - coord[0])) if len(coord) > 1 else 1.0
+        return float((values > -500).sum() * spacing / 1000.0)
+    region = tuple(slice(s // 4, s - s // 4) if s >= 4 else slice(None) for s in values.shape)
+    centre = values[region]
+    if feature == "hu_mean":
+        return float(centre.mean())
+    return float(centre.std())
+
+
+def _find_column(data: Any, name: str) -> Any:
+    """A frame (subject_id + the column) holding ``name``: subjects, or a table."""
+    if "." in name:
+        table, column = name.split(".", 1)
+        if table in data.table_names():
+            frame = data.table(table)
+            if column not in frame.columns:
+                raise InvalidRequestError(
+                    f"table {table!r} has no column {column!r}; columns: "
+                    f"{', '.join(map(str, frame.columns))}"
+                )
+            return frame.rename(columns={column: name})
+    subjects = data.subjects
+    if name in subjects.columns:
+        return subjects
+    for table in data.table_names():
+        frame = data.table(table)
+        if name in frame.columns:
+            return frame
+    raise InvalidRequestError(
+        f"no column {name!r} in dataset {data.dataset!r} at site {data.site!r}: use a "
+        f"subjects column, TABLE.COLUMN, or an image feature ({', '.join(IMAGE_FEATURES)})"
+    )
+
+
+def feature_frame(data: Any, spec: AnalysisSpec) -> Any:
+    """One row per unit (subject or table row): columns subject_id, value, group."""
+    import pandas as pd
+
+    if spec.feature in IMAGE_FEATURES:
+        series = data.series.sort_values("series_id")
+        first = series.drop_duplicates("subject_id")
+        rows = [
+            {
+                "subject_id": str(row.subject_id),
+                "value": _image_feature(data.image(str(row.series_id)), spec.feature),
+            }
+            for row in first.itertuples()
+        ]
+        frame = pd.DataFrame(rows, columns=["subject_id", "value"])
+    else:
+        source = _find_column(data, spec.feature)
+        frame = source[["subject_id", spec.feature]].rename(columns={spec.feature: "value"})
+        if spec.by and spec.by in source.columns:
+            frame["group"] = source[spec.by].astype(str).to_numpy()
+    if spec.by and "group" not in frame.columns:
+        groups = _find_column(data, spec.by)[["subject_id", spec.by]].drop_duplicates("subject_id")
+        frame = frame.merge(groups, on="subject_id", how="left")
+        frame = frame.rename(columns={spec.by: "group"})
+        frame["group"] = frame["group"].astype(str)
+    if not spec.by:
+        frame["group"] = ALL
+    frame = frame[pd.to_numeric(frame["value"], errors="coerce").notna()]
+    frame["value"] = frame["value"].astype(float)
+    return frame
+
+
+def site_summary(frame: Any, spec: AnalysisSpec, *, site: str, min_cell_count: int) -> Any:
+    """The reply content: per group moments, histogram and sketch, as arrays only."""
+    import numpy as np
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+    from insitu.federation.stats import Histogram, Moments, Sketch
+
+    arrays: dict[str, Any] = {}
+    for group, part in sorted(frame.groupby("group"), key=lambda kv: str(kv[0])):
+        values = part["value"].tolist()
+        key = f"g:{group}"
+        if len(values) < min_cell_count:
+            arrays[f"{key}/suppressed"] = np.array([1], dtype=np.int64)
+            continue
+        moments = Moments.of(values)
+        arrays[f"{key}/moments"] = np.array([moments.n, moments.mean, moments.m2])
+        arrays[f"{key}/subjects"] = np.array([part["subject_id"].nunique()], dtype=np.int64)
+        if spec.bins:
+            hist, hidden = Histogram.of(values, spec.bins).suppress_below(min_cell_count)
+            arrays[f"{key}/hist"] = np.array(hist.counts, dtype=np.int64)
+            arrays[f"{key}/hist_hidden"] = np.array(
+                [1 if i in hidden else 0 for i in range(len(hist.counts))], dtype=np.int64
+            )
+        sketch = Sketch.of(values, min_count=min_cell_count)
+        arrays[f"{key}/sketch_means"] = np.array(sketch.means, dtype=float)
+        arrays[f"{key}/sketch_counts"] = np.array(sketch.counts, dtype=np.int64)
+    n = len(frame)
+    return RecordDict(
+        {
+            "summary": ArrayRecord({k: _array(v) for k, v in arrays.items()}),
+            "meta": MetricRecord({f"site:{site}": 1, "num-examples": n}),
+        }
+    )
+
+
+def _array(values: Any) -> Any:
+    from flwr.app import Array
+
+    return Array(values)
+
+
+# --- the coordinator's side -----------------------------------------------
+
+
+@dataclass
+class SiteReply:
+    site: str
+    arrays: dict[str, Any]
+    num_examples: int
+
+
+@dataclass
+class Combined:
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    histogram: list[dict[str, Any]] = field(default_factory=list)
+    suppressed: list[dict[str, str]] = field(default_factory=list)
+
+
+def parse_reply(content: Any) -> SiteReply:
+    meta = content["meta"]
+    site = next((k.split(":", 1)[1] for k in meta if k.startswith("site:")), "?")
+    arrays = {k: v.numpy() for k, v in content["summary"].items()}
+    return SiteReply(site=site, arrays=arrays, num_examples=int(meta.get("num-examples", 0)))
+
+
+def combine(replies: Sequence[SiteReply], spec: AnalysisSpec) -> Combined:
+    """Merge the sites' summaries per group."""
+    from insitu.federation.stats import Histogram, Moments, Sketch
+
+    out = Combined()
+    groups = sorted(
+        {k.split("/", 1)[0][2:] for r in replies for k in r.arrays if k.startswith("g:")}
+    )
+    for group in groups:
+        key = f"g:{group}"
+        parts: list[Moments] = []
+        sketch = Sketch((), ())
+        hist: Histogram | None = None
+        sites: list[str] = []
+        subjects = 0
+        for reply in replies:
+            if f"{key}/suppressed" in reply.arrays:
+                out.suppressed.append({"group": group, "site": reply.site})
+                continue
+            if f"{key}/moments" not in reply.arrays:
+                continue
+            n, mean, m2 = reply.arrays[f"{key}/moments"].tolist()
+            parts.append(Moments(int(n), float(mean), float(m2)))
+            subjects += int(reply.arrays[f"{key}/subjects"][0])
+            sites.append(reply.site)
+            sketch = sketch.merge(
+                Sketch(
+                    tuple(reply.arrays[f"{key}/sketch_means"].tolist()),
+                    tuple(int(c) for c in reply.arrays[f"{key}/sketch_counts"].tolist()),
+                )
+            )
+            if spec.bins and f"{key}/hist" in reply.arrays:
+                part = Histogram(
+                    tuple(spec.bins), tuple(int(c) for c in reply.arrays[f"{key}/hist"])
+                )
+                hist = part if hist is None else hist.merge(part)
+                hidden = reply.arrays[f"{key}/hist_hidden"].tolist()
+                for i, flag in enumerate(hidden):
+                    if flag:
+                        out.suppressed.append({"group": group, "site": reply.site, "bin": str(i)})
+        moments = Moments.combine(parts)
+        row: dict[str, Any] = {
+            "group": group,
+            "n": moments.n,
+            "subjects": subjects,
+            "mean": moments.mean if moments.n else math.nan,
+            "variance": moments.variance,
+            "std": moments.std,
+            "sites": len(sites),
+        }
+        for q in spec.quantiles:
+            row[f"q{q:g}"] = sketch.quantile(q)
+        out.groups.append(row)
+        if hist is not None:
+            for i, count in enumerate(hist.counts):
+                out.histogram.append(
+                    {
+                        "group": group,
+                        "bin_low": hist.edges[i],
+                        "bin_high": hist.edges[i + 1],
+                        "count": count,
+                    }
+                )
+    return out
+
+
+# --- the Flower apps ------------------------------------------------------
+
+
+def _client_app() -> Any:
+    from flwr.app import Message
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Any) -> Message:
+
+        from insitu.config import NodeHome, load_config
+        from insitu.federation.node_data import NODE_CONFIG_HOME, site_data
+
+        spec = AnalysisSpec.from_run_config(context.run_config)
+        data = site_data(context)
+        if data.dataset != spec.dataset:
+            raise DatasetNotFoundError(
+                f"this site serves dataset {data.dataset!r} to the federation, not {spec.dataset!r}"
+            )
+        config = load_config(
+            NodeHome(__import__("pathlib").Path(str(context.node_config[NODE_CONFIG_HOME])))
+        )
+        frame = feature_frame(data, spec)
+        content = site_summary(
+            frame, spec, site=config.site.name, min_cell_count=config.policy.min_cell_count
+        )
+        return Message(content, reply_to=msg)
+
+    return app
+
+
+def _server_app() -> Any:
+    from flwr.app import Message, RecordDict
+    from flwr.serverapp import Grid, ServerApp
+
+    from insitu.federation.apps import report_result
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Any) -> None:
+        spec = AnalysisSpec.from_run_config(context.run_config)
+        timeout = float(context.run_config.get("timeout", 120.0))
+        nodes = _wait_for_nodes(grid, spec.min_sites, timeout)
+        messages = [Message(RecordDict(), dst_node_id=node, message_type="query") for node in nodes]
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        answered = {r.metadata.src_node_id for r in replies}
+        ok: list[SiteReply] = []
+        refused: list[dict[str, Any]] = []
+        for reply in replies:
+            if reply.has_error():
+                refused.append({"node": reply.metadata.src_node_id, "reason": reply.error.reason})
+            else:
+                ok.append(parse_reply(reply.content))
+        missing = [
+            {"node": n, "reason": "no reply (site down?)"} for n in nodes if n not in answered
+        ]
+        combined = combine(ok, spec)
+        report_result(
+            {
+                "spec": spec.to_run_config(),
+                "sites": sorted(r.site for r in ok),
+                "site_rows": {r.site: r.num_examples for r in ok},
+                "refused": refused + missing,
+                "groups": combined.groups,
+                "histogram": combined.histogram,
+                "suppressed": combined.suppressed,
+            }
+        )
+        if len(ok) < spec.min_sites:
+            raise RuntimeError(
+                f"only {len(ok)} site(s) answered ({', '.join(sorted(r.site for r in ok))}); "
+                f"the analysis needs {spec.min_sites}"
+            )
+
+    return app
+
+
+def _wait_for_nodes(grid: Any, minimum: int, timeout: float) -> list[int]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= minimum or time.monotonic() > deadline:
+            return nodes
+        time.sleep(0.5)
+
+
+# The FAB: a tiny module pointing at this installed code (sites are offline and
+# run only pre-installed code; the fingerprint pins the app's name, version
+# and configuration).
+_PYPROJECT = f"""\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "{APP_NAME}"
+version = "{APP_VERSION}"
+description = "insitu built-in federated analytics: counts, moments, histograms, quantiles"
+license = "Apache-2.0"
+dependencies = ["flwr>=1.42", "insitu"]
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "insitu"
+
+[tool.flwr.app.components]
+serverapp = "insitu_analytics_app:server"
+clientapp = "insitu_analytics_app:client"
+
+[tool.flwr.app.config]
+dataset = ""
+feature = ""
+by = ""
+bins = ""
+quantiles = "0.25,0.5,0.75"
+min-sites = 1
+timeout = 120.0
+"""
+
+_MODULE = '''"""insitu built-in federated analytics (the code is insitu.federation.analytics)."""
+
+from insitu.federation.analytics import client_app, server_app
+
+client = client_app()
+server = server_app()
+'''
+
+
+def client_app() -> Any:
+    return _client_app()
+
+
+def server_app() -> Any:
+    return _server_app()
+
+
+def analytics_fab_files() -> dict[str, bytes]:
+    return {"pyproject.toml": _PYPROJECT.encode(), "insitu_analytics_app.py": _MODULE.encode()}
+
+
+def analytics_fab() -> bytes:
+    from insitu.federation.apps import build_fab
+
+    return build_fab(analytics_fab_files())
+
+
+def analytics_fingerprint() -> str:
+    """What a steward approves to let the built-in analytics read a dataset."""
+    from insitu.federation.apps import fingerprint
+
+    return fingerprint(analytics_fab())
+
+
+def analyze(
+    *,
+    federation: str | None = None,
+    dataset: str,
+    feature: str,
+    by: str | None = None,
+    bins: Sequence[float] | None = None,
+    quantiles: Sequence[float] = (0.25, 0.5, 0.75),
+    min_sites: int = 1,
+    address: str | None = None,
+    insecure: bool = False,
+    timeout: float = 300.0,
+) -> Any:
+    """Run the built-in analytics across a federation; a pandas DataFrame per group.
+
+    ``federation`` names a SuperLink connection in ``$FLWR_HOME/config.toml``.
+    The frame's ``attrs`` hold ``run_id``, ``sites`` (who answered), ``refused``
+    (who did not, with each site's reason), ``suppressed`` cells and the merged
+    ``histogram`` (a DataFrame) when ``bins`` are given.
+    """
+    import pandas as pd
+
+    from insitu.errors import ServiceError
+    from insitu.federation.apps import run_fab
+
+    spec = AnalysisSpec(
+        dataset=dataset,
+        feature=feature,
+        by=by or "",
+        bins=tuple(float(b) for b in bins or ()),
+        quantiles=tuple(float(q) for q in quantiles),
+        min_sites=min_sites,
+    )
+    outcome = run_fab(
+        analytics_fab(),
+        federation=federation,
+        address=address,
+        insecure=insecure,
+        run_config=spec.to_run_config() | {"timeout": float(timeout) / 2},
+        timeout=timeout,
+    )
+    result = outcome.result
+    if result is None or not outcome.completed:
+        refused = "; ".join(r["reason"] for r in (result or {}).get("refused", []))
+        raise ServiceError(
+            f"federated analysis run {outcome.run_id} ended {outcome.status}"
+            + (f": {outcome.details}" if outcome.details else "")
+            + (f"; refusals: {refused}" if refused else "")
+        )
+    frame = pd.DataFrame(result["groups"])
+    if by and not frame.empty:
+        frame = frame.rename(columns={"group": by})
+    frame.attrs.update(
+        run_id=outcome.run_id,
+        sites=result["sites"],
+        refused=result["refused"],
+        suppressed=result["suppressed"],
+        histogram=result["histogram"],
+    )
+    return frame

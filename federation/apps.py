@@ -1,0 +1,144 @@
+"""Build, fingerprint and submit Flower apps; read back what their ServerApp reported.
+
+A fingerprint is the SHA-256 of the FAB bytes, computed by Flower's own
+builder (the same deterministic zip ``flwr build`` and ``flwr run`` make), so
+the number a steward approves is the number the site sees at run time.
+
+Submission goes through Flower's Control API exactly like ``flwr run``:
+``StartRun`` with the FAB and run-config overrides, then ``ListRuns`` until
+the run finishes, then ``StreamLogs``. A ServerApp reports its result as one
+log line ``INSITU-RESULT {json}`` (the Control API's log stream is the
+channel every researcher already has to the coordinator).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from insitu.errors import ServiceError
+
+__all__ = [
+    "RESULT_PREFIX",
+    "RunOutcome",
+    "build_fab",
+    "fingerprint",
+    "report_result",
+    "run_fab",
+]
+
+RESULT_PREFIX = "INSITU-RESULT "
+
+
+def build_fab(app: str | Path | Mapping[str, bytes]) -> bytes:
+    """FAB bytes of an app folder, or of in-memory files {path: bytes}."""
+    from flwr.cli.build import build_fab_from_disk, build_fab_from_files
+
+    if isinstance(app, Mapping):
+        return build_fab_from_files(dict(app))[0]
+    return build_fab_from_disk(Path(app))
+
+
+def fingerprint(app: str | Path | Mapping[str, bytes] | bytes) -> str:
+    """The app's fingerprint: SHA-256 of its FAB, as Flower computes it."""
+    fab = app if isinstance(app, bytes) else build_fab(app)
+    return hashlib.sha256(fab).hexdigest()
+
+
+def report_result(result: Any) -> None:
+    """Called in a ServerApp: print the result where `run_fab` finds it."""
+    print(RESULT_PREFIX + json.dumps(result, default=_jsonable), flush=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    raise TypeError(f"cannot report {type(value).__name__} as JSON")
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str  # "finished:completed", "finished:failed", ...
+    details: str
+    logs: str
+    result: Any  # what the ServerApp reported, or None
+
+    @property
+    def completed(self) -> bool:
+        return self.status.endswith("completed")
+
+
+def _connection(federation: str | None, address: str | None, insecure: bool) -> Any:
+    from flwr.cli.flower_config import read_superlink_connection
+    from flwr.cli.typing import SuperLinkConnection
+
+    if address is not None:
+        return SuperLinkConnection(name=federation or "insitu", address=address, insecure=insecure)
+    return read_superlink_connection(federation)
+
+
+def run_fab(
+    fab: bytes,
+    *,
+    federation: str | None = None,
+    address: str | None = None,
+    insecure: bool = False,
+    run_config: Mapping[str, Any] | None = None,
+    timeout: float = 600.0,
+) -> RunOutcome:
+    """Submit a FAB to a SuperLink, wait for the run to finish, return its outcome.
+
+    ``federation`` names a connection in ``$FLWR_HOME/config.toml``
+    (``[superlink.NAME]``); or give ``address`` (and ``insecure`` on loopback).
+    """
+    from flwr.cli.utils import init_http_client_from_connection
+    from flwr.common.serde import fab_to_proto, user_config_to_proto
+    from flwr.proto.control_pb2 import ListRunsRequest, StartRunRequest, StreamLogsRequest
+    from flwr.supercore.fab import Fab
+
+    connection = _connection(federation, address, insecure)
+    client = init_http_client_from_connection(connection)
+    try:
+        fab_hash = hashlib.sha256(fab).hexdigest()
+        res = client.StartRun(
+            StartRunRequest(
+                fab=fab_to_proto(Fab(fab_hash, fab, {})),
+                override_config=user_config_to_proto(dict(run_config or {})),
+                federation=connection.federation or "",
+            )
+        )
+        if not res.HasField("run_id"):
+            raise ServiceError("the coordinator did not start the run (no run id returned)")
+        run_id = int(res.run_id)
+        deadline = time.monotonic() + timeout
+        status = details = ""
+        while True:
+            runs = client.ListRuns(ListRunsRequest(run_id=run_id))
+            proto = runs.run_dict[run_id]
+            status = proto.status.status
+            if status == "finished":
+                status = f"finished:{proto.status.sub_status}"
+                details = proto.status.details
+                break
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"run {run_id} did not finish within {timeout:.0f} s (status {status}); "
+                    "stop it with `flwr stop` or wait and read `flwr log`"
+                )
+            time.sleep(0.2)
+        logs = "".join(r.log_output for r in client.StreamLogs(StreamLogsRequest(run_id=run_id)))
+    finally:
+        client.close()
+    result = None
+    for line in logs.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX) :])
+    return RunOutcome(run_id=run_id, status=status, details=details, logs=logs, result=result)

@@ -1,0 +1,167 @@
+"""What a ClientApp may read at a site: one dataset, through the node's home.
+
+A ClientApp never opens a path. It calls :func:`site_data(context)
+<site_data>` and gets the dataset named in the SuperNode's node config
+(``insitu federation join --dataset NAME``), opened from the node home. The
+object counts which subjects and series it handed out, so the site's egress
+mod can check a reply against the subjects it really covers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from insitu.config import NodeHome
+from insitu.errors import ConfigError
+
+__all__ = [
+    "NODE_CONFIG_DATASET",
+    "NODE_CONFIG_HOME",
+    "NODE_CONFIG_SITE",
+    "DatasetLike",
+    "SiteData",
+    "current",
+    "site_data",
+]
+
+NODE_CONFIG_HOME = "insitu-home"
+NODE_CONFIG_DATASET = "insitu-dataset"
+NODE_CONFIG_SITE = "insitu-site"
+SUBJECT = "subject_id"
+SERIES = "series_id"
+
+
+class DatasetLike(Protocol):
+    """The reader's Dataset (insitu.datasets.reader) as far as federation uses it."""
+
+    @property
+    def subjects(self) -> Any: ...
+    @property
+    def series(self) -> Any: ...
+    @property
+    def tables(self) -> Any: ...
+    def image(self, series_id: str) -> Any: ...
+
+
+class SiteData:
+    """One dataset of this site, handed to an approved ClientApp, with a tally."""
+
+    def __init__(self, source: DatasetLike, *, site: str, dataset: str) -> None:
+        self._source = source
+        self.site = site
+        self.dataset = dataset
+        self.served_subjects: set[str] = set()
+        self.identifiers: set[str] = set()
+        self._series_subject: dict[str, str] | None = None
+
+    # -- reading ------------------------------------------------------------
+
+    @property
+    def subjects(self) -> Any:
+        """The subjects table (pseudonyms and subject-level columns such as arm)."""
+        frame = self._source.subjects.copy()
+        self._serve(_column(frame, SUBJECT))
+        return frame
+
+    @property
+    def series(self) -> Any:
+        """The series index (one row per image volume); serves no image data."""
+        frame = self._source.series.copy()
+        self.identifiers.update(str(s) for s in _column(frame, SERIES))
+        self.identifiers.update(str(s) for s in _column(frame, SUBJECT))
+        return frame
+
+    def table_names(self) -> list[str]:
+        return sorted(self._source.tables.keys())
+
+    def table(self, name: str) -> Any:
+        """A measurement or clinical table; every subject in it counts as served."""
+        tables = self._source.tables
+        if name not in tables:
+            raise KeyError(
+                f"dataset {self.dataset!r} at site {self.site!r} has no table {name!r}; "
+                f"tables: {', '.join(sorted(tables.keys())) or 'none'}"
+            )
+        frame = tables[name].copy()
+        self._serve(_column(frame, SUBJECT))
+        return frame
+
+    def image(self, series_id: str) -> Any:
+        """One series as a lazy xarray DataArray (z, y, x); its subject counts as served."""
+        array = self._source.image(series_id)
+        self.identifiers.add(str(series_id))
+        subject = self._subject_of(str(series_id))
+        if subject is not None:
+            self._serve([subject])
+        return array
+
+    def image_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of every image in the store (the egress mod refuses arrays like them)."""
+        shapes = []
+        for series_id in _column(self._source.series, SERIES):
+            shapes.append(tuple(int(s) for s in self._source.image(str(series_id)).shape))
+        return shapes
+
+    # -- tally --------------------------------------------------------------
+
+    def _serve(self, subjects: Any) -> None:
+        ids = {str(s) for s in subjects}
+        self.served_subjects.update(ids)
+        self.identifiers.update(ids)
+
+    def _subject_of(self, series_id: str) -> str | None:
+        if self._series_subject is None:
+            frame = self._source.series
+            self._series_subject = {
+                str(a): str(b)
+                for a, b in zip(_column(frame, SERIES), _column(frame, SUBJECT), strict=True)
+            }
+        return self._series_subject.get(series_id)
+
+
+def _column(frame: Any, name: str) -> list[Any]:
+    if name in getattr(frame, "columns", ()):
+        return list(frame[name])
+    if getattr(frame.index, "name", None) == name:
+        return list(frame.index)
+    return []
+
+
+_CURRENT: SiteData | None = None
+
+
+def current() -> SiteData | None:
+    """The SiteData of the ClientApp call in progress (the egress mod reads its tally)."""
+    return _CURRENT
+
+
+def set_current(data: SiteData | None) -> None:
+    global _CURRENT
+    _CURRENT = data
+
+
+def open_for_node(node_config: dict[str, Any]) -> SiteData:
+    """Open the dataset the SuperNode was started for, from its node home."""
+    try:
+        home = NodeHome(Path(str(node_config[NODE_CONFIG_HOME])))
+        dataset = str(node_config[NODE_CONFIG_DATASET])
+        site = str(node_config.get(NODE_CONFIG_SITE, ""))
+    except KeyError as missing:
+        raise ConfigError(
+            f"the SuperNode has no {missing} in its node config: start it with "
+            "`insitu federation join`"
+        ) from None
+    from insitu.datasets.reader import open_dataset
+
+    source = open_dataset(dataset, home=home)
+    return SiteData(source, site=site, dataset=dataset)
+
+
+def site_data(context: Any) -> SiteData:
+    """The site's dataset for this ClientApp call (the only way an app reads data)."""
+    data = current()
+    if data is None:
+        data = open_for_node(dict(context.node_config))
+        set_current(data)
+    return data

@@ -1,0 +1,88 @@
+"""The site's own SuperExec: launches every ClientApp task through insitu's runner.
+
+The SuperNode is started with ``--isolation process``, so Flower does not
+launch ClientApps itself. This loop takes the place of ``flower-superexec``:
+it acquires ClientApp tasks from the SuperNode's Runtime API and starts
+``python -m insitu.federation.site_runner`` for each one. The runner checks
+the app's approval and wraps it in the site's mods; the app author cannot
+choose a different entry point (see docs/federation.md, "Why the site runs
+its own executor").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+POLL_SECONDS = 0.2
+
+
+def _runner_command(args: argparse.Namespace, token: str) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "insitu.federation.site_runner",
+        "--runtime-api-address",
+        args.runtime_api_address,
+        "--token",
+        token,
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+    if args.root_certificates:
+        command += ["--root-certificates", args.root_certificates]
+    else:
+        command.append("--insecure")
+    return command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="insitu site executor (Flower SuperExec)")
+    parser.add_argument("--runtime-api-address", required=True)
+    parser.add_argument("--root-certificates", default=None)
+    parser.add_argument("--parent-pid", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.app_utils import start_parent_process_monitor
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supercore.tls import validate_and_resolve_root_certificates
+
+    if args.parent_pid is not None:
+        start_parent_process_monitor(args.parent_pid)
+    client = RuntimeHttpClient.from_server_address(
+        server_address=args.runtime_api_address,
+        insecure=args.root_certificates is None,
+        root_certificates=validate_and_resolve_root_certificates(
+            args.root_certificates, args.root_certificates is None
+        ),
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        while True:
+            children = [c for c in children if c.poll() is None]
+            res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+            if res.HasField("task") and res.token:
+                # Same process group as the SuperNode: `insitu federation stop` ends all.
+                children.append(subprocess.Popen(_runner_command(args, res.token)))
+                continue
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The site's federation service: the SuperNode and the site executor, as one group.
+
+``insitu federation join`` starts this module in a new session; it starts
+Flower's SuperNode (``--isolation process``) and, once the SuperNode's
+Runtime API answers, :mod:`insitu.federation.site_exec`. Both are its
+children, in its process group, so stopping the group stops everything the
+site runs for the federation. If the SuperNode exits, so does the executor
+and this process, with the SuperNode's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="insitu site federation service")
+    parser.add_argument("--runtime-port", type=int, required=True)
+    parser.add_argument("--root-certificates", default=None)
+    parser.add_argument("supernode", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = [c for c in args.supernode if c != "--"]
+    children: list[subprocess.Popen[bytes]] = []
+
+    def terminate(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.terminate()
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=10)
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
+    supernode = subprocess.Popen(command)
+    children.append(supernode)
+    while supernode.poll() is None:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", args.runtime_port), timeout=0.5).close()
+            break
+        time.sleep(0.1)
+    if supernode.poll() is not None:
+        return supernode.returncode
+    executor = [
+        sys.executable,
+        "-m",
+        "insitu.federation.site_exec",
+        "--runtime-api-address",
+        f"127.0.0.1:{args.runtime_port}",
+        "--parent-pid",
+        str(supernode.pid),
+    ]
+    children.append(subprocess.Popen(executor))
+    code = supernode.wait()
+    for child in children[1:]:
+        with contextlib.suppress(ProcessLookupError):
+            child.terminate()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

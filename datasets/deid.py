@@ -43,6 +43,7 @@ from pydicom.uid import (
     MultiFrameTrueColorSecondaryCaptureImageStorage,
     SecondaryCaptureImageStorage,
 )
+from pydicom.valuerep import PersonName
 
 from insitu.datasets.deid_keys import KeyedHasher
 from insitu.datasets.deid_profile import (
@@ -271,6 +272,7 @@ class Deidentifier:
         self.options = options or DeidOptions()
         self._hash = KeyedHasher(site_key)
         self._table: ActionTable = build_table(_option_sets(self.options))
+        self._actions: dict[tuple[int, str], tuple[str, bool]] = {}
         self.profile = make_profile(self.options)
 
     # -- keyed values -------------------------------------------------------
@@ -428,14 +430,24 @@ class Deidentifier:
             return "X"
         return "K"
 
-    def _element(self, elem: DataElement, run: _Run) -> DataElement | None:
+    def _action(self, elem: DataElement) -> tuple[str, bool]:
+        """(action, listed) for an element; depends only on tag, VR and options: cached."""
+        key = (int(elem.tag), elem.VR)
+        cached = self._actions.get(key)
+        if cached is not None:
+            return cached
         rule = self._table.rule_for(elem.tag)
-        vr = elem.VR
-        listed = rule is not None
         action = rule.action if rule is not None else self._unlisted_action(elem)
-        if action == "C":
-            cleanable = vr in TEMPORAL_VRS and (vr == "TM" or run.days is not None)
-            action = "T" if cleanable else rule.fallback  # type: ignore[union-attr]
+        if action == "C" and rule is not None:
+            dates = self.options.retain_longitudinal_modified_dates
+            cleanable = elem.VR in TEMPORAL_VRS and (elem.VR == "TM" or dates)
+            action = "T" if cleanable else rule.fallback
+        self._actions[key] = (action, rule is not None)
+        return action, rule is not None
+
+    def _element(self, elem: DataElement, run: _Run) -> DataElement | None:
+        vr = elem.VR
+        action, listed = self._action(elem)
         run.counts[_ACTION_NAMES.get(action, action)] += 1
         if action == "X":
             return None
@@ -488,14 +500,12 @@ def _new(elem: DataElement, value: Any) -> DataElement:
 
 
 def _copy(elem: DataElement) -> DataElement:
-    """A copy that shares only immutable values (bytes, str), so the source stays untouched."""
+    """A copy that shares only immutable values (bytes, str, numbers), so changing
+    the result never reaches back into the source."""
+    new = copy.copy(elem)
     value = elem.value
-    if not isinstance(value, bytes | str | int | float) and value is not None:
-        value = copy.deepcopy(value)
-    return DataElement(
-        elem.tag,
-        elem.VR,
-        value,
-        is_undefined_length=elem.is_undefined_length,
-        validation_mode=pydicom_config.IGNORE,
-    )
+    if isinstance(value, MultiValue):
+        new.value = list(value)  # a new MultiValue of the same (immutable) items
+    elif value is not None and not isinstance(value, bytes | str | int | float | PersonName):
+        new.value = copy.deepcopy(value)
+    return new

@@ -136,6 +136,13 @@ class AirlockPanel:
         row = self.row()
         if row is None:
             return None
+        if row.get("download_url") and row["state"] in DOWNLOADABLE:
+            # In a hosted notebook the hub serves approved outputs to the browser.
+            self.link.value = (
+                f"<a href='{_e(row['download_url'])}' target='_blank' rel='noopener'>"
+                f"download {_e(row['filename'])}</a>"
+            )
+            return None
         try:
             filename, data = self.source.download_release(row["id"])
         except InsituError as exc:

@@ -20,6 +20,7 @@ _BADGE = {
     "revoked": ("#cf222e", "revoked"),
     "denied": ("#cf222e", "denied"),
     "none": ("#57606a", "no access"),
+    "node": ("#0969da", "on the node"),
 }
 REQUESTABLE = ("none", "denied", "expired", "revoked")
 MAX_DAYS = 3 * 365
@@ -153,7 +154,7 @@ class DatasetBrowser:
         )
         if row["citation"]:
             parts.append(f"<p><b>Cite as:</b> {_e(row['citation'])}</p>")
-        if row["access"] == "approved":
+        if row["access"] in ("approved", "node"):
             parts.append(
                 "<p>Open it in this notebook:</p>"
                 f"<pre>ds = insitu.open_dataset({row['name']!r})</pre>"

@@ -21,7 +21,8 @@ __all__ = [
     "dataset_row",
 ]
 
-ACCESS_STATES = ("approved", "pending", "expired", "revoked", "denied", "none")
+# "node": reading on the node itself (an admin's direct access, no approval involved)
+ACCESS_STATES = ("approved", "node", "pending", "expired", "revoked", "denied", "none")
 
 
 @runtime_checkable
@@ -117,6 +118,21 @@ class ClientSource:
         import insitu
 
         return insitu.request_access(dataset, purpose=purpose, project=project, days=days)
+
+    def my_releases(self) -> list[dict[str, Any]]:
+        """My release requests; approved ones carry the hub's ``download_url``."""
+        from dataclasses import asdict
+
+        from insitu.kernels.release import releases
+
+        return [asdict(r) for r in releases()]
+
+    def download_release(self, release_id: int) -> tuple[str, bytes]:
+        from insitu.errors import InvalidRequestError
+
+        raise InvalidRequestError(
+            "in a hosted notebook, approved outputs download in your browser: use the link"
+        )
 
 
 class NodeSource:

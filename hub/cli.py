@@ -82,6 +82,72 @@ def _read_password(args: argparse.Namespace, name: str) -> str | None:
     return first
 
 
+# --- up / down / status ---------------------------------------------------------
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    import signal
+
+    from insitu.hub import lifecycle
+
+    home = _home()
+    already = lifecycle.read_state(home)
+    state = lifecycle.up(home, port=args.port, actor=_acting(args) or _operator())
+    print(f"hub {'already running' if already else 'running'} at {state.url}/")
+    logins = lifecycle.demo_logins(home)
+    if logins:
+        print("demo logins:\n" + logins.rstrip())
+    if not args.foreground:
+        print("stop it with `insitu down`")
+        return 0
+    print("press Ctrl-C to stop")
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        while lifecycle.read_state(home) is not None:
+            signal.sigtimedwait([signal.SIGINT, signal.SIGTERM], 1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        lifecycle.down(home, actor=_acting(args) or _operator())
+        print("hub stopped")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from insitu.hub import lifecycle
+
+    home = _home()
+    stopped = lifecycle.down(home, actor=_acting(args) or _operator())
+    print("hub stopped" if stopped else "the hub was not running")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from insitu.cli import print_json
+    from insitu.hub import lifecycle
+
+    info = lifecycle.status(_home())
+    if args.json:
+        print_json(info)
+        return 0
+    if not info["running"]:
+        print("the hub is not running: start it with `insitu up`")
+        return 0
+    health = "answers" if info["answers"] else "DOES NOT ANSWER"
+    print(f"hub at {info['url']}/ (pid {info['pid']}, since {info['started']}): {health}")
+    for name, svc in sorted(info["services"].items()):
+        ok = {True: "answers", False: "DOES NOT ANSWER", None: "running"}[svc["answers"]]
+        print(f"  service {name:<10} {svc['url'] or '-':<24} {ok}")
+    servers = info.get("servers")
+    if servers is not None:
+        print(f"  user servers: {', '.join(servers) if servers else 'none'}")
+    return 0
+
+
 # --- users -------------------------------------------------------------------
 
 
@@ -311,6 +377,28 @@ def _as_option(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Add the hub's commands to the ``insitu`` parser."""
+    up = sub.add_parser(
+        "up",
+        help="start the site hub and its services",
+        description="Start JupyterHub (with configurable-http-proxy), the data gate and the "
+        "access service on 127.0.0.1; wait until they answer; print the URL.",
+    )
+    up.add_argument("--port", type=int, help="the hub's port (default: hub.port in insitu.toml)")
+    up.add_argument(
+        "--foreground", action="store_true", help="stay attached; Ctrl-C stops everything"
+    )
+    _as_option(up)
+    up.set_defaults(handler=_cmd_up)
+    down = sub.add_parser(
+        "down", help="stop the hub and all it started", description="Stop the hub, its "
+        "proxy, services and user servers.",
+    )  # fmt: skip
+    _as_option(down)
+    down.set_defaults(handler=_cmd_down)
+    st = sub.add_parser("status", help="what runs", description="Say what runs.")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(handler=_cmd_status)
+
     users = sub.add_parser(
         "users",
         help="manage the site's accounts and roles",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,67 @@ def hub_home(_hub_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     shutil.copytree(_hub_template, root, symlinks=True)
     monkeypatch.setenv("INSITU_HOME", str(root))
     return NodeHome(root)
+
+
+# --- a running hub (one per test module: starting one takes seconds) ---------
+
+
+class RunningHub:
+    """A hub started with `insitu up` machinery for the tests of one module."""
+
+    def __init__(self, home: NodeHome, url: str) -> None:
+        self.home = home
+        self.url = url
+        self._tokens: dict[str, str] = {}
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        from insitu.hub.lifecycle import hub_api
+
+        return hub_api(self.home, method, path, body)
+
+    def token(self, user: str) -> str:
+        """A hub API token of ``user`` (the hub user is created when missing)."""
+        if user not in self._tokens:
+            users = {u["name"] for u in self.api("GET", "/users")}
+            if user not in users:
+                self.api("POST", f"/users/{user}")
+            made = self.api("POST", f"/users/{user}/tokens", {"note": "tests"})
+            self._tokens[user] = made["token"]
+        return self._tokens[user]
+
+    def service_url(self, name: str) -> str:
+        """The service's own loopback address (what user servers are given)."""
+        from insitu.hub.services import load_plan
+
+        services, _ = load_plan(self.home)
+        (service,) = [s for s in services if s.name == name]
+        return service.url + service.prefix
+
+
+def start_hub(home: NodeHome) -> RunningHub:
+    from insitu.hub import lifecycle
+    from insitu.hub.services import free_port
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INSITU_GATE_FLUSH_SECONDS", "0.3")
+        state = lifecycle.up(home, port=free_port(), actor="tests")
+    return RunningHub(home, state.url)
+
+
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory: pytest.TempPathFactory, _hub_template: Path) -> NodeHome:
+    """A copy of the hub template home for one test module (module-scoped)."""
+    root = tmp_path_factory.mktemp("hub-module") / "home"
+    shutil.copytree(_hub_template, root, symlinks=True)
+    return NodeHome(root)
+
+
+@pytest.fixture(scope="module")
+def running_hub(module_home: NodeHome) -> Iterator[RunningHub]:
+    """A real hub with its proxy, gate and access service; always stopped."""
+    from insitu.hub import lifecycle
+
+    try:
+        yield start_hub(module_home)
+    finally:
+        lifecycle.down(module_home, actor="tests")

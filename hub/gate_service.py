@@ -1,0 +1,232 @@
+"""The data gate: serves a store's Zarr keys to approved users only.
+
+Routes under the service prefix (``/services/gate/``):
+
+    GET       datasets                         the catalog, with my access to each
+    GET       datasets/<dataset>               versions, newest, my access
+    GET|HEAD  stores/<dataset>/<version>/<key> one Zarr key (Range requests honoured)
+    GET       list/<dataset>/<version>?prefix=P[&dir=1]   keys under P (or its children)
+    GET       health                           unauthenticated liveness for `insitu up`
+
+``<version>`` may be ``latest``. Each store request is authenticated with the
+user's JupyterHub token (401 without a valid one), the dataset must exist
+(404), :func:`insitu.hub.access.check_read` must pass *now* (403, with the
+reason as JSON; nothing is cached, so a revocation stops the next read), and
+the key must name a file inside the store after resolving symlinks (400 for a
+malformed key, 404 otherwise). Reads and refusals are summed by a
+:class:`~insitu.hub.read_ledger.ReadLedger` and flushed to the audit log every
+``INSITU_GATE_FLUSH_SECONDS`` (default 30) and at shutdown.
+
+Responses never carry a file-system path: user servers learn keys only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from tornado import ioloop, web
+
+from insitu.config import NodeHome
+from insitu.errors import AccessDeniedError, DatasetNotFoundError, InvalidRequestError
+from insitu.hub import access, stores
+from insitu.hub.read_ledger import ReadLedger
+from insitu.hub.service_app import ServiceHandler, app_settings, oauth_routes, run_service
+from insitu.hub.services import HubService, ServiceContext
+
+__all__ = ["hub_service", "make_app"]
+
+NAME = "gate"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class KeyMissingError(DatasetNotFoundError):
+    """The store has no such key (zarr treats this as 'absent', not as an error)."""
+
+
+class _GateHandler(ServiceHandler):
+    @property
+    def ledger(self) -> ReadLedger:
+        ledger: ReadLedger = self.settings["ledger"]
+        return ledger
+
+    def store(self, dataset: str, version: str) -> tuple[str, Path]:
+        """(concrete version, root) for a published store; cached for fixed versions."""
+        cache: dict[tuple[str, str], tuple[str, Path]] = self.settings["store_cache"]
+        if version != stores.LATEST and (dataset, version) in cache:
+            return cache[(dataset, version)]
+        resolved = stores.resolve(self.home, dataset, version)
+        cache[(dataset, resolved[0])] = resolved
+        return resolved
+
+    def check(self, dataset: str) -> access.Request:
+        try:
+            return access.check_read(self.home, self.user, dataset)
+        except AccessDeniedError as exc:
+            state, _ = access.status_for(self.home, self.user, dataset)
+            self.ledger.refuse(self.user, dataset, state)
+            raise exc from None
+
+
+def _describe(home: NodeHome, user: str, row: dict[str, Any]) -> dict[str, Any]:
+    state, found = access.status_for(home, user, row["name"])
+    return row | {
+        "access": state,
+        "request": found.id if found else None,
+        "expires": found.expires_at if found and state in ("approved", "expired") else None,
+    }
+
+
+class DatasetsHandler(_GateHandler):
+    async def get(self) -> None:
+        self.write_json([_describe(self.home, self.user, r) for r in stores.datasets(self.home)])
+
+
+class DatasetHandler(_GateHandler):
+    async def get(self, dataset: str) -> None:
+        versions = stores.list_versions(self.home, dataset)
+        row = {"name": dataset, "versions": versions, "newest": versions[-1]}
+        self.write_json(_describe(self.home, self.user, row))
+
+
+class KeyHandler(_GateHandler):
+    async def get(self, dataset: str, version: str, key: str) -> None:
+        self._serve(dataset, version, key, body=True)
+
+    async def head(self, dataset: str, version: str, key: str) -> None:
+        self._serve(dataset, version, key, body=False)
+
+    def _serve(self, dataset: str, version: str, key: str, *, body: bool) -> None:
+        version, root = self.store(dataset, version)
+        self.check(dataset)
+        try:
+            path = stores.key_path(root, key)
+            size = path.stat().st_size if path.is_file() else -1
+        except (DatasetNotFoundError, OSError):
+            size = -1
+        if size < 0:
+            raise KeyMissingError(f"no key {key!r} in {dataset} {version}")
+        start, end = self._range(size)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_header("X-Insitu-Version", version)
+        if (start, end) != (0, size):
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{max(end - 1, start)}/{size}")
+        self.set_header("Content-Length", str(end - start))
+        if not body:
+            self.finish()
+            return
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(end - start)
+        self.ledger.record(self.user, dataset, version, key, len(data))
+        self.finish(data)
+
+    def _range(self, size: int) -> tuple[int, int]:
+        header = self.request.headers.get("Range")
+        if not header:
+            return 0, size
+        match = _RANGE.match(header.strip())
+        if not match or match.groups() == ("", ""):
+            raise InvalidRequestError(f"unsupported Range {header!r}: use bytes=a-b, a- or -n")
+        first, last = match.groups()
+        if first == "":
+            return max(size - int(last), 0), size
+        start = int(first)
+        end = size if last == "" else min(int(last) + 1, size)
+        if start > size or end < start:
+            raise InvalidRequestError(f"Range {header!r} lies outside the {size}-byte key")
+        return start, end
+
+
+class ListHandler(_GateHandler):
+    async def get(self, dataset: str, version: str) -> None:
+        version, root = self.store(dataset, version)
+        self.check(dataset)
+        prefix = self.get_argument("prefix", "").strip("/")
+        children = self.get_argument("dir", "") in ("1", "true")
+        base = root
+        if prefix:
+            try:
+                base = stores.key_path(root, prefix)
+            except DatasetNotFoundError:
+                self.write_json({"keys": []})
+                return
+        keys = _children(root, base) if children else _walk(root, base)
+        self.write_json({"version": version, "keys": keys})
+
+
+def _walk(root: Path, base: Path) -> list[str]:
+    found: list[str] = []
+    for folder, dirs, files in os.walk(base, followlinks=False):
+        dirs[:] = [d for d in dirs if not Path(folder, d).is_symlink()]
+        for name in files:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                found.append(path.relative_to(root).as_posix())
+    return sorted(found)
+
+
+def _children(root: Path, base: Path) -> list[str]:
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if not p.is_symlink())
+
+
+class HealthHandler(web.RequestHandler):
+    def get(self) -> None:
+        self.finish({"ok": True, "service": NAME})
+
+
+def make_app(home: NodeHome, prefix: str, ledger: ReadLedger | None = None) -> web.Application:
+    segment = r"([^/]+)"
+    routes: list[Any] = [
+        (prefix + "health", HealthHandler),
+        (prefix + "datasets", DatasetsHandler),
+        (prefix + f"datasets/{segment}", DatasetHandler),
+        (prefix + f"stores/{segment}/{segment}/(.*)", KeyHandler),
+        (prefix + f"list/{segment}/{segment}/?", ListHandler),
+        *oauth_routes(prefix),
+    ]
+    settings = app_settings(home, prefix) | {
+        "ledger": ledger or ReadLedger(home),
+        "store_cache": {},
+    }
+    return web.Application(routes, **settings)
+
+
+def main() -> None:
+    ledger_holder: dict[str, ReadLedger] = {}
+
+    def build(home: NodeHome, prefix: str) -> web.Application:
+        ledger = ReadLedger(home)
+        ledger_holder["ledger"] = ledger
+        seconds = float(os.environ.get("INSITU_GATE_FLUSH_SECONDS", "30"))
+        ioloop.PeriodicCallback(ledger.flush, seconds * 1000).start()
+        return make_app(home, prefix, ledger)
+
+    run_service(build, on_stop=lambda: ledger_holder["ledger"].flush())
+
+
+def hub_service(ctx: ServiceContext) -> HubService:
+    """The gate as a hub-managed service; user servers get its URL, never a path."""
+    port = ctx.port()
+    env = {}
+    if "INSITU_GATE_FLUSH_SECONDS" in os.environ:
+        env["INSITU_GATE_FLUSH_SECONDS"] = os.environ["INSITU_GATE_FLUSH_SECONDS"]
+    return HubService(
+        name=NAME,
+        command=[sys.executable, "-m", "insitu.hub.gate_service"],
+        port=port,
+        environment=env,
+        user_environment={"INSITU_GATE_URL": f"http://127.0.0.1:{port}/services/{NAME}/"},
+        ready_path="health",
+    )
+
+
+if __name__ == "__main__":
+    main()

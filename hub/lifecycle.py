@@ -1,0 +1,336 @@
+"""`insitu up`, `insitu down`, `insitu status`: start, stop and describe the site hub.
+
+`up` plans the services (:mod:`insitu.hub.services`), writes the hub's config,
+starts the services that run outside the hub, then JupyterHub (which starts
+its proxy and managed services) in its own process group, and polls until
+``/hub/api`` and every service's health route answer. State lives in
+``run/hub.json``; logs in ``run/*.log``. `down` stops the hub (JupyterHub stops
+its proxy, services and user servers), then anything of ours still alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from insitu.config import NodeHome, load_config
+from insitu.errors import ServiceError
+from insitu.hub.audit import AuditLog
+from insitu.hub.hub_config import operator_token, write_config_file
+from insitu.hub.services import (
+    HubService,
+    ServiceContext,
+    free_port,
+    load_plan,
+    plan_services,
+    write_plan,
+)
+
+__all__ = ["HubState", "demo_logins", "down", "hub_api", "read_state", "status", "up"]
+
+STATE_NAME = "hub.json"
+DEMO_LOGINS = "demo-logins.txt"
+START_TIMEOUT = 180.0
+# Processes this Python process started, kept so they are reaped by `down` (no zombies,
+# no "still running" warnings when a Popen object is collected).
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class HubState:
+    pid: int
+    url: str
+    started: str
+    outside_pids: dict[str, int]
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/hub/api"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def _descendants(pid: int) -> list[int]:
+    children = _children_map()
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _wait(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` passes (readiness, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+def _answers(url: str, token: str | None = None) -> bool:
+    request = urllib.request.Request(url)  # noqa: S310 (our own loopback URL)
+    if token:
+        request.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def hub_api(home: NodeHome, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the running hub's REST API as the node operator."""
+    state = read_state(home)
+    if state is None:
+        raise ServiceError("the hub is not running: start it with `insitu up`")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310
+        state.api_url + path, data=data, method=method
+    )
+    request.add_header("Authorization", f"token {operator_token(home)}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            text = response.read()
+    except urllib.error.HTTPError as exc:
+        raise ServiceError(
+            f"the hub answered {exc.code} to {method} {path}: {exc.read()[:300]!r}"
+        ) from None
+    return json.loads(text) if text else None
+
+
+def read_state(home: NodeHome) -> HubState | None:
+    """The running hub's state, or None (stale state files are ignored)."""
+    try:
+        data = json.loads((home.run / STATE_NAME).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    state = HubState(**data)
+    return state if _alive(state.pid) else None
+
+
+def _service_env(
+    home: NodeHome, service: HubService, api_url: str
+) -> dict[str, str]:  # pragma: no cover - used by outside services
+    return os.environ | {
+        "INSITU_HOME": str(home.root),
+        "JUPYTERHUB_API_TOKEN": service.api_token,
+        "JUPYTERHUB_API_URL": api_url,
+        "JUPYTERHUB_SERVICE_NAME": service.name,
+        "JUPYTERHUB_SERVICE_URL": service.url,
+        "JUPYTERHUB_SERVICE_PREFIX": service.prefix,
+        **service.environment,
+    }
+
+
+def _start(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
+    _STARTED[proc.pid] = proc
+    return proc
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def up(home: NodeHome, *, port: int | None = None, actor: str | None = None) -> HubState:
+    """Start the hub and its services; return once all answer."""
+    home.require_initialized()
+    running = read_state(home)
+    if running is not None:
+        return running
+    config = load_config(home)
+    port = config.hub.port if port is None else port
+    port = port or free_port()
+    host = "127.0.0.1" if config.hub.host in ("127.0.0.1", "0.0.0.0", "") else config.hub.host  # noqa: S104
+    url = f"http://{host}:{port}"
+    hub_api_port = free_port()
+    ctx = ServiceContext(
+        home=home,
+        config=config,
+        hub_url=url,
+        hub_api_url=f"http://127.0.0.1:{hub_api_port}/hub/api",
+    )
+    services = plan_services(ctx)
+    write_plan(
+        home, services, {"port": port, "hub_api_port": hub_api_port, "proxy_api_port": free_port()}
+    )
+    config_file = write_config_file(home)
+    operator_token(home)
+    home.run.mkdir(parents=True, exist_ok=True)
+    started: list[subprocess.Popen[bytes]] = []
+    outside: dict[str, int] = {}
+    try:
+        for service in services:
+            if service.managed or not service.command:
+                continue
+            proc = _start(
+                service.command,
+                home.run / f"{service.name}.log",
+                _service_env(home, service, ctx.hub_api_url),
+                home.run,
+            )
+            started.append(proc)
+            outside[service.name] = proc.pid
+            _ready(service, proc, home)
+        hub_cmd = [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config_file)]
+        env = os.environ | {"INSITU_HOME": str(home.root)}
+        hub = _start(hub_cmd, home.run / "hub.log", env, home.hub)
+        started.append(hub)
+        state = HubState(
+            pid=hub.pid,
+            url=url,
+            started=datetime.now(UTC).isoformat(timespec="seconds"),
+            outside_pids=outside,
+        )
+        (home.run / STATE_NAME).write_text(json.dumps(state.__dict__))
+        ok = _wait(lambda: hub.poll() is None and _answers(state.api_url), START_TIMEOUT)
+        if not ok:
+            raise ServiceError(
+                f"the hub did not answer at {state.api_url} within {START_TIMEOUT:.0f} s; "
+                f"end of {home.run / 'hub.log'}:\n{_log_tail(home.run / 'hub.log')}"
+            )
+        for service in services:
+            if service.managed and service.ready_path:
+                _ready(service, hub, home)
+    except BaseException:
+        for proc in reversed(started):
+            _stop_tree(proc.pid)
+        (home.run / STATE_NAME).unlink(missing_ok=True)
+        raise
+    AuditLog(home).append("config", user=actor, action="hub.up", url=url)
+    return state
+
+
+def _ready(service: HubService, proc: subprocess.Popen[bytes], home: NodeHome) -> None:
+    if not service.ready_path:
+        return
+    target = service.url + service.prefix + service.ready_path
+    if not _wait(lambda: proc.poll() is None and _answers(target), START_TIMEOUT):
+        raise ServiceError(
+            f"service {service.name} did not answer at {target}; see {home.run}/*.log:\n"
+            f"{_log_tail(home.run / 'hub.log')}"
+        )
+
+
+def _stop_group(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the process group led by ``pid``, then SIGKILL what is left."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    if not _wait(lambda: not _alive(pid), timeout):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    proc = _STARTED.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+
+
+def _stop_tree(pid: int, timeout: float = 20.0) -> None:
+    """Stop a process, its group and every descendant (user servers, the proxy and
+    managed services run in sessions of their own)."""
+    leftovers = _descendants(pid) if _alive(pid) else []
+    _stop_group(pid, timeout=timeout)
+    for child in leftovers:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGTERM)
+    _wait(lambda: not any(_alive(p) for p in leftovers), 10.0)
+    for child in leftovers:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
+
+
+def down(home: NodeHome, *, actor: str | None = None) -> bool:
+    """Stop everything `up` started; False when nothing ran."""
+    path = home.run / STATE_NAME
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    state = HubState(**data)
+    was_running = _alive(state.pid)
+    if was_running:
+        _stop_tree(state.pid, timeout=30.0)
+    for pid in state.outside_pids.values():
+        _stop_group(pid)
+    path.unlink(missing_ok=True)
+    (home.run / "proxy.pid").unlink(missing_ok=True)
+    if was_running:
+        AuditLog(home).append("config", user=actor, action="hub.down", url=state.url)
+    return was_running
+
+
+def status(home: NodeHome) -> dict[str, Any]:
+    """What runs: the hub, its services and the user servers."""
+    state = read_state(home)
+    if state is None:
+        return {"running": False}
+    services, _ = load_plan(home)
+    info: dict[str, Any] = {
+        "running": True,
+        "url": state.url,
+        "pid": state.pid,
+        "started": state.started,
+        "answers": _answers(state.api_url),
+        "services": {
+            s.name: {
+                "url": s.url,
+                "managed": s.managed,
+                "answers": _answers(s.url + s.prefix + s.ready_path) if s.ready_path else None,
+            }
+            for s in services
+        },
+    }
+    try:
+        users = hub_api(home, "GET", "/users")
+        info["servers"] = sorted(u["name"] for u in users if u.get("servers"))
+    except ServiceError as exc:
+        info["servers_error"] = str(exc)
+    return info
+
+
+def demo_logins(home: NodeHome) -> str | None:
+    """The demo's logins, when `insitu demo` left them in private/ for `up` to print."""
+    path = home.private / DEMO_LOGINS
+    return path.read_text() if path.exists() else None

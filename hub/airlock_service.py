@@ -1,0 +1,201 @@
+"""The airlock as a hub service: JSON REST, authenticated with JupyterHub tokens.
+
+Under ``/services/airlock/``:
+
+    GET  health                              readiness (no token)
+    POST api/releases                        submit {filename, purpose, content (base64), evidence?}
+    GET  api/releases                        mine; a steward or admin adds ?all=1 for everyone's
+    GET  api/releases/<id>                   mine, or any for a steward/admin
+    GET  api/releases/<id>/preview           steward/admin: what to read before deciding
+    POST api/releases/<id>/approve           steward/admin {reason, override?}
+    POST api/releases/<id>/deny              steward/admin {reason}
+    GET  api/releases/<id>/download          the researcher's own approved output, as a file
+
+Everything else about a request (checks, states, audit) is
+:class:`insitu.hub.airlock.Airlock`; this module only maps HTTP onto it.
+Roles come from the site's accounts (:func:`insitu.hub.accounts.role_of`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import sys
+from typing import Any
+
+from tornado import web
+
+from insitu.config import NodeHome
+from insitu.errors import (
+    AccessDeniedError,
+    InvalidRequestError,
+    OutputTooLargeError,
+    ReleaseNotFoundError,
+    ReleaseStateError,
+    UnsupportedOutputError,
+)
+from insitu.hub.accounts import require_role
+from insitu.hub.airlock import Airlock
+from insitu.hub.service_app import ServiceHandler, app_settings, oauth_routes, run_service
+from insitu.hub.services import HubService, ServiceContext
+
+__all__ = ["NAME", "hub_service", "make_app"]
+
+NAME = "airlock"
+DECIDERS = ("steward", "admin")
+
+
+def _status(exc: BaseException) -> int | None:
+    if isinstance(exc, ReleaseNotFoundError):
+        return 404
+    if isinstance(exc, UnsupportedOutputError):
+        return 415
+    if isinstance(exc, OutputTooLargeError):
+        return 413
+    if isinstance(exc, ReleaseStateError):
+        return 409
+    return None
+
+
+class AirlockHandler(ServiceHandler):
+    """Each call opens the airlock in a worker thread (SQLite, file copies, checks)."""
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        def run() -> Any:
+            with Airlock(self.home) as airlock:
+                return getattr(airlock, method)(*args, **kwargs)
+
+        return await asyncio.to_thread(run)
+
+    def is_decider(self) -> bool:
+        try:
+            require_role(self.home, self.user, *DECIDERS)
+        except AccessDeniedError:
+            return False
+        return True
+
+    def require_decider(self) -> None:
+        require_role(self.home, self.user, *DECIDERS)
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        mapped = _status(exc) if exc is not None else None
+        if mapped is not None:
+            web.RequestHandler.send_error(self, mapped, **kwargs)
+            return
+        super().send_error(status_code, **kwargs)
+
+
+def _text(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise InvalidRequestError(f"{key!r} must be a non-empty string")
+    return value
+
+
+class ReleasesHandler(AirlockHandler):
+    async def get(self) -> None:
+        everyone = self.get_argument("all", "0") in ("1", "true", "yes")
+        if everyone:
+            self.require_decider()
+        state = self.get_argument("state", None)
+        found = await self.call("list", user=None if everyone else self.user, state=state)
+        self.write_json([r.to_dict() for r in found])
+
+    async def post(self) -> None:
+        body = self.json_body()
+        filename = _text(body, "filename")
+        purpose = _text(body, "purpose")
+        try:
+            content = base64.b64decode(_text(body, "content") or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequestError("'content' must be the file's bytes in base64") from None
+        evidence = body.get("evidence")
+        if evidence is not None and not isinstance(evidence, dict):
+            raise InvalidRequestError("'evidence' must be a JSON object (from insitu.kernels.sdc)")
+        request = await self.call(
+            "submit", self.user, content, filename, purpose=purpose or "", evidence=evidence
+        )
+        self.write_json(request.to_dict(), status=201)
+
+
+class ReleaseHandler(AirlockHandler):
+    async def get(self, request_id: str) -> None:
+        owner = None if self.is_decider() else self.user
+        request = await self.call("get", request_id, user=owner)
+        self.write_json(request.to_dict())
+
+
+class PreviewHandler(AirlockHandler):
+    async def get(self, request_id: str) -> None:
+        self.require_decider()
+        preview = await self.call("preview", request_id)
+        self.write_json({"id": int(request_id), "preview": preview})
+
+
+class DecisionHandler(AirlockHandler):
+    async def post(self, request_id: str, action: str) -> None:
+        self.require_decider()
+        body = self.json_body()
+        reason = _text(body, "reason", required=False) or ""
+        if action == "approve":
+            override = _text(body, "override", required=False)
+            request = await self.call(
+                "approve", request_id, steward=self.user, reason=reason, override=override
+            )
+        else:
+            request = await self.call("deny", request_id, steward=self.user, reason=reason)
+        self.write_json(request.to_dict())
+
+
+class DownloadHandler(AirlockHandler):
+    browser_login = True  # researchers download from their browser, logged in to the hub
+
+    async def get(self, request_id: str) -> None:
+        request, data = await self.call("download", request_id, user=self.user)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Disposition", f'attachment; filename="{request.filename}"')
+        self.set_header("X-Insitu-Sha256", request.sha256)
+        self.finish(data)
+
+
+class HealthHandler(web.RequestHandler):
+    def get(self) -> None:
+        self.finish({"ok": True, "service": NAME})
+
+
+def make_app(home: NodeHome, prefix: str) -> web.Application:
+    releases = prefix + r"api/releases"
+    routes: list[Any] = [
+        (prefix + "health", HealthHandler),
+        (releases, ReleasesHandler),
+        (releases + r"/(\d+)", ReleaseHandler),
+        (releases + r"/(\d+)/preview", PreviewHandler),
+        (releases + r"/(\d+)/(approve|deny)", DecisionHandler),
+        (releases + r"/(\d+)/download", DownloadHandler),
+        *oauth_routes(prefix),
+    ]
+    return web.Application(routes, **app_settings(home, prefix))
+
+
+def hub_service(ctx: ServiceContext) -> HubService:
+    """The airlock as a hub-managed service; user servers get its URL."""
+    port = ctx.port()
+    return HubService(
+        name=NAME,
+        command=[sys.executable, "-m", "insitu.hub.airlock_service"],
+        port=port,
+        user_environment={"INSITU_AIRLOCK_URL": f"http://127.0.0.1:{port}/services/{NAME}/"},
+        ready_path="health",
+    )
+
+
+def main() -> None:
+    run_service(make_app)
+
+
+if __name__ == "__main__":
+    main()

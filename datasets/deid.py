@@ -19,6 +19,7 @@ node's ``private/`` pseudonym link table and nowhere else.
 from __future__ import annotations
 
 import copy
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,7 @@ class SafePrivateTag:
     group: int
     offset: int  # the low byte of the element number inside the creator's block
     vrs: frozenset[str]
+    vm: int  # exactly this many numbers: text read as numbers rarely fits
     why: str
 
 
@@ -112,12 +114,14 @@ class SafePrivateTag:
 # dropped, so text cannot hide in it.
 SAFE_PRIVATE_TAGS: tuple[SafePrivateTag, ...] = (
     SafePrivateTag(
-        "Philips MR Imaging DD 001", 0x2005, 0x0D, frozenset({"FL"}), "MR scale intercept"
+        "Philips MR Imaging DD 001", 0x2005, 0x0D, frozenset({"FL"}), 1, "MR scale intercept"
     ),
-    SafePrivateTag("Philips MR Imaging DD 001", 0x2005, 0x0E, frozenset({"FL"}), "MR scale slope"),
-    SafePrivateTag("SIEMENS MR HEADER", 0x0019, 0x0C, frozenset({"IS"}), "diffusion b-value"),
     SafePrivateTag(
-        "SIEMENS MR HEADER", 0x0019, 0x0E, frozenset({"FD"}), "diffusion gradient direction"
+        "Philips MR Imaging DD 001", 0x2005, 0x0E, frozenset({"FL"}), 1, "MR scale slope"
+    ),
+    SafePrivateTag("SIEMENS MR HEADER", 0x0019, 0x0C, frozenset({"IS"}), 1, "diffusion b-value"),
+    SafePrivateTag(
+        "SIEMENS MR HEADER", 0x0019, 0x0E, frozenset({"FD"}), 3, "diffusion gradient direction"
     ),
 )
 _SAFE = {(s.creator, s.group, s.offset): s for s in SAFE_PRIVATE_TAGS}
@@ -231,7 +235,13 @@ def make_profile(options: DeidOptions) -> dict[str, Any]:
         "codes": _codes(sets),
         "table": provenance(),
         "safe_private_tags": [
-            {"creator": s.creator, "tag": f"({s.group:04X},xx{s.offset:02X})", "what": s.why}
+            {
+                "creator": s.creator,
+                "tag": f"({s.group:04X},xx{s.offset:02X})",
+                "vr": sorted(s.vrs),
+                "vm": s.vm,
+                "what": s.why,
+            }
             for s in SAFE_PRIVATE_TAGS
         ],
         "burned_in": "allowed by the admin" if options.allow_burned_in else "held back",
@@ -405,10 +415,10 @@ class Deidentifier:
         if safe is None or elem.VR not in safe.vrs or elem.VR not in NUMERIC_VRS:
             return False
         try:
-            values = _values(elem.value)
-            return all(isinstance(float(v), float) for v in values)
+            values = [float(v) for v in _values(elem.value)]
         except (TypeError, ValueError):
             return False
+        return len(values) == safe.vm and all(math.isfinite(v) for v in values)
 
     def _unlisted_action(self, elem: DataElement) -> str:
         """The action for an attribute Table E.1-1 does not list.

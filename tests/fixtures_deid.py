@@ -150,7 +150,8 @@ class _Planter:
         block.add_new(0x02, "UN", self.text().encode("ascii"))
         block.add_new(0x03, "UI", self.uid())
         philips = ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
-        philips.add_new(0x0E, "LO", self.text())  # safe slot, wrong VR: must go
+        # text in a safe slot: LO (explicit VR) or four floats (implicit VR): must go
+        philips.add_new(0x0E, "LO", self.text() + "ZZ")
         ds.add_new(0x60000022, "LO", self.text())  # Overlay Description
         ds.add_new(0x60004000, "LT", self.text())  # Overlay Comments
         ds.add_new(0x60003000, "OW", self.text().encode("ascii"))  # Overlay Data

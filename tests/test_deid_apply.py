@@ -263,19 +263,23 @@ def test_private_tags_removed_except_the_safe_list(deid: Deidentifier) -> None:
     ds = _ct()
     philips = ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
     philips.add_new(0x0E, "FL", 1.5)
-    philips.add_new(0x0D, "FL", -3.0)
     philips.add_new(0x20, "LO", "OPERATOR NAME")
     siemens = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
     siemens.add_new(0x0C, "IS", "1000")
-    siemens.add_new(0x0E, "LO", "not a vector")  # safe slot, wrong VR
+    siemens.add_new(0x0E, "FD", [0.0, 0.6, 0.8])
+    philips.add_new(0x0D, "FL", [1.0, 2.0])  # safe slot, but not one number: goes
     result = deid.apply(ds)
     out = result.dataset
     private = {(e.tag.group, e.tag.element & 0xFF): e.value for e in out if e.tag.is_private}
     assert private[(0x2005, 0x0E)] == 1.5
-    assert private[(0x2005, 0x0D)] == -3.0
+    assert (0x2005, 0x0D) not in private
+    assert private[(0x0019, 0x0E)] == [0.0, 0.6, 0.8]
     assert private[(0x0019, 0x0C)] == "1000"
     assert (0x2005, 0x20) not in private
-    assert (0x0019, 0x0E) not in private
+    siemens.add_new(0x0E, "LO", "not a vector")  # safe slot, wrong VR
+    assert (0x0019, 0x0E) not in {
+        (e.tag.group, e.tag.element & 0xFF) for e in deid.apply(ds).dataset if e.tag.is_private
+    }
     creators = {str(e.value) for e in out if e.tag.is_private_creator}
     assert creators == {"Philips MR Imaging DD 001", "SIEMENS MR HEADER"}
     assert not any(e.tag.group == 0x0009 for e in out)  # CT_small's GE private tags

@@ -174,8 +174,11 @@ def configure(c: Any, home_root: str | Path) -> None:
     c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
     c.SimpleLocalProcessSpawner.home_dir_template = str(hub_dir / "users" / "{username}")
     c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
-    if os.geteuid() == 0:
-        c.Spawner.args = ["--allow-root"]
+    # The enclave: no download or export routes, the insitu kernel (insitu.kernels.enclave).
+    from insitu.kernels.enclave import prepare, server_args
+
+    prepare()
+    c.Spawner.args = (["--allow-root"] if os.geteuid() == 0 else []) + server_args()
     c.Spawner.start_timeout = 180
     c.Spawner.http_timeout = 120
     # Never INSITU_HOME: a user server learns the gate's URL, not where stores lie.

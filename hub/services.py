@@ -54,6 +54,7 @@ __all__ = [
 SERVICE_PROVIDERS: tuple[str, ...] = (
     "insitu.hub.gate_service:hub_service",
     "insitu.hub.access_service:hub_service",
+    "insitu.hub.airlock_service:hub_service",
 )
 
 PLAN_NAME = "services.json"

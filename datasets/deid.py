@@ -22,6 +22,7 @@ import copy
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from pydicom import config as pydicom_config
@@ -208,7 +209,9 @@ _CODE_KEYWORDS = {
 }
 
 
+@cache
 def _codes(rule_sets: tuple[str, ...]) -> list[dict[str, str]]:
+    """CID 7050 code dicts for rule sets (cached: callers must not change them)."""
     table = load_table()["rule_sets"]
     out = []
     for name in rule_sets:
@@ -232,7 +235,7 @@ def make_profile(options: DeidOptions) -> dict[str, Any]:
         "edition": table["edition"],
         "version": PROFILE_VERSION,
         "options": [table["rule_sets"][s]["name"] for s in sets[1:]],
-        "codes": _codes(sets),
+        "codes": [dict(c) for c in _codes(sets)],
         "table": provenance(),
         "safe_private_tags": [
             {

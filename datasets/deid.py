@@ -70,6 +70,7 @@ __all__ = [
     "HeldBack",
     "SafePrivateTag",
     "burned_in_reason",
+    "make_profile",
 ]
 
 PROFILE_VERSION = "1"

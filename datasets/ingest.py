@@ -263,6 +263,10 @@ def _build_series(
             raise _SeriesRefused("held-back", str(exc)) from exc
         except IngestError as exc:
             raise _SeriesRefused("quarantined", f"de-identification: {exc}", item) from exc
+        except Exception as exc:  # a malformed header the profile cannot process
+            raise _SeriesRefused(
+                "quarantined", f"de-identification failed: {type(exc).__name__}: {exc}", item
+            ) from exc
         subjects.add(result.subject_id)
         if first is None:
             first = result

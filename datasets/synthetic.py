@@ -210,12 +210,31 @@ def phantom_hu(
     dx, dz = spec.pixel_spacing_mm, spec.slice_thickness_mm
     xs = (np.arange(m) - (m - 1) / 2) * dx
     zs = (np.arange(n) - (n - 1) / 2) * dz
-    z, y, x = np.meshgrid(zs, xs, xs, indexing="ij")
+    # Sparse grids: 2-D structures stay 2-D and broadcast along z.
+    z, y, x = np.meshgrid(zs, xs, xs, indexing="ij", sparse=True)
     s = body_scale
     vol = np.full((n, m, m), -1000.0, dtype=np.float32)
 
     def paint(mask: np.ndarray, hu: float) -> None:
-        vol[mask] = hu
+        vol[np.broadcast_to(mask, vol.shape)] = hu
+
+    def box(lo: tuple[float, ...], hi: tuple[float, ...]) -> tuple[slice, slice, slice]:
+        """Index ranges (z, y, x) of the voxels inside a physical box (lo, hi are x, y, z)."""
+        return (
+            slice(*np.searchsorted(zs, [lo[2], hi[2]])),
+            slice(*np.searchsorted(xs, [lo[1], hi[1]])),
+            slice(*np.searchsorted(xs, [lo[0], hi[0]])),
+        )
+
+    def blob(
+        centre: tuple[float, float, float], semi: tuple[float, float, float], hu: float
+    ) -> None:
+        """An ellipsoidal organ, computed only within its bounding box (fast)."""
+        lo = tuple(c - r for c, r in zip(centre, semi, strict=True))
+        hi = tuple(c + r for c, r in zip(centre, semi, strict=True))
+        kz, ky, kx = box(lo, hi)
+        mask = _ellipsoid(x[:, :, kx], y[:, ky, :], z[kz], centre, semi) & inside[:, ky, kx]
+        vol[kz, ky, kx][mask] = hu
 
     # Body wall: subcutaneous fat, muscle, then visceral fat inside.
     a, b = 150.0 * s, 110.0 * s
@@ -245,15 +264,14 @@ def phantom_hu(
     # Pelvis: iliac wings and bladder caudally.
     for side in (-1.0, 1.0):
         organ(_ellipse(x, y, (side * 105.0 * s, vy + 5.0), (14.0, 40.0)) & (z < -50.0), 650.0)
-    organ(_ellipsoid(x, y, z, (0.0, -40.0, -100.0), (45.0, 35.0, 30.0)), 8.0)
+    blob((0.0, -40.0, -100.0), (45.0, 35.0, 30.0), 8.0)  # bladder
 
     # Solid organs (portal venous phase).
-    organ(_ellipsoid(x, y, z, (-70.0 * s, 0.0, 95.0), (85.0 * s, 80.0, 75.0)), 105.0)  # liver
-    organ(_ellipsoid(x, y, z, (90.0 * s, 40.0, 100.0), (32.0, 40.0, 40.0)), 112.0)  # spleen
+    blob((-70.0 * s, 0.0, 95.0), (85.0 * s, 80.0, 75.0), 105.0)  # liver
+    blob((90.0 * s, 40.0, 100.0), (32.0, 40.0, 40.0), 112.0)  # spleen
     for side, zc in ((-1.0, 20.0), (1.0, 30.0)):
-        kidney = _ellipsoid(x, y, z, (side * 68.0 * s, py - 30.0, zc), (26.0, 20.0, 50.0))
-        organ(kidney, 170.0)
-        organ(_ellipsoid(x, y, z, (side * 60.0 * s, py - 34.0, zc), (8.0, 7.0, 20.0)), -60.0)
+        blob((side * 68.0 * s, py - 30.0, zc), (26.0, 20.0, 50.0), 170.0)  # kidney
+        blob((side * 60.0 * s, py - 34.0, zc), (8.0, 7.0, 20.0), -60.0)  # renal sinus fat
 
     # Colon (air and stool) framing the abdomen, and small-bowel loops.
     colon_r = 17.0
@@ -265,27 +283,32 @@ def phantom_hu(
     transverse = _ellipse(y, z, (-45.0, 55.0), (colon_r, colon_r)) & (np.abs(x) < 85.0 * s)
     organ(transverse, 40.0)
     organ(transverse & _ellipse(y, z, (-49.0, 55.0), (colon_r - 6, colon_r - 4)), -950.0)
-    organ(_ellipsoid(x, y, z, cecum, (22.0, 20.0, 20.0)), 35.0)
+    blob(cecum, (22.0, 20.0, 20.0), 35.0)
     for _ in range(22):
         cx = rng.uniform(-55.0, 55.0) * s
         cy = rng.uniform(-75.0, 5.0)
         cz = rng.uniform(-75.0, 40.0)
         r = rng.uniform(9.0, 14.0)
-        loop = _ellipsoid(x, y, z, (cx, cy, cz), (r, r, r * 1.8))
-        organ(loop, 42.0)
-        lumen = _ellipsoid(x, y, z, (cx, cy, cz), (r - 3.0, r - 3.0, r * 1.8 - 3.0))
-        organ(lumen, -900.0 if rng.random() < 0.35 else 15.0)
+        blob((cx, cy, cz), (r, r, r * 1.8), 42.0)
+        blob(
+            (cx, cy, cz), (r - 3.0, r - 3.0, r * 1.8 - 3.0), -900.0 if rng.random() < 0.35 else 15.0
+        )
 
     # The appendix: a tube hanging from the cecum into the right lower quadrant.
     base = np.array([cecum[0] + 8.0, cecum[1] - 8.0, cecum[2] - 14.0])
     tip = base + np.array([rng.uniform(5.0, 20.0), rng.uniform(-25.0, -10.0), -55.0])
-    dist = _segment_distance(x, y, z, base, tip)
     radius = appendix_diameter_mm / 2.0
+    reach = radius + 9.0
+    kz, ky, kx = box(
+        tuple(float(v) for v in np.minimum(base, tip) - reach),
+        tuple(float(v) for v in np.maximum(base, tip) + reach),
+    )
+    dist = _segment_distance(x[:, :, kx], y[:, ky, :], z[kz], base, tip)
+    near, region = inside[:, ky, kx], vol[kz, ky, kx]
     if appendicitis:  # peri-appendiceal fat stranding
-        stranding = (dist < radius + 9.0) & (vol < -50.0) & inside
-        vol[stranding] = -25.0
-    organ(dist <= radius, 85.0 if appendicitis else 45.0)  # enhancing wall
-    organ(dist <= max(radius - 1.8, 0.6), 12.0)  # fluid-filled lumen
+        region[(dist < reach) & (region < -50.0) & near] = -25.0
+    region[(dist <= radius) & near] = 85.0 if appendicitis else 45.0  # enhancing wall
+    region[(dist <= max(radius - 1.8, 0.6)) & near] = 12.0  # fluid-filled lumen
     return vol
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from insitu.config import NodeHome
     from insitu.datasets.synthetic import Trial, TrialSpec
 
-__all__ = ["DEMO_USERS", "DemoSetup", "prepare", "register"]
+__all__ = ["DEMO_USERS", "DemoSetup", "copy_examples", "example_notebooks", "prepare", "register"]
 
 DEFAULT_DIR = ".demo"
 DEFAULT_PORT = 8765
@@ -45,6 +45,29 @@ APPROVED_RESEARCHER = "alice"
 STEWARD = "sam"
 ADMIN = "ada"
 LOGINS_NAME = "logins.json"
+
+
+def example_notebooks() -> list[Path]:
+    """The example notebooks shipped with insitu (package data of insitu.kernels)."""
+    import insitu.kernels
+
+    folder = Path(insitu.kernels.__file__).parent / "notebooks"
+    return sorted(folder.glob("*.ipynb"))
+
+
+def copy_examples(dest: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Copy the example notebooks into ``dest``; a researcher's edited copy is kept."""
+    import shutil
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for source in example_notebooks():
+        target = dest / source.name
+        if overwrite or not target.exists():
+            shutil.copyfile(source, target)
+            copied.append(target)
+    return copied
 
 
 def dataset_name(site: str) -> str:
@@ -183,6 +206,9 @@ def prepare(
         table = _ingest_table(home, dataset, trial.table_path(site))
         _users(home, logins)
         _approve(home, dataset)
+        # Each user's server starts in hub/users/<name> (the hub's home_dir_template).
+        for name, _role, _why in DEMO_USERS:
+            copy_examples(home.hub / "users" / name)
         setup.sites.append(DemoSite(site, home, dataset, report.status, table))
         _say(
             quiet,
@@ -263,6 +289,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _start_hub(setup, args.port)
 
 
+def _cmd_notebooks_copy(args: argparse.Namespace) -> int:
+    copied = copy_examples(args.dest, overwrite=args.overwrite)
+    for path in copied:
+        print(path)
+    kept = len(example_notebooks()) - len(copied)
+    if kept:
+        print(f"kept {kept} notebook(s) that already exist (--overwrite replaces them)")
+    return 0
+
+
 def register(sub: Any) -> None:
     from insitu.datasets.synthetic import add_size_arguments
 
@@ -283,6 +319,22 @@ def register(sub: Any) -> None:
     )
     add_size_arguments(demo)
     demo.set_defaults(handler=_cmd_demo)
+
+    notebooks = sub.add_parser(
+        "notebooks",
+        help="the example notebooks",
+        description="The example notebooks researchers get in their servers.",
+    )
+    nb_sub = notebooks.add_subparsers(dest="notebooks_command", metavar="COMMAND", required=True)
+    copy = nb_sub.add_parser(
+        "copy",
+        help="copy the example notebooks into a folder",
+        description="Copy the example notebooks (explore a dataset, noise by dose arm, airlock, "
+        "federated analysis) into DEST; existing files are kept unless --overwrite.",
+    )
+    copy.add_argument("dest", help="the folder, e.g. a user's notebook directory")
+    copy.add_argument("--overwrite", action="store_true", help="replace existing copies")
+    copy.set_defaults(handler=_cmd_notebooks_copy)
 
 
 if __name__ == "__main__":

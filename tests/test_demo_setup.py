@@ -91,3 +91,14 @@ def test_the_console_command(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert bad.returncode == 78 and "image size must be" in bad.stderr
+
+
+def test_example_notebooks_wait_in_every_demo_users_server(demo_dir: Path, tmp_path: Path) -> None:
+    users = demo_dir / "site-a" / "hub" / "users"
+    for name in ("alice", "bob", "sam", "ada"):
+        assert (users / name / "01-explore-a-dataset.ipynb").is_file()
+    assert main(["notebooks", "copy", str(tmp_path / "mine")]) == 0
+    edited = tmp_path / "mine" / "02-noise-by-dose-arm.ipynb"
+    edited.write_text("{}")
+    assert main(["notebooks", "copy", str(tmp_path / "mine")]) == 0
+    assert edited.read_text() == "{}", "a researcher's edited copy is kept"

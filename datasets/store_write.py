@@ -66,7 +66,9 @@ def _downsample(level: np.ndarray, fz: int) -> np.ndarray:
         for dx in (0, 1)
     ]
     if level.dtype.kind in "iub":
-        total = np.zeros(views[0].shape, dtype=np.int64)
+        # int32 holds a sum of 8 values of up to 16 bits: half the memory traffic of int64
+        wide = np.int32 if level.dtype.itemsize <= 2 else np.int64
+        total = np.zeros(views[0].shape, dtype=wide)
         for view in views:
             total += view
         n = len(views)

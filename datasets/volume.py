@@ -262,7 +262,14 @@ def _modality(raw: np.ndarray, frame: Frame, ds: DicomDataset) -> np.ndarray:
         slope, intercept = linear
         if (slope, intercept) == (1, 0):
             return raw
-        return raw.astype(np.int64) * slope + intercept  # exact, unlike float64 for int64
+        # exact integer arithmetic; int32 when no value can leave its range
+        bound = max(abs(int(np.iinfo(raw.dtype).min)), int(np.iinfo(raw.dtype).max))
+        wide = np.int32 if bound * abs(slope) + abs(intercept) < 2**31 else np.int64
+        values = raw.astype(wide)
+        if slope != 1:
+            values *= slope
+        values += intercept
+        return values
     if ds.get("ModalityLUTSequence"):
         return apply_modality_lut(raw, ds)
     if frame.slope is None and frame.intercept is None:

@@ -42,6 +42,7 @@ class DatasetLike(Protocol):
     @property
     def tables(self) -> Any: ...
     def image(self, series_id: str) -> Any: ...
+    def header(self, series_id: str) -> Any: ...
 
 
 class SiteData:
@@ -96,12 +97,24 @@ class SiteData:
             self._serve([subject])
         return array
 
+    def header(self, series_id: str) -> dict[str, Any]:
+        """The de-identified DICOM header of a series (DICOM JSON); its subject is served."""
+        header = dict(self._source.header(series_id))
+        self.identifiers.add(str(series_id))
+        subject = self._subject_of(str(series_id))
+        if subject is not None:
+            self._serve([subject])
+        return header
+
     def image_shapes(self) -> list[tuple[int, ...]]:
         """Shapes of every image in the store (the egress mod refuses arrays like them)."""
-        shapes = []
-        for series_id in _column(self._source.series, SERIES):
-            shapes.append(tuple(int(s) for s in self._source.image(str(series_id)).shape))
-        return shapes
+        frame = self._source.series
+        if "shape" in getattr(frame, "columns", ()):
+            return [tuple(int(s) for s in shape) for shape in frame["shape"]]
+        return [
+            tuple(int(s) for s in self._source.image(str(series_id)).shape)
+            for series_id in _column(frame, SERIES)
+        ]
 
     # -- tally --------------------------------------------------------------
 

@@ -5,7 +5,8 @@ it may leave the site, and why not. It knows nothing about Flower's transport:
 the site mod (:mod:`insitu.federation.site_mod`) calls it on every reply, and
 tests call it directly. The rules (docs/federation.md, "Egress policy"):
 
-- only ArrayRecords and MetricRecords (no ConfigRecords: free text and bytes);
+- only ArrayRecords and MetricRecords (no ConfigRecords: free text and bytes;
+  the legacy API's numeric metrics and "Success" status records are allowed);
 - metric values are single finite numbers (no lists), arrays are finite;
 - the reply covers at least ``min_subjects`` subjects, counted by the site
   from what it handed the app (not from what the app claims);
@@ -22,6 +23,9 @@ import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+LEGACY_METRIC_CONFIGS = frozenset({"fitres.metrics", "evaluateres.metrics"})
+LEGACY_STATUS_CONFIGS = frozenset({"fitres.status", "evaluateres.status"})
 
 __all__ = ["EgressDecision", "EgressPolicy", "check_reply", "image_like_shapes", "reply_size"]
 
@@ -115,35 +119,50 @@ def check_reply(
         "metrics": sum(len(r) for r in content.metric_records.values()),
         "configs": sum(len(r) for r in content.config_records.values()),
     }
-    if kinds["configs"]:
-        names = ", ".join(sorted(content.config_records.keys()))
-        reasons.append(
-            f"the reply carries ConfigRecords ({names}): only ArrayRecords and scalar "
-            "metrics may leave the site"
-        )
+    metric_items: list[tuple[str, str, Any]] = [
+        (name, key, value)
+        for name, record in content.metric_records.items()
+        for key, value in record.items()
+    ]
+    for name, record in content.config_records.items():
+        if name in LEGACY_METRIC_CONFIGS:
+            # Flower's legacy FitRes/EvaluateRes carry metrics in a ConfigRecord.
+            for key, value in record.items():
+                if isinstance(value, str | bytes | bool):
+                    reasons.append(f"{name}.{key} is not a number: metrics must be numbers")
+                else:
+                    metric_items.append((name, key, value))
+        elif name in LEGACY_STATUS_CONFIGS:
+            if dict(record) not in ({"code": 0, "message": "Success"}, {"code": 0, "message": ""}):
+                reasons.append(
+                    f"{name} carries a status other than success: free text may not leave"
+                )
+        else:
+            reasons.append(
+                f"the reply carries a ConfigRecord ({name}): only ArrayRecords and scalar "
+                "metrics may leave the site"
+            )
 
     num_examples: float | None = None
     metric_values = 0
     ids = {i for i in identifiers if i}
-    for record_name, record in content.metric_records.items():
-        for key, value in record.items():
-            if isinstance(value, list):
-                reasons.append(
-                    f"metric {record_name}.{key} is a list of {len(value)} values: "
-                    "metrics must be single numbers"
-                )
-                continue
-            metric_values += 1
-            if not math.isfinite(float(value)):
-                reasons.append(f"metric {record_name}.{key} is not finite ({value})")
-            if key == "num-examples":
-                num_examples = float(value)
-            named = [i for i in ids if i in key]
-            if named:
-                reasons.append(
-                    f"metric {record_name}.{key} is named after a subject or series: "
-                    "per-subject results may not leave the site"
-                )
+    for record_name, key, value in metric_items:
+        if isinstance(value, list):
+            reasons.append(
+                f"metric {record_name}.{key} is a list of {len(value)} values: "
+                "metrics must be single numbers"
+            )
+            continue
+        metric_values += 1
+        if not math.isfinite(float(value)):
+            reasons.append(f"metric {record_name}.{key} is not finite ({value})")
+        if key in ("num-examples", "num_examples"):
+            num_examples = float(value)
+        if any(i in key for i in ids):
+            reasons.append(
+                f"metric {record_name}.{key} is named after a subject or series: "
+                "per-subject results may not leave the site"
+            )
 
     subjects = len(set(subjects_served))
     if subjects < policy.min_subjects:

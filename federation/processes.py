@@ -125,6 +125,8 @@ def _flower_env(flwr_home: Path) -> dict[str, str]:
     env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     env.setdefault("FLWR_UPDATE_CHECK_ENABLED", "0")
     env["PYTHONUNBUFFERED"] = "1"
+    # Flower's SuperExec polls for work every second by default; a tenth keeps rounds short.
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
     return env
 
 
@@ -162,15 +164,18 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -
     raise ServiceError(f"nothing answered on {host}:{port} within {READY_TIMEOUT:.0f} s; see {log}")
 
 
-def _wait_log(text: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_log(text: str, proc: subprocess.Popen[bytes], log: Path, offset: int) -> None:
+    """Wait until ``text`` appears in the log after ``offset`` (the log is appended to)."""
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServiceError(
                 f"the SuperNode exited with code {proc.returncode}; its log is {log}:\n{_tail(log)}"
             )
-        if text in log.read_text(errors="replace"):
-            return
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            if text.encode() in fh.read():
+                return
         time.sleep(0.1)
     raise ServiceError(
         f"the SuperNode did not connect within {READY_TIMEOUT:.0f} s; its log is {log}:\n"
@@ -318,6 +323,7 @@ def start_site(
         command += ["--auth-supernode-private-key", auth_private_key]
     service = [sys.executable, "-m", "insitu.federation.site_service"]
     service += ["--runtime-port", str(port), "--", *command]
+    offset = log.stat().st_size if log.exists() else 0
     proc = _spawn(service, log, _flower_env(folder / "flwr"))
     record = ServiceRecord(
         role="site",
@@ -331,7 +337,7 @@ def start_site(
     )
     _write_record(home, record)
     try:
-        _wait_log("SuperNode ID", proc, log)
+        _wait_log("SuperNode ID", proc, log, offset)
     except ServiceError:
         stop(home, roles=("site",))
         raise

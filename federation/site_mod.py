@@ -38,6 +38,7 @@ __all__ = [
 ERROR_NOT_APPROVED = 4001
 ERROR_EGRESS_REFUSED = 4002
 ERROR_SITE_FAILURE = 4003
+SITE_RECORD = "insitu.site"
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,13 @@ def _dp_mod(run: SiteRun, policy: Any, delta: float) -> Callable[..., Any]:
 
 def envelope_mod(run: SiteRun) -> Callable[..., Any]:
     """Outermost: audit what really leaves (after DP noise or SecAgg masking)."""
+    from flwr.app import MetricRecord
 
     def mod(msg: Any, ctx: Any, call_next: Callable[..., Any]) -> Any:
         reply = call_next(msg, ctx)
         if not reply.has_error():
+            # The site names itself, so a coordinator can say which site dropped out.
+            reply.content.metric_records[SITE_RECORD] = MetricRecord({f"site:{run.site}": 1})
             run.audit(
                 "federation.send",
                 message_type=msg.metadata.message_type,

@@ -9,7 +9,8 @@ the two together: change one and the other must follow.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 from helm_render import FULL_NODE, NODE_CHART, by_kind, chart_values, render
@@ -154,3 +155,115 @@ def test_hub_mounts_the_node_home_but_never_stores_or_private(values):
     # The hub runs as insitu's user, so the shared node home stays readable to both.
     assert hub["containerSecurityContext"]["runAsUser"] == values["security"]["runAsUser"]
     assert hub["podSecurityContext"]["fsGroup"] == values["security"]["fsGroup"]
+
+
+# --- federation: the chart runs in the foreground what `insitu federation` starts ----
+
+
+class _CapturedProcess:
+    """Stands in for the Flower processes: records the command, says it is up."""
+
+    commands: ClassVar[list[list[str]]] = []
+
+    def __init__(self, command: list[str], stdout: Any = None, **_kwargs: Any) -> None:
+        self.commands.append([str(c) for c in command])
+        self.pid = self.pgid = 2**22 + len(self.commands)  # above any real pid here
+        if stdout is not None:
+            stdout.write(b"INFO :      SuperNode ID: 1\n")
+            stdout.flush()
+
+    def poll(self) -> None:
+        return None
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+
+def _normalise(command: list[str], paths: dict[str, str]) -> list[str]:
+    out = []
+    for word in command:
+        if word == sys.executable:
+            word = "python"
+        elif word.startswith(str(Path(sys.executable).parent) + "/"):
+            word = Path(word).name
+        for local, pod in paths.items():
+            word = word.replace(local, pod)
+        out.append(word)
+    return out
+
+
+def _captured(monkeypatch, start: Any) -> list[str]:
+    processes = pytest.importorskip("insitu.federation.processes")
+    _CapturedProcess.commands = []
+    monkeypatch.setattr(processes.subprocess, "Popen", _CapturedProcess)
+    start(processes)
+    (command,) = _CapturedProcess.commands
+    return command
+
+
+def test_supernode_runs_what_insitu_federation_join_starts(home, tmp_path, monkeypatch):
+    ca, key = tmp_path / "ca.crt", tmp_path / "supernode.key"
+    ca.write_text("CA")
+    key.write_text("KEY")
+    local = _captured(
+        monkeypatch,
+        lambda p: p.start_site(
+            home,
+            "fl.example.org:9092",
+            "locat",
+            root_certificates=str(ca),
+            auth_private_key=str(key),
+            runtime_port=9094,
+        ),
+    )
+    paths = {
+        str(home.root): "/var/lib/insitu",
+        str(ca): "/etc/insitu/flower-tls/ca.crt",
+        str(key): "/etc/insitu/flower-auth/supernode.key",
+    }
+    values = {"site": {"name": "test-site"}}  # the home fixture's site
+    objects = render(NODE_CHART, {**FULL_NODE, **values})
+    pod = by_kind(objects, "Deployment")["insitu-supernode"]["spec"]["template"]["spec"]
+    chart, expected = pod["containers"][0]["command"], _normalise(local, paths)
+    assert chart == expected, f"chart:\n{chart}\ninsitu federation join:\n{expected}"
+
+
+def test_superlink_runs_what_insitu_federation_coordinator_starts(home, tmp_path, monkeypatch):
+    import socket
+
+    from helm_render import COORDINATOR_CHART
+
+    files = {}
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        files[name] = tmp_path / name
+        files[name].write_text(name)
+    with socket.socket() as listener:  # the "SuperLink" port the start waits for
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        local = _captured(
+            monkeypatch,
+            lambda p: p.start_coordinator(
+                home,
+                f"127.0.0.1:{port}",
+                tls=p.TlsOptions(
+                    str(files["tls.crt"]), str(files["tls.key"]), str(files["ca.crt"])
+                ),
+                node_auth=True,
+            ),
+        )
+    from insitu.federation.approvals import federation_dir
+
+    paths = {f"{federation_dir(home)}/coordinator/state.db": "/var/lib/superlink/state.db"}
+    paths |= {str(f): f"/etc/insitu/tls/{n}" for n, f in files.items()}
+    paths |= {"127.0.0.1": "0.0.0.0", str(port): "9092"}
+    objects = render(
+        COORDINATOR_CHART,
+        {
+            "federation": "locat",
+            "tls": {"existingSecret": "flower-superlink-tls"},
+            "networkPolicy": {"allowedCIDRs": ["198.51.100.0/28"]},
+        },
+    )
+    pod = by_kind(objects, "Deployment")["insitu-superlink"]["spec"]["template"]["spec"]
+    assert sorted(pod["containers"][0]["command"]) == sorted(_normalise(local, paths))

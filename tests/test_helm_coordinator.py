@@ -57,7 +57,7 @@ def test_lint_finds_no_errors():
 def test_superlink_serves_tls_with_node_authentication(objects):
     pod = by_kind(objects, "Deployment")["insitu-superlink"]["spec"]["template"]["spec"]
     command = pod["containers"][0]["command"]
-    assert command[:3] == ["insitu", "federation", "coordinator"]
+    assert command[0] == "flower-superlink"
     assert "--insecure" not in command
     for flag, path in [
         ("--ssl-certfile", "/etc/insitu/tls/tls.crt"),

@@ -1,4 +1,5 @@
-"""`insitu demo` with its hub: the URL answers, the logins work, Ctrl-C stops everything."""
+"""`insitu demo` with its hub: URL and logins work, the notebooks run through the gate and the
+airlock as the approved researcher, and Ctrl-C stops everything."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
+
+from insitu.config import NodeHome
+from insitu.hub.audit import AuditLog
 
 pytest.importorskip("insitu.hub.lifecycle", reason="the hub's `insitu up` is not in this build")
 
+from test_notebooks_examples import outputs, run_notebook, widget_views
+
 pytestmark = pytest.mark.slow
+USER_SERVICES = ("gate", "access", "airlock")
 
 
 def _free_port() -> int:
@@ -33,41 +42,146 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_demo_starts_the_hub_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+@dataclass
+class Demo:
+    root: Path
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def home(self) -> NodeHome:
+        return NodeHome(self.root / "site-a")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    tmp = tmp_path_factory.mktemp("demo-hub")
     port = _free_port()
     script = Path(sys.executable).with_name("insitu")
-    log = tmp_path / "demo.log"
-    cmd = [str(script), "demo", "--dir", str(tmp_path / "demo"), "--port", str(port),
-           "--subjects", "2", "--size", "24", "--slices", "2"]  # fmt: skip
+    log = tmp / "demo.log"
+    # Big enough for the notebooks' liver ROI; small enough to set up in seconds.
+    cmd = [str(script), "demo", "--dir", str(tmp / "demo"), "--port", str(port),
+           "--subjects", "3", "--size", "48", "--slices", "6"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "INSITU_HOME"}
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    hub_pid = None
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+    running = Demo(tmp / "demo", f"http://127.0.0.1:{port}", proc, log)
     try:
         deadline = time.monotonic() + 240
         while "insitu demo is running" not in log.read_text():
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        text = log.read_text()
-        assert f"http://127.0.0.1:{port}" in text
-        for user in ("alice", "bob", "sam", "ada"):
-            assert user in text
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hub/login", timeout=30) as page:
-            assert page.status == 200
-        state = json.loads((tmp_path / "demo/site-a/run/hub.json").read_text())
-        hub_pid = int(state["pid"])
-        assert _alive(hub_pid)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0, log.read_text()
-        assert "stopping the hub" in log.read_text()
-        assert not (tmp_path / "demo/site-a/run/hub.json").exists()
-        deadline = time.monotonic() + 30
-        while _alive(hub_pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _alive(hub_pid), "Ctrl-C stops the hub too"
+        yield running
     finally:
+        state = running.home.run / "hub.json"
+        hub_pid = json.loads(state.read_text())["pid"] if state.exists() else None
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         if hub_pid is not None and _alive(hub_pid):
             os.killpg(hub_pid, signal.SIGKILL)
+
+
+def _login_token(demo: Demo, user: str) -> str:
+    """Log in at the hub with the demo password and make a token, as a user's server has."""
+    password = json.loads((demo.root / "logins.json").read_text())[user]
+    with requests.Session() as browser:
+        browser.get(demo.url + "/hub/login", timeout=60).raise_for_status()
+        xsrf = browser.cookies.get("_xsrf")
+        done = browser.post(
+            demo.url + "/hub/login",
+            data={"username": user, "password": password, "_xsrf": xsrf},
+            allow_redirects=False,
+            timeout=60,
+        )
+        assert done.status_code == 302, done.text
+        xsrf = [c.value for c in browser.cookies if c.name == "_xsrf"][-1]
+        token = browser.post(
+            f"{demo.url}/hub/api/users/{user}/tokens",
+            json={
+                "note": "notebook test",
+                "scopes": [f"access:services!service={s}" for s in USER_SERVICES],
+            },
+            headers={"X-XSRFToken": xsrf},
+            timeout=60,
+        )
+        assert token.status_code == 201, token.text
+        return str(token.json()["token"])
+
+
+def _server_env(demo: Demo, user: str) -> dict[str, str]:
+    """The environment the hub gives a user's server: service URLs and a token, no paths."""
+    from insitu.hub.services import load_plan
+
+    services, _plan = load_plan(demo.home)
+    env = {"INSITU_USER": user, "JUPYTERHUB_API_TOKEN": _login_token(demo, user)}
+    for service in services:
+        if service.name in USER_SERVICES:
+            env.update(service.user_environment)
+    return env
+
+
+def test_url_and_logins(demo: Demo) -> None:
+    text = demo.log.read_text()
+    assert demo.url in text
+    for user in ("alice", "bob", "sam", "ada"):
+        assert user in text
+    assert requests.get(demo.url + "/hub/login", timeout=30).status_code == 200
+
+
+def test_notebooks_run_through_the_gate_and_the_airlock(
+    demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INSITU_HOME", raising=False)  # a user server never knows it
+    env = _server_env(demo, "alice")
+    explore = run_notebook("01-explore-a-dataset.ipynb", tmp_path, env)
+    assert "<insitu.Dataset locat-site-a v1: 3 subjects, 3 series>" in outputs(explore)
+    assert widget_views(explore) == 2
+    released = run_notebook("03-release-through-the-airlock.ipynb", tmp_path, env)
+    text = outputs(released)
+    assert "automatic checks: pass" in text
+    assert "automatic checks: fail" in text and "threshold" in text
+    from insitu.hub.airlock import Airlock
+
+    with Airlock(demo.home) as airlock:
+        mine = airlock.list(user="alice")
+    assert [(r.kind, r.status) for r in mine] == [("image", "pass"), ("table", "fail")]
+
+
+def test_the_researcher_without_access_is_refused_by_the_gate(
+    demo: Demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.delenv("INSITU_HOME", raising=False)
+    with pytest.raises(CellExecutionError, match="AccessDeniedError"):
+        run_notebook("01-explore-a-dataset.ipynb", tmp_path, _server_env(demo, "bob"))
+
+
+def test_ctrl_c_stops_the_hub(demo: Demo) -> None:
+    state = demo.home.run / "hub.json"
+    hub_pid = int(json.loads(state.read_text())["pid"])
+    assert _alive(hub_pid)
+    demo.proc.send_signal(signal.SIGINT)
+    assert demo.proc.wait(timeout=120) == 0, demo.log.read_text()
+    assert "stopping the hub" in demo.log.read_text()
+    assert not state.exists()
+    deadline = time.monotonic() + 30
+    while _alive(hub_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(hub_pid), "Ctrl-C stops the hub too"
+    # The gate flushes its coalesced read records at shutdown: alice's reads are there.
+    log = AuditLog(demo.home)
+    reads = [e for e in log.query(user="alice", kind="read") if e["kind"] == "read"]
+    assert reads and {r.get("dataset") for r in reads} == {"locat-site-a"}
+    bobs = {e["kind"] for e in log.query(user="bob", kind="read")}
+    assert bobs == {"read.denied"}, "bob's attempts are audited as refusals, never as reads"
+    log.verify()

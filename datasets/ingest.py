@@ -239,10 +239,42 @@ class _SeriesRefused(Exception):
         self.fate, self.reason, self.culprit = fate, reason, culprit
 
 
+def _stackable(items: list[Scanned]) -> bool:
+    """Whether a series' objects form one volume.
+
+    Objects with patient geometry always do (or are refused with the reason);
+    without it (ultrasound, secondary capture) a series often mixes stills and
+    cine loops of different sizes, and each object then becomes its own image.
+    """
+    headers = [i.header for i in items if i.header is not None]
+    if any("ImagePositionPatient" in h or "PerFrameFunctionalGroupsSequence" in h for h in headers):
+        return True
+    if len(headers) == 1:
+        return True
+    sizes = {(h.get("Rows"), h.get("Columns")) for h in headers}
+    return len(sizes) == 1 and all(int(h.get("NumberOfFrames", 1) or 1) == 1 for h in headers)
+
+
+def _split_unstackable(groups: dict[str, list[Scanned]]) -> dict[str, tuple[list[Scanned], bool]]:
+    """Series key -> (objects, split): unstackable series become one image per object."""
+    out: dict[str, tuple[list[Scanned], bool]] = {}
+    for uid, items in groups.items():
+        if _stackable(items):
+            out[uid] = (items, False)
+        else:
+            for k, item in enumerate(items):
+                out[f"{uid}#{k}#{item.digest}"] = ([item], True)
+    return out
+
+
 def _build_series(
-    home: NodeHome, deid: Any, items: list[Scanned], root: Any
+    home: NodeHome, deid: Any, items: list[Scanned], root: Any, split: bool = False
 ) -> tuple[dict[str, Any], str]:
-    """De-identify, decode and write one series; return its index row and original id."""
+    """De-identify, decode and write one series; return its index row and original id.
+
+    ``split``: one object of an unstackable series; its id is then the object's
+    de-identified SOP Instance UID (the series UID stays in ``series_uid``).
+    """
     from insitu.datasets.deid import HeldBack
 
     geometry = plan_geometry([i.header for i in items])  # raises InconsistentSeriesError
@@ -281,7 +313,8 @@ def _build_series(
             "quarantined", f"pixel data cannot be decoded: {type(exc).__name__}: {exc}", culprit
         ) from exc
     header = first.dataset
-    series_id = str(header.SeriesInstanceUID)
+    series_uid = str(header.SeriesInstanceUID)
+    series_id = str(header.SOPInstanceUID) if split else series_uid
     row = {
         "subject_id": first.subject_id,
         "study_id": str(header.get("StudyInstanceUID", "")),
@@ -295,6 +328,7 @@ def _build_series(
         "n_files": len(items),
         "patient_geometry": geometry.patient_geometry,
         "color": volume.ndim == 4,
+        "series_uid": series_uid,
     }
     attrs = {
         **row,
@@ -427,17 +461,17 @@ def _ingest_locked(
     markers.mkdir(parents=True, exist_ok=True)
     root = open_root(store_path)
     position = {id(item): index for index, item in enumerate(scanned)}
-    groups = group_series(scanned)
+    groups = _split_unstackable(group_series(scanned))
     rows: list[dict[str, Any]] = []
     written = 0
-    for uid, items in progress(list(groups.items()), desc="series", enabled=show_progress):
+    for uid, (items, split) in progress(list(groups.items()), desc="series", enabled=show_progress):
         marker = markers / (hashlib.sha256(uid.encode()).hexdigest()[:24] + ".json")
         if marker.exists():  # finished by an interrupted run of the same input
             row = json.loads(marker.read_text())
         else:
             try:
                 with quiet_pydicom():
-                    row, original_id = _build_series(home, deid, items, root)
+                    row, original_id = _build_series(home, deid, items, root, split)
             except _SeriesRefused as exc:
                 for item in items:
                     fate = "quarantined" if item is exc.culprit else exc.fate

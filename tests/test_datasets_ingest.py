@@ -281,3 +281,24 @@ def test_bad_dataset_name_and_no_input(home: NodeHome, capsys: pytest.CaptureFix
     assert code == 1 and "dataset name" in err
     code, report = run_json(["ingest", "/nonexistent/x.dcm", "--dataset", "ok"], capsys)
     assert code == EXIT_QUARANTINED and report["files"][0]["fate"] == "quarantined"
+
+
+def test_ultrasound_cine_and_still_of_one_series(
+    home: NodeHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """deid-data: a greyscale cine (in a zip) and a still share one series UID."""
+    import deid_data
+
+    us = Path(deid_data.__file__).parent / "data" / "ultrasounds"
+    inputs = [str(us / "GREYSCALE_CINE.zip"), str(us / "GREYSCALE_IMAGE.dcm")]
+    code, report = run_json(["ingest", *inputs, "--dataset", "us"], capsys)
+    assert code == EXIT_QUARANTINED and {f["fate"] for f in report["files"]} == {"held-back"}
+    code, report = run_json(["ingest", *inputs, "--dataset", "us", "--allow-burned-in"], capsys)
+    assert code == 0
+    series = open_dataset("us").series
+    assert len(series) == 2 and series.series_uid.nunique() == 1
+    shapes = sorted(tuple(s) for s in series["shape"])
+    assert shapes == [(1, 768, 1024), (27, 600, 800)]
+    cine = series[series["shape"].map(lambda s: s[0]) == 27].series_id.iloc[0]
+    image = open_dataset("us").image(cine)
+    assert not image.attrs["patient_geometry"] and image.dtype == np.uint8

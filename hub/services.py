@@ -55,6 +55,7 @@ SERVICE_PROVIDERS: tuple[str, ...] = (
     "insitu.hub.gate_service:hub_service",
     "insitu.hub.access_service:hub_service",
     "insitu.hub.airlock_service:hub_service",
+    "insitu.hub.gateway:hub_service",
 )
 
 PLAN_NAME = "services.json"

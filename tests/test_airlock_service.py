@@ -1,15 +1,10 @@
-"""The airlock service behind a real JupyterHub (hub, proxy, hub-managed service),
-and `insitu.release` talking to it with a user's hub token."""
+"""The airlock service behind a real hub (`insitu up` machinery: proxy, gate, airlock,
+dask-gateway), and `insitu.release` talking to it with a user's hub token."""
 
 from __future__ import annotations
 
 import base64
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +14,7 @@ import pytest
 import requests
 
 import insitu
-from insitu.config import NodeHome, init_home
+from insitu.config import NodeHome
 from insitu.errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -28,117 +23,28 @@ from insitu.errors import (
     ReleaseStateError,
     UnsupportedOutputError,
 )
-from insitu.hub.services import free_port
 from insitu.kernels.sdc import pivot_table
-
-ADMIN_TOKEN = "a" * 40
-
-CONFIG = """
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = {port}
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.JupyterHub.db_url = "sqlite:///{state}/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = "{state}/cookie_secret"
-c.JupyterHub.pid_file = "{state}/hub.pid"
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.command = ["{proxy}"]
-c.ConfigurableHTTPProxy.pid_file = "{state}/proxy.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.JupyterHub.services = [
-    {{"name": "airlock", "url": "http://127.0.0.1:{service_port}",
-      "command": ["{python}", "-m", "insitu.hub.airlock_service"],
-      "environment": {{"INSITU_HOME": "{home}"}}}},
-    {{"name": "tester", "api_token": "{admin_token}"}},
-]
-c.JupyterHub.load_roles = [
-    {{"name": "tester", "scopes": ["admin:users", "tokens"], "services": ["tester"]}},
-    {{"name": "user", "scopes": ["self", "access:services!service=airlock"]}},
-]
-"""
-
-
-def _wait(check: Any, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("the hub did not start:\n" + log.read_text(errors="replace")[-3000:])
-        time.sleep(0.2)  # polling interval
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 @pytest.fixture(scope="module")
-def airlock_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A node home (accounts ada, bob: researchers; sam: steward) and a hub serving the airlock."""
-    from fixtures_hub import CAST, add_accounts
-
-    root = tmp_path_factory.mktemp("airlock-hub")
-    home = NodeHome(root / "home")
-    init_home(home, "test-site")
-    (home.config_path).write_text(
+def module_home(tmp_path_factory: pytest.TempPathFactory, _hub_template: Path) -> NodeHome:
+    """The hub fixtures' home (ada, bob: researchers; sam: steward), with a small release limit."""
+    root = tmp_path_factory.mktemp("airlock-hub") / "home"
+    shutil.copytree(_hub_template, root, symlinks=True)
+    home = NodeHome(root)
+    home.config_path.write_text(
         home.config_path.read_text().replace(
             "max_release_bytes = 20971520", "max_release_bytes = 200000"
         )
     )
-    add_accounts(home, **CAST)
-    state = root / "hub"
-    state.mkdir()
-    port, service_port = free_port(), free_port()
-    config = state / "jupyterhub_config.py"
-    config.write_text(
-        CONFIG.format(
-            port=port,
-            hub_port=free_port(),
-            proxy_api_port=free_port(),
-            service_port=service_port,
-            state=state,
-            proxy=Path(sys.executable).parent / "configurable-http-proxy",
-            python=sys.executable,
-            home=home.root,
-            admin_token=ADMIN_TOKEN,
-        )
-    )
-    log = state / "hub.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)],
-            cwd=state,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=dict(os.environ, INSITU_HOME=str(home.root)),
-        )
-    hub_api = f"http://127.0.0.1:{port}/hub/api"
-    airlock_url = f"http://127.0.0.1:{service_port}/services/airlock/"
-    try:
-        _wait(lambda: _answers(hub_api), proc, log)
-        _wait(lambda: _answers(airlock_url + "health"), proc, log)
-        admin = {"Authorization": f"token {ADMIN_TOKEN}"}
-        tokens = {}
-        for name in ("ada", "bob", "sam", "eve"):
-            requests.post(f"{hub_api}/users/{name}", headers=admin, timeout=30).raise_for_status()
-            answer = requests.post(
-                f"{hub_api}/users/{name}/tokens",
-                headers=admin,
-                json={"scopes": ["access:services!service=airlock"], "note": "test"},
-                timeout=30,
-            )
-            answer.raise_for_status()
-            tokens[name] = answer.json()["token"]
-        yield {"home": home, "url": airlock_url, "tokens": tokens}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    return home
+
+
+@pytest.fixture(scope="module")
+def airlock_hub(running_hub: Any) -> dict[str, Any]:
+    """The airlock's own address (what user servers get) and hub tokens of four users."""
+    tokens = {name: running_hub.token(name) for name in ("ada", "bob", "sam", "eve")}
+    return {"home": running_hub.home, "url": running_hub.service_url("airlock"), "tokens": tokens}
 
 
 def call(hub: dict[str, Any], who: str | None, method: str, path: str, **kw: Any) -> Any:

@@ -1,0 +1,218 @@
+"""The researcher's enclave end to end: a real hub (`insitu up` machinery) with its
+gate, airlock and dask-gateway; a real single-user server spawned for the
+researcher; a real insitu kernel driven through the server's REST and websocket API.
+
+One hub for the module; tests run in file order and share its state.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from kernel_driver import Kernel
+
+from insitu.config import NodeHome, init_home
+from insitu.hub.audit import AuditLog
+
+pytestmark = pytest.mark.slow
+
+DATASET = "trial"
+SPAWN_TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def enclave(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A site with 20 subjects (two arms), ada approved for it, her server and kernel running."""
+    from fixtures_hub import CAST, add_accounts, start_hub
+
+    from insitu.datasets.ingest import ingest
+    from insitu.datasets.synthetic import TrialSpec, generate_trial
+    from insitu.hub import access, lifecycle
+
+    root = tmp_path_factory.mktemp("enclave")
+    spec = TrialSpec(subjects_per_site=20, size=16, slices=2, sites=("site-a",))
+    trial = generate_trial(root / "trial", spec, show_progress=False)
+    home = NodeHome(root / "home")
+    init_home(home, "site-a")
+    home.config_path.write_text(
+        home.config_path.read_text().replace(
+            "max_release_bytes = 20971520", "max_release_bytes = 200000"
+        )
+    )
+    report = ingest(
+        [trial.dicom_dir("site-a")], DATASET, home=home, title="t", citation="", show_progress=False
+    )
+    assert report.status == "published"
+    add_accounts(home, **CAST)
+    request = access.request(home, "ada", DATASET, "per-arm noise", "P1", 30)
+    access.approve(home, "sam", request.id, "ok")
+    hub = start_hub(home)
+    kernel = None
+    try:
+        token = hub.token("ada")  # also creates the hub user
+        hub.api("POST", "/users/ada/server")
+        deadline = time.monotonic() + SPAWN_TIMEOUT
+        while not hub.api("GET", "/users/ada")["servers"].get("", {}).get("ready"):
+            assert time.monotonic() < deadline, "ada's server did not start"
+            time.sleep(0.5)  # polling interval
+        kernel = Kernel(f"{hub.url}/user/ada/", token)
+        yield {"hub": hub, "home": home, "kernel": kernel, "server": f"{hub.url}/user/ada/"}
+    finally:
+        if kernel is not None:
+            kernel.close()
+        lifecycle.down(home, actor="tests")
+        shutil.rmtree(home.run / "dask-clusters", ignore_errors=True)
+
+
+def airlock(enclave: dict[str, Any], user: str, method: str, path: str, **kw: Any) -> Any:
+    hub = enclave["hub"]
+    return requests.request(
+        method,
+        f"{hub.url}/services/airlock/api/{path}",
+        headers={"Authorization": f"token {hub.token(user)}"},
+        timeout=120,
+        **kw,
+    )
+
+
+def test_the_server_is_an_enclave(enclave):
+    kernel, server = enclave["kernel"], enclave["server"]
+    headers = {"Authorization": f"token {enclave['hub'].token('ada')}"}
+    out = kernel.run(
+        "import os\n"
+        "print(sorted(k for k in os.environ if k.startswith(('INSITU', 'DASK_GATEWAY'))))\n"
+        "print('insitu' in dir())"
+    )
+    assert "INSITU_HOME" not in out and "INSITU_AIRLOCK_URL" in out and "INSITU_GATE_URL" in out
+    assert out.strip().endswith("True")  # the insitu kernel starts with `import insitu`
+    kernel.run("open('note.txt', 'w').write('hello')")
+    assert requests.get(server + "files/note.txt", headers=headers, timeout=30).status_code == 403
+    export = requests.get(server + "nbconvert/html/x.ipynb", headers=headers, timeout=30)
+    assert export.status_code == 403
+
+
+def test_unknown_dataset_is_a_clear_error(enclave):
+    out = enclave["kernel"].run(
+        "try:\n"
+        "    insitu.open_dataset('no-such-trial')\n"
+        "except insitu.DatasetNotFoundError as exc:\n"
+        "    print('NOTFOUND', exc)\n"
+    )
+    assert out.startswith("NOTFOUND") and "no-such-trial" in out
+
+
+STATS = """
+import numpy as np, pandas as pd
+from insitu.kernels import sdc
+ds = insitu.open_dataset("trial")
+rows = []
+for sid in ds.series["series_id"]:
+    dose = ds.header(sid)["00189345"]["Value"][0]
+    image = ds.image(sid)
+    rows.append({"arm": "low-dose" if dose < 5 else "standard-dose",
+                 "noise_sd": float(image.std())})
+per_series = pd.DataFrame(rows)
+table = sdc.pivot_table(per_series, values="noise_sd", index="arm", aggfunc=["count", "mean"])
+ok = insitu.release(table, purpose="noise SD per arm, table 2")
+few = per_series.head(5).groupby("arm").size().rename("n").reset_index()
+bad = insitu.release(few, purpose="first five subjects by arm")
+print("IDS", ok.id, ok.status, bad.id, bad.status)
+print(bad)
+"""
+
+
+def test_per_arm_release_steward_approval_and_download(enclave):
+    out = enclave["kernel"].run(STATS)
+    ids = out.split("\n")[0].split()
+    ok_id, ok_status, bad_id, bad_status = int(ids[1]), ids[2], int(ids[3]), ids[4]
+    assert ok_status == "pass", out
+    assert bad_status == "fail" and "threshold" in out
+    # The steward approves the passing one; the failing one needs an override reason.
+    decided = airlock(enclave, "sam", "POST", f"releases/{ok_id}/approve", json={"reason": "ok"})
+    assert decided.status_code == 200, decided.text
+    refused = airlock(enclave, "sam", "POST", f"releases/{bad_id}/approve", json={"reason": "ok"})
+    assert refused.status_code == 409 and "override" in refused.json()["message"]
+    # Only the approved output can be downloaded, and only by ada.
+    got = airlock(enclave, "ada", "GET", f"releases/{ok_id}/download")
+    assert got.status_code == 200 and got.content.startswith(b"arm,count_noise_sd,mean_noise_sd")
+    assert airlock(enclave, "ada", "GET", f"releases/{bad_id}/download").status_code == 409
+    assert airlock(enclave, "bob", "GET", f"releases/{ok_id}/download").status_code == 404
+    kinds = [e["kind"] for e in AuditLog(enclave["home"]).query(kind="release")]
+    assert kinds.count("release.submit") == 2 and "release.approve" in kinds
+
+
+DUMP = """
+from PIL import Image
+sid = ds.series["series_id"][0]
+pixels = ds.image(sid).values[0]
+scaled = (pixels - pixels.min()) / max(int(pixels.max() - pixels.min()), 1) * 255
+Image.fromarray(scaled.astype("uint8")).save("slice.png")
+dump = insitu.release("slice.png", purpose="one slice")
+print("DUMP", dump.status, [c["rule"] for c in dump.checks if c["status"] == "fail"])
+for attempt in (lambda: insitu.release(pixels, purpose="raw"),
+                lambda: insitu.release("note.txt.sh", purpose="x"),
+                lambda: insitu.release("big.csv", purpose="x")):
+    try:
+        attempt()
+    except insitu.InsituError as exc:
+        print(type(exc).__name__, "|", exc)
+"""
+
+
+def test_a_raw_slice_dump_and_bad_input_are_refused(enclave):
+    kernel = enclave["kernel"]
+    kernel.run(
+        "open('note.txt.sh', 'w').write('echo')\n"
+        "open('big.csv', 'w').write('a\\n' + '1\\n' * 150000)\n"
+    )
+    lines = kernel.run(DUMP).splitlines()
+    assert lines[0] == "DUMP fail ['image-resolution']"
+    assert lines[1].startswith("UnsupportedOutputError | a raw ndarray cannot be released")
+    assert lines[2].startswith("UnsupportedOutputError | the airlock does not release .sh")
+    assert lines[3].startswith("OutputTooLargeError |") and "release limit" in lines[3]
+
+
+COMPUTE = """
+client = insitu.compute(workers=2)
+sid = ds.series["series_id"][1]
+image = ds.image(sid)
+whole = float(image.mean().compute())
+workers = client.run(lambda: __import__("os").environ.get("INSITU_USER"))
+print("GW", len(client.scheduler_info()["workers"]), sorted(set(workers.values())))
+print("SID", sid)
+client.close()
+client.cluster.shutdown()
+"""
+
+
+def test_a_statistic_on_a_gateway_cluster_reads_as_the_researcher(enclave):
+    home = enclave["home"]
+    before = len(AuditLog(home).query(kind="read", user="ada"))
+    out = enclave["kernel"].run(COMPUTE, timeout=400)
+    lines = dict(line.split(" ", 1) for line in out.splitlines())
+    assert lines["GW"] == "2 ['ada']", out
+    series_id = lines["SID"]
+    # The gate flushes coalesced reads every 0.3 s in tests: poll for the workers' reads.
+    deadline = time.monotonic() + 30
+    while True:
+        reads = AuditLog(home).query(kind="read", user="ada")[before:]
+        if any(r["details"].get("series") == series_id for r in reads):
+            break
+        assert time.monotonic() < deadline, f"no audited read of {series_id} by ada: {reads}"
+        time.sleep(0.3)  # polling interval
+    assert all(r["user"] == "ada" for r in AuditLog(home).query(kind="read")[before:])
+
+
+def test_the_airlock_cli_sees_what_happened(enclave, capsys, monkeypatch):
+    from insitu.cli import main
+
+    monkeypatch.setenv("INSITU_HOME", str(enclave["home"].root))
+    assert main(["airlock", "list", "--state", "released"]) == 0
+    assert "noise SD per arm" in capsys.readouterr().out
+    assert Path(enclave["home"].airlock / "airlock.sqlite").exists()

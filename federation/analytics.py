@@ -13,11 +13,12 @@ replies with arrays only. The ServerApp merges the sites' summaries; the
 merged numbers equal the pooled computation (exactly for counts and
 histograms, to rounding for moments).
 
-Features: a table column (``"TABLE.COLUMN"`` or a column name found in the
-subjects table or any table), or an image feature computed from each
-subject's first series: ``hu_mean``, ``hu_std`` (intensity in the central
-region: the middle half along each axis) and ``volume_ml`` (volume of voxels
-above -500 HU, i.e. the body, in millilitres).
+Features and groups: a table column (``"TABLE.COLUMN"`` or a column name
+found in the subjects table, any table or the series index), a DICOM keyword
+of each subject's first series (``KVP``, ``CTDIvol``: de-identified header),
+or an image feature computed from each subject's first series: ``hu_mean``,
+``hu_std`` (intensity in the central region: the middle half along each axis)
+and ``volume_ml`` (volume of voxels above -500 HU, i.e. the body, in mL).
 """
 
 from __future__ import annotations
@@ -119,10 +120,34 @@ def _find_column(data: Any, name: str) -> Any:
         frame = data.table(table)
         if name in frame.columns:
             return frame
+    series = data.series
+    if name in series.columns and name not in ("shape", "spacing"):
+        return series.sort_values("series_id").drop_duplicates("subject_id")
+    header_frame = _header_column(data, series, name)
+    if header_frame is not None:
+        return header_frame
     raise InvalidRequestError(
         f"no column {name!r} in dataset {data.dataset!r} at site {data.site!r}: use a "
-        f"subjects column, TABLE.COLUMN, or an image feature ({', '.join(IMAGE_FEATURES)})"
+        "subjects or series column, TABLE.COLUMN, a DICOM keyword (e.g. KVP), or an "
+        f"image feature ({', '.join(IMAGE_FEATURES)})"
     )
+
+
+def _header_column(data: Any, series: Any, keyword: str) -> Any:
+    """A DICOM attribute of each subject's first series (its de-identified header)."""
+    import pandas as pd
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return None
+    key = f"{tag:08X}"
+    rows = []
+    for row in series.sort_values("series_id").drop_duplicates("subject_id").itertuples():
+        entry = data.header(str(row.series_id)).get(key, {})
+        values = entry.get("Value") if isinstance(entry, dict) else None
+        rows.append({"subject_id": str(row.subject_id), keyword: values[0] if values else None})
+    return pd.DataFrame(rows, columns=["subject_id", keyword])
 
 
 def feature_frame(data: Any, spec: AnalysisSpec) -> Any:

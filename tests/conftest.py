@@ -19,4 +19,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NodeHome]:
     monkeypatch.setenv("INSITU_HOME", str(node.root))
     yield node
 
-pytest_plugins = ["fixtures_hub", "fixtures_experience", "fixtures_airlock", "fixtures_deid"]
+
+pytest_plugins = [
+    "fixtures_hub",
+    "fixtures_datasets",
+    "fixtures_experience",
+    "fixtures_airlock",
+    "fixtures_deid",
+    "fixtures_federation",
+]

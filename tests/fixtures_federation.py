@@ -1,0 +1,115 @@
+"""Federation fixtures: a small synthetic trial ingested at three site homes, and a
+real Flower federation on loopback (SuperLink + three SuperNodes with the site
+executor), started once per module and always stopped, process groups and all."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from insitu.config import NodeHome, init_home, load_config
+
+SITES = ("site-a", "site-b", "site-c")
+DATASET = "locat"
+
+
+@dataclass
+class SiteHomes:
+    trial: Any
+    homes: dict[str, NodeHome]
+
+
+@dataclass
+class Federation:
+    address: str
+    coordinator: NodeHome
+    homes: dict[str, NodeHome]
+    trial: Any
+    started: list[NodeHome] = field(default_factory=list)
+
+    def restart_site(self, site: str) -> None:
+        from insitu.federation import processes
+
+        processes.start_site(self.homes[site], self.address, DATASET, insecure=True)
+
+
+def set_policy(home: NodeHome, **values: Any) -> None:
+    """Change [policy] of a site (the site runner reads it for every task)."""
+    config = load_config(home)
+    config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, **values))
+    home.config_path.write_text(config.to_toml())
+
+
+def _leftover_processes(pgids: set[int]) -> list[int]:
+    alive = []
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            continue
+        alive.append(pgid)
+    return alive
+
+
+@pytest.fixture(scope="session")
+def federation_sites(tmp_path_factory: pytest.TempPathFactory) -> SiteHomes:
+    """A LOCAT-like trial (12 subjects per site, tiny images) ingested at three homes."""
+    from insitu.datasets.ingest import ingest
+    from insitu.datasets.synthetic import TrialSpec, generate_trial
+
+    root = tmp_path_factory.mktemp("federation-sites")
+    trial = generate_trial(
+        root / "trial", TrialSpec(subjects_per_site=12, size=32, slices=8), show_progress=False
+    )
+    homes = {}
+    for site in SITES:
+        home = NodeHome(root / site)
+        init_home(home, site)
+        report = ingest([trial.dicom_dir(site)], DATASET, home=home, show_progress=False)
+        assert report.status == "published", report.counts()
+        homes[site] = home
+    return SiteHomes(trial=trial, homes=homes)
+
+
+@pytest.fixture(scope="module")
+def federation(
+    federation_sites: SiteHomes, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Federation]:
+    """Coordinator + three joined sites on loopback; stopped (process groups) afterwards."""
+    from insitu.federation import processes
+
+    coordinator = NodeHome(tmp_path_factory.mktemp("coordinator"))
+    init_home(coordinator, "coordinator")
+    address = f"127.0.0.1:{processes.free_port()}"
+    fed = Federation(address, coordinator, federation_sites.homes, federation_sites.trial)
+    pgids: set[int] = set()
+    try:
+        pgids.add(processes.start_coordinator(coordinator, address, insecure=True).pgid)
+        for site in SITES:
+            pgids.add(processes.start_site(fed.homes[site], address, DATASET, insecure=True).pgid)
+        yield fed
+    finally:
+        for home in [*fed.homes.values(), coordinator]:
+            for role in ("site", "coordinator"):
+                record = processes.running(home, role)
+                if record is not None:
+                    pgids.add(record.pgid)
+            processes.stop(home)
+        leftover = _leftover_processes(pgids)
+        assert not leftover, f"process groups left behind: {leftover}"
+
+
+def read_audit(home: NodeHome, kind: str | None = None) -> list[dict[str, Any]]:
+    from insitu.hub.audit import AuditLog
+
+    return AuditLog(home).query(kind=kind)
+
+
+def home_path(home: NodeHome) -> Path:
+    return home.root

@@ -11,14 +11,23 @@ from pathlib import Path
 
 __all__ = ["connect"]
 
+# Files whose schema this process already applied: the gate opens the access
+# database on every read (no caching of decisions), so keep that open cheap.
+_READY: set[tuple[str, str]] = set()
+
 
 def connect(path: Path, schema: str) -> sqlite3.Connection:
     """Open (and create if needed) a SQLite file with ``schema`` applied."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    key = (str(path), schema)
+    fresh = key not in _READY or not path.exists()
+    if fresh:
+        path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.executescript(schema)
+    if fresh:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(schema)
+        _READY.add(key)
     return conn

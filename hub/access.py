@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from insitu.config import NodeHome
@@ -105,8 +107,43 @@ class Request:
         return asdict(self) | {"state": self.state(now)}
 
 
-def _conn(home: NodeHome) -> sqlite3.Connection:
-    return connect(home.hub / DB_NAME, _SCHEMA)
+_local = threading.local()
+_keep = False
+
+
+def keep_connections(keep: bool = True) -> None:
+    """Reuse one connection per thread (the gate: it asks on every read).
+
+    Only the connection is reused, never an answer: each query runs in a fresh
+    read transaction and sees every decision committed before it.
+    """
+    global _keep
+    _keep = keep
+
+
+class _Conn:
+    """``with _conn(home) as conn``: a connection, closed after unless kept."""
+
+    def __init__(self, home: NodeHome) -> None:
+        path = home.hub / DB_NAME
+        cache: dict[Path, sqlite3.Connection] = _local.__dict__.setdefault("conns", {})
+        if _keep and path in cache:
+            self.conn = cache[path]
+        else:
+            self.conn = connect(path, _SCHEMA)
+            if _keep:
+                cache[path] = self.conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        if not _keep:
+            self.conn.close()
+
+
+def _conn(home: NodeHome) -> _Conn:
+    return _Conn(home)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -171,16 +208,13 @@ def request(
     project = _text("project", project, limit=200)
     _days(days)
     when = _iso(_now(now))
-    conn = _conn(home)
-    try:
+    with _conn(home) as conn:
         cursor = conn.execute(
             "INSERT INTO requests (user, dataset, purpose, project, days, requested_at, status) "
             "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
             (user, dataset, purpose, project, days, when),
         )
         request_id = int(cursor.lastrowid or 0)
-    finally:
-        conn.close()
     AuditLog(home).append(
         "access.request", user=user, dataset=dataset, request=request_id,
         purpose=purpose, project=project, days=days,
@@ -189,11 +223,8 @@ def request(
 
 
 def get_request(home: NodeHome, request_id: int) -> Request:
-    conn = _conn(home)
-    try:
+    with _conn(home) as conn:
         row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-    finally:
-        conn.close()
     if row is None:
         raise InvalidRequestError(
             f"no access request #{request_id}: see `insitu access list` for the register"
@@ -258,15 +289,12 @@ def _decide(
     *,
     expires_at: str | None = None,
 ) -> Request:
-    conn = _conn(home)
-    try:
+    with _conn(home) as conn:
         changed = conn.execute(
             "UPDATE requests SET status = ?, decided_by = ?, decided_at = ?, "
             "decision_reason = ?, expires_at = ? WHERE id = ? AND status = 'pending'",
             (status, steward, _iso(when), reason, expires_at, found.id),
         ).rowcount
-    finally:
-        conn.close()
     if changed != 1:
         raise InvalidRequestError(f"request #{found.id} was decided meanwhile: reload it")
     kind = "access.approve" if status == "approved" else "access.deny"
@@ -289,15 +317,12 @@ def revoke(
         )
     reason = _text("reason", reason)
     when = _iso(_now(now))
-    conn = _conn(home)
-    try:
+    with _conn(home) as conn:
         conn.execute(
             "UPDATE requests SET status = 'revoked', revoked_by = ?, revoked_at = ?, "
             "revoke_reason = ? WHERE id = ? AND status = 'approved'",
             (steward, when, reason, request_id),
         )
-    finally:
-        conn.close()
     AuditLog(home).append(
         "access.revoke", user=steward, dataset=found.dataset, request=request_id,
         for_user=found.user, reason=reason,
@@ -322,11 +347,8 @@ def register(
         params.append(dataset)
     if clauses:
         query += " WHERE " + " AND ".join(clauses)
-    conn = _conn(home)
-    try:
+    with _conn(home) as conn:
         rows = conn.execute(query + " ORDER BY id DESC", params).fetchall()
-    finally:
-        conn.close()
     return [_row(r) for r in rows]
 
 
@@ -354,6 +376,15 @@ def check_read(home: NodeHome, user: str, dataset: str, *, now: datetime | None 
 
     Asked on every read; never cached.
     """
+    when = _iso(_now(now))
+    with _conn(home) as conn:
+        row = conn.execute(
+            "SELECT * FROM requests WHERE user = ? AND dataset = ? AND status = 'approved' "
+            "AND expires_at > ? ORDER BY id DESC LIMIT 1",
+            (user, dataset, when),
+        ).fetchone()
+    if row is not None:
+        return _row(row)
     state, found = status_for(home, user, dataset, now=now)
     if state == "approved" and found is not None:
         return found

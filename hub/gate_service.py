@@ -22,6 +22,7 @@ Responses never carry a file-system path: user servers learn keys only.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -93,6 +94,11 @@ class DatasetHandler(_GateHandler):
 
 
 class KeyHandler(_GateHandler):
+    def compute_etag(self) -> None:
+        # Keys of a published version never change; hashing every chunk would cost more
+        # than reading it.
+        return None
+
     async def get(self, dataset: str, version: str, key: str) -> None:
         self._serve(dataset, version, key, body=True)
 
@@ -182,6 +188,17 @@ class HealthHandler(web.RequestHandler):
         self.finish({"ok": True, "service": NAME})
 
 
+def _log_refusals(handler: web.RequestHandler) -> None:
+    """Log refusals and errors only: reads are accounted in the audit log, and a
+    log line per chunk would cost more than serving it."""
+    status = handler.get_status()
+    if status >= 400:
+        request = handler.request
+        logging.getLogger("tornado.access").warning(
+            "%d %s %s %.1fms", status, request.method, request.path, 1000 * request.request_time()
+        )
+
+
 def make_app(home: NodeHome, prefix: str, ledger: ReadLedger | None = None) -> web.Application:
     segment = r"([^/]+)"
     routes: list[Any] = [
@@ -195,12 +212,14 @@ def make_app(home: NodeHome, prefix: str, ledger: ReadLedger | None = None) -> w
     settings = app_settings(home, prefix) | {
         "ledger": ledger or ReadLedger(home),
         "store_cache": {},
+        "log_function": _log_refusals,
     }
     return web.Application(routes, **settings)
 
 
 def main() -> None:
     ledger_holder: dict[str, ReadLedger] = {}
+    access.keep_connections()  # asked on every read: reuse the connection, never the answer
 
     def build(home: NodeHome, prefix: str) -> web.Application:
         ledger = ReadLedger(home)

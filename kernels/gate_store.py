@@ -16,13 +16,15 @@ the expiry date), 404 -> DatasetNotFoundError; a missing key is simply absent.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from zarr.abc.store import (
     ByteRequest,
@@ -42,7 +44,7 @@ from insitu.errors import (
     ServiceError,
 )
 
-__all__ = ["GateStore", "gate_session", "raise_for_gate"]
+__all__ = ["GateStore", "gate_session", "raise_for_gate", "raise_for_status"]
 
 KEY_MISSING = "KeyMissingError"
 TIMEOUT = 60
@@ -60,14 +62,17 @@ def gate_session(token: str, pool: int = 32) -> requests.Session:
 
 def raise_for_gate(response: requests.Response) -> None:
     """Turn a gate (or access service) refusal into the matching insitu error."""
-    if response.status_code < 400:
+    raise_for_status(response.status_code, response.content, response.reason or "")
+
+
+def raise_for_status(status: int, body: bytes, reason: str = "") -> None:
+    """The insitu error for a gate answer with ``status`` (nothing below 400)."""
+    if status < 400:
         return
     try:
-        body = response.json()
-        message = body.get("message") or response.reason
-    except ValueError:
-        message = response.reason or str(response.status_code)
-    status = response.status_code
+        message = json.loads(body).get("message") or reason or str(status)
+    except (ValueError, AttributeError):
+        message = reason or str(status)
     if status == 401:
         raise AuthenticationError(
             f"the site's gate does not accept this server's token ({message}); restart your "
@@ -111,8 +116,11 @@ class GateStore(Store):
         super().__init__(read_only=True)
         self.url = (url or _env("INSITU_GATE_URL", "the gate's URL")).rstrip("/") + "/"
         token = token or _env("JUPYTERHUB_API_TOKEN", "the hub token of this server")
-        self._session = gate_session(token)
-        weakref.finalize(self, self._session.close)
+        # urllib3 directly: one read per body, keep-alive, thread-safe pool.
+        self._headers = {"Authorization": f"token {token}"}
+        retries = urllib3.Retry(total=2, redirect=0, status=0, raise_on_status=False)
+        self._pool = urllib3.PoolManager(maxsize=32, block=False, retries=retries)
+        weakref.finalize(self, self._pool.clear)
         self.dataset = dataset
         # Pin "latest" once, so every key of this store comes from one version.
         info = self._get_json(f"datasets/{quote(dataset, safe='')}")
@@ -125,10 +133,26 @@ class GateStore(Store):
         self._base = f"{self.url}stores/{quote(dataset, safe='')}/{quote(self.version, safe='')}/"
         self._is_open = True
 
+    def _request(
+        self, method: str, url: str, headers: dict[str, str] | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        try:
+            return self._pool.request(
+                method, url, headers={**self._headers, **(headers or {})}, timeout=TIMEOUT
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise ServiceError(
+                f"the site's gate at {self.url} does not answer ({type(exc).__name__}): ask the "
+                "site's admin whether the hub is up (`insitu status`)"
+            ) from None
+
     def _get_json(self, path: str, **params: str) -> Any:
-        response = self._session.get(self.url + path, params=params or None, timeout=TIMEOUT)
-        raise_for_gate(response)
-        return response.json()
+        url = self.url + path
+        if params:
+            url += "?" + urlencode(params)
+        response = self._request("GET", url)
+        raise_for_status(response.status, response.data, response.reason or "")
+        return json.loads(response.data)
 
     def __repr__(self) -> str:
         return f"GateStore({self.dataset!r}, {self.version!r}, url={self.url!r})"
@@ -150,7 +174,9 @@ class GateStore(Store):
 
     # --- reading ---------------------------------------------------------------
 
-    def _fetch(self, key: str, byte_range: ByteRequest | None, method: str) -> requests.Response:
+    def _fetch(
+        self, key: str, byte_range: ByteRequest | None, method: str
+    ) -> urllib3.BaseHTTPResponse:
         headers = {}
         if isinstance(byte_range, RangeByteRequest):
             if byte_range.end <= byte_range.start:
@@ -161,27 +187,23 @@ class GateStore(Store):
             headers["Range"] = f"bytes={byte_range.offset}-"
         elif isinstance(byte_range, SuffixByteRequest):
             headers["Range"] = f"bytes=-{byte_range.suffix}"
-        return self._session.request(
-            method, self._base + quote(key, safe="/"), headers=headers, timeout=TIMEOUT
-        )
+        return self._request(method, self._base + quote(key, safe="/"), headers)
 
     @staticmethod
-    def _missing(response: requests.Response) -> bool:
-        if response.status_code != 404:
-            return False
-        if not response.content:  # HEAD: no body; the gate says which 404 in a header
-            return response.headers.get("X-Insitu-Error") == KEY_MISSING
-        try:
-            return bool(response.json().get("error") == KEY_MISSING)
-        except ValueError:
-            return False
+    def _missing(response: urllib3.BaseHTTPResponse) -> bool:
+        # The gate names the kind of 404 in a header (HEAD answers have no body).
+        return response.status == 404 and response.headers.get("X-Insitu-Error") == KEY_MISSING
+
+    @staticmethod
+    def _check(response: urllib3.BaseHTTPResponse) -> None:
+        raise_for_status(response.status, response.data, response.reason or "")
 
     def _get_sync(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
         response = self._fetch(key, byte_range, "GET")
         if self._missing(response):
             return None
-        raise_for_gate(response)
-        data = response.content
+        self._check(response)
+        data: bytes = response.data
         if isinstance(byte_range, RangeByteRequest) and byte_range.end <= byte_range.start:
             return b""
         return data
@@ -204,21 +226,21 @@ class GateStore(Store):
             await asyncio.gather(*(self.get(key, prototype, rng) for key, rng in key_ranges))
         )
 
-    def _head(self, key: str) -> requests.Response:
+    def _head(self, key: str) -> urllib3.BaseHTTPResponse:
         return self._fetch(key, None, "HEAD")
 
     async def exists(self, key: str) -> bool:
         response = await asyncio.to_thread(self._head, key)
         if self._missing(response):
             return False
-        raise_for_gate(response)
+        self._check(response)
         return True
 
     async def getsize(self, key: str) -> int:
         response = await asyncio.to_thread(self._head, key)
         if self._missing(response):
             raise FileNotFoundError(key)
-        raise_for_gate(response)
+        self._check(response)
         return int(response.headers["Content-Length"])
 
     # --- listing -------------------------------------------------------------
@@ -253,5 +275,5 @@ class GateStore(Store):
         self._check_writable()
 
     def close(self) -> None:
-        self._session.close()
+        self._pool.clear()
         super().close()

@@ -242,3 +242,26 @@ def test_cli_audit_verify_show_and_tamper(hub_home, monkeypatch, capsys, tmp_pat
     assert code == 5 and "entry 4" in err
     code, _, err = _cli(monkeypatch, capsys, "audit", "show", "--since", "yesterday")
     assert code == 1 and "not a date" in err
+
+
+def test_gate_connection_reuse_never_reuses_an_answer(hub_home, monkeypatch, capsys):
+    """The gate keeps its SQLite connection; a revocation made by another process
+    (here the CLI in a subprocess) must still stop the very next check."""
+    import subprocess
+    import sys
+
+    req = _approved(hub_home, now=datetime.now(UTC))
+    access.keep_connections()
+    try:
+        assert access.check_read(hub_home, "ada", "trial-a").id == req.id
+        done = subprocess.run(
+            [sys.executable, "-m", "insitu.cli", "access", "revoke", str(req.id),
+             "--reason", "withdrawn", "--as", "sam"],
+            env={"INSITU_HOME": str(hub_home.root), "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        with pytest.raises(AccessDeniedError, match="revoked"):
+            access.check_read(hub_home, "ada", "trial-a")
+    finally:
+        access.keep_connections(False)

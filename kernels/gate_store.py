@@ -131,23 +131,6 @@ class GateStore(Store):
         self._base = f"{self.url}stores/{quote(dataset, safe='')}/{quote(self.version, safe='')}/"
         self._is_open = True
 
-    # Pickled into dask task graphs (insitu.compute): no connection pool and no token
-    # travel; a worker connects with its own $JUPYTERHUB_API_TOKEN, which insitu.compute
-    # sets to the researcher's, so the gate checks and audits worker reads as them.
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_pool", None)
-        state.pop("_headers", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        token = _env("JUPYTERHUB_API_TOKEN", "the hub token of this worker")
-        self._headers = {"Authorization": f"token {token}"}
-        retries = urllib3.Retry(total=2, redirect=0, status=0, raise_on_status=False)
-        self._pool = urllib3.PoolManager(maxsize=32, block=False, retries=retries)
-        weakref.finalize(self, self._pool.clear)
-
     def _open_pool(self) -> None:
         retries = urllib3.Retry(total=2, redirect=0, status=0, raise_on_status=False)
         self._pool = urllib3.PoolManager(maxsize=32, block=False, retries=retries)

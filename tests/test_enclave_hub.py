@@ -41,9 +41,9 @@ def enclave(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     home = NodeHome(root / "home")
     init_home(home, "site-a")
     home.config_path.write_text(
-        home.config_path.read_text().replace(
-            "max_release_bytes = 20971520", "max_release_bytes = 200000"
-        )
+        home.config_path.read_text()
+        .replace("max_release_bytes = 20971520", "max_release_bytes = 200000")
+        .replace("max_workers = 4", "max_workers = 2")
     )
     report = ingest(
         [trial.dicom_dir("site-a")], DATASET, home=home, title="t", citation="", show_progress=False
@@ -179,6 +179,10 @@ def test_a_raw_slice_dump_and_bad_input_are_refused(enclave):
 
 
 COMPUTE = """
+try:
+    insitu.compute(workers=3)
+except insitu.InsituError as exc:
+    print("LIMIT", type(exc).__name__, "max_workers" in str(exc))
 client = insitu.compute(workers=2)
 sid = ds.series["series_id"][1]
 image = ds.image(sid)
@@ -196,6 +200,7 @@ def test_a_statistic_on_a_gateway_cluster_reads_as_the_researcher(enclave):
     before = len(AuditLog(home).query(kind="read", user="ada"))
     out = enclave["kernel"].run(COMPUTE, timeout=400)
     lines = dict(line.split(" ", 1) for line in out.splitlines())
+    assert lines["LIMIT"] == "PolicyViolationError True", out
     assert lines["GW"] == "2 ['ada']", out
     series_id = lines["SID"]
     # The gate flushes coalesced reads every 0.3 s in tests: poll for the workers' reads.

@@ -27,9 +27,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def enclave_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@pytest.fixture(scope="module")
+def enclave_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A jupyter server with the enclave's settings over a folder with a few files."""
+    tmp_path = tmp_path_factory.mktemp("enclave-server")
     work = tmp_path / "work"
     work.mkdir()
     (work / "table.csv").write_text("arm,n\nA,12\n")

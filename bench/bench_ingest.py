@@ -157,7 +157,8 @@ def chunk_study(volume: np.ndarray, work: Path) -> list[dict[str, object]]:
         start = time.perf_counter()
         array = zarr.create_array(
             LocalStore(path), shape=volume.shape, dtype=volume.dtype, chunks=chunks,
-            compressors=compressor(), fill_value=0,
+            compressors=compressor(int(np.prod(chunks)) * volume.dtype.itemsize),
+            fill_value=0,
         )  # fmt: skip
         array[...] = volume
         write = time.perf_counter() - start

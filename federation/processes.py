@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 DEFAULT_COORDINATOR = "127.0.0.1:9093"
+# Popen objects of the services this process started, so stop() can reap them.
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
 READY_TIMEOUT = 60.0
 
 
@@ -348,9 +350,11 @@ def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Pop
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         # A new session: the service and every child it starts share one process group.
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+    _STARTED[proc.pid] = proc
+    return proc
 
 
 def stop(
@@ -370,8 +374,9 @@ def stop(
         groups.discard(0)
         groups.discard(os.getpgid(0))
         alive = [g for g in sorted(groups) if _group_alive(g)]
-        for pgid in alive:
-            _kill_group(pgid, timeout)
+        _kill_groups(alive, timeout)
+        if record.pid in _STARTED:
+            _STARTED.pop(record.pid).wait(timeout=timeout)
         if alive:
             stopped.append(f"{role} (process group {record.pgid}, {record.address})")
         path.unlink(missing_ok=True)
@@ -408,21 +413,19 @@ def _pgid(pid: int) -> int:
         return 0
 
 
-def _kill_group(pgid: int, timeout: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pgid)
-        if not _group_alive(pgid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _group_alive(pgid):
-        _reap(pgid)
-        time.sleep(0.05)
+def _kill_groups(pgids: list[int], timeout: float) -> None:
+    """SIGTERM every group at once, SIGKILL what is left after ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in pgids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for pgid in pgids:
+                _reap(pgid)
+            if not any(_group_alive(g) for g in pgids):
+                return
+            time.sleep(0.05)
 
 
 def _reap(pgid: int) -> None:

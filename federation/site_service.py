@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -33,13 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     children: list[subprocess.Popen[bytes]] = []
 
     def terminate(signum: int, _frame: FrameType | None) -> None:
+        # No waiting here: the main thread may be inside Popen.wait (not re-entrant).
+        # `insitu federation stop` signals the whole group and waits for it.
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 child.terminate()
-        for child in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=10)
-        sys.exit(128 + signum)
+        os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)

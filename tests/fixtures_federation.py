@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,9 @@ def federation(
                 record = processes.running(home, role)
                 if record is not None:
                     pgids.add(record.pgid)
-            processes.stop(home)
+        with ThreadPoolExecutor(len(SITES)) as pool:
+            list(pool.map(processes.stop, fed.homes.values()))
+        processes.stop(coordinator)
         leftover = _leftover_processes(pgids)
         assert not leftover, f"process groups left behind: {leftover}"
 

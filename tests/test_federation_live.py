@@ -1,0 +1,284 @@
+"""A real federation on loopback: a SuperLink and three SuperNodes, each site with its own
+node home and ingested data. Analytics, refusals, leaky apps, SecAgg+/DP, a site that
+drops out and rejoins, and a coordinator restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures_federation import DATASET, SITES, read_audit, set_policy
+
+from insitu.cli import main
+from insitu.datasets.reader import open_dataset
+from insitu.federation import analytics_fingerprint, analyze, approvals, processes
+from insitu.federation.analytics import AnalysisSpec, feature_frame
+from insitu.federation.apps import build_fab, fingerprint, run_fab
+from insitu.federation.node_data import SiteData
+from insitu.hub.audit import AuditLog
+
+pytestmark = pytest.mark.slow
+
+# Wide bins: each site's cells hold 0 or >= min_cell_count values, so none is withheld
+# and the merged histogram must equal the pooled one exactly (suppression is unit-tested).
+BINS = (-1000.0, -20.0, 1000.0)
+
+LEAKY_PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "leaky"
+version = "1.0.0"
+description = "an app that tries to take data out"
+license = "Apache-2.0"
+
+[tool.flwr.app]
+publisher = "mallory"
+
+[tool.flwr.app.components]
+serverapp = "leaky_app:server"
+clientapp = "leaky_app:client"
+"""
+
+LEAKY_APP = """
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+from insitu.federation import site_data
+from insitu.federation.apps import report_result
+
+client = ClientApp()
+server = ServerApp()
+
+
+@client.query("slice")
+def raw_slice(msg, context):
+    data = site_data(context)
+    _ = data.subjects
+    image = data.image(str(data.series.series_id.iloc[0])).values
+    leak = ArrayRecord({"slice": Array(image[image.shape[0] // 2].astype("float32"))})
+    return Message(RecordDict({"leak": leak}), reply_to=msg)
+
+
+@client.query("persubject")
+def per_subject(msg, context):
+    data = site_data(context)
+    values = {}
+    for row in data.series.itertuples():
+        values[f"hu:{row.subject_id}"] = float(data.image(str(row.series_id)).mean())
+    return Message(RecordDict({"m": MetricRecord(values)}), reply_to=msg)
+
+
+@client.query("few")
+def few_subjects(msg, context):
+    data = site_data(context)
+    ids = [str(s) for s in data.series.series_id.iloc[:3]]
+    mean = sum(float(data.image(s).mean()) for s in ids) / 3
+    return Message(RecordDict({"m": MetricRecord({"mean": mean})}), reply_to=msg)
+
+
+@server.main()
+def main(grid, context):
+    nodes = sorted(grid.get_node_ids())
+    actions = ["slice", "persubject", "few"]
+    messages = [
+        Message(RecordDict(), dst_node_id=n, message_type="query." + actions[i % 3])
+        for i, n in enumerate(nodes)
+    ]
+    out = []
+    for reply in grid.send_and_receive(messages, timeout=120):
+        out.append({"error": reply.error.reason if reply.has_error() else None,
+                    "content": sorted(reply.content.keys()) if reply.has_content() else []})
+    report_result(out)
+"""
+
+
+def _pooled(homes, feature: str, by: str) -> pd.DataFrame:
+    frames = []
+    spec = AnalysisSpec(DATASET, feature, by=by)
+    for home in homes:
+        data = SiteData(open_dataset(DATASET, home=home), site="x", dataset=DATASET)
+        frames.append(feature_frame(data, spec))
+    return pd.DataFrame(
+        {
+            "value": np.concatenate([f["value"].to_numpy() for f in frames]),
+            "group": np.concatenate([f["group"].to_numpy() for f in frames]),
+        }
+    )
+
+
+def _check_against_pooled(result: pd.DataFrame, pooled: pd.DataFrame, by: str) -> None:
+    assert sorted(result[by]) == sorted(pooled["group"].unique())
+    for row in result.itertuples():
+        values = pooled.loc[pooled["group"] == getattr(row, by), "value"].to_numpy()
+        assert row.n == len(values)
+        assert abs(row.mean - values.mean()) <= 1e-12 * max(1.0, abs(values.mean()))
+        assert abs(row.variance - values.var(ddof=1)) <= 1e-12 * max(1.0, values.var(ddof=1))
+        hist = [h["count"] for h in result.attrs["histogram"] if h["group"] == getattr(row, by)]
+        assert hist == np.histogram(values, bins=BINS)[0].tolist()
+    assert result.attrs["suppressed"] == []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _small_cells(federation):
+    # 12 subjects per site, 6 per arm: let arm cells of 6 out, keep 10 subjects per reply.
+    for home in federation.homes.values():
+        set_policy(home, min_cell_count=5, min_subjects=10)
+
+
+def test_approved_sites_give_pooled_statistics_and_an_unapproved_site_refuses(federation):
+    fp = analytics_fingerprint()
+    for site in ("site-a", "site-b"):
+        approvals.approve(federation.homes[site], fp, DATASET, days=1, user="sam")
+    result = analyze(
+        address=federation.address,
+        insecure=True,
+        dataset=DATASET,
+        feature="hu_mean",
+        by="KVP",
+        bins=BINS,
+        min_sites=2,
+        timeout=300,
+    )
+    assert result.attrs["sites"] == ["site-a", "site-b"]
+    (refusal,) = result.attrs["refused"]
+    assert "site 'site-c' refused the run" in refusal["reason"]
+    assert "not approved" in refusal["reason"]
+    pooled = _pooled([federation.homes["site-a"], federation.homes["site-b"]], "hu_mean", "KVP")
+    _check_against_pooled(result, pooled, "KVP")
+    assert set(result["KVP"]) == {"100.0", "120.0"}  # the two dose arms
+
+    site_c = federation.homes["site-c"]
+    (pending,) = approvals.pending(site_c)
+    assert pending.fingerprint == fp
+    assert read_audit(site_c, "federation.refuse")
+    assert not read_audit(site_c, "federation.run")  # refused before any data was read
+    replies = read_audit(federation.homes["site-a"], "federation.reply")
+    assert replies[-1]["details"]["decision"] == "allowed"
+    assert replies[-1]["details"]["subjects"] == 12
+
+
+def test_a_leaky_app_is_stopped_by_each_site(federation):
+    fab = build_fab(
+        {"pyproject.toml": LEAKY_PYPROJECT.encode(), "leaky_app.py": LEAKY_APP.encode()}
+    )
+    for home in federation.homes.values():
+        approvals.approve(home, fingerprint(fab), DATASET, days=1, user="sam")
+    outcome = run_fab(fab, address=federation.address, insecure=True, timeout=300)
+    assert outcome.completed, outcome.logs[-2000:]
+    reasons = sorted(r["error"] or "" for r in outcome.result)
+    assert all(r["content"] == [] for r in outcome.result)  # no content left any site
+    assert len(reasons) == 3
+    joined = " | ".join(reasons)
+    assert "shape of image data" in joined
+    assert "named after a subject" in joined
+    assert "covers 3 subject(s); this site's minimum is 10" in joined
+    for home in federation.homes.values():
+        assert read_audit(home, "federation.reply")[-1]["details"]["decision"] == "refused"
+
+
+def test_secure_aggregation_with_local_dp_completes(federation):
+    pytest.importorskip("torch")
+    from insitu.federation.train_app import run_training, training_fingerprint
+
+    fp = training_fingerprint(secagg=True)
+    for home in federation.homes.values():
+        approvals.approve(home, fp, DATASET, days=1, user="sam")
+        set_policy(home, secure_aggregation=True, differential_privacy=True)
+    try:
+        outcome = run_training(
+            address=federation.address, insecure=True, rounds=1, min_sites=3, secagg=True
+        )
+    finally:
+        for home in federation.homes.values():
+            set_policy(home, secure_aggregation=False, differential_privacy=False)
+    assert outcome.completed, outcome.logs[-3000:]
+    assert outcome.result["secagg"] is True
+    for home in federation.homes.values():
+        (privacy,) = read_audit(home, "federation.privacy")
+        assert privacy["details"]["epsilon"] > 0 and privacy["details"]["delta"] == 1e-5
+        reply = read_audit(home, "federation.reply")[-1]["details"]
+        assert reply["decision"] == "allowed" and reply["kinds"]["arrays"] > 0
+        # SecAgg+ stages (keys, shares, masked vectors, unmasking) all left as audited sends.
+        assert len(read_audit(home, "federation.send")) >= 4
+
+
+def test_training_goes_on_when_a_site_drops_and_takes_it_back(federation):
+    pytest.importorskip("torch")
+    from insitu.federation.train_app import run_training, training_fingerprint
+
+    fp = training_fingerprint()
+    for home in federation.homes.values():
+        approvals.approve(home, fp, DATASET, days=1, user="sam")
+    site_a, site_c = federation.homes["site-a"], federation.homes["site-c"]
+    seen_a = len(read_audit(site_a, "federation.reply"))
+    seen_c = len(read_audit(site_c, "federation.reply"))
+    outcome: dict = {}
+
+    def train() -> None:
+        outcome["run"] = run_training(
+            address=federation.address,
+            insecure=True,
+            rounds=3,
+            min_sites=2,
+            round_timeout=25,
+            lr=0.05,
+            timeout=600,
+        )
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    try:
+        _wait(lambda: len(read_audit(site_c, "federation.reply")) > seen_c, "site-c's round 1")
+        processes.stop(site_c)  # site-c drops out after round 1
+        _wait(lambda: len(read_audit(site_a, "federation.reply")) > seen_a + 1, "round 2")
+        federation.restart_site("site-c")  # ... and comes back for round 3
+    finally:
+        worker.join(timeout=600)
+    run = outcome["run"]
+    assert run.completed, run.logs[-3000:]
+    rounds = run.result["rounds"]
+    assert rounds[0]["sites"] == list(SITES)
+    assert rounds[1]["sites"] == ["site-a", "site-b"]
+    assert any("site-c" in p for p in rounds[1]["problems"])
+    assert "site-c" in rounds[2]["sites"]
+    assert len(run.result["weights"]) == 8  # conv, conv, linear: weights and biases
+
+
+def test_coordinator_restart_keeps_site_state(federation, capsys):
+    before = {site: AuditLog(home).verify().entries for site, home in federation.homes.items()}
+    assert main(["--home", str(federation.coordinator.root), "federation", "stop"]) == 0
+    assert "stopped coordinator" in capsys.readouterr().out
+    processes.start_coordinator(federation.coordinator, federation.address, insecure=True)
+    for site, home in federation.homes.items():
+        assert AuditLog(home).verify().entries == before[site]
+        assert processes.running(home, "site") is not None  # SuperNodes waited and reconnect
+    approvals.approve(
+        federation.homes["site-c"], analytics_fingerprint(), DATASET, days=1, user="s"
+    )
+    result = analyze(
+        address=federation.address,
+        insecure=True,
+        dataset=DATASET,
+        feature="hu_mean",
+        by="KVP",
+        bins=BINS,
+        min_sites=3,
+        timeout=300,
+    )
+    assert result.attrs["sites"] == list(SITES)
+    _check_against_pooled(result, _pooled(federation.homes.values(), "hu_mean", "KVP"), "KVP")
+
+
+def _wait(condition, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)

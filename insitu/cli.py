@@ -24,6 +24,7 @@ __all__ = ["build_parser", "main", "print_json"]
 # Component command modules, in the order their commands appear in --help.
 COMMAND_MODULES = (
     "insitu.datasets.cli",
+    "insitu.datasets.cli_pacs",
     "insitu.hub.cli",
     "insitu.kernels.cli",
     "insitu.federation.cli",

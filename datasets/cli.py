@@ -19,7 +19,12 @@ def register(sub: Any) -> None:
         "their reason; the exit code is 3 when anything was quarantined or held back. "
         "Running it again on the same input publishes nothing new.",
     )
-    ingest.add_argument("paths", nargs="+", metavar="PATH", help="files, folders or .zip files")
+    ingest.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files, folders, .zip files, or a PACS as dicomweb://host:port/path",
+    )
     ingest.add_argument("--dataset", required=True, help="the dataset's name, e.g. trial-ct")
     ingest.add_argument("--title", default="", help="a human title for the dataset")
     ingest.add_argument("--citation", default="", help="how researchers should cite it")
@@ -31,6 +36,9 @@ def register(sub: Any) -> None:
         "them back (default: [deid] allow_burned_in in insitu.toml)",
     )
     ingest.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    from insitu.datasets.cli_pacs import add_pull_arguments  # light: PACS filters (issue 6)
+
+    add_pull_arguments(ingest)
     ingest.set_defaults(handler=_cmd_ingest)
 
     datasets = sub.add_parser(
@@ -56,16 +64,18 @@ def register(sub: Any) -> None:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from insitu.cli import print_json
+    from insitu.datasets.cli_pacs import pulled_paths
     from insitu.datasets.ingest import ingest
 
-    report = ingest(
-        args.paths,
-        args.dataset,
-        title=args.title,
-        citation=args.citation,
-        allow_burned_in=args.allow_burned_in,
-        show_progress=False if args.json else None,
-    )
+    with pulled_paths(args) as paths:  # dicomweb:// sources become staged files
+        report = ingest(
+            paths,
+            args.dataset,
+            title=args.title,
+            citation=args.citation,
+            allow_burned_in=args.allow_burned_in,
+            show_progress=False if args.json else None,
+        )
     if args.json:
         print_json(report.to_json())
         return report.exit_code

@@ -27,4 +27,5 @@ pytest_plugins = [
     "fixtures_airlock",
     "fixtures_deid",
     "fixtures_federation",
+    "fixtures_pacs",
 ]

@@ -188,12 +188,22 @@ def hub_service(ctx: ServiceContext) -> HubService:
         name=NAME,
         command=[sys.executable, "-m", "insitu.hub.airlock_service"],
         port=port,
-        user_environment={"INSITU_AIRLOCK_URL": f"http://127.0.0.1:{port}/services/{NAME}/"},
+        user_environment={
+            "INSITU_AIRLOCK_URL": f"http://127.0.0.1:{port}/services/{NAME}/",
+            # What the researcher's browser opens to download approved outputs.
+            "INSITU_AIRLOCK_PUBLIC_URL": f"{ctx.hub_url}/services/{NAME}/",
+        },
         ready_path="health",
     )
 
 
 def main() -> None:
+    import threading
+
+    from insitu.hub.airlock_checks import _acro
+
+    # ACRO (with statsmodels) takes seconds to import: do it now, not at the first release.
+    threading.Thread(target=_acro, name="import-acro", daemon=True).start()
     run_service(make_app)
 
 

@@ -31,6 +31,7 @@ from insitu.errors import (
 __all__ = ["Release", "release", "releases"]
 
 AIRLOCK_ENV = "INSITU_AIRLOCK_URL"
+PUBLIC_ENV = "INSITU_AIRLOCK_PUBLIC_URL"  # the hub's address of the airlock, for browsers
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # noqa: S105 (a variable name)
 SUPPORTED = (
     "a pandas DataFrame (released as CSV), a matplotlib Figure (PNG), a notebook or a file "
@@ -182,10 +183,15 @@ def release(obj_or_path: Any, purpose: str, *, filename: str | None = None) -> R
     if evidence is not None:
         body["evidence"] = evidence
     answer = _call("POST", "api/releases", json=body)
-    return Release.from_json(answer, _endpoint()[0])
+    return Release.from_json(answer, _public_base())
 
 
 def releases() -> list[Release]:
     """My release requests and their states."""
-    base = _endpoint()[0]
+    base = _public_base()
     return [Release.from_json(r, base) for r in _call("GET", "api/releases")]
+
+
+def _public_base() -> str:
+    url = os.environ.get(PUBLIC_ENV) or _endpoint()[0]
+    return url if url.endswith("/") else url + "/"

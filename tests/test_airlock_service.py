@@ -1,11 +1,10 @@
 """The airlock service behind a real hub (`insitu up` machinery: proxy, gate, airlock,
-dask-gateway), and `insitu.release` talking to it with a user's hub token."""
+dask-gateway; the session's fixtures_airlock.enclave_site), and `insitu.release`
+talking to it with a user's hub token."""
 
 from __future__ import annotations
 
 import base64
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 import requests
 
 import insitu
-from insitu.config import NodeHome
 from insitu.errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -27,24 +25,12 @@ from insitu.kernels.sdc import pivot_table
 
 
 @pytest.fixture(scope="module")
-def module_home(tmp_path_factory: pytest.TempPathFactory, _hub_template: Path) -> NodeHome:
-    """The hub fixtures' home (ada, bob: researchers; sam: steward), with a small release limit."""
-    root = tmp_path_factory.mktemp("airlock-hub") / "home"
-    shutil.copytree(_hub_template, root, symlinks=True)
-    home = NodeHome(root)
-    home.config_path.write_text(
-        home.config_path.read_text().replace(
-            "max_release_bytes = 20971520", "max_release_bytes = 200000"
-        )
-    )
-    return home
-
-
-@pytest.fixture(scope="module")
-def airlock_hub(running_hub: Any) -> dict[str, Any]:
-    """The airlock's own address (what user servers get) and hub tokens of four users."""
-    tokens = {name: running_hub.token(name) for name in ("ada", "bob", "sam", "eve")}
-    return {"home": running_hub.home, "url": running_hub.service_url("airlock"), "tokens": tokens}
+def airlock_hub(enclave_site: dict[str, Any]) -> dict[str, Any]:
+    """The airlock's own address (what user servers get) and hub tokens of four users:
+    ada, bob (researchers), sam (steward), eve (a hub user without a site account)."""
+    hub = enclave_site["hub"]
+    tokens = {name: hub.token(name) for name in ("ada", "bob", "sam", "eve")}
+    return {"home": hub.home, "url": hub.service_url("airlock"), "tokens": tokens}
 
 
 def call(hub: dict[str, Any], who: str | None, method: str, path: str, **kw: Any) -> Any:

@@ -135,3 +135,13 @@ def test_the_insitu_kernel_starts_with_insitu_imported(tmp_path: Path):
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)
+
+
+def test_insitu_kernel_install_writes_the_spec(tmp_path: Path, capsys):
+    from insitu.cli import main
+
+    assert main(["kernel", "install", "--prefix", str(tmp_path)]) == 0
+    spec = json.loads((tmp_path / "share/jupyter/kernels/insitu/kernel.json").read_text())
+    assert spec["display_name"] == DISPLAY_NAME
+    assert "--IPKernelApp.exec_lines=import insitu" in spec["argv"]
+    assert "installed the insitu kernel spec" in capsys.readouterr().out

@@ -105,10 +105,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Install both explicitly: a process started in the background may inherit an
+    # ignored SIGINT, and Ctrl-C must stop the hub all the same.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
+        # Wake every second to notice a hub stopped from elsewhere; a signal taken
+        # here (instead of by the handlers) ends the wait as well.
         while lifecycle.read_state(home) is not None:
-            signal.sigtimedwait([signal.SIGINT, signal.SIGTERM], 1.0)
+            if signal.sigtimedwait([signal.SIGINT, signal.SIGTERM], 1.0) is not None:
+                break
     except KeyboardInterrupt:
         pass
     finally:

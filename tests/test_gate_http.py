@@ -7,6 +7,10 @@ file order and share its state, so each test names the state it needs.
 from __future__ import annotations
 
 import http.client
+import os
+import signal
+import subprocess
+import sys
 import time
 from urllib.parse import urlparse
 
@@ -313,3 +317,36 @@ def test_reads_are_audited_coalesced(hub):
     denied = log.query(kind="read.denied", user="bob")
     assert denied, "refusals are audited too"
     log.verify()
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(hub):
+    """Last in the module: `insitu up --foreground` attaches to the running hub and
+    Ctrl-C stops it (the module fixture's own `down` then finds nothing left)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "insitu.cli", "up", "--foreground"],
+        env=os.environ | {"INSITU_HOME": str(hub.home.root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        assert any(f"already running at {hub.url}/" in x for x in lines), lines
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        assert "hub stopped" in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    from insitu.hub import lifecycle
+
+    assert lifecycle.read_state(hub.home) is None
+    with pytest.raises(requests.ConnectionError):
+        requests.get(hub.url + "/hub/api", timeout=5)

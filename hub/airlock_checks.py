@@ -128,8 +128,9 @@ def _normal_date(text: str) -> str | None:
 def site_identifiers(home: NodeHome) -> SiteIdentifiers:
     """Pseudonyms, UIDs, dates and image shapes of every published version.
 
-    Read from the catalog (``insitu.datasets.catalog``'s tables); an empty
-    catalog gives empty sets, and the generic UID pattern still applies.
+    Read from the catalog (``insitu.datasets.catalog``'s tables); a node
+    without a catalog gives empty sets (the generic UID pattern still applies).
+    A catalog that cannot be read raises, so the checks fail rather than pass.
     """
     if not home.catalog_path.exists():
         return SiteIdentifiers()
@@ -141,36 +142,30 @@ def site_identifiers(home: NodeHome) -> SiteIdentifiers:
         slices: set[tuple[int, int]] = set()
         volumes: set[tuple[int, ...]] = set()
         sizes: set[int] = set()
-        try:
-            for (subject,) in conn.execute(
-                f"SELECT subject_id FROM subjects WHERE (dataset, version) IN {published}"  # noqa: S608
-            ):
-                texts.add(subject)
-            for study, date in conn.execute(
-                f"SELECT study_id, study_date FROM studies WHERE (dataset, version) IN {published}"  # noqa: S608
-            ):
-                texts.add(study)
-                if date and (normal := _normal_date(date)):
-                    dates.add(normal)
-            for series, shape in conn.execute(
-                f"SELECT series_id, shape FROM series WHERE (dataset, version) IN {published}"  # noqa: S608
-            ):
-                texts.add(series)
-                dims = tuple(int(d) for d in json.loads(shape))
-                volumes.add(dims)
-                if len(dims) >= 2:
-                    slices.update(
-                        (dims[i], dims[j])
-                        for i in range(len(dims))
-                        for j in range(len(dims))
-                        if i != j
-                    )
-            for n_subjects, n_series in conn.execute(
-                "SELECT n_subjects, n_series FROM versions WHERE status = 'published'"
-            ):
-                sizes.update(n for n in (n_subjects, n_series) if n)
-        except sqlite3.OperationalError:
-            return SiteIdentifiers()  # a catalog from before any ingest
+        for (subject,) in conn.execute(
+            f"SELECT subject_id FROM subjects WHERE (dataset, version) IN {published}"  # noqa: S608
+        ):
+            texts.add(subject)
+        for study, date in conn.execute(
+            f"SELECT study_id, study_date FROM studies WHERE (dataset, version) IN {published}"  # noqa: S608
+        ):
+            texts.add(study)
+            if date and (normal := _normal_date(date)):
+                dates.add(normal)
+        for series, shape in conn.execute(
+            f"SELECT series_id, shape FROM series WHERE (dataset, version) IN {published}"  # noqa: S608
+        ):
+            texts.add(series)
+            dims = tuple(int(d) for d in json.loads(shape))
+            volumes.add(dims)
+            if len(dims) >= 2:
+                slices.update(
+                    (dims[i], dims[j]) for i in range(len(dims)) for j in range(len(dims)) if i != j
+                )
+        for n_subjects, n_series in conn.execute(
+            "SELECT n_subjects, n_series FROM versions WHERE status = 'published'"
+        ):
+            sizes.update(n for n in (n_subjects, n_series) if n)
     finally:
         conn.close()
     return SiteIdentifiers(

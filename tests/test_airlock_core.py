@@ -260,3 +260,12 @@ def test_a_restarted_airlock_keeps_requests(airlock_home):
         request = first.submit("alice", b"a\n", "a.txt", purpose="x")
     with Airlock(airlock_home) as second:
         assert second.get(request.id).sha256 == request.sha256
+
+
+def test_checks_that_cannot_run_fail_rather_than_pass(airlock: Airlock):
+    airlock.home.catalog_path.write_bytes(b"not a database")
+    for suffix in ("-wal", "-shm"):
+        airlock.home.catalog_path.with_name("catalog.sqlite" + suffix).unlink(missing_ok=True)
+    request = airlock.submit("alice", b"mean 12.5\n", "a.txt", purpose="x")
+    assert request.status == "fail"
+    assert rules(request)["checks"] == "fail"

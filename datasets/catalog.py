@@ -211,6 +211,7 @@ class Catalog:
         series: Iterable[dict[str, Any]],
         checksums: dict[str, tuple[str, int]],
         provenance: dict[str, Any],
+        tables: Iterable[tuple[str, int, list[str]]] = (),
     ) -> None:
         """Record a complete, checksummed version before its store is moved into place."""
         subjects, studies, series = list(subjects), list(studies), list(series)
@@ -269,6 +270,10 @@ class Catalog:
                 [(*key, k, digest, size) for k, (digest, size) in sorted(checksums.items())],
             )
             db.executemany(
+                "INSERT INTO tables VALUES (?, ?, ?, ?, ?)",
+                [(*key, name, n, json.dumps(cols)) for name, n, cols in tables],
+            )
+            db.executemany(
                 "INSERT INTO provenance VALUES (?, ?, ?, ?)",
                 [(*key, k, json.dumps(v, sort_keys=True)) for k, v in provenance.items()],
             )
@@ -302,10 +307,10 @@ class Catalog:
             self.db.execute("ROLLBACK")
             raise
 
-    def add_table(
-        self, dataset: str, version: str, name: str, n_rows: int, columns: list[str]
-    ) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO tables VALUES (?, ?, ?, ?, ?)",
-            (dataset, version, name, n_rows, json.dumps(columns)),
-        )
+    def tables(self, name: str, version: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT name, n_rows, columns FROM tables WHERE dataset = ? AND version = ? "
+            "ORDER BY name",
+            (name, version),
+        ).fetchall()
+        return [dict(r) | {"columns": json.loads(r["columns"])} for r in rows]

@@ -55,7 +55,7 @@ from insitu.datasets.volume import decode_volume, plan_geometry
 from insitu.errors import EXIT_ERROR, EXIT_OK, EXIT_QUARANTINED, IngestError
 from insitu.progress import progress
 
-__all__ = ["FileFate", "IngestReport", "ingest", "recover"]
+__all__ = ["FileFate", "IngestReport", "ingest", "publish", "recover"]
 
 STORE_FORMAT = 1  # bump when the same input would produce a different store
 CRASH_ENV = "INSITU_INGEST_CRASH_AT"  # test hook: os._exit() at a named step
@@ -118,7 +118,7 @@ def _crash_point(step: str) -> None:
 
 
 @contextmanager
-def _ingest_lock(home: NodeHome) -> Iterator[None]:
+def ingest_lock(home: NodeHome) -> Iterator[None]:
     """One ingest at a time per node home (they share version numbers)."""
     home.staging.mkdir(parents=True, exist_ok=True)
     with open(home.staging / ".ingest.lock", "a") as lock:
@@ -147,6 +147,43 @@ def recover(home: NodeHome, catalog: Catalog) -> list[str]:
         else:
             catalog.drop_pending(row["dataset"], row["version"])
     return done
+
+
+def publish(
+    home: NodeHome,
+    catalog: Catalog,
+    store_path: Path,
+    *,
+    dataset: str,
+    version: str,
+    title: str,
+    citation: str,
+    fingerprint: str,
+    subjects: list[dict[str, Any]],
+    studies: list[dict[str, Any]],
+    series: list[dict[str, Any]],
+    provenance: dict[str, Any],
+    tables: Sequence[tuple[str, int, list[str]]] = (),
+) -> Path:
+    """Checksum a complete staged store and move it into place as ``version``.
+
+    The catalog row is ``pending`` before the rename and ``published`` after,
+    so :func:`recover` can finish the job whenever the process dies.
+    """
+    checksums = checksum_tree(store_path)
+    _crash_point("checksummed")
+    catalog.add_pending(
+        dataset=dataset, version=version, title=title, citation=citation,
+        fingerprint=fingerprint, staging=store_path, subjects=subjects, studies=studies,
+        series=series, checksums=checksums, provenance=provenance, tables=tables,
+    )  # fmt: skip
+    _crash_point("pending")
+    target = home.stores / dataset / f"{version}.zarr"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    store_path.rename(target)
+    _crash_point("renamed")
+    recover(home, catalog)
+    return target
 
 
 class _Quarantine:
@@ -389,7 +426,7 @@ def ingest(
         retain_device_identity=config.deid.retain_device_identity,
         allow_burned_in=config.deid.allow_burned_in if allow_burned_in is None else allow_burned_in,
     )
-    with _ingest_lock(home), Catalog(home) as catalog:
+    with ingest_lock(home), Catalog(home) as catalog:
         recover(home, catalog)
         return _ingest_locked(
             home, catalog, paths, dataset, title, citation, options, make_profile(options),
@@ -536,19 +573,11 @@ def _ingest_locked(
             "tables": [],
         },
     )
-    checksums = checksum_tree(store_path)
-    _crash_point("checksummed")
-    catalog.add_pending(
-        dataset=dataset, version=version, title=title, citation=citation,
-        fingerprint=fingerprint, staging=store_path, subjects=subjects, studies=studies,
-        series=rows, checksums=checksums, provenance=provenance,
+    publish(
+        home, catalog, store_path, dataset=dataset, version=version, title=title,
+        citation=citation, fingerprint=fingerprint, subjects=subjects, studies=studies,
+        series=rows, provenance=provenance,
     )  # fmt: skip
-    _crash_point("pending")
-    target = home.stores / dataset / f"{version}.zarr"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    store_path.rename(target)
-    _crash_point("renamed")
-    recover(home, catalog)
     report.status, report.version, report.series = "published", version, rows
     _audit(home, dataset, version=version, status="published", report=report,
            subjects=len(subjects), series=len(rows))  # fmt: skip

@@ -142,3 +142,36 @@ def test_series_geometry_from_oblique_headers(
     np.testing.assert_allclose(float(image.z[0]), origin @ normal, atol=1e-3)
     np.testing.assert_allclose(float(image.y[0]), origin @ col, atol=1e-3)
     np.testing.assert_allclose(float(image.x[0]), origin @ row, atol=1e-3)
+
+
+def test_add_tables_makes_a_new_version_sharing_the_images(published: Path, home: NodeHome) -> None:
+    from insitu.datasets.reader import open_dataset
+    from insitu.datasets.tables import add_tables
+    from insitu.datasets.verify import verify
+
+    before = {p: p.read_bytes() for p in published.rglob("*") if p.is_file()}
+    series = open_dataset("r").series
+    frame = pd.DataFrame({"series_id": list(series.series_id), "volume_ml": [12.5] * len(series)})
+    assert add_tables("r", {"measurements": frame}) == "v2"
+    assert add_tables("r", {"measurements": frame}) == "v2"  # same tables: no new version
+    v2 = open_dataset("r")
+    assert v2.version == "v2" and list(v2.tables) == ["measurements"]
+    pd.testing.assert_frame_equal(v2.tables["measurements"], frame)
+    assert list(v2.series.series_id) == list(series.series_id)
+    np.testing.assert_array_equal(
+        v2.image(series.series_id[0]).values,
+        open_dataset("r", "v1").image(series.series_id[0]).values,
+    )
+    assert dict(open_dataset("r", "v1").tables) == {}
+    # v1 untouched, chunks shared (same inode), both verify
+    assert {p: p.read_bytes() for p in published.rglob("*") if p.is_file()} == before
+    chunk = next(p for p in published.rglob("*") if p.is_file() and "/c/" in p.as_posix())
+    twin = home.stores / "r" / "v2.zarr" / chunk.relative_to(published)
+    assert twin.stat().st_ino == chunk.stat().st_ino
+    assert [r.ok for r in verify("r")] == [True, True]
+    with Catalog(home) as catalog:
+        assert catalog.tables("r", "v2")[0]["columns"] == ["series_id", "volume_ml"]
+        assert catalog.provenance("r", "v2")["derived_from"] == "v1"
+    frame2 = frame.assign(volume_ml=[13.0] * len(series))
+    assert add_tables("r", {"measurements": frame2}, base_version="v2") == "v3"
+    pd.testing.assert_frame_equal(open_dataset("r").tables["measurements"], frame2)

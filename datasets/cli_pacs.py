@@ -83,6 +83,20 @@ def pulled_paths(args: argparse.Namespace) -> Iterator[list[str]]:
         yield paths
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a number of seconds, 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text}: a TCP port is 0-65535 (0 picks a free one)")
+    return value
+
+
 def register(sub: Any) -> None:
     receive = sub.add_parser(
         "receive",
@@ -96,12 +110,12 @@ def register(sub: Any) -> None:
     receive.add_argument("--dataset", required=True, help="the dataset to ingest into")
     receive.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     receive.add_argument(
-        "--port", type=int, default=None, help="TCP port (default 11112; 0 picks a free one)"
+        "--port", type=_port, default=None, help="TCP port (default 11112; 0 picks a free one)"
     )
     receive.add_argument("--ae-title", default=None, help="this receiver's AE title (INSITU)")
     receive.add_argument(
         "--batch-seconds",
-        type=float,
+        type=_seconds,
         default=None,
         help="quiet seconds before a batch is ingested (default 30)",
     )

@@ -15,7 +15,7 @@ import pytest
 from insitu.config import NodeHome, init_home
 from insitu.datasets.synthetic import Trial, TrialSpec, generate_trial
 
-TINY_TRIAL = TrialSpec(subjects_per_site=2, size=32, slices=4, seed=11)
+TINY_TRIAL = TrialSpec(subjects_per_site=2, size=32, slices=10, seed=11)
 # Demo logins of the tiny node: a researcher with access, one without, a steward, an admin.
 USERS = {"alice": "researcher", "bob": "researcher", "sam": "steward", "ada": "admin"}
 PASSWORD = "synthetic-demo-pw"

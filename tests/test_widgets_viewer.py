@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from PIL import Image
+from zarr.storage import LocalStore, WrapperStore
 
 from insitu.widgets.viewer import PRESETS, SliceViewer
 
@@ -139,3 +140,37 @@ def test_non_ct_images_start_with_an_automatic_free_window() -> None:
     viewer = SliceViewer(vol)
     assert viewer.preset.value == "free"
     assert 64 < viewer.center.value < 128
+
+
+class CountingStore(WrapperStore):
+    """A real store that remembers which keys were read (zarr's own wrapper seam)."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self.keys: list[str] = []
+
+    async def get(self, key, prototype, byte_range=None):
+        self.keys.append(key)
+        return await super().get(key, prototype, byte_range)
+
+
+def test_on_a_real_store_a_slice_move_reads_one_row_of_chunks(site_node) -> None:
+    from insitu.datasets.catalog import Catalog
+    from insitu.datasets.reader import Dataset
+
+    with Catalog(site_node) as catalog:
+        path = catalog.store_path("locat-site-a")
+    store = CountingStore(LocalStore(path, read_only=True))
+    ds = Dataset(store)
+    series_id = ds.series.series_id.iloc[0]
+    image = ds.image(series_id)
+    store.keys.clear()
+    viewer = SliceViewer(image)
+    assert image.sizes["z"] == 10 and viewer.slider.value == 5
+    store.keys.clear()
+    viewer.slider.value = 9  # the last chunk row (the store keeps 4 slices per chunk)
+    prefix = f"series/{series_id}/0/c/"
+    chunks = {k for k in store.keys if k.startswith(prefix)}
+    assert chunks, store.keys
+    assert {k.removeprefix(prefix).split("/")[0] for k in chunks} == {"2"}, chunks
+    assert not any(k.startswith(f"series/{series_id}/1/") for k in store.keys), "level 0 only"

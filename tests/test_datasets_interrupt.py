@@ -61,3 +61,42 @@ def test_killed_ingest_is_completed_by_the_next_run(
     assert not list(home.staging.glob("k-*"))  # the work folder is gone
     again = ingest([inputs], "k", show_progress=False)
     assert again.status == "unchanged" and again.version == "v1"
+
+
+def test_sigkill_while_writing_series(home: NodeHome, tmp_path: Path) -> None:
+    """A real SIGKILL once the first series is staged, then a normal re-run."""
+    import signal
+
+    inputs = tmp_path / "in"
+    for k in range(3):
+        make_series(inputs / f"s{k}", n=4, patient_id=f"P{k}", seed=k)
+    env = {**os.environ, "INSITU_HOME": str(home.root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "insitu.cli", "ingest", str(inputs), "--dataset", "k9", "--json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # wait on the process, looking for the first finished series between waits
+        while not list(home.staging.glob("k9-*/done/*.json")):
+            try:
+                proc.wait(timeout=0.01)
+                break  # it finished before a series was staged: nothing to kill
+            except subprocess.TimeoutExpired:
+                continue
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    with Catalog(home) as catalog:
+        published = [v["version"] for v in catalog.versions("k9")]
+    assert published in ([], ["v1"])  # killed before, or it had already finished
+    report = ingest([inputs], "k9", show_progress=False)
+    assert report.version == "v1"
+    assert [r.ok for r in verify("k9")] == [True]
+    assert len(open_dataset("k9").series) == 3

@@ -549,7 +549,7 @@ def _ingest_locked(
         "fingerprint": fingerprint,
         "software": f"insitu {__version__}",
         "store_format": STORE_FORMAT,
-        "deid_profile": profile,
+        "deid_profile": {k: profile.get(k) for k in ("name", "edition", "version", "options")},
         "inputs": {
             "files": len(scanned),
             "images": len(images),

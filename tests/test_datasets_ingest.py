@@ -45,6 +45,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     make_series(inputs / "ct", n=10, patient_id=PATIENT_ID, patient_name=PATIENT_NAME)
     shutil.copy(dicom_file("MR_truncated.dcm"), inputs / "truncated.dcm")
     shutil.copy(dicom_file("rtplan.dcm"), inputs / "plan.dcm")
+    shutil.copy(dicom_file("emri_small_jpeg_2k_lossless_too_short.dcm"), inputs / "short.dcm")
     (inputs / "notes.txt").write_text("not DICOM\n")
     tree = dicom_file("DICOMDIR").parent / "77654033"  # CT2 inside: non-uniform spacing
     sources = [inputs, tree]
@@ -77,6 +78,7 @@ def test_mixed_input_publishes_good_series_and_quarantines_the_rest(mixed: dict)
     assert fates["notes.txt"]["fate"] == "skipped"
     assert fates["truncated.dcm"]["fate"] == "quarantined"
     assert "cannot be decoded" in fates["truncated.dcm"]["reason"]
+    assert fates["short.dcm"]["fate"] == "quarantined"
     assert fates["plan.dcm"]["fate"] == "quarantined"
     assert "not an image" in fates["plan.dcm"]["reason"]
     ct2 = [f for f in report["files"] if "/CT2/" in f["file"]]

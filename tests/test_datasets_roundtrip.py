@@ -43,6 +43,11 @@ LOSSLESS = [
     "SC_rgb_16bit_2frame.dcm",
     "gdcm-US-ALOKA-16_big.dcm",  # 16-bit ultrasound, big endian
     "MR-SIEMENS-DICOM-WithOverlays.dcm",  # overlays in the file
+    "mlut_18.dcm",  # Modality LUT Sequence instead of rescale
+    "OBXXXX1A_expb_2frame.dcm",  # ultrasound multi-frame, big endian
+    "SC_rgb_32bit_2frame.dcm",  # 32-bit RGB
+    "SC_ybr_full_uncompressed.dcm",  # YBR_FULL, as pydicom converts it
+    "color-pl.dcm",  # planar configuration 1
 ]
 
 

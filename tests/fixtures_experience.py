@@ -57,3 +57,18 @@ def site_node(
     shutil.copytree(_site_node_template.root, node.root, symlinks=True)
     monkeypatch.setenv("INSITU_HOME", str(node.root))
     yield node
+
+
+# The demo at a size where the notebooks' liver ROI has a few dozen pixels, shared by
+# the demo, notebook and demo-hub tests (set up once: generation and three ingests).
+DEMO_SPEC = TrialSpec(subjects_per_site=4, size=64, slices=8, seed=21)
+DEMO_SIZE_FLAGS = ["--subjects", "4", "--size", "64", "--slices", "8", "--seed", "21"]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from insitu.demo import prepare
+
+    root = tmp_path_factory.mktemp("demo")
+    prepare(root, DEMO_SPEC, quiet=True)
+    return root

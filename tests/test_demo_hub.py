@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from insitu.hub.audit import AuditLog
 
 pytest.importorskip("insitu.hub.lifecycle", reason="the hub's `insitu up` is not in this build")
 
+from fixtures_experience import DEMO_SIZE_FLAGS
 from test_notebooks_examples import outputs, run_notebook, widget_views
 
 pytestmark = pytest.mark.slow
@@ -55,14 +57,15 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+def demo(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Iterator[Demo]:
     tmp = tmp_path_factory.mktemp("demo-hub")
+    # A copy of the session's demo: `insitu demo` finds the same trial and reuses it.
+    shutil.copytree(demo_root, tmp / "demo", symlinks=True)
     port = _free_port()
     script = Path(sys.executable).with_name("insitu")
     log = tmp / "demo.log"
-    # Big enough for the notebooks' liver ROI; small enough to set up in seconds.
     cmd = [str(script), "demo", "--dir", str(tmp / "demo"), "--port", str(port),
-           "--subjects", "3", "--size", "48", "--slices", "6"]  # fmt: skip
+           *DEMO_SIZE_FLAGS]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "INSITU_HOME"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -143,7 +146,7 @@ def test_notebooks_run_through_the_gate_and_the_airlock(
     monkeypatch.delenv("INSITU_HOME", raising=False)  # a user server never knows it
     env = _server_env(demo, "alice")
     explore = run_notebook("01-explore-a-dataset.ipynb", tmp_path, env)
-    assert "<insitu.Dataset locat-site-a v1: 3 subjects, 3 series>" in outputs(explore)
+    assert "<insitu.Dataset locat-site-a v1: 4 subjects, 4 series>" in outputs(explore)
     assert widget_views(explore) == 2
     released = run_notebook("03-release-through-the-airlock.ipynb", tmp_path, env)
     text = outputs(released)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures_experience import DEMO_SIZE_FLAGS
 
 from insitu.cli import main
 from insitu.config import NodeHome, load_config
@@ -18,14 +19,11 @@ from insitu.hub import access
 from insitu.hub.accounts import AccountStore
 from insitu.hub.audit import AuditLog
 
-SIZE = ["--subjects", "2", "--size", "32", "--slices", "4", "--seed", "5"]
 
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--no-hub", "--dir", str(root), *SIZE]) == 0
-    return root
+@pytest.fixture
+def demo_dir(demo_root: Path) -> Path:
+    """The session's demo (set up by `insitu.demo.prepare`, as `insitu demo` does)."""
+    return demo_root
 
 
 def test_three_sites_with_their_own_dataset(demo_dir: Path) -> None:
@@ -36,7 +34,7 @@ def test_three_sites_with_their_own_dataset(demo_dir: Path) -> None:
             (entry,) = catalog.datasets()
             assert entry["name"] == f"locat-{site}"
             (version,) = catalog.versions(entry["name"])
-            assert version["n_subjects"] == 2 and version["n_series"] == 2
+            assert version["n_subjects"] == 4 and version["n_series"] == 4
         # Ingest, accounts and the access decision are all in an unbroken audit chain.
         assert AuditLog(home).verify().entries >= 6
         kinds = {e["kind"] for e in AuditLog(home).query()}
@@ -69,9 +67,9 @@ def test_demo_users_and_access(demo_dir: Path) -> None:
 
 def test_running_again_reuses_everything(demo_dir: Path, capsys: pytest.CaptureFixture) -> None:
     logins = (demo_dir / "logins.json").read_text()
-    assert main(["demo", "--no-hub", "--dir", str(demo_dir), *SIZE]) == 0
+    assert main(["demo", "--no-hub", "--dir", str(demo_dir), *DEMO_SIZE_FLAGS]) == 0
     out = capsys.readouterr().out
-    assert out.count("(unchanged, 2 subjects)") == 3
+    assert out.count("(unchanged, 4 subjects)") == 3
     assert (demo_dir / "logins.json").read_text() == logins
     home = NodeHome(demo_dir / "site-a")
     assert len(access.register(home, user="alice")) == 1, "no second request on a re-run"
@@ -86,11 +84,7 @@ def test_the_console_command(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "alice" in done.stdout and "site-c: locat-site-c v1 (published" in done.stdout
-    bad = subprocess.run(
-        [str(script), "demo", "--no-hub", "--dir", str(tmp_path), "--size", "3"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert bad.returncode == 78 and "image size must be" in bad.stderr
+    assert main(["demo", "--no-hub", "--dir", str(tmp_path), "--size", "3"]) == 78
 
 
 def test_example_notebooks_wait_in_every_demo_users_server(demo_dir: Path, tmp_path: Path) -> None:

@@ -6,22 +6,9 @@ import os
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
-from insitu.datasets.synthetic import TrialSpec
-from insitu.demo import prepare
-
 NOTEBOOKS = Path(__file__).parents[1] / "kernels" / "notebooks"
-# Big enough for a liver ROI of a few dozen pixels, small enough to ingest in seconds.
-SPEC = TrialSpec(subjects_per_site=4, size=64, slices=8, seed=21)
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("nb-demo")
-    prepare(root, SPEC, quiet=True)
-    return root
 
 
 def run_notebook(

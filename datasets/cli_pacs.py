@@ -149,6 +149,12 @@ def _cmd_receive(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if receiver.host not in ("127.0.0.1", "::1", "localhost") and not receiver.allowed_aes:
+        print(
+            f"insitu receive: warning: listening on {receiver.host} for any calling AE title; "
+            "set pacs.receive_allowed_aes in insitu.toml to let in only the site's PACS",
+            file=sys.stderr,
+        )
     try:
         host, port = receiver.start()
         print(
@@ -157,7 +163,7 @@ def _cmd_receive(args: argparse.Namespace) -> int:
             "without new instances, and on SIGTERM or Ctrl-C",
             flush=True,
         )
-        code = receiver.serve(stop)
+        code: int = receiver.serve(stop)
     finally:
         receiver.close()
         for sig, handler in previous.items():

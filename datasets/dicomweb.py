@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -345,14 +346,14 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-@contextmanager
-def _talking_to(url: str, settings: PacsSettings, counts: _Counts | None = None) -> Iterator[None]:
+def _as_source_error(
+    exc: BaseException, url: str, settings: PacsSettings, counts: _Counts | None = None
+) -> SourceError | None:
+    """A clear SourceError for a requests failure (None for anything else)."""
     import requests
 
     where = counts.describe() if counts is not None and counts.total else ""
-    try:
-        yield
-    except requests.HTTPError as exc:
+    if isinstance(exc, requests.HTTPError):
         code = exc.response.status_code if exc.response is not None else 0
         if code in (401, 403):
             fix = (
@@ -360,17 +361,27 @@ def _talking_to(url: str, settings: PacsSettings, counts: _Counts | None = None)
                 if settings.has_credentials
                 else f"set {settings.credential_keys} in {settings.source}"
             )
-            raise SourceError(
-                f"the PACS at {url} refused the login (HTTP {code}): {fix}{where}"
-            ) from None
+            return SourceError(f"the PACS at {url} refused the login (HTTP {code}): {fix}{where}")
         if code == 404 and counts is None:
-            raise SourceError(
+            return SourceError(
                 f"the PACS at {url} has no DICOMweb service there (HTTP 404): check the path "
                 f"of the source (and pacs.url in {settings.source})"
-            ) from None
-        raise SourceError(f"the PACS at {url} answered HTTP {code}{where}") from None
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise SourceError(f"the PACS at {url} cannot be reached ({_reason(exc)}){where}") from None
+            )
+        return SourceError(f"the PACS at {url} answered HTTP {code}{where}")
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return SourceError(f"the PACS at {url} cannot be reached ({_reason(exc)}){where}")
+    return None
+
+
+@contextmanager
+def _talking_to(url: str, settings: PacsSettings) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        error = _as_source_error(exc, url, settings)
+        if error is None:
+            raise
+        raise error from None
 
 
 def _fetch(client: Any, item: _Instance) -> bytes:
@@ -389,6 +400,58 @@ def _fetch(client: Any, item: _Instance) -> bytes:
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def _fetch_all(
+    url: str,
+    settings: PacsSettings,
+    area: StagingArea,
+    todo: list[_Instance],
+    counts: _Counts,
+    on_instance: Callable[[int], None] | None,
+    show_progress: bool | None,
+) -> None:
+    """Fetch ``todo``, ``pacs.parallel`` requests at a time; every file lands whole.
+
+    On the first failure the requests not yet started are cancelled, those in
+    flight finish (their files are kept), and the error counts what is staged.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+
+    from insitu.progress import progress
+
+    local = threading.local()  # one HTTP session per thread
+
+    def fetch_one(item: _Instance) -> None:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = _client(url, settings)
+        area.write_keyed(item.key, _fetch(client, item))
+
+    pool = ThreadPoolExecutor(max_workers=settings.parallel, thread_name_prefix="insitu-pacs")
+    futures: list[Future[None]] = [pool.submit(fetch_one, item) for item in todo]
+    try:
+        for future in progress(
+            as_completed(futures), total=len(futures), desc="fetch", enabled=show_progress
+        ):
+            future.result()
+            counts.fetched += 1
+            if on_instance is not None:
+                on_instance(counts.fetched)
+            _stop_hook(counts.fetched)
+    except BaseException as exc:
+        pool.shutdown(wait=True, cancel_futures=True)
+        counts.fetched = sum(
+            1 for f in futures if f.done() and not f.cancelled() and f.exception() is None
+        )
+        error = _as_source_error(exc, url, settings, counts)
+        if error is not None:
+            raise error from None
+        if isinstance(exc, SourceError):  # e.g. the staging disk is full
+            raise SourceError(f"{exc}{counts.describe()}") from None
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _stop_hook(fetched: int) -> None:
@@ -439,7 +502,6 @@ def pull(
 
     ``on_instance(n)`` runs after the n-th newly fetched instance is staged.
     """
-    from insitu.progress import progress
 
     home = (home or resolve_home()).require_initialized()
     if query.is_empty:
@@ -459,18 +521,10 @@ def pull(
         if not plan.instances:
             raise SourceError(f"no instance on the PACS at {url} matches {query.describe()}")
         counts.total = len(plan.instances)
-        counts.already = sum(area.has(i.key) for i in plan.instances)
+        todo = [i for i in plan.instances if not area.has(i.key)]
+        counts.already = counts.total - len(todo)
         try:
-            for item in progress(plan.instances, desc="fetch", enabled=show_progress):
-                if area.has(item.key):
-                    continue
-                with _talking_to(url, settings, counts):
-                    data = _fetch(client, item)
-                area.write_keyed(item.key, data)
-                counts.fetched += 1
-                if on_instance is not None:
-                    on_instance(counts.fetched)
-                _stop_hook(counts.fetched)
+            _fetch_all(url, settings, area, todo, counts, on_instance, show_progress)
         except SourceError:
             _audit(home, dataset, status="failed", source=fingerprint(url), studies=plan.studies,
                    series=plan.series, instances=counts.total, fetched=counts.fetched,

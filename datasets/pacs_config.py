@@ -11,6 +11,7 @@ like ssh keys. Every error names the key to fix.
     # token_file = "private/pacs-token"          # or a bearer token instead
     # ca_file = "private/pacs-ca.pem"            # a private CA for dicomwebs://
     timeout = 30                                 # seconds per HTTP request
+    parallel = 4                                 # WADO-RS requests at a time (1-16)
     receive_host = "127.0.0.1"                   # `insitu receive` (C-STORE SCP)
     receive_port = 11112
     receive_ae_title = "INSITU"
@@ -38,6 +39,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "token_file": (str,),
     "ca_file": (str,),
     "timeout": (int, float),
+    "parallel": (int,),
     "receive_host": (str,),
     "receive_port": (int,),
     "receive_ae_title": (str,),
@@ -56,6 +58,7 @@ class PacsSettings:
     token_file: Path | None = None
     ca_file: Path | None = None
     timeout: float = 30.0
+    parallel: int = 4
     receive_host: str = "127.0.0.1"
     receive_port: int = 11112
     receive_ae_title: str = "INSITU"
@@ -180,6 +183,7 @@ def parse_pacs_section(table: dict[str, Any], home: NodeHome, source: str) -> Pa
         token_file=token_file,
         ca_file=path("ca_file"),
         timeout=float(table.get("timeout", 30.0)),
+        parallel=table.get("parallel", 4),
         receive_host=table.get("receive_host", "127.0.0.1"),
         receive_port=table.get("receive_port", 11112),
         receive_ae_title=table.get("receive_ae_title", "INSITU"),
@@ -194,6 +198,8 @@ def parse_pacs_section(table: dict[str, Any], home: NodeHome, source: str) -> Pa
 def _check_numbers(settings: PacsSettings, source: str) -> None:
     if settings.timeout <= 0:
         raise ConfigError(f"{source}: pacs.timeout must be a positive number of seconds")
+    if not 1 <= settings.parallel <= 16:
+        raise ConfigError(f"{source}: pacs.parallel must be 1-16 requests at a time")
     if not 0 <= settings.receive_port <= 65535:
         raise ConfigError(f"{source}: pacs.receive_port {settings.receive_port} is not a TCP port")
     if not 0 < len(settings.receive_ae_title.strip()) <= 16:

@@ -100,7 +100,8 @@ class Receiver:
             self._dirty = True
         ae = AE(ae_title=self.ae_title)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            if context.abstract_syntax:
+                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         if self.allowed_aes:
             ae.require_calling_aet = list(self.allowed_aes)

@@ -53,6 +53,7 @@ def test_password_and_token_files_are_read_only_when_needed(home: NodeHome) -> N
         ({"url": "ftp://pacs/dicom-web"}, "pacs.url 'ftp://pacs/dicom-web' must be an http"),
         ({"url": "https://bot:pw@pacs.example.org/x"}, "pacs.url must not hold credentials"),
         ({"url": URL, "timeout": "30"}, "pacs.timeout must be a number"),
+        ({"parallel": 0}, "pacs.parallel must be 1-16"),
         ({"receive_port": 70000}, "pacs.receive_port 70000 is not a TCP port"),
         ({"receive_ae_title": "A" * 17}, "pacs.receive_ae_title must be 1-16 characters"),
         ({"receive_allowed_aes": ["OK", ""]}, "pacs.receive_allowed_aes must list AE titles"),

@@ -128,6 +128,7 @@ def test_wrong_password_names_the_key_and_never_shows_a_secret(
 def test_an_interrupted_pull_resumes_where_it_stopped(
     pacs_home: NodeHome, pacs: Pacs, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    configure_pacs(pacs_home, pacs.server.url, extra="parallel = 1\n")  # at most 1 in flight
     args = ["ingest", "dicomweb://", "--dataset", "trial", "--accession", "ACC-CT-1"]
     env = {**os.environ, STOP_AFTER_ENV: "2", "INSITU_HOME": str(pacs_home.root)}
     killed = subprocess.run(
@@ -135,12 +136,13 @@ def test_an_interrupted_pull_resumes_where_it_stopped(
     )
     assert killed.returncode == 70, killed.stderr
     staged = _staged(pacs_home, pacs.server.url)
-    assert len(staged) == 2
+    n = len(staged)  # 2, or 3 if the next request was already answered
+    assert 2 <= n <= 3
     before = {p: p.stat().st_mtime_ns for p in staged}
     code, report = run_json(args, capsys)
     assert code == 0 and report["counts"] == {"published": 6}
     last = _pulls(pacs_home)[-1]
-    assert (last["fetched"], last["already_staged"], last["instances"]) == (4, 2, 6)
+    assert (last["fetched"], last["already_staged"], last["instances"]) == (6 - n, n, 6)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.exists())
 
 
@@ -148,7 +150,7 @@ def test_a_pacs_that_goes_away_loses_nothing(
     home: NodeHome, own_pacs: Pacs, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server = own_pacs.server
-    configure_pacs(home, server.url)
+    configure_pacs(home, server.url, extra="parallel = 1\n")
 
     def kill_after_two(fetched: int) -> None:
         if fetched == 2:
@@ -159,13 +161,13 @@ def test_a_pacs_that_goes_away_loses_nothing(
         pull(server.source, query, dataset="trial", home=home, on_instance=kill_after_two)
     message = str(caught.value)
     assert "cannot be reached (connection refused)" in message
-    assert "after 2 of 6 instances were staged" in message and "remaining 4" in message
+    n = len(_staged(home, server.url))  # 2, or 3 if the next answer was already on its way
+    assert 2 <= n <= 3
+    assert f"after {n} of 6 instances were staged" in message and f"remaining {6 - n}" in message
     assert str(home.staging / "pacs" / fingerprint(server.url)) in message
     assert PASSWORD not in message and not any(u in message for u in _uids(own_pacs))
-    staged = _staged(home, server.url)
-    assert len(staged) == 2
     failed = _pulls(home)[-1]
-    assert (failed["status"], failed["fetched"], failed["instances"]) == ("failed", 2, 6)
+    assert (failed["status"], failed["fetched"], failed["instances"]) == ("failed", n, 6)
     assert not (home.stores / "trial").exists()
 
     server.start()  # the same storage: the PACS is back
@@ -174,7 +176,7 @@ def test_a_pacs_that_goes_away_loses_nothing(
     )
     assert code == 0 and report["counts"] == {"published": 6}
     last = _pulls(home)[-1]
-    assert (last["fetched"], last["already_staged"]) == (4, 2)
+    assert (last["fetched"], last["already_staged"]) == (6 - n, n)
     code, out, err = run_cli(["verify", "trial"], capsys)
     assert code == 0, out + err
 

@@ -467,6 +467,12 @@ def _ingest_locked(
     with quiet_pydicom():
         scanned = [scan_one(s) for s in progress(sources, desc="scan", enabled=show_progress)]
     _crash_point("scanned")
+    first_seen: dict[str, str] = {}
+    for item in scanned:  # the same file given twice (a folder and a file in it, a re-export)
+        if item.kind == "image" and item.digest in first_seen:
+            item.kind, item.reason = "skipped", f"the same bytes as {first_seen[item.digest]}"
+        elif item.kind == "image":
+            first_seen[item.digest] = item.source.name
     images = [s for s in scanned if s.kind == "image"]
     option_dict = asdict(options)
     fingerprint = _fingerprint(images, profile, option_dict)

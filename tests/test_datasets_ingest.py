@@ -235,8 +235,10 @@ def test_idempotent_new_version_and_old_unchanged(
     with zipfile.ZipFile(archive, "w") as zf:
         for p in sorted(second.iterdir()):
             zf.write(p, f"b/{p.name}")
-    code, report = run_json(["ingest", str(first), str(archive), "--dataset", "d"], capsys)
+    one = str(sorted(first.iterdir())[0])  # given twice: once alone, once in its folder
+    code, report = run_json(["ingest", str(first), one, str(archive), "--dataset", "d"], capsys)
     assert code == 0 and report["version"] == "v2"
+    assert [f["fate"] for f in report["files"] if f["file"] == one][-1] == "skipped"
     assert any("b.zip!b/" in f["file"] and f["fate"] == "published" for f in report["files"])
     assert tree_bytes(v1) == snapshot
     with Catalog(home) as catalog:

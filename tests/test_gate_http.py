@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 import requests
+from fixtures_hub import PASSWORD
 
 from insitu.errors import AccessDeniedError, AuthenticationError, DatasetNotFoundError
 from insitu.hub.audit import AuditLog
@@ -317,6 +318,41 @@ def test_reads_are_audited_coalesced(hub):
     denied = log.query(kind="read.denied", user="bob")
     assert denied, "refusals are audited too"
     log.verify()
+
+
+def test_hub_login_checks_the_account_store_and_is_audited(hub):
+    session = requests.Session()
+    page = session.get(hub.url + "/hub/login", timeout=30)
+    assert page.status_code == 200
+    xsrf = session.cookies.get("_xsrf")
+    bad = session.post(
+        hub.url + "/hub/login",
+        data={"username": "ada", "password": "wrong password", "_xsrf": xsrf},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert bad.status_code == 403
+    good = session.post(
+        hub.url + "/hub/login",
+        data={"username": "ada", "password": PASSWORD, "_xsrf": xsrf},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert good.status_code == 302, good.text[:300]
+    outcomes = [e["details"]["outcome"] for e in AuditLog(hub.home).query(kind="login", user="ada")]
+    assert outcomes[-2:] == ["refused", "ok"]
+
+
+def test_researchers_cannot_use_the_hub_admin_api(hub):
+    headers = _h(hub.token("ada"))
+    for method, path in (
+        ("POST", "/users/eve"),
+        ("DELETE", "/users/bob"),
+        ("POST", "/users/bob/server"),
+        ("GET", "/users"),
+    ):
+        r = requests.request(method, hub.url + "/hub/api" + path, headers=headers, timeout=30)
+        assert r.status_code in (403, 404), (method, path, r.status_code)
 
 
 def test_foreground_up_stops_everything_on_ctrl_c(hub):

@@ -32,6 +32,7 @@ from typing import Any
 
 from insitu.config import NodeHome, load_config, resolve_home
 from insitu.errors import ConfigError
+from insitu.hub.audit import AuditLog
 from insitu.hub.services import HubService, ServiceContext, free_port, load_plan
 
 __all__ = ["IDLE_TIMEOUT", "NAME", "configure_gateway", "hub_service"]
@@ -94,11 +95,22 @@ def configure_gateway(c: Any, home: NodeHome, ports: tuple[int, int, int]) -> No
     cluster.cluster_max_workers = compute.max_workers
     cluster.idle_timeout = IDLE_TIMEOUT
 
+    audit = AuditLog(home)
+
     def options_handler(options: Any, user: Any) -> dict[str, Any]:
-        # The researcher's own token: the gate authorises and audits worker reads as them.
+        # Called once per new cluster. The researcher's own token: the gate authorises
+        # and audits worker reads as them.
         environment = {"INSITU_GATE_URL": gate_url, "INSITU_USER": user.name}
         if options.gate_token:
             environment["JUPYTERHUB_API_TOKEN"] = options.gate_token
+        audit.append(
+            "compute",
+            user=user.name,
+            action="cluster.start",
+            max_workers=compute.max_workers,
+            worker_memory=compute.worker_memory,
+            worker_cores=compute.worker_cores,
+        )
         return {"environment": environment}
 
     c.Backend.cluster_options = Options(

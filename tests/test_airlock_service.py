@@ -97,6 +97,18 @@ def test_release_from_a_kernel_then_steward_approves_and_only_that_downloads(as_
     ]
 
 
+def test_a_figure_and_a_notebook_are_released_as_png_and_ipynb(as_ada):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4, 3), dpi=50)
+    figure.add_subplot().plot([1, 2, 3])
+    plot = insitu.release(figure, purpose="a plot of means")
+    assert plot.filename == "figure.png" and plot.status == "pass", plot.checks
+    notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    shown = insitu.release(notebook, purpose="the analysis")
+    assert shown.filename == "notebook.ipynb" and shown.state == "submitted"
+
+
 def test_bad_input_gets_clear_errors_in_the_kernel(as_ada, tmp_path):
     with pytest.raises(UnsupportedOutputError, match="raw ndarray cannot be released"):
         insitu.release(np.zeros((48, 40)), purpose="a slice")

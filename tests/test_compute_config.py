@@ -8,6 +8,7 @@ from traitlets.config import Config
 
 from insitu.config import NodeHome
 from insitu.errors import ConfigError, ServiceError
+from insitu.hub.audit import AuditLog
 from insitu.hub.gateway import IDLE_TIMEOUT, NAME, configure_gateway, hub_service
 from insitu.hub.services import HubService, ServiceContext, write_plan
 
@@ -60,6 +61,11 @@ def test_workers_get_the_researchers_token_and_the_gate_not_a_service_token(plan
     # No token, no gate access on the workers (never a fallback to another identity).
     bare = options.get_configuration(options.parse_options({}), user)["environment"]
     assert "JUPYTERHUB_API_TOKEN" not in bare
+    # Every new cluster is audited under the researcher's name, never with the token.
+    entries = AuditLog(planned).query(kind="compute")
+    assert [e["user"] for e in entries] == ["ada", "ada"]
+    assert entries[0]["details"]["action"] == "cluster.start"
+    assert "ada-token" not in planned.audit.joinpath("audit.jsonl").read_text()
 
 
 def test_a_bad_memory_size_names_the_key(planned: NodeHome):

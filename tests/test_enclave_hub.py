@@ -173,6 +173,8 @@ def test_a_statistic_on_a_gateway_cluster_reads_as_the_researcher(enclave):
         assert time.monotonic() < deadline, f"no audited read of {series_id} by ada: {reads}"
         time.sleep(0.3)  # polling interval
     assert all(r["user"] == "ada" for r in AuditLog(home).query(kind="read")[before:])
+    started = AuditLog(home).query(kind="compute", user="ada")
+    assert len(started) >= 2  # the refused 3-worker cluster and the 2-worker one
 
 
 def test_the_airlock_cli_sees_what_happened(enclave, capsys, monkeypatch):

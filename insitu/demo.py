@@ -152,17 +152,32 @@ def _approve(home: NodeHome, dataset: str) -> None:
         access.approve(home, STEWARD, found.id, "demo: synthetic data, approved for the tour")
 
 
-def _ingest_table(home: NodeHome, dataset: str, table: Path) -> str:
-    """The measurement table, through the node's ``ingest-table`` when it exists."""
-    try:
-        from insitu.datasets import tables  # type: ignore[attr-defined]
-    except ImportError:
+def _ingest_table(home: NodeHome, dataset: str, table: Path, *, quiet: bool) -> str:
+    """The measurement table, through the node's `insitu ingest-table` when this build has it."""
+    import contextlib
+    import io
+
+    from insitu.cli import build_parser, main
+
+    commands = next(
+        a.choices for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    if "ingest-table" not in commands:
         return "not ingested: this build has no `insitu ingest-table` yet"
-    ingest_table = getattr(tables, "ingest_table", None)
-    if ingest_table is None:
-        return "not ingested: insitu.datasets.tables has no ingest_table()"
-    result = ingest_table(home, dataset, table, subject_column="subject_id")
-    return str(getattr(result, "status", "ingested"))
+    saved = os.environ.get("INSITU_HOME")
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
+            code = main(
+                ["--home", str(home.root), "ingest-table", dataset, str(table),
+                 "--subject-column", "subject_id"]
+            )  # fmt: skip
+    finally:
+        if saved is None:
+            os.environ.pop("INSITU_HOME", None)
+        else:
+            os.environ["INSITU_HOME"] = saved
+    return "ingested" if code == 0 else f"not ingested: `insitu ingest-table` exited {code}"
 
 
 def prepare(
@@ -203,7 +218,7 @@ def prepare(
                 f"the demo's {site} ingest published nothing ({report.counts()}): "
                 f"see {home.quarantine}"
             )
-        table = _ingest_table(home, dataset, trial.table_path(site))
+        table = _ingest_table(home, dataset, trial.table_path(site), quiet=quiet)
         _users(home, logins)
         _approve(home, dataset)
         # Each user's server starts in hub/users/<name> (the hub's home_dir_template).

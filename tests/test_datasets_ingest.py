@@ -280,6 +280,17 @@ def test_burned_in_ultrasound_held_back_unless_allowed(
     assert image.shape == (2, 600, 800) and image.dtype == np.uint8
 
 
+def test_undecodable_jpeg_quarantined_once_allowed(
+    home: NodeHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pydicom's JPEG-lossy.dcm (a secondary capture no decoder accepts)."""
+    path = str(dicom_file("JPEG-lossy.dcm"))
+    code, report = run_json(["ingest", path, "--dataset", "j", "--allow-burned-in"], capsys)
+    assert code == EXIT_QUARANTINED and report["status"] == "nothing-published"
+    (fate,) = report["files"]
+    assert fate["fate"] == "quarantined" and "cannot be decoded" in fate["reason"]
+
+
 def test_bad_dataset_name_and_no_input(home: NodeHome, capsys: pytest.CaptureFixture[str]) -> None:
     code, _out, err = run_cli(["ingest", "/nonexistent", "--dataset", "Bad Name"], capsys)
     assert code == 1 and "dataset name" in err

@@ -114,12 +114,20 @@ def test_smallest_exact_dtypes(tmp_path: Path) -> None:
     assert rgb.dims == ("z", "y", "x", "c") and rgb.sizes["c"] == 3
 
 
-def test_lossy_jpeg_baseline_matches_pydicom_decode(tmp_path: Path) -> None:
-    """JPEG baseline cannot be exact vs the original, but equals pydicom's decode."""
-    path = _deid_data("humans/ctbrain1.dcm")
-    dataset, _ = _write_and_reopen([path], tmp_path / "j.zarr")
-    reference = reference_pixels(path)[np.newaxis]
-    np.testing.assert_array_equal(dataset.image("s0").values, reference)
+def test_lossy_inputs_match_pydicom_decode(tmp_path: Path) -> None:
+    """Lossy JPEG (baseline, extended 12-bit) and JPEG 2000 cannot be exact vs the
+    original, but what is stored equals pydicom's own decode."""
+    paths = [
+        _deid_data("humans/ctbrain1.dcm"),  # JPEG baseline, YBR head CT (deid-data)
+        dicom_file("JPGExtended.dcm"),  # JPEG extended, 12 bit
+        dicom_file("JPEG2000.dcm"),  # JPEG 2000 (irreversible allowed)
+        dicom_file("SC_rgb_jpeg_dcmtk.dcm"),  # JPEG baseline RGB
+    ]
+    dataset, _ = _write_and_reopen(paths, tmp_path / "j.zarr")
+    for k, path in enumerate(paths):
+        reference = reference_pixels(path)[np.newaxis]
+        stored = dataset.image(f"s{k}").values
+        assert np.array_equal(stored.astype(np.float64), reference.astype(np.float64)), path
 
 
 @pytest.mark.parametrize("level", [1, 2])

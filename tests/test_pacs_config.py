@@ -174,3 +174,15 @@ def test_staging_files_are_whole_private_and_anonymous(home: NodeHome) -> None:
     area.discard([path])
     assert area.files() == []
     assert isinstance(path, Path)
+
+
+def test_sessions_carry_the_configured_login(home: NodeHome) -> None:
+    from insitu.datasets.dicomweb import _session
+
+    token = _settings(home, url=URL, token_file=_secret(home, "tok", text="abc.def"))
+    assert _session(token).headers["Authorization"] == "Bearer abc.def"
+    basic = _settings(home, url=URL, username="bot", password_file=_secret(home))
+    session = _session(basic)
+    assert session.auth == ("bot", "s3cret") and "Authorization" not in session.headers
+    pinned = _settings(home, url=URL, ca_file="private/ca.pem")
+    assert _session(pinned).verify == str(home.private / "ca.pem")

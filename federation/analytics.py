@@ -350,7 +350,7 @@ def _server_app() -> Any:
     from flwr.app import Message, RecordDict
     from flwr.serverapp import Grid, ServerApp
 
-    from insitu.federation.apps import report_result
+    from insitu.federation.apps import report_result, send_and_collect
 
     app = ServerApp()
 
@@ -360,7 +360,7 @@ def _server_app() -> Any:
         timeout = float(context.run_config.get("timeout", 120.0))
         nodes = _wait_for_nodes(grid, spec.min_sites, timeout)
         messages = [Message(RecordDict(), dst_node_id=node, message_type="query") for node in nodes]
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        replies = send_and_collect(grid, messages, timeout=timeout)
         answered = {r.metadata.src_node_id for r in replies}
         ok: list[SiteReply] = []
         refused: list[dict[str, Any]] = []
@@ -396,9 +396,11 @@ def _server_app() -> Any:
 def _wait_for_nodes(grid: Any, minimum: int, timeout: float) -> list[int]:
     import time
 
+    from insitu.federation.apps import online_nodes
+
     deadline = time.monotonic() + timeout
     while True:
-        nodes = sorted(grid.get_node_ids())
+        nodes = online_nodes(grid)
         if len(nodes) >= minimum or time.monotonic() > deadline:
             return nodes
         time.sleep(0.5)

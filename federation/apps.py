@@ -28,8 +28,10 @@ __all__ = [
     "RunOutcome",
     "build_fab",
     "fingerprint",
+    "online_nodes",
     "report_result",
     "run_fab",
+    "send_and_collect",
 ]
 
 RESULT_PREFIX = "INSITU-RESULT "
@@ -142,3 +144,43 @@ def run_fab(
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line[len(RESULT_PREFIX) :])
     return RunOutcome(run_id=run_id, status=status, details=details, logs=logs, result=result)
+
+
+# --- ServerApp helpers ------------------------------------------------------
+
+
+def online_nodes(grid: Any) -> list[int]:
+    """Node ids the SuperLink sees online (a stopped SuperNode deregisters at once)."""
+    nodes = []
+    for info in grid.get_nodes():
+        status = getattr(info, "status", "")
+        if status in ("", "online", "registered"):
+            nodes.append(int(info.node_id))
+    return sorted(nodes)
+
+
+def send_and_collect(
+    grid: Any, messages: list[Any], *, timeout: float, poll: float = 1.0
+) -> list[Any]:
+    """Like ``Grid.send_and_receive``, but stop waiting for sites that left.
+
+    Flower's version waits the whole timeout for a reply from a SuperNode that
+    has shut down; a federation round should go on as soon as every missing
+    site is gone from the SuperLink (or the timeout passes).
+    """
+    ids = list(grid.push_messages(messages))
+    destination = {mid: m.metadata.dst_node_id for mid, m in zip(ids, messages, strict=True)}
+    waiting = set(ids)
+    replies: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while waiting:
+        for reply in grid.pull_messages(list(waiting)):
+            replies.append(reply)
+            waiting.discard(reply.metadata.reply_to_message_id)
+        if not waiting or time.monotonic() > deadline:
+            break
+        online = set(online_nodes(grid))
+        if all(destination[mid] not in online for mid in waiting):
+            break
+        time.sleep(poll)
+    return replies

@@ -7,7 +7,8 @@ Two ServerApps share one ClientApp module:
   with ``proximal-mu`` > 0). A round goes on without a site that dropped or
   refused as long as ``min-sites`` answered; otherwise the run fails naming
   the sites that did not answer. A site that rejoins is used again from the
-  next round. The result (per-round sites, losses, final weights) is
+  next round (each round first waits, up to the round timeout, until
+  ``wait-for-sites`` sites are online). The result (per-round sites, losses, final weights) is
   reported with :func:`insitu.federation.apps.report_result`.
 - ``secagg_server`` (Flower's legacy API, the only one with SecAgg+):
   ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`` with a legacy
@@ -128,7 +129,7 @@ def server_app() -> Any:
     from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
     from flwr.serverapp import Grid, ServerApp
 
-    from insitu.federation.apps import report_result
+    from insitu.federation.apps import report_result, send_and_collect
     from insitu.federation.train_cnn import get_weights, make_model
 
     app = ServerApp()
@@ -143,7 +144,7 @@ def server_app() -> Any:
         names: dict[int, str] = {}
         history: list[dict[str, Any]] = []
         for rnd in range(1, rounds + 1):
-            nodes = _nodes(grid, min_sites, timeout)
+            nodes = _nodes(grid, max(min_sites, int(cfg["wait-for-sites"])), timeout)
             config = ConfigRecord(
                 {
                     "round": rnd,
@@ -161,7 +162,7 @@ def server_app() -> Any:
                 )
                 for node in nodes
             ]
-            replies = list(grid.send_and_receive(messages, timeout=timeout))
+            replies = send_and_collect(grid, messages, timeout=timeout)
             parts, losses, answered, problems = [], [], [], []
             for reply in replies:
                 node = reply.metadata.src_node_id
@@ -176,7 +177,7 @@ def server_app() -> Any:
                 answered.append(site)
             got = {r.metadata.src_node_id for r in replies}
             dropped = sorted(names.get(n, f"node {n}") for n in nodes if n not in got)
-            problems += [f"{site}: no reply within {timeout:.0f} s" for site in dropped]
+            problems += [f"{site}: no reply (left the federation or timed out)" for site in dropped]
             history.append(
                 {
                     "round": rnd,
@@ -200,9 +201,11 @@ def server_app() -> Any:
 
 
 def _nodes(grid: Any, minimum: int, timeout: float) -> list[int]:
+    from insitu.federation.apps import online_nodes
+
     deadline = time.monotonic() + timeout
     while True:
-        nodes = sorted(grid.get_node_ids())
+        nodes = online_nodes(grid)
         if len(nodes) >= minimum or time.monotonic() > deadline:
             return nodes
         time.sleep(0.5)
@@ -279,6 +282,7 @@ clientapp = "{module}:client"
 [tool.flwr.app.config]
 num-rounds = 3
 min-sites = 2
+wait-for-sites = 0
 round-timeout = 120.0
 lr = 0.05
 local-epochs = 1
@@ -333,6 +337,7 @@ def run_training(
     insecure: bool = False,
     rounds: int = 3,
     min_sites: int = 2,
+    wait_for_sites: int = 0,
     lr: float = 0.05,
     local_epochs: int = 1,
     proximal_mu: float = 0.0,
@@ -347,6 +352,7 @@ def run_training(
     if not secagg:
         config |= {
             "round-timeout": float(round_timeout),
+            "wait-for-sites": int(wait_for_sites),
             "lr": float(lr),
             "local-epochs": int(local_epochs),
             "proximal-mu": float(proximal_mu),

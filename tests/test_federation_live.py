@@ -217,8 +217,8 @@ def test_training_goes_on_when_a_site_drops_and_takes_it_back(federation):
     for home in federation.homes.values():
         approvals.approve(home, fp, DATASET, days=1, user="sam")
     site_a, site_c = federation.homes["site-a"], federation.homes["site-c"]
-    seen_a = len(read_audit(site_a, "federation.reply"))
-    seen_c = len(read_audit(site_c, "federation.reply"))
+    runs_a = len(read_audit(site_a, "federation.run"))
+    replies_a = len(read_audit(site_a, "federation.reply"))
     outcome: dict = {}
 
     def train() -> None:
@@ -227,20 +227,24 @@ def test_training_goes_on_when_a_site_drops_and_takes_it_back(federation):
             insecure=True,
             rounds=3,
             min_sites=2,
-            round_timeout=25,
+            wait_for_sites=3,
+            round_timeout=240,
             lr=0.05,
-            timeout=600,
+            timeout=900,
         )
 
+    log = federation.coordinator.run / "federation-coordinator.log"
     worker = threading.Thread(target=train)
     worker.start()
     try:
-        _wait(lambda: len(read_audit(site_c, "federation.reply")) > seen_c, "site-c's round 1")
-        processes.stop(site_c)  # site-c drops out after round 1
-        _wait(lambda: len(read_audit(site_a, "federation.reply")) > seen_a + 1, "round 2")
-        federation.restart_site("site-c")  # ... and comes back for round 3
+        # Round 2 has started at site-a: site-c answered round 1; now it drops out ...
+        _wait(lambda: len(read_audit(site_a, "federation.run")) >= runs_a + 2, "round 2", log=log)
+        processes.stop(site_c)
+        # ... the round finishes with site-a and site-b, and site-c comes back for round 3.
+        _wait(lambda: len(read_audit(site_a, "federation.reply")) >= replies_a + 2, "2", log=log)
+        federation.restart_site("site-c")
     finally:
-        worker.join(timeout=600)
+        worker.join(timeout=900)
     run = outcome["run"]
     assert run.completed, run.logs[-3000:]
     rounds = run.result["rounds"]
@@ -276,9 +280,10 @@ def test_coordinator_restart_keeps_site_state(federation, capsys):
     _check_against_pooled(result, _pooled(federation.homes.values(), "hu_mean", "KVP"), "KVP")
 
 
-def _wait(condition, what: str, timeout: float = 300.0) -> None:
+def _wait(condition, what: str, timeout: float = 240.0, log=None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            tail = log.read_text()[-4000:] if log is not None else ""
+            raise AssertionError(f"timed out waiting for {what}\n{tail}")
         time.sleep(0.2)

@@ -94,7 +94,13 @@ def server_args() -> list[str]:
 
 
 def prepare(prefix: str | None = None) -> str:
-    """Install the ``insitu`` kernel spec where user servers find it (default: sys.prefix)."""
-    from insitu.kernels.kernelspec import install_kernelspec
+    """Install the ``insitu`` kernel spec where user servers find it (default: sys.prefix).
 
-    return install_kernelspec(prefix=prefix or sys.prefix)
+    Written in place (atomically) rather than with jupyter_client's installer,
+    which deletes and copies the folder and so races when hubs start together.
+    """
+    from pathlib import Path
+
+    from insitu.kernels.kernelspec import write_kernelspec
+
+    return str(write_kernelspec(Path(prefix or sys.prefix) / "share" / "jupyter"))

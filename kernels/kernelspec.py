@@ -11,6 +11,7 @@ server's environment, never from the researcher.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -41,10 +42,20 @@ def kernel_spec(python: str | None = None) -> dict[str, Any]:
 
 
 def write_kernelspec(jupyter_path: Path, python: str | None = None) -> Path:
-    """Write ``<jupyter_path>/kernels/insitu/kernel.json``; return its folder."""
+    """Write ``<jupyter_path>/kernels/insitu/kernel.json``; return its folder.
+
+    Safe when several hubs start at once: the file is replaced atomically, and
+    only when its content changes.
+    """
     folder = jupyter_path / "kernels" / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "kernel.json").write_text(json.dumps(kernel_spec(python), indent=2) + "\n")
+    target = folder / "kernel.json"
+    text = json.dumps(kernel_spec(python), indent=2) + "\n"
+    if target.exists() and target.read_text() == text:
+        return folder
+    partial = folder / f".kernel.json.{os.getpid()}"
+    partial.write_text(text)
+    partial.replace(target)
     return folder
 
 

@@ -20,7 +20,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 
 from insitu.config import NodeHome, resolve_home
@@ -35,6 +35,7 @@ from insitu.errors import (
 __all__ = ["ServiceHandler", "http_status", "run_service"]
 
 log = logging.getLogger("insitu.hub")
+TOKEN_CACHE_SECONDS = 60
 
 
 def http_status(exc: BaseException) -> int:
@@ -143,6 +144,10 @@ def run_service(
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
     if not url.port:
         raise SystemExit("JUPYTERHUB_SERVICE_URL is not set: the hub starts this service")
+    # Token lookups are cached (every chunk read carries the token); a token the hub
+    # deletes stops working here within this many seconds. Access decisions are
+    # never cached (insitu.hub.access.check_read runs on every read).
+    HubOAuth.instance(cache_max_age=TOKEN_CACHE_SECONDS)
 
     async def main() -> None:
         app = make_app(home, prefix)

@@ -341,6 +341,10 @@ def test_hub_login_checks_the_account_store_and_is_audited(hub):
     assert good.status_code == 302, good.text[:300]
     outcomes = [e["details"]["outcome"] for e in AuditLog(hub.home).query(kind="login", user="ada")]
     assert outcomes[-2:] == ["refused", "ok"]
+    # The register page logs a browser in through the hub's OAuth (no token needed).
+    page = session.get(hub.url + "/services/access/", timeout=30)
+    assert page.status_code == 200 and "Access register" in page.text
+    assert page.url.endswith("/services/access/")
 
 
 def test_researchers_cannot_use_the_hub_admin_api(hub):

@@ -51,7 +51,7 @@ from insitu.datasets.store_write import (
     write_root_attrs,
     write_series,
 )
-from insitu.datasets.volume import decode_volume, plan_geometry
+from insitu.datasets.volume import UndecodableObjectError, decode_volume, plan_geometry
 from insitu.errors import EXIT_ERROR, EXIT_OK, EXIT_QUARANTINED, IngestError
 from insitu.progress import progress
 
@@ -344,6 +344,10 @@ def _build_series(
         raise _SeriesRefused("refused", "one series holds images of several patients")
     try:
         volume = decode_volume(originals, geometry)
+    except UndecodableObjectError as exc:
+        raise _SeriesRefused(
+            "quarantined", f"pixel data cannot be decoded: {exc}", items[exc.index]
+        ) from exc
     except Exception as exc:
         culprit = items[0] if len(items) == 1 else None
         raise _SeriesRefused(
@@ -517,10 +521,10 @@ def _ingest_locked(
                     row, original_id = _build_series(home, deid, items, root, split)
             except _SeriesRefused as exc:
                 for item in items:
-                    fate = "quarantined" if item is exc.culprit else exc.fate
-                    reason = exc.reason if item is exc.culprit or exc.culprit is None else (
-                        f"refused with its series: {exc.reason}"
-                    )  # fmt: skip
+                    if exc.culprit is None or item is exc.culprit:
+                        fate, reason = exc.fate, exc.reason
+                    else:
+                        fate, reason = "refused", f"refused with its series: {exc.reason}"
                     quarantine.put(item, reason)
                     fates[position[id(item)]] = FileFate(item.source.name, fate, reason)
                 continue

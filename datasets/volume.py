@@ -20,7 +20,14 @@ from pydicom.pixels import apply_modality_lut
 
 from insitu.errors import InconsistentSeriesError
 
-__all__ = ["Frame", "Geometry", "decode_volume", "frames_of", "plan_geometry"]
+__all__ = [
+    "Frame",
+    "Geometry",
+    "UndecodableObjectError",
+    "decode_volume",
+    "frames_of",
+    "plan_geometry",
+]
 
 ORIENTATION_TOL = 1e-4  # direction cosines
 POSITION_TOL_MM = 0.01  # duplicate positions and in-plane drift
@@ -279,6 +286,14 @@ def _modality(raw: np.ndarray, frame: Frame, ds: DicomDataset) -> np.ndarray:
     return raw.astype(np.float64) * slope + intercept
 
 
+class UndecodableObjectError(Exception):
+    """pydicom could not decode one object of a series (``index`` says which)."""
+
+    def __init__(self, index: int, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.index = index
+
+
 def decode_volume(objects: Sequence[DicomDataset], geometry: Geometry) -> np.ndarray:
     """The (z, y, x[, sample]) array of a series in modality units, exactly.
 
@@ -291,7 +306,10 @@ def decode_volume(objects: Sequence[DicomDataset], geometry: Geometry) -> np.nda
     raws = []
     for frame in geometry.order:
         if frame.obj not in decoded:
-            decoded[frame.obj] = objects[frame.obj].pixel_array
+            try:
+                decoded[frame.obj] = objects[frame.obj].pixel_array
+            except Exception as exc:  # any decoder failure: say which object
+                raise UndecodableObjectError(frame.obj, exc) from exc
         raws.append(_frame_pixels(decoded[frame.obj], objects[frame.obj], frame.index))
     decoded.clear()
     frames = geometry.order

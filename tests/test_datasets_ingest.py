@@ -317,3 +317,21 @@ def test_ultrasound_cine_and_still_of_one_series(
     cine = series[series["shape"].map(lambda s: s[0]) == 27].series_id.iloc[0]
     image = open_dataset("us").image(cine)
     assert not image.attrs["patient_geometry"] and image.dtype == np.uint8
+
+
+def test_one_corrupt_slice_names_the_file_and_refuses_its_series(
+    home: NodeHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = make_series(tmp_path / "s", n=5)
+    bad = sorted(folder.iterdir())[2]
+    ds = pydicom.dcmread(bad)
+    ds.PixelData = ds.PixelData[:1000]  # a slice cut short inside its pixel data
+    ds.save_as(bad, enforce_file_format=True)
+    code, report = run_json(["ingest", str(folder), "--dataset", "c"], capsys)
+    assert code == EXIT_QUARANTINED and report["status"] == "nothing-published"
+    fates = {f["file"]: f for f in report["files"]}
+    assert fates[str(bad)]["fate"] == "quarantined"
+    assert "cannot be decoded" in fates[str(bad)]["reason"]
+    others = [f for name, f in fates.items() if name != str(bad)]
+    assert len(others) == 4
+    assert all(f["fate"] == "refused" and "with its series" in f["reason"] for f in others)

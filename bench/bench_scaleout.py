@@ -158,7 +158,11 @@ def main() -> None:
             lifecycle.down(home, actor="bench")
 
         cpus = os.cpu_count()
-        print(f"machine: {platform.machine()}, {cpus} cores, Python {platform.python_version()}")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"machine: {platform.machine()}, {cpus} cores, Python {platform.python_version()}, "
+            f"load average now {load}"
+        )
         print(
             f"dataset: {n_series} series of {SLICES}x{SIZE}x{SIZE} int16 ({raw_mib:.0f} MiB raw), "
             f"prepared in {prepare_s:.0f} s"

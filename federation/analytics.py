@@ -197,7 +197,9 @@ def site_summary(frame: Any, spec: AnalysisSpec, *, site: str, min_cell_count: i
             arrays[f"{key}/suppressed"] = np.array([1], dtype=np.int64)
             continue
         moments = Moments.of(values)
-        arrays[f"{key}/moments"] = np.array([moments.n, moments.mean, moments.m2])
+        arrays[f"{key}/moments"] = np.array(
+            [moments.n, moments.mean, moments.m2, moments.mean_lo], dtype=np.float64
+        )
         arrays[f"{key}/subjects"] = np.array([part["subject_id"].nunique()], dtype=np.int64)
         if spec.bins:
             hist, hidden = Histogram.of(values, spec.bins).suppress_below(min_cell_count)
@@ -268,8 +270,8 @@ def combine(replies: Sequence[SiteReply], spec: AnalysisSpec) -> Combined:
                 continue
             if f"{key}/moments" not in reply.arrays:
                 continue
-            n, mean, m2 = reply.arrays[f"{key}/moments"].tolist()
-            parts.append(Moments(int(n), float(mean), float(m2)))
+            n, mean, m2, mean_lo = reply.arrays[f"{key}/moments"].tolist()
+            parts.append(Moments(int(n), float(mean), float(m2), float(mean_lo)))
             subjects += int(reply.arrays[f"{key}/subjects"][0])
             sites.append(reply.site)
             sketch = sketch.merge(

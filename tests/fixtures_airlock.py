@@ -1,6 +1,6 @@
 """Fixtures of the enclave area: a node home whose catalog knows a small dataset
-(airlock checks), and one running site hub with a spawned researcher server for
-every hub-level test of the area (starting a hub takes tens of seconds)."""
+(airlock checks), and a running site hub with a spawned researcher server for the
+hub-level tests of the area (tests/test_enclave_hub.py; a hub takes seconds to start)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ ENCLAVE_DATASET = "trial"
 SPAWN_TIMEOUT = 180
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def enclave_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A running site (`insitu up` machinery: hub, gate, access, airlock, dask-gateway) with
     20 subjects in two arms, ada approved for them; release limit 200 kB, 2 workers at most."""
@@ -113,7 +113,7 @@ def enclave_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         shutil.rmtree(home.run / "dask-clusters", ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ada_kernel(enclave_site: dict[str, Any]) -> Iterator[Any]:
     """ada's single-user server, spawned by the hub, and an insitu kernel in it."""
     from kernel_driver import Kernel

@@ -327,18 +327,18 @@ def _client_app() -> Any:
     @app.query()
     def query(msg: Message, context: Any) -> Message:
 
+        from pathlib import Path
+
         from insitu.config import NodeHome, load_config
         from insitu.federation.node_data import NODE_CONFIG_HOME, site_data
 
         spec = AnalysisSpec.from_run_config(context.run_config)
         data = site_data(context)
-        if data.dataset != spec.dataset:
+        if spec.dataset not in (data.dataset, data.alias):
             raise DatasetNotFoundError(
-                f"this site serves dataset {data.dataset!r} to the federation, not {spec.dataset!r}"
+                f"this site serves dataset {data.alias!r} to the federation, not {spec.dataset!r}"
             )
-        config = load_config(
-            NodeHome(__import__("pathlib").Path(str(context.node_config[NODE_CONFIG_HOME])))
-        )
+        config = load_config(NodeHome(Path(str(context.node_config[NODE_CONFIG_HOME]))))
         frame = feature_frame(data, spec)
         content = site_summary(
             frame, spec, site=config.site.name, min_cell_count=config.policy.min_cell_count

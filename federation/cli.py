@@ -55,6 +55,7 @@ def _cmd_join(args: argparse.Namespace) -> int:
         root_certificates=args.root_certificates,
         auth_private_key=args.auth_key,
         runtime_port=args.port,
+        alias=args.alias,
     )
     site = record.extra["site"]
     print(
@@ -218,6 +219,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("address", help="the coordinator's HOST:PORT")
     p.add_argument("--dataset", required=True, help="the dataset federated apps may read")
+    p.add_argument(
+        "--as",
+        dest="alias",
+        default=None,
+        help="the name the federation uses for it (default: its name here)",
+    )
     p.add_argument("--insecure", action="store_true", help="plain HTTP (loopback only)")
     p.add_argument("--root-certificates", help="CA certificate of the coordinator (PEM)")
     p.add_argument("--auth-key", help="SuperNode private key (insitu federation keygen)")

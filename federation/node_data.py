@@ -16,6 +16,7 @@ from insitu.config import NodeHome
 from insitu.errors import ConfigError
 
 __all__ = [
+    "NODE_CONFIG_ALIAS",
     "NODE_CONFIG_DATASET",
     "NODE_CONFIG_HOME",
     "NODE_CONFIG_SITE",
@@ -28,6 +29,8 @@ __all__ = [
 NODE_CONFIG_HOME = "insitu-home"
 NODE_CONFIG_DATASET = "insitu-dataset"
 NODE_CONFIG_SITE = "insitu-site"
+# The name the federation uses for the dataset (``join --as``), if not its local name.
+NODE_CONFIG_ALIAS = "insitu-dataset-alias"
 SUBJECT = "subject_id"
 SERIES = "series_id"
 
@@ -48,10 +51,13 @@ class DatasetLike(Protocol):
 class SiteData:
     """One dataset of this site, handed to an approved ClientApp, with a tally."""
 
-    def __init__(self, source: DatasetLike, *, site: str, dataset: str) -> None:
+    def __init__(
+        self, source: DatasetLike, *, site: str, dataset: str, alias: str | None = None
+    ) -> None:
         self._source = source
         self.site = site
         self.dataset = dataset
+        self.alias = alias or dataset
         self.served_subjects: set[str] = set()
         self.identifiers: set[str] = set()
         self._series_subject: dict[str, str] | None = None
@@ -168,7 +174,8 @@ def open_for_node(node_config: dict[str, Any]) -> SiteData:
     from insitu.datasets.reader import open_dataset
 
     source = open_dataset(dataset, home=home)
-    return SiteData(source, site=site, dataset=dataset)
+    alias = str(node_config.get(NODE_CONFIG_ALIAS, "") or dataset)
+    return SiteData(source, site=site, dataset=dataset, alias=alias)
 
 
 def site_data(context: Any) -> SiteData:

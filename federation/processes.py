@@ -31,7 +31,12 @@ from typing import Any
 from insitu.config import NodeHome, load_config
 from insitu.errors import ConfigError, ServiceError
 from insitu.federation.approvals import federation_dir
-from insitu.federation.node_data import NODE_CONFIG_DATASET, NODE_CONFIG_HOME, NODE_CONFIG_SITE
+from insitu.federation.node_data import (
+    NODE_CONFIG_ALIAS,
+    NODE_CONFIG_DATASET,
+    NODE_CONFIG_HOME,
+    NODE_CONFIG_SITE,
+)
 
 __all__ = [
     "ServiceRecord",
@@ -284,8 +289,13 @@ def start_site(
     root_certificates: str | None = None,
     auth_private_key: str | None = None,
     runtime_port: int | None = None,
+    alias: str | None = None,
 ) -> ServiceRecord:
-    """Start this site's SuperNode for one dataset, and the site executor beside it."""
+    """Start this site's SuperNode for one dataset, and the site executor beside it.
+
+    ``alias`` is the name the federation uses for the dataset when the site's
+    own name differs (``locat-site-a`` here, ``locat`` in the federation).
+    """
     config = load_config(home)
     host, _ = split_address(superlink)
     _check_insecure(
@@ -302,6 +312,7 @@ def start_site(
             (NODE_CONFIG_HOME, str(home.root)),
             (NODE_CONFIG_DATASET, dataset),
             (NODE_CONFIG_SITE, config.site.name),
+            (NODE_CONFIG_ALIAS, alias or dataset),
         )
     )
     command = [
@@ -335,7 +346,12 @@ def start_site(
         log=str(log),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         insecure=insecure,
-        extra={"dataset": dataset, "runtime_port": port, "site": config.site.name},
+        extra={
+            "dataset": dataset,
+            "alias": alias or dataset,
+            "runtime_port": port,
+            "site": config.site.name,
+        },
     )
     _write_record(home, record)
     try:

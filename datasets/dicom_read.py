@@ -13,7 +13,7 @@ import logging
 import os
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +38,20 @@ DEFLATED = "1.2.840.10008.1.2.1.99"
 
 @dataclass(frozen=True)
 class InputFile:
-    """One input: a file on disk or a member of a zip archive."""
+    """One input: a file on disk or a member of a zip archive (picklable)."""
 
     name: str  # what the admin recognises: a path, or "archive.zip!member"
-    read: Callable[[], bytes] = field(repr=False, compare=False)
+    path: str
+    member: str | None = None
+    error: str = ""  # why it cannot be read at all (e.g. a broken archive)
+
+    def read(self) -> bytes:
+        if self.error:
+            raise OSError(self.error)
+        if self.member is None:
+            return Path(self.path).read_bytes()
+        with zipfile.ZipFile(self.path) as archive:
+            return archive.read(self.member)
 
 
 @dataclass
@@ -61,23 +71,11 @@ class Scanned:
         return str(self.header.get("SeriesInstanceUID", "") or "")
 
 
-def _file_input(path: Path) -> InputFile:
-    return InputFile(str(path), path.read_bytes)
-
-
 def _zip_inputs(path: Path) -> Iterator[InputFile]:
     with zipfile.ZipFile(path) as archive:
         members = sorted(i.filename for i in archive.infolist() if not i.is_dir())
-
-    def reader(member: str) -> Callable[[], bytes]:
-        def read() -> bytes:
-            with zipfile.ZipFile(path) as archive:
-                return archive.read(member)
-
-        return read
-
     for member in members:
-        yield InputFile(f"{path}!{member}", reader(member))
+        yield InputFile(f"{path}!{member}", str(path), member)
 
 
 def walk_inputs(paths: Iterable[str | os.PathLike[str]]) -> Iterator[InputFile]:
@@ -92,14 +90,7 @@ def walk_inputs(paths: Iterable[str | os.PathLike[str]]) -> Iterator[InputFile]:
         elif path.exists():
             yield from _one_path(path)
         else:
-            yield InputFile(str(path), _missing(path))
-
-
-def _missing(path: Path) -> Callable[[], bytes]:
-    def read() -> bytes:
-        raise FileNotFoundError(f"{path}: no such file or folder")
-
-    return read
+            yield InputFile(str(path), str(path), error=f"{path}: no such file or folder")
 
 
 def _one_path(path: Path) -> Iterator[InputFile]:
@@ -107,13 +98,9 @@ def _one_path(path: Path) -> Iterator[InputFile]:
         try:
             yield from _zip_inputs(path)
         except (zipfile.BadZipFile, OSError) as exc:
-
-            def fail(exc: Exception = exc) -> bytes:
-                raise OSError(f"unreadable zip archive: {exc}")
-
-            yield InputFile(str(path), fail)
+            yield InputFile(str(path), str(path), error=f"unreadable zip archive: {exc}")
         return
-    yield _file_input(path)
+    yield InputFile(str(path), str(path))
 
 
 @contextmanager

@@ -439,6 +439,85 @@ def ingest(
         )  # fmt: skip
 
 
+Outcome = tuple[Any, ...]  # ("ok", row, original_id) | ("refused", fate, reason, index) | ...
+WORKERS_ENV = "INSITU_INGEST_WORKERS"  # series built in parallel processes (default: auto)
+_WORKER: dict[str, Any] = {}
+
+
+def _outcome(home: NodeHome, deid: Any, root: Any, items: list[Scanned], split: bool) -> Outcome:
+    """Build one series; its result as plain data (it may cross a process boundary)."""
+    try:
+        with quiet_pydicom():
+            row, original_id = _build_series(home, deid, items, root, split)
+    except _SeriesRefused as exc:
+        culprit = next((k for k, item in enumerate(items) if item is exc.culprit), None)
+        return ("refused", exc.fate, exc.reason, culprit)
+    except IngestError as exc:
+        return ("error", str(exc))
+    return ("ok", row, original_id)
+
+
+def _worker_init(home_root: str, options: dict[str, Any], store_path: str) -> None:
+    from insitu.datasets.deid import Deidentifier, DeidOptions
+
+    home = NodeHome(Path(home_root))
+    _WORKER.update(
+        home=home,
+        deid=Deidentifier(home.site_key(), DeidOptions(**options)),
+        root=open_root(Path(store_path)),
+    )
+
+
+def _worker_outcome(items: list[Scanned], split: bool) -> Outcome:
+    return _outcome(_WORKER["home"], _WORKER["deid"], _WORKER["root"], items, split)
+
+
+def _worker_count(todo: Sequence[tuple[list[Scanned], bool, Path]]) -> int:
+    """Processes for building series: one per core for larger inputs, else none."""
+    wanted = os.environ.get(WORKERS_ENV, "")
+    if wanted:
+        try:
+            return max(1, int(wanted))
+        except ValueError:
+            raise IngestError(
+                f"{WORKERS_ENV}={wanted!r}: give a whole number of processes"
+            ) from None
+    files = sum(len(items) for items, _, _ in todo)
+    if len(todo) < 2 or files < 64:
+        return 1  # starting processes would cost more than it saves
+    return min(len(os.sched_getaffinity(0)), len(todo), 8)
+
+
+def _outcomes(
+    home: NodeHome,
+    deid: Any,
+    root: Any,
+    options: Any,
+    store_path: Path,
+    todo: Sequence[tuple[list[Scanned], bool, Path]],
+) -> Iterator[Outcome]:
+    """Outcomes in ``todo`` order; series are built in spawned processes when it pays.
+
+    Each process writes its own series' folders of the one staging store, so no
+    two processes write the same file; the catalog, links and markers stay here.
+    """
+    workers = min(_worker_count(todo), len(todo))
+    if workers <= 1:
+        for items, split, _ in todo:
+            yield _outcome(home, deid, root, items, split)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),  # no fork after zarr's threads
+        initializer=_worker_init,
+        initargs=(str(home.root), asdict(options), str(store_path)),
+    ) as pool:
+        yield from pool.map(_worker_outcome, [t[0] for t in todo], [t[1] for t in todo])
+
+
 def _audit(home: NodeHome, dataset: str, *, report: IngestReport, **details: Any) -> None:
     """Counts and pseudonymous ids only: file names may be identifying, so none go here."""
     from insitu.hub.audit import AuditLog
@@ -510,34 +589,45 @@ def _ingest_locked(
     position = {id(item): index for index, item in enumerate(scanned)}
     groups = _split_unstackable(group_series(scanned))
     rows: list[dict[str, Any]] = []
-    written = 0
-    for uid, (items, split) in progress(list(groups.items()), desc="series", enabled=show_progress):
+    todo: list[tuple[list[Scanned], bool, Path]] = []
+    for uid, (items, split) in groups.items():
         marker = markers / (hashlib.sha256(uid.encode()).hexdigest()[:24] + ".json")
         if marker.exists():  # finished by an interrupted run of the same input
             row = json.loads(marker.read_text())
+            rows.append(row)
+            for item in items:
+                fates[position[id(item)]] = FileFate(
+                    item.source.name, "published", series_id=row["series_id"]
+                )
         else:
-            try:
-                with quiet_pydicom():
-                    row, original_id = _build_series(home, deid, items, root, split)
-            except _SeriesRefused as exc:
-                for item in items:
-                    if exc.culprit is None or item is exc.culprit:
-                        fate, reason = exc.fate, exc.reason
-                    else:
-                        fate, reason = "refused", f"refused with its series: {exc.reason}"
-                    quarantine.put(item, reason)
-                    fates[position[id(item)]] = FileFate(item.source.name, fate, reason)
-                continue
-            except IngestError as exc:  # InconsistentSeriesError, HeldBack, ...
-                for item in items:
-                    quarantine.put(item, str(exc))
-                    fates[position[id(item)]] = FileFate(item.source.name, "refused", str(exc))
-                continue
-            _link(home, row["subject_id"], original_id)
-            marker.write_text(json.dumps(row))
-            written += 1
-            if written == 1:
-                _crash_point("series-written")
+            todo.append((items, split, marker))
+    outcomes = _outcomes(home, deid, root, options, store_path, todo)
+    written = 0
+    for (items, _split, marker), outcome in zip(
+        todo, progress(outcomes, total=len(todo), desc="series", enabled=show_progress),
+        strict=True,
+    ):  # fmt: skip
+        if outcome[0] == "refused":
+            _, fate0, reason0, culprit = outcome
+            for k, item in enumerate(items):
+                if culprit is None or k == culprit:
+                    fate, reason = fate0, reason0
+                else:
+                    fate, reason = "refused", f"refused with its series: {reason0}"
+                quarantine.put(item, reason)
+                fates[position[id(item)]] = FileFate(item.source.name, fate, reason)
+            continue
+        if outcome[0] == "error":  # InconsistentSeriesError, HeldBack, ...
+            for item in items:
+                quarantine.put(item, outcome[1])
+                fates[position[id(item)]] = FileFate(item.source.name, "refused", outcome[1])
+            continue
+        _, row, original_id = outcome
+        _link(home, row["subject_id"], original_id)
+        marker.write_text(json.dumps(row))
+        written += 1
+        if written == 1:
+            _crash_point("series-written")
         rows.append(row)
         for item in items:
             fates[position[id(item)]] = FileFate(

@@ -335,3 +335,25 @@ def test_one_corrupt_slice_names_the_file_and_refuses_its_series(
     others = [f for name, f in fates.items() if name != str(bad)]
     assert len(others) == 4
     assert all(f["fate"] == "refused" and "with its series" in f["reason"] for f in others)
+
+
+def test_parallel_build_gives_the_same_store(
+    home: NodeHome, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """Series built in two spawned processes: same fates and voxels as in-process."""
+    inputs = tmp_path / "in"
+    make_series(inputs / "a", n=6, patient_id="A")
+    make_series(inputs / "b", n=5, patient_id="B", seed=2)
+    make_series(inputs / "gap", positions=[0, 2.5, 7.5, 10], patient_id="C", seed=3)
+    runs = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("INSITU_INGEST_WORKERS", workers)
+        code, report = run_json(["ingest", str(inputs), "--dataset", f"p{workers}"], capsys)
+        assert code == EXIT_QUARANTINED  # the series with a gap is refused
+        dataset = open_dataset(f"p{workers}")
+        images = {s: dataset.image(s).values for s in dataset.series.series_id}
+        runs[workers] = (sorted((f["file"], f["fate"]) for f in report["files"]), images)
+    assert runs["1"][0] == runs["2"][0]
+    assert runs["1"][1].keys() == runs["2"][1].keys() and len(runs["1"][1]) == 2
+    for sid, values in runs["1"][1].items():
+        np.testing.assert_array_equal(values, runs["2"][1][sid])

@@ -315,11 +315,13 @@ def _acro_evidence_checks(
             if key not in results or order[result.status] > order[results[key].status]:
                 results[key] = result
     # The evidence must describe this table: same cells, same counts and totals.
-    consistent = _evidence_matches(table, counts, interim, np)
+    consistent = _evidence_matches(table, counts, interim, analyses, np)
     return [*results.values(), consistent]
 
 
-def _evidence_matches(table: Any, counts: Any, interim: dict[str, Any], np: Any) -> CheckResult:
+def _evidence_matches(
+    table: Any, counts: Any, interim: dict[str, Any], analyses: list[str], np: Any
+) -> CheckResult:
     cells = counts.to_numpy(dtype=float).ravel()
     if len(table) != counts.shape[0]:
         return CheckResult(
@@ -329,12 +331,18 @@ def _evidence_matches(table: Any, counts: Any, interim: dict[str, Any], np: Any)
             "the evidence does not belong to this table",
         )
     import pandas as pd
+    from acro.table_utils import AGGFUNC_TO_TYPE  # ACRO's names of the analyses
 
     matched = []
+    uncovered = []
     for column in table.columns:
         if not pd.api.types.is_numeric_dtype(table[column]):
             continue
         name = str(column).lower()
+        # pivot_table names columns "<aggfunc>_<values>"; ACRO checked those analyses only.
+        if AGGFUNC_TO_TYPE.get(name.split("_", 1)[0]) not in analyses and name != "n":
+            uncovered.append(str(column))
+            continue
         values = np.asarray(table[column], dtype=float).ravel()
         if values.shape != cells.shape:
             continue
@@ -354,6 +362,13 @@ def _evidence_matches(table: Any, counts: Any, interim: dict[str, Any], np: Any)
                 "after ACRO checked it",
             )
         matched.append(str(column))
+    if uncovered:
+        return CheckResult(
+            "evidence",
+            "review",
+            f"column(s) {', '.join(uncovered)} are not statistics ACRO checked for this table: "
+            "the steward must check them by hand",
+        )
     if not matched:
         return CheckResult(
             "evidence",

@@ -227,6 +227,21 @@ def test_evidence_that_does_not_match_the_table_fails(airlock: Airlock):
     assert rules(request)["evidence"] == "fail"
 
 
+def test_columns_added_after_acro_checked_the_table_need_review(airlock: Airlock):
+    data = per_arm()
+    table = pivot_table(data, values="volume", index="arm", aggfunc=["count", "mean"])
+    table["max_volume"] = data.groupby("arm")["volume"].max().to_numpy()  # not checked
+    request = airlock.submit(
+        "alice",
+        table.to_csv(index=False).encode(),
+        "t.csv",
+        purpose="x",
+        evidence=table.attrs[EVIDENCE_ATTR],
+    )
+    evidence = next(c for c in request.checks if c["rule"] == "evidence")
+    assert evidence["status"] == "review" and "max_volume" in evidence["summary"]
+
+
 def test_dominance_is_checked_by_acro_on_the_evidence(airlock: Airlock):
     data = per_arm(40)
     data.loc[data["arm"] == "A", "volume"] = 0.001

@@ -140,7 +140,15 @@ def read_state(home: NodeHome) -> HubState | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     state = HubState(**data)
-    return state if _alive(state.pid) else None
+    return state if _alive(state.pid) and _is(state.pid, b"jupyterhub") else None
+
+
+def _is(pid: int, name: bytes) -> bool:
+    """Whether ``pid`` still runs ``name`` (a recycled pid must not pass for the hub)."""
+    try:
+        return name in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _service_env(
@@ -281,6 +289,46 @@ def _stop_tree(pid: int, timeout: float = 20.0) -> None:
                 os.kill(child, signal.SIGKILL)
 
 
+_HUB_PROCESSES = (b"insitu.hub.", b"jupyterhub", b"configurable-http-proxy")
+_USER_PROCESSES = (b"jupyterhub-singleuser", b"ipykernel", b"jupyter")
+
+
+def _ancestors() -> set[int]:
+    found, pid = set(), os.getpid()
+    while pid > 1:
+        found.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return found
+
+
+def _orphans(home: NodeHome) -> list[int]:
+    """Hub processes of this node home: services (started with its INSITU_HOME) and
+    user servers and kernels (working in hub/users/); never this process or its parents."""
+    marker = f"INSITU_HOME={home.root}".encode()
+    users = str(home.hub / "users")
+    mine = _ancestors()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            if not cmd:
+                continue
+            env = (entry / "environ").read_bytes().split(b"\0")
+            cwd = str((entry / "cwd").readlink())
+        except OSError:
+            continue
+        service = marker in env and any(name in cmd for name in _HUB_PROCESSES)
+        user = cwd.startswith(users) and any(name in cmd for name in _USER_PROCESSES)
+        if service or user:
+            found.append(int(entry.name))
+    return found
+
+
 def down(home: NodeHome, *, actor: str | None = None) -> bool:
     """Stop everything `up` started; False when nothing ran."""
     path = home.run / STATE_NAME
@@ -289,13 +337,26 @@ def down(home: NodeHome, *, actor: str | None = None) -> bool:
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     state = HubState(**data)
-    was_running = _alive(state.pid)
+    was_running = _alive(state.pid) and _is(state.pid, b"jupyterhub")
     if was_running:
         _stop_tree(state.pid, timeout=30.0)
     for pid in state.outside_pids.values():
-        _stop_group(pid)
+        if _alive(pid):
+            _stop_group(pid)
+    # A hub that crashed leaves its proxy behind (it runs in a session of its own).
+    proxy_pid = home.run / "proxy.pid"
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(proxy_pid.read_text().strip())
+        if _alive(pid) and _is(pid, b"configurable-http-proxy"):
+            _stop_group(pid)
+    # Last, anything of this node's hub still alive (a crashed hub orphans its services).
+    for pid in _orphans(home):
+        _stop_group(pid, timeout=10.0)
     path.unlink(missing_ok=True)
-    (home.run / "proxy.pid").unlink(missing_ok=True)
+    proxy_pid.unlink(missing_ok=True)
+    for pid, proc in list(_STARTED.items()):  # reap what ended (e.g. a crashed hub)
+        if proc.poll() is not None:
+            del _STARTED[pid]
     if was_running:
         AuditLog(home).append("config", user=actor, action="hub.down", url=state.url)
     return was_running

@@ -255,3 +255,20 @@ def test_up_twice_says_already_running(site, monkeypatch, capsys):
     monkeypatch.setenv("INSITU_HOME", str(site["hub"].home.root))
     assert main(["up"]) == 0
     assert "already running" in capsys.readouterr().out
+
+
+def test_down_after_a_hub_crash_leaves_nothing_behind(site):
+    """Last: kill -9 the hub; `down` still finds its proxy and services."""
+    import os
+    import signal
+
+    home = site["hub"].home
+    state = lifecycle.read_state(home)
+    assert state is not None
+    assert _running_under(home)
+    os.kill(state.pid, signal.SIGKILL)
+    lifecycle.down(home, actor="tests")
+    deadline = time.monotonic() + 30
+    while _running_under(home) and time.monotonic() < deadline:
+        time.sleep(0.2)  # SIGTERM was sent; poll until the processes are gone
+    assert not _running_under(home)

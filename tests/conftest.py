@@ -28,4 +28,5 @@ pytest_plugins = [
     "fixtures_deid",
     "fixtures_federation",
     "fixtures_pacs",
+    "fixtures_deface",
 ]

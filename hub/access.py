@@ -28,6 +28,7 @@ from typing import Any
 
 from insitu.config import NodeHome
 from insitu.errors import AccessDeniedError, InvalidRequestError
+from insitu.hub import accounts
 from insitu.hub._sqlite import connect
 from insitu.hub.accounts import require_role
 from insitu.hub.audit import AuditLog
@@ -124,13 +125,13 @@ def keep_connections(keep: bool = True) -> None:
 class _Conn:
     """``with _conn(home) as conn``: a connection, closed after unless kept."""
 
-    def __init__(self, home: NodeHome) -> None:
-        path = home.hub / DB_NAME
+    def __init__(self, home: NodeHome, name: str = DB_NAME, schema: str = _SCHEMA) -> None:
+        path = home.hub / name
         cache: dict[Path, sqlite3.Connection] = _local.__dict__.setdefault("conns", {})
         if _keep and path in cache:
             self.conn = cache[path]
         else:
-            self.conn = connect(path, _SCHEMA)
+            self.conn = connect(path, schema)
             if _keep:
                 cache[path] = self.conn
 
@@ -371,6 +372,18 @@ def status_for(
     return newest.state(when), newest
 
 
+def _require_account(home: NodeHome, user: str) -> None:
+    """An approval counts only while its holder is a user of the site: removing an
+    account stops their reads at once, whatever tokens and approvals remain."""
+    with _Conn(home, accounts.DB_NAME, accounts._SCHEMA) as conn:
+        known = conn.execute("SELECT 1 FROM accounts WHERE name = ?", (user,)).fetchone()
+    if known is None:
+        raise AccessDeniedError(
+            f"{user} is no longer a user of this site: an admin adds accounts with "
+            "`insitu users add`"
+        )
+
+
 def check_read(home: NodeHome, user: str, dataset: str, *, now: datetime | None = None) -> Request:
     """The approval that lets ``user`` read ``dataset`` now, or AccessDeniedError why not.
 
@@ -384,9 +397,11 @@ def check_read(home: NodeHome, user: str, dataset: str, *, now: datetime | None 
             (user, dataset, when),
         ).fetchone()
     if row is not None:
+        _require_account(home, user)
         return _row(row)
     state, found = status_for(home, user, dataset, now=now)
     if state == "approved" and found is not None:
+        _require_account(home, user)
         return found
     how = HOW_TO_REQUEST.format(dataset=dataset)
     if found is None:

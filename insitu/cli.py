@@ -25,6 +25,7 @@ __all__ = ["build_parser", "main", "print_json"]
 COMMAND_MODULES = (
     "insitu.datasets.cli",
     "insitu.datasets.cli_pacs",
+    "insitu.datasets.cli_sources",
     "insitu.hub.cli",
     "insitu.kernels.cli",
     "insitu.federation.cli",

@@ -224,8 +224,10 @@ def request(
 
 
 def get_request(home: NodeHome, request_id: int) -> Request:
-    with _conn(home) as conn:
-        row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+    row = None
+    if -(2**63) <= request_id < 2**63:  # beyond SQLite's integers no request can exist
+        with _conn(home) as conn:
+            row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
     if row is None:
         raise InvalidRequestError(
             f"no access request #{request_id}: see `insitu access list` for the register"

@@ -264,7 +264,9 @@ class Airlock:
             raise ReleaseNotFoundError(
                 f"{request_id!r} is not a release request id (a number, see `insitu airlock list`)"
             ) from None
-        row = self._db.execute("SELECT * FROM requests WHERE id = ?", (number,)).fetchone()
+        row = None
+        if -(2**63) <= number < 2**63:  # beyond SQLite's integers no request can exist
+            row = self._db.execute("SELECT * FROM requests WHERE id = ?", (number,)).fetchone()
         if row is None or (user is not None and row["user"] != user):
             raise ReleaseNotFoundError(
                 f"no release request {number}"

@@ -214,6 +214,7 @@ def test_supernode_runs_what_insitu_federation_join_starts(home, tmp_path, monke
             root_certificates=str(ca),
             auth_private_key=str(key),
             runtime_port=9094,
+            alias="locat-federated",
         ),
     )
     paths = {
@@ -221,7 +222,10 @@ def test_supernode_runs_what_insitu_federation_join_starts(home, tmp_path, monke
         str(ca): "/etc/insitu/flower-tls/ca.crt",
         str(key): "/etc/insitu/flower-auth/supernode.key",
     }
-    values = {"site": {"name": "test-site"}}  # the home fixture's site
+    values = {
+        "site": {"name": "test-site"},  # the home fixture's site
+        "supernode": {**FULL_NODE["supernode"], "datasetAlias": "locat-federated"},
+    }
     objects = render(NODE_CHART, {**FULL_NODE, **values})
     pod = by_kind(objects, "Deployment")["insitu-supernode"]["spec"]["template"]["spec"]
     chart, expected = pod["containers"][0]["command"], _normalise(local, paths)

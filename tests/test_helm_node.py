@@ -324,6 +324,10 @@ def test_z2jh_user_policy_opens_nothing_more():
     assert values["egress"] == []
     rules = values["egressAllowRules"]
     assert {k for k, v in rules.items() if v} == {"dnsPortsKubeSystemNamespace"}
+    # ... and no privileged iptables init container in researchers' pods.
+    single = chart_values(NODE_CHART, MINIMAL)["jupyterhub"]["singleuser"]
+    assert single["cloudMetadata"]["blockWithIptables"] is False
+    assert single["allowPrivilegeEscalation"] is False
 
 
 def test_supernode_needs_coordinator_cidrs_with_network_policies():

@@ -127,7 +127,7 @@ def bench_size(label: str, size: int, slices: int, work: Path) -> list[str]:
     os.environ["INSITU_HOME"] = str(home.root)
     from insitu.datasets.reader import open_dataset
 
-    ds = open_dataset("locat-site-a")
+    ds = open_dataset("locat")
     row = ds.series.iloc[0]
     image = ds.image(row.series_id)
     chunks = [c[0] for c in image.data.chunks]
@@ -156,7 +156,7 @@ def bench_size(label: str, size: int, slices: int, work: Path) -> list[str]:
             os.environ.update(_login_env(root, state.url, home))
             from insitu.kernels.client import open_dataset as open_through_gate
 
-            gated = open_through_gate("locat-site-a").image(row.series_id)
+            gated = open_through_gate("locat").image(row.series_id)
             gate_axial = _median_p90(_viewer_moves(gated, "axial", MOVES))
             gate_coronal = _median_p90(_viewer_moves(gated, "coronal", 10))
         finally:

@@ -71,7 +71,8 @@ def copy_examples(dest: str | Path, *, overwrite: bool = False) -> list[Path]:
 
 
 def dataset_name(site: str) -> str:
-    return f"locat-{site}"
+    """The trial's name at every site: a federated job names one dataset for all sites."""
+    return "locat"
 
 
 @dataclass

@@ -146,7 +146,7 @@ def test_notebooks_run_through_the_gate_and_the_airlock(
     monkeypatch.delenv("INSITU_HOME", raising=False)  # a user server never knows it
     env = _server_env(demo, "alice")
     explore = run_notebook("01-explore-a-dataset.ipynb", tmp_path, env)
-    assert "<insitu.Dataset locat-site-a v1: 4 subjects, 4 series>" in outputs(explore)
+    assert "<insitu.Dataset locat v1: 4 subjects, 4 series>" in outputs(explore)
     assert widget_views(explore) == 2
     released = run_notebook("03-release-through-the-airlock.ipynb", tmp_path, env)
     text = outputs(released)
@@ -184,7 +184,7 @@ def test_ctrl_c_stops_the_hub(demo: Demo) -> None:
     # The gate flushes its coalesced read records at shutdown: alice's reads are there.
     log = AuditLog(demo.home)
     reads = [e for e in log.query(user="alice", kind="read") if e["kind"] == "read"]
-    assert reads and {r.get("dataset") for r in reads} == {"locat-site-a"}
+    assert reads and {r.get("dataset") for r in reads} == {"locat"}
     bobs = {e["kind"] for e in log.query(user="bob", kind="read")}
     assert bobs == {"read.denied"}, "bob's attempts are audited as refusals, never as reads"
     log.verify()

@@ -32,7 +32,7 @@ def test_three_sites_with_their_own_dataset(demo_dir: Path) -> None:
         assert load_config(home).site.name == site
         with Catalog(home) as catalog:
             (entry,) = catalog.datasets()
-            assert entry["name"] == f"locat-{site}"
+            assert entry["name"] == "locat"
             (version,) = catalog.versions(entry["name"])
             assert version["n_subjects"] == 4 and version["n_series"] == 4
         # Ingest, accounts and the access decision are all in an unbroken audit chain.
@@ -59,10 +59,10 @@ def test_demo_users_and_access(demo_dir: Path) -> None:
                 "ada": "admin",
             }
             assert accounts.check_password("alice", logins["alice"]) is not None
-        assert access.status_for(home, "alice", f"locat-{site}")[0] == "approved"
-        assert access.status_for(home, "bob", f"locat-{site}")[0] == "none"
+        assert access.status_for(home, "alice", "locat")[0] == "approved"
+        assert access.status_for(home, "bob", "locat")[0] == "none"
         with pytest.raises(AccessDeniedError):
-            access.check_read(home, "bob", f"locat-{site}")
+            access.check_read(home, "bob", "locat")
 
 
 def test_running_again_reuses_everything(demo_dir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -83,7 +83,7 @@ def test_the_console_command(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "alice" in done.stdout and "site-c: locat-site-c v1 (published" in done.stdout
+    assert "alice" in done.stdout and "site-c: locat v1 (published" in done.stdout
     assert main(["demo", "--no-hub", "--dir", str(tmp_path), "--size", "3"]) == 78
 
 

@@ -69,8 +69,8 @@ def test_explore_a_dataset(demo_root: Path, tmp_path: Path) -> None:
         {"INSITU_HOME": str(demo_root / "site-a"), "INSITU_USER": "alice"},
     )
     text = outputs(nb)
-    assert "locat-site-a" in text
-    assert "<insitu.Dataset locat-site-a v1: 4 subjects, 4 series>" in text
+    assert "locat" in text
+    assert "<insitu.Dataset locat v1: 4 subjects, 4 series>" in text
     assert "slice at z = 87.5 mm" in text
     assert widget_views(nb) == 2, "the browser and the viewer render as widgets"
 
@@ -80,7 +80,7 @@ def test_noise_by_dose_arm(demo_root: Path, tmp_path: Path) -> None:
         "02-noise-by-dose-arm.ipynb",
         tmp_path,
         {"INSITU_HOME": str(demo_root / "site-b"), "INSITU_USER": "alice"},
-        params='DATASET = "locat-site-b"',
+        params='DATASET = "locat"',
     )
     text = outputs(nb)
     ratio = float(text.split("low-dose noise is ")[1].split(" x")[0])

@@ -89,3 +89,30 @@ def test_stop_ends_watching_a_job_that_goes_on() -> None:
     monitor.stop()
     assert not thread.is_alive()
     assert monitor.status["state"] == "running"
+
+
+def test_status_from_a_training_runs_rounds() -> None:
+    from insitu.widgets.monitor import status_from_rounds
+
+    history = [
+        {"round": 1, "sites": ["site-a", "site-b", "site-c"], "problems": [], "train_loss": 0.69},
+        {
+            "round": 2,
+            "sites": ["site-a", "site-b"],
+            "problems": ["site-c: no reply (left the federation or timed out)"],
+            "train_loss": 0.61,
+        },
+    ]
+    status = status_from_rounds(history, rounds=3, sites=["site-a", "site-b", "site-c", "site-d"])
+    monitor = JobMonitor()
+    monitor.update(status)
+    assert monitor.site_states() == {
+        "site-a": "running",
+        "site-b": "running",
+        "site-c": "dropped",
+        "site-d": "waiting",
+    }
+    assert monitor.rounds_label.value == "round 2 of 3"
+    assert status["metrics"] == {"train loss": [[1, 0.69], [2, 0.61]]}
+    done = status_from_rounds(history[:1], rounds=1, state="finished")
+    assert set(done["sites"].values()) == {"done"}

@@ -26,7 +26,7 @@ from typing import Any
 
 from insitu.widgets._render import figure_png
 
-__all__ = ["SITE_STATES", "TERMINAL", "JobMonitor"]
+__all__ = ["SITE_STATES", "TERMINAL", "JobMonitor", "status_from_rounds"]
 
 SITE_STATES = {
     "waiting": "#57606a",
@@ -179,3 +179,45 @@ class JobMonitor:
             ax.legend(loc="best", fontsize="small")
         fig.tight_layout()
         return figure_png(fig)
+
+
+def status_from_rounds(
+    history: list[dict[str, Any]],
+    *,
+    rounds: int,
+    sites: list[str] | tuple[str, ...] = (),
+    state: str = "running",
+    run_id: Any = None,
+    message: str = "",
+) -> dict[str, Any]:
+    """The monitor's status dict from a training run's per-round history.
+
+    ``history`` is what the federation's training app reports per round
+    (``round``, ``sites`` that answered, ``problems``, ``train_loss``). A site
+    that answered the last round is *done* (finished run) or *running*; one
+    named in a problem is *refused* or *dropped*; the rest are *waiting*.
+    """
+    last = history[-1] if history else {}
+    answered = set(last.get("sites", []))
+    states: dict[str, Any] = {}
+    for site in sorted(set(sites) | {s for h in history for s in h.get("sites", [])}):
+        problem = next((p for p in last.get("problems", []) if p.startswith(f"{site}:")), "")
+        if site in answered:
+            states[site] = "done" if state == "finished" else "running"
+        elif problem:
+            kind = "dropped" if "no reply" in problem else "refused"
+            states[site] = {"state": kind, "detail": problem.split(":", 1)[1].strip()}
+        else:
+            states[site] = "waiting"
+    losses = [
+        [h.get("round", i + 1), h["train_loss"]] for i, h in enumerate(history) if "train_loss" in h
+    ]
+    return {
+        "run_id": run_id,
+        "state": state,
+        "round": len(history),
+        "rounds": rounds,
+        "sites": states,
+        "metrics": {"train loss": losses} if losses else {},
+        "message": message,
+    }

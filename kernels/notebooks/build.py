@@ -19,7 +19,7 @@ EXPLORE = [
     "md:# Explore a dataset\n\nThe site's datasets, your access to each, and one CT series "
     "in a slice viewer. The images never leave the site: this notebook runs next to them, and "
     "every read goes through the site's data gate (checked and audited).",
-    'DATASET = "locat-site-a"  # the demo trial at site A',
+    'DATASET = "locat"  # the demo trial, as this site published it',
     "import insitu\nfrom insitu.widgets import DatasetBrowser, SliceViewer\n\ninsitu.catalog()",
     "md:The browser shows each dataset's description, citation, counts and your access; "
     "where you have none, ask for it in place (a steward decides).",
@@ -45,7 +45,7 @@ NOISE = [
     "md:# Image noise by dose arm at one site\n\nThe trial randomised subjects to low-dose "
     "and standard-dose CT. Lower dose means more quantum noise: we measure it as the standard "
     "deviation of HU in a region of uniform liver tissue, reading one slice per series.",
-    'DATASET = "locat-site-a"',
+    'DATASET = "locat"',
     "import matplotlib.pyplot as plt\nimport pandas as pd\n\nimport insitu\n"
     "from insitu.progress import progress\n\nds = insitu.open_dataset(DATASET)\nds",
     "md:The arm of each subject: from the site's measurement table when it was ingested, "
@@ -91,7 +91,7 @@ RELEASE = [
     "steward approves it. `insitu.release` submits a table, a figure or a file; automatic "
     "disclosure checks run at once (minimum cell counts, dominance, no per-subject rows, no "
     "image arrays, no identifiers) and the steward sees them beside your purpose.",
-    'DATASET = "locat-site-a"',
+    'DATASET = "locat"',
     "import matplotlib.pyplot as plt\nimport pandas as pd\n\nimport insitu\n"
     "from insitu.widgets import AirlockPanel\nfrom insitu.widgets.sources import ClientSource"
     "\n\nds = insitu.open_dataset(DATASET)",
@@ -104,7 +104,7 @@ RELEASE = [
     'per_subject = pd.DataFrame({"liver_hu": values})\n'
     "fig, ax = plt.subplots(figsize=(4, 3))\n"
     'ax.hist(per_subject.liver_hu, bins=8)\nax.set_xlabel("liver HU")\n'
-    'ax.set_title("Liver enhancement (site A)")\nfig.tight_layout()',
+    'ax.set_title("Liver enhancement at this site")\nfig.tight_layout()',
     "md:Submit the figure: it passes the checks and waits for a steward.",
     'figure_request = insitu.release(fig, purpose="Liver enhancement histogram for the paper")\n'
     "print(figure_request)",
@@ -124,12 +124,59 @@ FEDERATED_ANALYSIS = [
     "withholds cells below its minimum count and sends only those numbers; the coordinator "
     "merges them. The result equals the pooled computation, but no image and no per-subject "
     "value leaves a site. Each site's steward must have approved the analytics app.",
-    'FEDERATION = "locat"  # the coordinator connection in $FLWR_HOME/config.toml\n'
-    'DATASET = "locat"  # each site maps it to its own copy of the trial',
-    "from insitu.federation import analyze",
-    "md:Mean and spread of the image noise feature per arm (`hu_std` is the HU standard "
-    "deviation in the central region of each series).",
-    'table = analyze(federation=FEDERATION, dataset=DATASET, feature="hu_std", by="arm")\ntable',
+    'FEDERATION = "locat"  # a coordinator connection in $FLWR_HOME/config.toml, or:\n'
+    'ADDRESS = None  # "host:port" of the coordinator (the loopback demo runs it insecure)\n'
+    'DATASET = "locat"  # each site answers with the dataset its steward joined',
+    "from insitu.federation import analyze\n\n"
+    'where = {"federation": FEDERATION} if ADDRESS is None else '
+    '{"address": ADDRESS, "insecure": True}',
+    "md:Mean and spread of the noise feature (`hu_std`: the HU standard deviation in the "
+    "central region of each series) per tube voltage, which is the dose arm here (100 kV "
+    "low dose, 120 kV standard dose): read from each series' de-identified header.",
+    "table = analyze(\n"
+    '    **where, dataset=DATASET, feature="hu_std", by="KVP", bins=[0, 50, 100, 200, 400]\n'
+    ")\ntable",
+    "md:Who answered, who refused (and why), and which cells a site withheld:",
+    'print("sites:", table.attrs["sites"])\n'
+    'print("refused:", table.attrs["refused"])\n'
+    'print("suppressed:", table.attrs["suppressed"])',
+]
+
+FEDERATED_TRAINING = [
+    "md:# Federated training across the three sites\n\nA small CNN learns from 2-D "
+    "slices read lazily at each site; FedAvg combines the sites' model updates weighted by "
+    "their example counts. Only model parameters and scalar metrics leave a site, after the "
+    "site's egress policy checked them. Each site's steward must have approved the app.",
+    'FEDERATION = "locat"\nADDRESS = None  # "host:port" of the coordinator (loopback demo)\n'
+    "ROUNDS = 3",
+    "import threading\n\n"
+    "from insitu.federation.train_app import run_training\n"
+    "from insitu.widgets import JobMonitor\n"
+    "from insitu.widgets.monitor import status_from_rounds\n\n"
+    'where = {"federation": FEDERATION} if ADDRESS is None else '
+    '{"address": ADDRESS, "insecure": True}',
+    "md:The run goes on in the background; the monitor follows it and fills in each "
+    "round's sites and loss when the coordinator reports them.",
+    "outcome = {}\n"
+    "job = threading.Thread(\n"
+    "    target=lambda: outcome.update(run=run_training(**where, rounds=ROUNDS, min_sites=2)),\n"
+    "    daemon=True,\n"
+    ")\njob.start()\n\n\n"
+    "def status() -> dict:\n"
+    '    run = outcome.get("run")\n'
+    "    if run is None:\n"
+    '        return {"state": "running", "rounds": ROUNDS, "message": "training at the sites"}\n'
+    '    history = (run.result or {}).get("rounds", [])\n'
+    '    state = "finished" if run.completed else "failed"\n'
+    "    return status_from_rounds(\n"
+    "        history, rounds=ROUNDS, state=state, run_id=run.run_id, message=run.details\n"
+    "    )\n\n\n"
+    'monitor = JobMonitor(title="FedAvg across three sites", interval=1.0)\n'
+    "monitor.watch(status)\nmonitor",
+    "job.join()\nmonitor.thread.join(timeout=30)\n"
+    'run = outcome["run"]\n'
+    'for r in run.result["rounds"]:\n'
+    "    print(f\"round {r['round']}: sites {r['sites']}, train loss {r['train_loss']:.3f}\")",
 ]
 
 NOTEBOOKS = {
@@ -137,7 +184,7 @@ NOTEBOOKS = {
     "02-noise-by-dose-arm.ipynb": NOISE,
     "03-release-through-the-airlock.ipynb": RELEASE,
     "04-federated-analysis.ipynb": FEDERATED_ANALYSIS,
-    # 05-federated-training ships when the federation's training app is in the build.
+    "05-federated-training.ipynb": FEDERATED_TRAINING,
 }
 
 

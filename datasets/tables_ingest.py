@@ -46,10 +46,10 @@ MAX_CODE_CHARS = 40  # longer values are free text
 MAX_CODE_WORDS = 4
 _PATTERNS = {
     "a person name in DICOM form (Family^Given)": re.compile(r"\w\^\w"),
+    "a date inside text": re.compile(r"\b(19|20)\d\d[-./]?[01]\d[-./]?[0-3]\d\b"),
     "an e-mail address": re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),
     "a phone number": re.compile(r"\+?\d[\d ()/-]{7,}\d"),
     "a number of 6 or more digits (an identifier)": re.compile(r"\d{6,}"),
-    "a date inside text": re.compile(r"\b(19|20)\d\d[-./]?[01]\d[-./]?[0-3]\d\b"),
     "a title and name": re.compile(r"\b(Mr|Mrs|Ms|Dr|Prof)\.?\s+[A-Z]"),
 }
 _DATE = re.compile(r"^\s*((?:19|20)\d\d)-?([01]\d)-?([0-3]\d)\s*$")
@@ -178,9 +178,11 @@ def prepare_table(
         if name == "subject_id":
             problems.append(f"{name!r}: the name is reserved for the pseudonym column")
             continue
-        is_date = column in date_columns or (
-            values.dtype == object and _looks_like_dates(values)
-        ) or (values.dtype.kind in "iu" and _looks_like_dates(values.astype(str)))
+        is_date = (
+            column in date_columns
+            or (values.dtype == object and _looks_like_dates(values))
+            or (values.dtype.kind in "iu" and _looks_like_dates(values.astype(str)))
+        )
         if is_date:
             shifted, bad = [], []
             for i, (value, original) in enumerate(zip(values, originals, strict=True)):

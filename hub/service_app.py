@@ -96,7 +96,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
     def json_body(self) -> dict[str, Any]:
         try:
             data = json.loads(self.request.body or b"{}")
-        except (json.JSONDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
+        except (ValueError, RecursionError):  # bad JSON or UTF-8; absurdly deep nesting
             raise InvalidRequestError("the request body is not JSON") from None
         if not isinstance(data, dict):
             raise InvalidRequestError("the request body must be a JSON object")

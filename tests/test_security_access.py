@@ -63,11 +63,13 @@ def test_ids_beyond_sqlite_range_are_not_found(hub_home):
             airlock.download(HUGE, user="ada")
 
 
-def test_deeply_nested_json_is_a_bad_request():
+@pytest.mark.parametrize("body", [b"[" * 50_000, b'{"purpose": "\xff\xfe"}', b"\xef\xbb"])
+def test_deeply_nested_or_undecodable_json_is_a_bad_request(body):
     class Fake:
         class request:  # mimics tornado's handler.request
-            body = b"[" * 50_000
+            pass
 
+    Fake.request.body = body  # type: ignore[attr-defined]
     with pytest.raises(InvalidRequestError, match="not JSON"):
         ServiceHandler.json_body(Fake())  # type: ignore[arg-type]
 

@@ -8,6 +8,7 @@ the two together: change one and the other must follow.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -271,3 +272,56 @@ def test_superlink_runs_what_insitu_federation_coordinator_starts(home, tmp_path
     )
     pod = by_kind(objects, "Deployment")["insitu-superlink"]["spec"]["template"]["spec"]
     assert sorted(pod["containers"][0]["command"]) == sorted(_normalise(local, paths))
+
+
+# --- the ingest Job works on the chart's volume layout, without `insitu init` ---------
+
+
+def test_ingest_job_publishes_on_the_charts_volume_layout(tmp_path):
+    """Run the rendered Job's command on folders laid out as its volumes are mounted."""
+    import json
+    import subprocess
+
+    from insitu.datasets.synthetic import TrialSpec, generate_trial
+
+    trial = generate_trial(
+        tmp_path / "trial",
+        TrialSpec(subjects_per_site=2, size=16, slices=2, sites=("site-a",)),
+        show_progress=False,
+    )
+    objects = render(
+        NODE_CHART,
+        {**FULL_NODE, "ingest": {**FULL_NODE["ingest"], "source": {"existingClaim": "dicom"}}},
+    )
+    job = by_kind(objects, "Job")["insitu-ingest-r1"]["spec"]["template"]["spec"]
+    (container,) = job["containers"]
+    config = by_kind(objects, "ConfigMap")["insitu-config"]["data"]["insitu.toml"]
+    # One folder per volume, placed where the pod mounts it.
+    volumes = {name: tmp_path / "volumes" / name for name in ("state", "stores", "private")}
+    for folder in volumes.values():
+        folder.mkdir(parents=True)
+    home = tmp_path / "pod" / "var" / "lib" / "insitu"
+    home.parent.mkdir(parents=True)
+    home.symlink_to(volumes["state"])
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/var/lib/insitu"]["name"] == "state"
+    (home / "insitu.toml").write_text(config)  # the ConfigMap's subPath file
+    (home / "stores").symlink_to(volumes["stores"])
+    (home / "private").symlink_to(volumes["private"])
+    (volumes["private"] / "site.key").write_text("ab" * 32 + "\n")  # the Secret's item
+    command = [
+        str(trial.dicom_dir("site-a")) if word == "/source" else word
+        for word in container["command"]
+    ]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env |= {"INSITU_HOME": str(home), "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    command[0] = str(Path(sys.executable).parent / command[0])  # the image's PATH
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["dataset"] == "locat"
+    # Published stores on the stores volume, the catalog and audit on the state volume.
+    assert list(volumes["stores"].glob("locat/*.zarr"))
+    assert (volumes["state"] / "catalog.sqlite").exists()
+    assert list((volumes["state"] / "audit").iterdir())
+    assert (volumes["private"] / "staging").is_dir()  # work in progress stays private

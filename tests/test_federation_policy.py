@@ -290,3 +290,13 @@ def test_site_data_counts_subjects_from_what_it_served():
     assert len(data.served_subjects) == 12
     with pytest.raises(KeyError, match="has no table"):
         data.table("nope")
+
+
+def test_cli_refuses_insecure_off_loopback_and_says_why(home, capsys):
+    code = main(["federation", "coordinator", "--address", "10.1.2.3:9093", "--insecure"])
+    assert code == ConfigError.exit_code
+    assert "only allowed on a loopback address" in capsys.readouterr().err
+    code = main(["federation", "join", "10.1.2.3:9093", "--dataset", "locat", "--insecure"])
+    assert code == ConfigError.exit_code
+    assert main(["federation", "stop"]) == 0
+    assert "no federation process" in capsys.readouterr().out

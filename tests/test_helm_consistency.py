@@ -325,3 +325,58 @@ def test_ingest_job_publishes_on_the_charts_volume_layout(tmp_path):
     assert (volumes["state"] / "catalog.sqlite").exists()
     assert list((volumes["state"] / "audit").iterdir())
     assert (volumes["private"] / "staging").is_dir()  # work in progress stays private
+
+
+@pytest.mark.parametrize("name", ["access", "gate", "airlock"])
+def test_service_starts_with_the_charts_environment_and_answers_its_probe(home, name):
+    """The Deployment's command and environment start the service; its probe path answers.
+
+    Bound to loopback here (the pod binds 0.0.0.0, JUPYTERHUB_SERVICE_URL's host).
+    """
+    import signal
+    import subprocess
+    import time
+
+    import requests
+
+    from insitu.hub.services import free_port
+
+    deployment = by_kind(render(NODE_CHART, FULL_NODE), "Deployment")[f"insitu-{name}"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert (
+        env["JUPYTERHUB_SERVICE_URL"] == f"http://0.0.0.0:{container['ports'][0]['containerPort']}"
+    )
+    port = free_port()
+    env |= {
+        "INSITU_HOME": str(home.root),
+        "HOME": str(home.root),
+        "PATH": os.environ["PATH"],
+        "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{port}",
+        "JUPYTERHUB_API_TOKEN": "not-checked-by-the-probe",
+    }
+    command = [sys.executable, *container["command"][1:]]
+    probe = container["readinessProbe"]["httpGet"]["path"]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            try:
+                answer = requests.get(f"http://127.0.0.1:{port}{probe}", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, f"{name} did not answer {probe}"
+                time.sleep(0.2)  # polling interval
+        assert answer.status_code == 200, answer.text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()

@@ -212,6 +212,11 @@ def _main(work: Path, n_series: int, n_slices: int) -> None:
     for f in inputs.rglob("*.dcm"):  # warm the page cache for both tools equally
         f.read_bytes()
     t_insitu = _run([insitu, "ingest", str(inputs), "--dataset", "bench", "--json"], env, "ingest")
+    # the same ingest in one process (INSITU_INGEST_WORKERS=1), into a second dataset
+    one = {**env, "INSITU_INGEST_WORKERS": "1"}
+    t_insitu_1 = _run(
+        [insitu, "ingest", str(inputs), "--dataset", "bench1", "--json"], one, "ingest_1proc"
+    )
     nifti = work / "nifti"
     nifti.mkdir()
     dcm2niix = shutil.which("dcm2niix")
@@ -279,6 +284,8 @@ def _main(work: Path, n_series: int, n_slices: int) -> None:
         "ingest_s": t_insitu,
         "dcm2niix_s": t_dcm2niix,
         "ingest_ratio": t_insitu / t_dcm2niix,
+        "ingest_1proc_s": t_insitu_1,
+        "ingest_1proc_ratio": t_insitu_1 / t_dcm2niix,
         "store_ratio": store_bytes / dicom_bytes,
         "store_ratio_level0": level0 / dicom_bytes,
         "nifti_gz_ratio": nifti_bytes / dicom_bytes,
@@ -293,6 +300,9 @@ def _main(work: Path, n_series: int, n_slices: int) -> None:
         "slice_ms_open_image": t_slice_open * 1e3,
         "cpu_s": CPU,
         "cpu_ingest_ratio": CPU["ingest"] / CPU["dcm2niix"] if "dcm2niix" in CPU else None,
+        "cpu_ingest_1proc_ratio": (
+            CPU["ingest_1proc"] / CPU["dcm2niix"] if "dcm2niix" in CPU else None
+        ),
         "cpu_read_speedup": CPU["pydicom"] / CPU["insitu_read"],
         "cpu_read_speedup_vs_rle": CPU["pydicom_rle"] / CPU["insitu_read"],
         "cpu_read_speedup_vs_j2k": CPU["pydicom_j2k"] / CPU["insitu_read"],

@@ -192,7 +192,7 @@ def chunk_study(volume: np.ndarray, work: Path) -> list[dict[str, object]]:
 def main() -> None:
     n_series = int(os.environ.get("BENCH_SERIES", "4"))
     n_slices = int(os.environ.get("BENCH_SLICES", "120"))
-    work = Path(tempfile.mkdtemp(prefix="insitu-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="insitu-bench-ingest-"))
     try:
         _main(work, n_series, n_slices)
     finally:

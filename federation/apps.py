@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from insitu.errors import ServiceError
 
 __all__ = [
     "RESULT_PREFIX",
+    "RunHandle",
     "RunOutcome",
     "build_fab",
     "fingerprint",
+    "job_status",
     "online_nodes",
     "report_result",
     "run_fab",
@@ -87,6 +90,116 @@ def _connection(federation: str | None, address: str | None, insecure: bool) -> 
     return read_superlink_connection(federation)
 
 
+class RunHandle:
+    """A submitted run: ``status()`` for the job monitor, ``wait()`` for the outcome."""
+
+    def __init__(self, connection: Any, run_id: int) -> None:
+        self.connection = connection
+        self.run_id = run_id
+        self.outcome: RunOutcome | None = None
+
+    @classmethod
+    def submit(
+        cls,
+        fab: bytes,
+        *,
+        federation: str | None = None,
+        address: str | None = None,
+        insecure: bool = False,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> RunHandle:
+        """StartRun through the Control API, as ``flwr run`` does."""
+        from flwr.common.serde import fab_to_proto, user_config_to_proto
+        from flwr.proto.control_pb2 import StartRunRequest
+        from flwr.supercore.fab import Fab
+
+        connection = _connection(federation, address, insecure)
+        with _control(connection) as client:
+            res = client.StartRun(
+                StartRunRequest(
+                    fab=fab_to_proto(Fab(hashlib.sha256(fab).hexdigest(), fab, {})),
+                    override_config=user_config_to_proto(dict(run_config or {})),
+                    federation=connection.federation or "",
+                )
+            )
+        if not res.HasField("run_id"):
+            raise ServiceError("the coordinator did not start the run (no run id returned)")
+        return cls(connection, int(res.run_id))
+
+    def _state(self) -> tuple[str, str]:
+        from flwr.proto.control_pb2 import ListRunsRequest
+
+        with _control(self.connection) as client:
+            proto = client.ListRuns(ListRunsRequest(run_id=self.run_id)).run_dict[self.run_id]
+        if proto.status.status == "finished":
+            return f"finished:{proto.status.sub_status}", proto.status.details
+        return proto.status.status, proto.status.details
+
+    def wait(self, timeout: float = 600.0) -> RunOutcome:
+        """Wait until the run finishes; read its logs and the ServerApp's result."""
+        from flwr.proto.control_pb2 import StreamLogsRequest
+
+        deadline = time.monotonic() + timeout
+        while True:
+            status, details = self._state()
+            if status.startswith("finished"):
+                break
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"run {self.run_id} did not finish within {timeout:.0f} s (status "
+                    f"{status}); stop it with `flwr stop` or wait and read `flwr log`"
+                )
+            time.sleep(0.2)
+        with _control(self.connection) as client:
+            logs = "".join(
+                r.log_output for r in client.StreamLogs(StreamLogsRequest(run_id=self.run_id))
+            )
+        result = None
+        for line in logs.splitlines():
+            if line.startswith(RESULT_PREFIX):
+                result = json.loads(line[len(RESULT_PREFIX) :])
+        self.outcome = RunOutcome(self.run_id, status, details, logs, result)
+        return self.outcome
+
+    def status(self) -> dict[str, Any]:
+        """The job monitor's status dict (docs/architecture.md, "Federated job status")."""
+        if self.outcome is None:
+            status, details = self._state()
+            if status.startswith("finished"):
+                return job_status(self.wait(timeout=60.0))
+            state = "running" if status == "running" else "pending"
+            return {"run_id": str(self.run_id), "state": state, "message": details}
+        return job_status(self.outcome)
+
+
+def job_status(outcome: RunOutcome) -> dict[str, Any]:
+    """A finished run as the job monitor's status dict."""
+    sub = outcome.status.split(":", 1)[-1]
+    state = {"completed": "finished", "failed": "failed", "stopped": "stopped"}.get(sub, sub)
+    status: dict[str, Any] = {"run_id": str(outcome.run_id), "state": state}
+    if outcome.details:
+        status["message"] = outcome.details
+    result = outcome.result if isinstance(outcome.result, dict) else {}
+    sites: dict[str, Any] = {}
+    for site in result.get("sites", []):
+        sites[site] = "done"
+    for refusal in result.get("refused", []):
+        reason = str(refusal.get("reason", ""))
+        name = reason.split("'")[1] if reason.startswith("site '") else f"node {refusal['node']}"
+        sites[name] = {"state": "refused", "detail": reason}
+    rounds = result.get("rounds")
+    if isinstance(rounds, list) and rounds:
+        status["round"], status["rounds"] = len(rounds), len(rounds)
+        status["metrics"] = {"train_loss": [[r["round"], r["train_loss"]] for r in rounds]}
+        for site in rounds[-1]["sites"]:
+            sites[site] = "done"
+        for problem in rounds[-1]["problems"]:
+            sites[problem.split(":", 1)[0]] = {"state": "dropped", "detail": problem}
+    if sites:
+        status["sites"] = sites
+    return status
+
+
 def run_fab(
     fab: bytes,
     *,
@@ -101,49 +214,21 @@ def run_fab(
     ``federation`` names a connection in ``$FLWR_HOME/config.toml``
     (``[superlink.NAME]``); or give ``address`` (and ``insecure`` on loopback).
     """
-    from flwr.cli.utils import init_http_client_from_connection
-    from flwr.common.serde import fab_to_proto, user_config_to_proto
-    from flwr.proto.control_pb2 import ListRunsRequest, StartRunRequest, StreamLogsRequest
-    from flwr.supercore.fab import Fab
+    handle = RunHandle.submit(
+        fab, federation=federation, address=address, insecure=insecure, run_config=run_config
+    )
+    return handle.wait(timeout)
 
-    connection = _connection(federation, address, insecure)
+
+@contextmanager
+def _control(connection: Any) -> Iterator[Any]:
+    from flwr.cli.utils import init_http_client_from_connection
+
     client = init_http_client_from_connection(connection)
     try:
-        fab_hash = hashlib.sha256(fab).hexdigest()
-        res = client.StartRun(
-            StartRunRequest(
-                fab=fab_to_proto(Fab(fab_hash, fab, {})),
-                override_config=user_config_to_proto(dict(run_config or {})),
-                federation=connection.federation or "",
-            )
-        )
-        if not res.HasField("run_id"):
-            raise ServiceError("the coordinator did not start the run (no run id returned)")
-        run_id = int(res.run_id)
-        deadline = time.monotonic() + timeout
-        status = details = ""
-        while True:
-            runs = client.ListRuns(ListRunsRequest(run_id=run_id))
-            proto = runs.run_dict[run_id]
-            status = proto.status.status
-            if status == "finished":
-                status = f"finished:{proto.status.sub_status}"
-                details = proto.status.details
-                break
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"run {run_id} did not finish within {timeout:.0f} s (status {status}); "
-                    "stop it with `flwr stop` or wait and read `flwr log`"
-                )
-            time.sleep(0.2)
-        logs = "".join(r.log_output for r in client.StreamLogs(StreamLogsRequest(run_id=run_id)))
+        yield client
     finally:
         client.close()
-    result = None
-    for line in logs.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
-    return RunOutcome(run_id=run_id, status=status, details=details, logs=logs, result=result)
 
 
 # --- ServerApp helpers ------------------------------------------------------

@@ -164,3 +164,31 @@ def test_training_round_without_enough_sites_fails_naming_the_site(capsys):
     with pytest.raises(RuntimeError, match=r"round 2: 2 site\(s\) answered.*site-c"):
         app(grid=FakeGrid(), context=context)
     assert "INSITU-ROUND 1: sites ['site-a', 'site-b', 'site-c']" in capsys.readouterr().out
+
+
+def test_job_status_for_the_monitor():
+    from insitu.federation.apps import RunOutcome, job_status
+
+    analytics = RunOutcome(
+        7,
+        "finished:completed",
+        "",
+        "",
+        {"sites": ["site-a"], "refused": [{"node": 3, "reason": "site 'site-c' refused the run"}]},
+    )
+    assert job_status(analytics) == {
+        "run_id": "7",
+        "state": "finished",
+        "sites": {
+            "site-a": "done",
+            "site-c": {"state": "refused", "detail": "site 'site-c' refused the run"},
+        },
+    }
+    rounds = [
+        {"round": 1, "sites": ["site-a", "site-b"], "problems": [], "train_loss": 0.7},
+        {"round": 2, "sites": ["site-a"], "problems": ["site-b: no reply"], "train_loss": 0.6},
+    ]
+    training = job_status(RunOutcome(8, "finished:failed", "boom", "", {"rounds": rounds}))
+    assert training["state"] == "failed" and training["message"] == "boom"
+    assert training["metrics"]["train_loss"] == [[1, 0.7], [2, 0.6]]
+    assert training["sites"]["site-b"]["state"] == "dropped"

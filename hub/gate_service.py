@@ -68,7 +68,8 @@ class _GateHandler(ServiceHandler):
             return access.check_read(self.home, self.user, dataset)
         except AccessDeniedError as exc:
             state, _ = access.status_for(self.home, self.user, dataset)
-            self.ledger.refuse(self.user, dataset, state)
+            # An approval that still stands was refused because the account is gone.
+            self.ledger.refuse(self.user, dataset, "no-account" if state == "approved" else state)
             raise exc from None
 
 

@@ -310,6 +310,25 @@ def test_revocation_stops_the_very_next_read(site):
         assert refused.status_code == 403 and "left the project" in refused.json()["message"]
 
 
+def test_a_removed_account_is_refused_at_the_next_read(site):
+    """The admin's kill switch: the hub token and the approval outlive the account, the
+    reads do not (fixed in this review: finding S2)."""
+    from insitu.hub.accounts import AccountStore
+
+    with AccountStore(site.home) as store:
+        store.add("dora", "researcher", None, actor="root_admin")
+    found = access.request(site.home, "dora", "trial-a", "p", "P", 5)
+    access.approve(site.home, "sam", found.id, "ok")
+    token = site.hub.token("dora")
+    site.secrets.append(token)
+    headers = {"Authorization": f"token {token}"}
+    assert call(site, None, "GET", "gate", "stores/trial-a/v1/" + CHUNK, headers=headers).ok
+    with AccountStore(site.home) as store:
+        store.remove("dora", actor="root_admin")
+    r = call(site, None, "GET", "gate", "stores/trial-a/v1/" + CHUNK, headers=headers)
+    assert r.status_code == 403 and "no longer a user" in r.json()["message"]
+
+
 def _raw(site: SimpleNamespace, method: str, path: str, token: str) -> tuple[int, bytes]:
     """Send the path byte for byte to the gate's own port (no client normalisation)."""
     parsed = urlparse(site.hub.service_url("gate"))
@@ -628,8 +647,12 @@ def test_the_register_shows_decisions_and_nothing_else(site):
     }
     for row in rows:
         assert set(row) == allowed
+    # What a user types is shown to every other user: escaped, never markup.
+    access.request(site.home, "bob", "trial-b", "<script>alert(1)</script>", "<b>P</b>", 3)
     page = call(site, "bob", "GET", "access", "")
     assert page.status_code == 200 and "tumour volumes" in page.text
+    assert "<script>alert" not in page.text and "&lt;script&gt;alert(1)" in page.text
+    assert "<b>P</b>" not in page.text
     me = call(site, "bob", "GET", "access", "api/me").json()
     assert me == {"name": "bob", "role": "researcher"}
 
@@ -739,6 +762,8 @@ def test_every_read_decision_and_release_is_audited_by_name(site, monkeypatch, c
         ("read.denied", "bob", {"dataset": "trial-a", "reason": "revoked"}),
         ("read.denied", "ada", {"dataset": "trial-b"}),
         ("read.denied", "sam", {"dataset": "trial-b", "reason": "denied"}),
+        ("read.denied", "dora", {"dataset": "trial-a", "reason": "no-account"}),
+        ("user", "root_admin", {"action": "remove", "account": "dora"}),
         ("release.submit", "ada", {"request": release}),
         ("release.approve", "sam", {"request": release, "researcher": "ada"}),
         ("release.download", "ada", {"request": release, "refused": True}),

@@ -61,6 +61,8 @@ HEAD_BODY_PARTS = frozenset(
 HEAD_WORDS = ("HEAD", "BRAIN", "SKULL", "CRAN", "NEURO", "KOPF", "SCHAEDEL", "CEREB")
 # A head fits in ~150-260 mm in each direction; a field of view beyond this is a body scan.
 _HEAD_FOV_MM = (120.0, 300.0)
+# Smallest extents (mm) that can show a face: eyes to chin and cheek to cheek.
+_MIN_FACE_MM = (40.0, 100.0)
 _AIR_HU = -1000.0
 _PLAN_MM = 2.0  # grid of the brain mask
 
@@ -114,8 +116,9 @@ def is_head_series(
     """Decide from Body Part Examined, the description and the field of view.
 
     ``shape`` and ``spacing`` are in (z, y, x) order, spacing in millimetres.
-    Only CT and MR volumes with at least a few slices are candidates (a face
-    needs a volume to be rendered). A body part that names another region wins
+    Only CT and MR volumes with at least a few slices and a field of view that
+    can hold a face (two extents of 100 mm or more, the third 40 mm or more)
+    are candidates. A body part that names another region wins
     over geometry; without one, the description must name the head and the
     field of view must be head-sized in-plane.
     """
@@ -126,6 +129,10 @@ def is_head_series(
         return HeadDecision(False, f"only {shape[0]} slices: not a volume a face can be seen in")
     fov = [n * s for n, s in zip(shape, spacing, strict=True)]
     in_plane = max(fov[1], fov[2])
+    extents = sorted(fov)
+    if extents[1] < _MIN_FACE_MM[1] or extents[0] < _MIN_FACE_MM[0]:
+        size = " x ".join(f"{f:.0f}" for f in fov)
+        return HeadDecision(False, f"a {size} mm field of view is too small to show a face")
     part = (body_part or "").upper().replace(" ", "")
     if part:
         if part in HEAD_BODY_PARTS or any(w in part for w in HEAD_WORDS):

@@ -138,6 +138,10 @@ class DeidOptions:
     allow_burned_in: bool = False
     retain_longitudinal_modified_dates: bool = True
     retain_patient_characteristics: bool = True
+    # Clean Recognizable Visual Features (issue 6): head CT/MR defaced at ingest
+    # (insitu.datasets.deface_ingest); when off, the recorded reason why.
+    deface_head_scans: bool = True
+    deface_opt_out_reason: str = ""
 
     @classmethod
     def from_config(cls, section: Any) -> DeidOptions:
@@ -145,6 +149,7 @@ class DeidOptions:
         return cls(
             retain_device_identity=bool(section.retain_device_identity),
             allow_burned_in=bool(section.allow_burned_in),
+            deface_head_scans=bool(getattr(section, "deface_head_scans", True)),
         )
 
 
@@ -249,6 +254,9 @@ def make_profile(options: DeidOptions) -> dict[str, Any]:
             for s in SAFE_PRIVATE_TAGS
         ],
         "burned_in": "allowed by the admin" if options.allow_burned_in else "held back",
+        "defacing": "head CT/MR defaced (quickshear); CID 7050 113101 in defaced series"
+        if options.deface_head_scans
+        else f"off: {options.deface_opt_out_reason or 'not requested'}",
         "date_shift": "per subject, whole days, 1 to 10 years back, HMAC-SHA256 of the site key"
         if options.retain_longitudinal_modified_dates
         else "dates removed",

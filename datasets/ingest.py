@@ -354,6 +354,13 @@ def _build_series(
             "quarantined", f"pixel data cannot be decoded: {type(exc).__name__}: {exc}", culprit
         ) from exc
     header = first.dataset
+    from insitu.datasets.deface_ingest import deface_series
+    from insitu.errors import DefacingError
+
+    try:  # head CT/MR: remove the face before anything is written (issue 6)
+        volume, defacing = deface_series(volume, geometry, header, originals[0], deid.options)
+    except DefacingError as exc:
+        raise _SeriesRefused("refused", str(exc)) from exc
     series_uid = str(header.SeriesInstanceUID)
     series_id = str(header.SOPInstanceUID) if split else series_uid
     row = {
@@ -377,6 +384,7 @@ def _build_series(
         "origin": list(geometry.origin),
         "orientation": list(geometry.orientation),
         "header": _header_json(header),
+        "deface": defacing,
     }
     series_path = Path(root.store.root) / "series" / series_id
     shutil.rmtree(series_path, ignore_errors=True)  # a half-written try of this series
@@ -424,11 +432,15 @@ def ingest(
     if not paths:
         raise IngestError("nothing to ingest: give one or more files, folders or .zip archives")
     config = load_config(home)
+    from insitu.datasets.deface_ingest import deface_policy
     from insitu.datasets.deid import Deidentifier, DeidOptions, make_profile
 
+    deface_on, deface_reason = deface_policy(config, dataset)
     options = DeidOptions(
         retain_device_identity=config.deid.retain_device_identity,
         allow_burned_in=config.deid.allow_burned_in if allow_burned_in is None else allow_burned_in,
+        deface_head_scans=deface_on,
+        deface_opt_out_reason=deface_reason,
     )
     with ingest_lock(home), Catalog(home) as catalog:
         recover(home, catalog)

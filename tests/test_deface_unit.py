@@ -83,3 +83,9 @@ def test_head_detection(body_part, modality, shape, spacing, description, expect
 def test_cid_7050_code():
     assert CLEAN_RECOGNIZABLE_VISUAL_FEATURES["CodeValue"] == "113101"
     assert CLEAN_RECOGNIZABLE_VISUAL_FEATURES["CodingSchemeDesignator"] == "DCM"
+
+
+def test_small_head_field_of_view_is_not_defaced():
+    # pydicom's emri_small.dcm: Body Part HEAD, 10 frames of 64 x 64 at 1 mm
+    decision = is_head_series("HEAD", "MR", (10, 64, 64), (1.2, 1.0, 1.0))
+    assert not decision.is_head and "too small to show a face" in decision.reason

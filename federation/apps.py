@@ -126,11 +126,10 @@ class RunHandle:
             raise ServiceError("the coordinator did not start the run (no run id returned)")
         return cls(connection, int(res.run_id))
 
-    def _state(self) -> tuple[str, str]:
+    def _state(self, client: Any) -> tuple[str, str]:
         from flwr.proto.control_pb2 import ListRunsRequest
 
-        with _control(self.connection) as client:
-            proto = client.ListRuns(ListRunsRequest(run_id=self.run_id)).run_dict[self.run_id]
+        proto = client.ListRuns(ListRunsRequest(run_id=self.run_id)).run_dict[self.run_id]
         if proto.status.status == "finished":
             return f"finished:{proto.status.sub_status}", proto.status.details
         return proto.status.status, proto.status.details
@@ -140,17 +139,17 @@ class RunHandle:
         from flwr.proto.control_pb2 import StreamLogsRequest
 
         deadline = time.monotonic() + timeout
-        while True:
-            status, details = self._state()
-            if status.startswith("finished"):
-                break
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"run {self.run_id} did not finish within {timeout:.0f} s (status "
-                    f"{status}); stop it with `flwr stop` or wait and read `flwr log`"
-                )
-            time.sleep(0.2)
         with _control(self.connection) as client:
+            while True:
+                status, details = self._state(client)
+                if status.startswith("finished"):
+                    break
+                if time.monotonic() > deadline:
+                    raise ServiceError(
+                        f"run {self.run_id} did not finish within {timeout:.0f} s (status "
+                        f"{status}); stop it with `flwr stop` or wait and read `flwr log`"
+                    )
+                time.sleep(0.5)
             logs = "".join(
                 r.log_output for r in client.StreamLogs(StreamLogsRequest(run_id=self.run_id))
             )
@@ -164,7 +163,8 @@ class RunHandle:
     def status(self) -> dict[str, Any]:
         """The job monitor's status dict (docs/architecture.md, "Federated job status")."""
         if self.outcome is None:
-            status, details = self._state()
+            with _control(self.connection) as client:
+                status, details = self._state(client)
             if status.startswith("finished"):
                 return job_status(self.wait(timeout=60.0))
             state = "running" if status == "running" else "pending"
@@ -222,9 +222,15 @@ def run_fab(
 
 @contextmanager
 def _control(connection: Any) -> Iterator[Any]:
+    import contextlib
+    import io
+
     from flwr.cli.utils import init_http_client_from_connection
 
-    client = init_http_client_from_connection(connection)
+    # Flower's CLI helper prints "Using SuperLink: ..." for humans; a notebook call
+    # polling the run should not.
+    with contextlib.redirect_stdout(io.StringIO()):
+        client = init_http_client_from_connection(connection)
     try:
         yield client
     finally:

@@ -171,7 +171,7 @@ def _ingest_table(home: NodeHome, dataset: str, table: Path, *, quiet: bool) -> 
         with contextlib.redirect_stdout(out) if quiet else contextlib.nullcontext():
             code = main(
                 ["--home", str(home.root), "ingest-table", dataset, str(table),
-                 "--subject-column", "subject_id"]
+                 "--subject-column", "subject_id", "--date-columns", "scan_date"]
             )  # fmt: skip
     finally:
         if saved is None:
@@ -220,6 +220,7 @@ def prepare(
                 f"see {home.quarantine}"
             )
         table = _ingest_table(home, dataset, trial.table_path(site), quiet=quiet)
+        _demo_policy(home)
         _users(home, logins)
         _approve(home, dataset)
         # Each user's server starts in hub/users/<name> (the hub's home_dir_template).
@@ -255,7 +256,7 @@ def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _start_hub(setup: DemoSetup, port: int) -> int:
+def _start_hub(setup: DemoSetup, port: int, *, extra: str = "") -> int:
     """Run the site-a hub until Ctrl-C (or `insitu down`), then stop it cleanly."""
     import signal
     import time
@@ -275,7 +276,8 @@ def _start_hub(setup: DemoSetup, port: int) -> int:
     state = lifecycle.up(home, port=port, actor=ADMIN)
     print(
         f"\ninsitu demo is running: {state.url}\n\nLog in as (user, password, role):\n"
-        f"{logins_text(setup)}\n\nStop with Ctrl-C, or `INSITU_HOME={home.root} insitu down`.",
+        f"{logins_text(setup)}\n{extra}\n\nStop with Ctrl-C, or "
+        f"`INSITU_HOME={home.root} insitu down`.",
         flush=True,
     )
     # SIGTERM (e.g. from a service manager) stops the demo like Ctrl-C does.
@@ -291,9 +293,72 @@ def _start_hub(setup: DemoSetup, port: int) -> int:
     return 0
 
 
+# Each demo arm has 6 subjects per site: let cells of 5 out so per-arm federated statistics
+# show (a real site keeps the default of 10; the airlock's own check still bites at 3).
+DEMO_MIN_CELL_COUNT = 5
+
+
+def _demo_policy(home: NodeHome) -> None:
+    import dataclasses
+
+    from insitu.config import load_config
+
+    config = load_config(home)
+    if config.policy.min_cell_count != DEMO_MIN_CELL_COUNT:
+        policy = dataclasses.replace(config.policy, min_cell_count=DEMO_MIN_CELL_COUNT)
+        home.config_path.write_text(dataclasses.replace(config, policy=policy).to_toml())
+
+
+def start_federation(setup: DemoSetup) -> str:
+    """A loopback federation: coordinator + every site's SuperNode, apps approved by the steward.
+
+    Returns the coordinator's address; :func:`stop_federation` ends it all.
+    """
+    from insitu.config import NodeHome, init_home
+    from insitu.federation import approvals, processes
+    from insitu.federation.analytics import analytics_fingerprint
+
+    fingerprints = [analytics_fingerprint()]
+    try:
+        from insitu.federation.train_app import training_fingerprint
+
+        fingerprints.append(training_fingerprint())
+    except ImportError:  # a site without torch runs analytics only
+        pass
+    coordinator = NodeHome(setup.root / "coordinator")
+    init_home(coordinator, "coordinator")
+    address = f"127.0.0.1:{processes.free_port()}"
+    try:
+        processes.start_coordinator(coordinator, address, insecure=True)
+        for site in setup.sites:
+            for fingerprint in fingerprints:
+                approvals.approve(site.home, fingerprint, site.dataset, days=365, user=STEWARD)
+            processes.start_site(site.home, address, site.dataset, insecure=True)
+    except BaseException:
+        stop_federation(setup)
+        raise
+    return address
+
+
+def stop_federation(setup: DemoSetup) -> None:
+    from insitu.config import NodeHome
+    from insitu.federation import processes
+
+    for site in setup.sites:
+        processes.stop(site.home)
+    coordinator = NodeHome(setup.root / "coordinator")
+    if coordinator.config_path.exists():
+        processes.stop(coordinator)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from insitu.datasets.synthetic import spec_from_args
+    from insitu.errors import ConfigError
 
+    if args.federation and args.no_hub:
+        raise ConfigError(
+            "--federation runs with the hub in the foreground (Ctrl-C stops both): drop --no-hub"
+        )
     setup = prepare(args.dir, spec_from_args(args), port=args.port)
     if args.no_hub:
         print(
@@ -302,7 +367,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
         print(logins_text(setup))
         return 0
-    return _start_hub(setup, args.port)
+    if not args.federation:
+        return _start_hub(setup, args.port)
+    address = start_federation(setup)
+    try:
+        return _start_hub(
+            setup,
+            args.port,
+            extra=f"\nFederation coordinator: {address} (loopback, insecure); the three sites "
+            "joined with dataset 'locat' and approved the analytics and training apps.\n"
+            f'In 04/05 notebooks set ADDRESS = "{address}".',
+        )
+    finally:
+        stop_federation(setup)
 
 
 def _cmd_notebooks_copy(args: argparse.Namespace) -> int:
@@ -332,6 +409,11 @@ def register(sub: Any) -> None:
     )
     demo.add_argument(
         "--no-hub", action="store_true", help="set up the sites and exit without starting a hub"
+    )
+    demo.add_argument(
+        "--federation",
+        action="store_true",
+        help="also run a loopback Flower federation of the three sites (for notebooks 04/05)",
     )
     add_size_arguments(demo)
     demo.set_defaults(handler=_cmd_demo)

@@ -146,7 +146,7 @@ def test_notebooks_run_through_the_gate_and_the_airlock(
     monkeypatch.delenv("INSITU_HOME", raising=False)  # a user server never knows it
     env = _server_env(demo, "alice")
     explore = run_notebook("01-explore-a-dataset.ipynb", tmp_path, env)
-    assert "<insitu.Dataset locat v1: 4 subjects, 4 series>" in outputs(explore)
+    assert "<insitu.Dataset locat v2: 4 subjects, 4 series>" in outputs(explore)
     assert widget_views(explore) == 2
     released = run_notebook("03-release-through-the-airlock.ipynb", tmp_path, env)
     text = outputs(released)

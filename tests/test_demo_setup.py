@@ -14,10 +14,17 @@ from fixtures_experience import DEMO_SIZE_FLAGS
 from insitu.cli import main
 from insitu.config import NodeHome, load_config
 from insitu.datasets.catalog import Catalog
+from insitu.datasets.reader import open_dataset
 from insitu.errors import AccessDeniedError
 from insitu.hub import access
 from insitu.hub.accounts import AccountStore
 from insitu.hub.audit import AuditLog
+
+
+def _scan_dates(root: Path, site: str) -> set[str]:
+    """The original scan dates of a site's subjects (the trial's answer key)."""
+    manifest = json.loads((root / "trial" / "manifest.json").read_text())
+    return {s["scan_date"] for s in manifest["subjects"] if s["site"] == site}
 
 
 @pytest.fixture
@@ -33,8 +40,15 @@ def test_three_sites_with_their_own_dataset(demo_dir: Path) -> None:
         with Catalog(home) as catalog:
             (entry,) = catalog.datasets()
             assert entry["name"] == "locat"
-            (version,) = catalog.versions(entry["name"])
-            assert version["n_subjects"] == 4 and version["n_series"] == 4
+            # v1: the images; v2: the same images and the site's measurement table.
+            _images, v2 = catalog.versions(entry["name"])
+            assert v2["n_subjects"] == 4 and v2["n_series"] == 4
+        ds = open_dataset("locat", home=home)
+        table = ds.tables["measurements"]
+        assert len(table) == 4 and set(table["arm"]) == {"low-dose", "standard-dose"}
+        assert all(s.startswith("sub-") for s in table["subject_id"]), "pseudonyms, not SYN-..."
+        shown = {str(d)[:10] for d in table["scan_date"]}
+        assert shown and not shown & _scan_dates(demo_dir, site), "scan dates are shifted"
         # Ingest, accounts and the access decision are all in an unbroken audit chain.
         assert AuditLog(home).verify().entries >= 6
         kinds = {e["kind"] for e in AuditLog(home).query()}
@@ -69,7 +83,7 @@ def test_running_again_reuses_everything(demo_dir: Path, capsys: pytest.CaptureF
     logins = (demo_dir / "logins.json").read_text()
     assert main(["demo", "--no-hub", "--dir", str(demo_dir), *DEMO_SIZE_FLAGS]) == 0
     out = capsys.readouterr().out
-    assert out.count("(unchanged, 4 subjects)") == 3
+    assert out.count("(unchanged, 4 subjects); table") == 3
     assert (demo_dir / "logins.json").read_text() == logins
     home = NodeHome(demo_dir / "site-a")
     assert len(access.register(home, user="alice")) == 1, "no second request on a re-run"

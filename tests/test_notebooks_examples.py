@@ -70,7 +70,7 @@ def test_explore_a_dataset(demo_root: Path, tmp_path: Path) -> None:
     )
     text = outputs(nb)
     assert "locat" in text
-    assert "<insitu.Dataset locat v1: 4 subjects, 4 series>" in text
+    assert "<insitu.Dataset locat v2: 4 subjects, 4 series>" in text  # v2 adds the table
     assert "slice at z = 87.5 mm" in text
     assert widget_views(nb) == 2, "the browser and the viewer render as widgets"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from insitu.config import NodeHome, init_home, load_config
+from insitu.config import NodeHome, load_config
 
 pytestmark = pytest.mark.slow
 SITES = ("site-a", "site-b", "site-c")
@@ -29,36 +29,22 @@ def _small_cells(home: NodeHome) -> None:
 def federation(
     demo_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, dict[str, NodeHome]]]:
-    from insitu.federation import approvals, processes
-    from insitu.federation.analytics import analytics_fingerprint
+    """`insitu demo --federation`'s loopback federation, on a copy of the session's demo."""
+    from fixtures_experience import DEMO_SPEC
 
-    root = tmp_path_factory.mktemp("fed-demo")
-    homes = {}
-    for site in SITES:
-        shutil.copytree(demo_root / site, root / site, symlinks=True)
-        homes[site] = NodeHome(root / site)
-        _small_cells(homes[site])
-    coordinator = NodeHome(root / "coordinator")
-    init_home(coordinator, "coordinator")
-    address = f"127.0.0.1:{processes.free_port()}"
-    fingerprints = [analytics_fingerprint()]
-    try:
-        from insitu.federation.train_app import training_fingerprint
+    from insitu.demo import prepare, start_federation, stop_federation
 
-        fingerprints.append(training_fingerprint())
-    except ImportError:  # no torch: analytics only
-        pass
+    root = tmp_path_factory.mktemp("fed-demo") / "demo"
+    shutil.copytree(demo_root, root, symlinks=True)
+    setup = prepare(root, DEMO_SPEC, quiet=True)  # finds everything in place
+    homes = {site.name: site.home for site in setup.sites}
+    for home in homes.values():
+        _small_cells(home)
+    address = start_federation(setup)
     try:
-        processes.start_coordinator(coordinator, address, insecure=True)
-        for home in homes.values():
-            for fp in fingerprints:  # the site's steward approves the apps for its dataset
-                approvals.approve(home, fp, "locat", days=1, user="sam")
-            processes.start_site(home, address, "locat", insecure=True)
         yield address, homes
     finally:
-        for home in homes.values():
-            processes.stop(home)
-        processes.stop(coordinator)
+        stop_federation(setup)
 
 
 def test_federated_analysis_notebook(federation, tmp_path: Path) -> None:

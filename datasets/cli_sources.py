@@ -1,4 +1,6 @@
-"""``insitu ingest-table`` (issue 6): measurement and clinical tables.
+"""``insitu ingest-table`` and ``insitu ingest-derived`` (issue 6).
+
+Measurement and clinical tables; DICOM SR measurements and SEG label volumes.
 
 Registered through ``COMMAND_MODULES`` in insitu/cli.py; imports nothing heavy.
 """
@@ -35,7 +37,37 @@ def _cmd_ingest_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest_derived(args: argparse.Namespace) -> int:
+    from insitu.cli import print_json
+    from insitu.datasets.derived import ingest_derived
+
+    report = ingest_derived(args.dataset, args.paths)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        print(
+            f"{args.dataset} {report.version}: {report.measurements} SR measurements, "
+            f"{len(report.labels)} label volumes"
+        )
+        for name, reason in report.refused:
+            print(f"  refused {name}: {reason}")
+    return 1 if report.refused else 0
+
+
 def register(sub: Any) -> None:
+    derived = sub.add_parser(
+        "ingest-derived",
+        help="add DICOM SR measurements (TID 1500) and SEG label volumes to a dataset",
+        description="Read SR and SEG objects made from a dataset's images and publish a new "
+        "version: SR measurements become rows of the table sr_measurements, each SEG a label "
+        "volume on its source series' grid (open_dataset(D).labels(series_id)). UIDs and "
+        "subjects are keyed like the images'. Exit 1 when any file was refused.",
+    )
+    derived.add_argument("dataset", metavar="DATASET", help="the dataset the objects belong to")
+    derived.add_argument("paths", nargs="+", metavar="PATH", help="SR/SEG files or folders")
+    derived.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    derived.set_defaults(handler=_cmd_ingest_derived)
+
     parser = sub.add_parser(
         "ingest-table",
         help="attach a measurement or clinical table (CSV) to a dataset",

@@ -141,6 +141,12 @@ class Dataset:
             result[name].attrs["units"] = "mm"
         return result.transpose("z", "y", "x", "c") if "c" in names else result
 
+    def labels(self, series_id: str, name: str | None = None) -> xr.DataArray:
+        """A SEG label volume of ``series_id``, aligned with ``.image(series_id)``."""
+        from insitu.datasets.labels import read_labels
+
+        return read_labels(self, series_id, name)
+
     def header(self, series_id: str) -> dict[str, Any]:
         """The de-identified DICOM header of a series (DICOM JSON model)."""
         import zarr

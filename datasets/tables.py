@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +73,8 @@ def add_tables(
     home: NodeHome | None = None,
     base_version: str | None = None,
     note: str = "",
+    write_extra: Callable[[Any], None] | None = None,
+    extra_digest: str = "",
 ) -> str:
     """Publish a new version of ``dataset`` = ``base_version`` (newest) + ``tables``.
 
@@ -80,7 +82,7 @@ def add_tables(
     already published on the same base. Rows must hold pseudonymous keys only
     (``subject_id``, ``study_id``, ``series_id``), never original identifiers.
     """
-    if not tables:
+    if not tables and write_extra is None:
         raise IngestError("no tables given: pass a mapping of table name -> DataFrame")
     node = (home or resolve_home()).require_initialized()
     with ingest_lock(node), Catalog(node) as catalog:
@@ -89,9 +91,9 @@ def add_tables(
         base_path = catalog.store_path(dataset, base["version"])
         digests = {n: _table_digest(n, tables[n]) for n in sorted(tables)}
         base_digests = _stored_digests(base_path)
-        if all(base_digests.get(n) == d for n, d in digests.items()):
+        if not extra_digest and all(base_digests.get(n) == d for n, d in digests.items()):
             return str(base["version"])  # the base already holds exactly these tables
-        parts = [base["fingerprint"], *digests.values()]
+        parts = [base["fingerprint"], *digests.values(), *([extra_digest] if extra_digest else [])]
         fingerprint = hashlib.sha256("\n".join(parts).encode()).hexdigest()
         existing = catalog.find_fingerprint(dataset, fingerprint)
         if existing is not None:
@@ -103,6 +105,8 @@ def add_tables(
             root = open_root(store_path)
             for name in sorted(tables):
                 write_table(root, name, tables[name])
+            if write_extra is not None:  # e.g. SEG label volumes (insitu.datasets.derived)
+                write_extra(root)
             attrs = dict(root.attrs["insitu"])
             version = catalog.next_version(dataset)
             provenance = {

@@ -174,3 +174,24 @@ def test_on_a_real_store_a_slice_move_reads_one_row_of_chunks(site_node) -> None
     assert chunks, store.keys
     assert {k.removeprefix(prefix).split("/")[0] for k in chunks} == {"2"}, chunks
     assert not any(k.startswith(f"series/{series_id}/1/") for k in store.keys), "level 0 only"
+
+
+def test_a_coronal_sweep_reads_the_series_once(counted) -> None:
+    image, source = counted
+    viewer = SliceViewer(image)
+    source.z_reads.clear()
+    viewer.plane.value = "coronal"
+    assert sorted(set(source.z_reads)) == list(range(10)), "a coronal plane needs every slice"
+    source.z_reads.clear()
+    for j in (0, 7, 23):
+        viewer.slider.value = j
+        np.testing.assert_array_equal(viewer.plane_values(), _volume()[::-1, j, :])
+    viewer.plane.value = "sagittal"
+    np.testing.assert_array_equal(viewer.plane_values(), _volume()[::-1, :, 16])
+    assert source.z_reads == [], "the rest of the sweep comes from memory"
+    # A series too large to hold reads plane by plane instead.
+    small = SliceViewer(image, plane="coronal", max_volume_bytes=0)
+    source.z_reads.clear()
+    small.slider.value = 3
+    assert sorted(set(source.z_reads)) == list(range(10))
+    np.testing.assert_array_equal(small.plane_values(), _volume()[::-1, 3, :])

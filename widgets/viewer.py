@@ -68,6 +68,7 @@ class SliceViewer:
         preset: str | None = None,
         display_size: int = 384,
         title: str | None = None,
+        max_volume_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         import ipywidgets as w
 
@@ -81,7 +82,9 @@ class SliceViewer:
             raise ValueError(f"plane {plane!r}: choose one of {', '.join(PLANES)}")
         self.image = image.transpose("z", "y", "x")
         self.display_size = display_size
-        self.reads = 0  # planes computed from the store (for tests and bench)
+        self.reads = 0  # planes (or the volume) computed from the store (tests, bench)
+        self.max_volume_bytes = max_volume_bytes
+        self._volume: np.ndarray | None = None
         self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._syncing = False
         modality = str(image.attrs.get("modality", "")).upper()
@@ -195,9 +198,14 @@ class SliceViewer:
         key = (plane, int(self.slider.value))
         cached = self._cache.get(key)
         if cached is None:
-            data = self.image.isel({dim: key[1]}).transpose(vertical, horizontal)
-            cached = np.asarray(data.values)
-            self.reads += 1
+            source = self._volume_for(plane)
+            if source is not None:  # cut the plane from the volume already in memory
+                # (z, x) for coronal, (z, y) for sagittal: already (vertical, horizontal)
+                cached = np.take(source, key[1], axis="zyx".index(dim))
+            else:
+                data = self.image.isel({dim: key[1]}).transpose(vertical, horizontal)
+                cached = np.asarray(data.values)
+                self.reads += 1
             if vertical == "z":
                 cached = cached[::-1]  # superior up
             self._cache[key] = cached
@@ -206,6 +214,20 @@ class SliceViewer:
         else:
             self._cache.move_to_end(key)
         return cached
+
+    def _volume_for(self, plane: str) -> np.ndarray | None:
+        """The whole series in memory for coronal and sagittal sweeps, if it is small enough.
+
+        Such a plane cuts through every chunk row of the store, so each new one
+        would read most of the series again; one read of the volume makes the
+        sweep interactive. Axial planes always read just their own chunk row.
+        """
+        if plane == "axial" or self.image.nbytes > self.max_volume_bytes:
+            return None
+        if self._volume is None:
+            self._volume = np.asarray(self.image.values)
+            self.reads += 1
+        return self._volume
 
     def position_mm(self) -> float:
         dim = PLANES[self.plane.value][0]

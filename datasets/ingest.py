@@ -452,7 +452,7 @@ def ingest(
 
 
 Outcome = tuple[Any, ...]  # ("ok", row, original_id) | ("refused", fate, reason, index) | ...
-WORKERS_ENV = "INSITU_INGEST_WORKERS"  # series built in parallel processes (default: auto)
+WORKERS_ENV = "INSITU_INGEST_WORKERS"  # series built in N processes (default 1)
 _WORKER: dict[str, Any] = {}
 
 
@@ -485,19 +485,20 @@ def _worker_outcome(items: list[Scanned], split: bool) -> Outcome:
 
 
 def _worker_count(todo: Sequence[tuple[list[Scanned], bool, Path]]) -> int:
-    """Processes for building series: one per core for larger inputs, else none."""
+    """Processes for building series: 1 unless INSITU_INGEST_WORKERS asks for more.
+
+    Measured on the 2-core benchmark machine (bench/BENCHMARKS.md), two spawned
+    workers cost 60 % more CPU than one process (imports, pickled headers) and
+    finished later; a site with many idle cores may still gain.
+    """
     wanted = os.environ.get(WORKERS_ENV, "")
-    if wanted:
-        try:
-            return max(1, int(wanted))
-        except ValueError:
-            raise IngestError(
-                f"{WORKERS_ENV}={wanted!r}: give a whole number of processes"
-            ) from None
-    files = sum(len(items) for items, _, _ in todo)
-    if len(todo) < 2 or files < 64:
-        return 1  # starting processes would cost more than it saves
-    return min(len(os.sched_getaffinity(0)), len(todo), 8)
+    if not wanted:
+        return 1
+    try:
+        count = int(wanted)
+    except ValueError:
+        raise IngestError(f"{WORKERS_ENV}={wanted!r}: give a whole number of processes") from None
+    return max(1, min(count, len(todo)))
 
 
 def _outcomes(
@@ -508,7 +509,7 @@ def _outcomes(
     store_path: Path,
     todo: Sequence[tuple[list[Scanned], bool, Path]],
 ) -> Iterator[Outcome]:
-    """Outcomes in ``todo`` order; series are built in spawned processes when it pays.
+    """Outcomes in ``todo`` order; series are built in spawned processes if asked.
 
     Each process writes its own series' folders of the one staging store, so no
     two processes write the same file; the catalog, links and markers stay here.

@@ -1,7 +1,8 @@
 """Write the images' pinned requirement files from pyproject.toml and the working venv.
 
-    .venv/bin/python docker/lock.py          # rewrite docker/requirements-*.txt
-    .venv/bin/python docker/lock.py --check  # exit 1 if a file would change
+    .venv/bin/python docker/lock.py            # rewrite docker/requirements-*.txt
+    .venv/bin/python docker/lock.py --check    # exit 1 if a file would change
+    .venv/bin/python docker/lock.py --resolve  # let pip resolve each file from the index
 
 Each image gets the dependency closure of the pyproject requirements it needs
 (its extras included), every package pinned to the version installed in the
@@ -13,8 +14,11 @@ Linux).
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import subprocess
 import sys
+import tempfile
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -110,10 +114,38 @@ def parse(text: str) -> dict[str, str]:
     return pins
 
 
+def resolve(image: str) -> list[str]:
+    """Problems pip finds resolving ``image``'s file (empty: exactly the pins, all wheels)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed"]
+        cmd += ["--quiet", "--only-binary=:all:", "--report", str(report), "-r", str(path(image))]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode:
+            return [f"{image}: pip could not resolve it:\n{done.stderr[-3000:]}"]
+        got = {
+            canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+            for item in json.loads(report.read_text())["install"]
+        }
+    pins = parse(path(image).read_text())
+    extra = sorted(set(got) - set(pins))
+    wrong = sorted(n for n in set(got) & set(pins) if got[n] != pins[n])
+    problems = [f"{image}: pip adds unpinned {', '.join(extra)}"] if extra else []
+    problems += [f"{image}: pip picks {n} {got[n]}, not {pins[n]}" for n in wrong]
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only say whether files are stale")
+    parser.add_argument(
+        "--resolve", action="store_true", help="let pip resolve each file (slow: minutes)"
+    )
     args = parser.parse_args()
+    if args.resolve:
+        problems = [p for image in IMAGES for p in resolve(image)]
+        print("\n".join(problems) or "every image's requirements resolve to exactly their pins")
+        return 1 if problems else 0
     stale = []
     for image in IMAGES:
         text = render(image)

@@ -9,11 +9,9 @@ image's requirements resolve against PyPI to exactly the pinned set.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec, module_from_spec, spec_from_file_location
@@ -258,16 +256,6 @@ def test_every_pin_has_an_installable_wheel_on_the_index():
     assert not problems, "\n".join(problems)
 
 
-def test_pip_resolves_the_hub_requirements(tmp_path):
-    """pip's own resolver on the smallest file (the large ones take minutes here)."""
-    report = tmp_path / "hub.json"
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet"]
-    cmd += ["--only-binary=:all:", "--report", str(report), "-r", str(lock.path("hub"))]
-    env = os.environ | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = {
-        canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
-        for i in json.loads(report.read_text())["install"]
-    }
-    assert got == lock.parse(lock.path("hub").read_text())
+def test_pip_resolves_the_hub_requirements():
+    """pip's own resolver on the smallest file (all three: `docker/lock.py --resolve`, minutes)."""
+    assert lock.resolve("hub") == []

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from insitu.config import NodeHome, load_config, resolve_home
+from insitu.datasets.dicom_read import SEG_SOP_CLASS
 from insitu.errors import SourceError
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DerivedReport", "ingest_derived", "seg_labels", "sr_measurements"]
 
-SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_TABLE = "sr_measurements"
 # TID 1500 concept codes (DCM / SCT), by CodeValue
 MEASUREMENT_GROUP = "125007"

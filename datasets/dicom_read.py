@@ -33,6 +33,12 @@ __all__ = [
 ]
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+# Derived objects go through `insitu ingest-derived` (insitu.datasets.derived).
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+SR_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
+DERIVED_REASON = (
+    "a derived object (DICOM SEG or SR): add it with `insitu ingest-derived DATASET FILES`"
+)
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
@@ -152,6 +158,9 @@ def scan_one(source: InputFile) -> Scanned:
         return item
     if sop_class == DICOMDIR_SOP_CLASS:
         item.kind, item.reason = "skipped", "DICOMDIR (a media index, not an image)"
+        return item
+    if sop_class == SEG_SOP_CLASS or sop_class.startswith(SR_SOP_PREFIX):
+        item.kind, item.reason = "skipped", DERIVED_REASON  # issue 6: insitu ingest-derived
         return item
     if "Rows" not in header or "Columns" not in header or not _has_pixel_data(data, header):
         item.kind = "bad"

@@ -149,3 +149,18 @@ def test_foreign_and_off_grid_objects_refused(trial, tmp_path, capsys):
     assert list(ds.tables[SR_TABLE]["value"]) == [7.0]
     with pytest.raises(KeyError, match="no label volumes"):
         ds.labels(ds.series["series_id"][0])
+
+
+def test_plain_ingest_points_derived_objects_to_ingest_derived(home, tmp_path):
+    folder = make_series(tmp_path / "ct", n=4, patient_id="PAT-D")
+    images = sources(folder)
+    mask = np.zeros((len(images), images[0].Rows, images[0].Columns), dtype=np.uint8)
+    mask[1, 3:9, 3:9] = 1
+    make_seg(images, mask, folder / "seg.dcm")
+    make_sr(images, folder / "sr.dcm")
+    report = ingest([folder], "mixed", home=home)
+    assert report.exit_code == 0
+    fates = {f.file.rsplit("/", 1)[-1]: f for f in report.files}
+    for name in ("seg.dcm", "sr.dcm"):
+        assert fates[name].fate == "skipped"
+        assert "insitu ingest-derived" in fates[name].reason

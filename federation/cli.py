@@ -20,7 +20,14 @@ def _home() -> Any:
 
 
 def _user(args: argparse.Namespace) -> str:
-    return args.by or os.environ.get("USER") or getpass.getuser()
+    """The decider: a steward or admin account named with --by (checked, as the hub CLI
+    checks --as), else the node operator's login."""
+    if args.by:
+        from insitu.hub.accounts import require_role
+
+        require_role(_home(), args.by, "steward", "admin")
+        return str(args.by)
+    return os.environ.get("USER") or getpass.getuser()
 
 
 def _cmd_coordinator(args: argparse.Namespace) -> int:

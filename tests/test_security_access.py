@@ -158,3 +158,19 @@ def test_decisions_are_audited_under_the_deciders_name(hub_home):
     assert ("access.approve", "sam", "bob") in kinds
     assert ("access.revoke", "root_admin", "bob") in kinds
     assert AuditLog(hub_home).verify().entries >= 3
+
+
+def test_federation_decisions_name_a_real_decider(hub_home, monkeypatch, capsys):
+    """--by is checked against the site's accounts, as the hub CLI's --as is."""
+    fingerprint = "ab" * 32
+    for who in ("ada", "nobody"):
+        code, _, err = _cli(monkeypatch, capsys, "federation", "approve", fingerprint,
+                            "--dataset", "trial-a", "--days", "3", "--by", who)  # fmt: skip
+        assert code == AccessDeniedError.exit_code, (who, err)
+    code, _, err = _cli(monkeypatch, capsys, "federation", "approve", fingerprint,
+                        "--dataset", "trial-a", "--days", "3", "--by", "sam")  # fmt: skip
+    assert code == 0, err
+    (entry,) = AuditLog(hub_home).query(kind="federation.approve")
+    assert entry["user"] == "sam"
+    code, _, _ = _cli(monkeypatch, capsys, "federation", "revoke", fingerprint, "--by", "bob")
+    assert code == AccessDeniedError.exit_code

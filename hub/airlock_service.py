@@ -44,6 +44,7 @@ __all__ = ["NAME", "hub_service", "make_app"]
 
 NAME = "airlock"
 DECIDERS = ("steward", "admin")
+MEMBERS = ("researcher", "steward", "admin")
 
 
 def _status(exc: BaseException) -> int | None:
@@ -78,6 +79,10 @@ class AirlockHandler(ServiceHandler):
     def require_decider(self) -> None:
         require_role(self.home, self.user, *DECIDERS)
 
+    def require_member(self) -> None:
+        """A hub login is not enough: releasing and downloading need a site account."""
+        require_role(self.home, self.user, *MEMBERS)
+
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         mapped = _status(exc) if exc is not None else None
@@ -106,6 +111,7 @@ class ReleasesHandler(AirlockHandler):
         self.write_json([r.to_dict() for r in found])
 
     async def post(self) -> None:
+        self.require_member()
         body = self.json_body()
         filename = _text(body, "filename")
         purpose = _text(body, "purpose")
@@ -155,6 +161,8 @@ class DownloadHandler(AirlockHandler):
     browser_login = True  # researchers download from their browser, logged in to the hub
 
     async def get(self, request_id: str) -> None:
+        await self.call("get", request_id, user=self.user)  # not yours: 404, as for anyone
+        self.require_member()  # a removed account downloads nothing
         request, data = await self.call("download", request_id, user=self.user)
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Content-Disposition", f'attachment; filename="{request.filename}"')
@@ -165,6 +173,14 @@ class DownloadHandler(AirlockHandler):
 class HealthHandler(web.RequestHandler):
     def get(self) -> None:
         self.finish({"ok": True, "service": NAME})
+
+
+def max_body_size(home: NodeHome) -> int:
+    """Uploads are base64 in JSON: room for twice the release limit, so an oversized
+    file still gets the airlock's clear 413; far larger bodies are cut off unread."""
+    from insitu.config import load_config
+
+    return 3 * load_config(home).policy.max_release_bytes + 2**20
 
 
 def make_app(home: NodeHome, prefix: str) -> web.Application:
@@ -178,7 +194,7 @@ def make_app(home: NodeHome, prefix: str) -> web.Application:
         (releases + r"/(\d+)/download", DownloadHandler),
         *oauth_routes(prefix),
     ]
-    return web.Application(routes, **app_settings(home, prefix))
+    return web.Application(routes, **app_settings(home, prefix), max_body_size=max_body_size(home))
 
 
 def hub_service(ctx: ServiceContext) -> HubService:

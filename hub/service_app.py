@@ -154,7 +154,13 @@ def run_service(
         # Loopback locally (the hub gives 127.0.0.1); the pod's address in Kubernetes,
         # where the Helm chart sets JUPYTERHUB_SERVICE_URL=http://0.0.0.0:<port>.
         address = url.hostname or "127.0.0.1"
-        server = app.listen(url.port, address=address, xheaders=False)
+        # A service may lower Tornado's 100 MB body limit with the setting max_body_size.
+        server = app.listen(
+            url.port,
+            address=address,
+            xheaders=False,
+            max_body_size=app.settings.get("max_body_size", 100 * 2**20),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -114,6 +114,16 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
             timeout=300,
             **kwargs,
         )
+    except requests.ConnectionError as exc:
+        sent = len(kwargs.get("json", {}).get("content", ""))
+        if sent > 2**20:
+            raise ServiceError(
+                f"the airlock closed the connection during an upload of {sent} bytes: the output "
+                "is most likely far over the site's release limit; release a summary instead"
+            ) from None
+        raise ServiceError(
+            f"the airlock did not answer ({type(exc).__name__}): try again"
+        ) from None
     except requests.RequestException as exc:
         raise ServiceError(
             f"the airlock did not answer ({type(exc).__name__}): try again"

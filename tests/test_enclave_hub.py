@@ -151,8 +151,20 @@ def test_tokens_and_unknown_requests_are_refused(airlock_hub):
     assert call(hub, "sam", "GET", "api/releases/424242").status_code == 404
     decided = call(hub, "sam", "POST", "api/releases/424242/deny", json={"reason": "x"})
     assert decided.status_code == 404
-    # eve has a hub account but no site account: no steward powers.
+    # eve has a hub login but no site account: no steward powers, and no releases at all.
     assert call(hub, "eve", "GET", "api/releases?all=1").status_code == 403
+    content = base64.b64encode(b"arm,n\nA,30\n").decode()
+    body = {"filename": "a.csv", "purpose": "x", "content": content}
+    refused = call(hub, "eve", "POST", "api/releases", json=body)
+    assert refused.status_code == 403 and "not a user of this site" in refused.json()["message"]
+    # Bodies far over the release limit are cut off before they are read.
+    huge = {"filename": "a.csv", "purpose": "x", "content": "A" * 2_000_000}
+    try:
+        cut = call(hub, "ada", "POST", "api/releases", json=huge)
+    except requests.ConnectionError:
+        pass
+    else:
+        assert cut.status_code == 400, cut.status_code
     garbage = call(
         hub,
         "ada",

@@ -88,3 +88,19 @@ def test_non_head_series_untouched(home, tmp_path, colin_series):
     assert ingest([folder], "body", home=home).exit_code == 0
     _ds, _sid, image = stored(home, "body")
     assert same_volume(image, volume)
+
+
+def test_mean_head_face_gone_from_the_published_store(home, mean_head, tmp_path):
+    """End to end: DICOM series in, no face detectable in what researchers read."""
+    from insitu.datasets.deface import affine_from_dicom_order
+    from insitu.datasets.face_check import detect_faces, render_face
+
+    volume, affine = mean_head
+    folder = write_dicom_series(tmp_path / "mean", volume.astype(np.uint16), affine)
+    assert detect_faces(render_face(volume, affine, "MR")).found
+    assert ingest([folder], "mean", home=home).exit_code == 0
+    ds = open_dataset("mean", home=home)
+    image = ds.image(ds.series["series_id"][0])
+    published = affine_from_dicom_order(np.asarray(image.attrs["affine"]))
+    after = detect_faces(render_face(image.values, published, "MR"))
+    assert not after.found, after.faces

@@ -37,6 +37,7 @@ from insitu import __version__
 from insitu.config import NodeHome, load_config, resolve_home
 from insitu.datasets.catalog import Catalog
 from insitu.datasets.dicom_read import (
+    InputFile,
     Scanned,
     group_series,
     quiet_pydicom,
@@ -206,6 +207,18 @@ class _Quarantine:
         (self.folder / f"{stem}.reason.txt").write_text(
             f"source: {item.source.name}\nsha256: {item.digest}\nreason: {reason}\n"
         )
+
+
+def _inside_home(home: NodeHome, source: InputFile) -> Scanned | None:
+    """Never ingest the node home itself (stores, quarantine, staging) when a
+    folder that contains it is given as input."""
+    try:
+        inside = Path(source.path).resolve().is_relative_to(home.root)
+    except OSError:
+        return None
+    if not inside:
+        return None
+    return Scanned(source, kind="skipped", reason="inside the insitu node home")
 
 
 def _fingerprint(images: Sequence[Scanned], profile: dict[str, Any], options: dict) -> str:
@@ -561,7 +574,10 @@ def _ingest_locked(
     report = IngestReport(ingest_id=ingest_id, dataset=dataset, status="nothing-published")
     sources = list(walk_inputs(paths))
     with quiet_pydicom():
-        scanned = [scan_one(s) for s in progress(sources, desc="scan", enabled=show_progress)]
+        scanned = [
+            _inside_home(home, s) or scan_one(s)
+            for s in progress(sources, desc="scan", enabled=show_progress)
+        ]
     _crash_point("scanned")
     first_seen: dict[str, str] = {}
     for item in scanned:  # the same file given twice (a folder and a file in it, a re-export)

@@ -357,3 +357,19 @@ def test_parallel_build_gives_the_same_store(
     assert runs["1"][1].keys() == runs["2"][1].keys() and len(runs["1"][1]) == 2
     for sid, values in runs["1"][1].items():
         np.testing.assert_array_equal(values, runs["2"][1][sid])
+
+
+def test_the_node_home_inside_an_input_folder_is_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    node = NodeHome(tmp_path / "export" / "home")  # the admin's home sits in the export
+    init_home(node, "test-site")
+    monkeypatch.setenv("INSITU_HOME", str(node.root))
+    make_series(tmp_path / "export" / "ct", n=3)
+    code, _ = run_json(["ingest", str(tmp_path / "export"), "--dataset", "h"], capsys)
+    assert code == 0
+    code, report = run_json(["ingest", str(tmp_path / "export"), "--dataset", "h2"], capsys)
+    assert code == 0 and report["version"] == "v1"
+    inside = [f for f in report["files"] if f["file"].startswith(str(node.root))]
+    assert inside and {f["fate"] for f in inside} == {"skipped"}
+    assert sum(f["fate"] == "published" for f in report["files"]) == 3

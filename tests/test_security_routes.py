@@ -329,9 +329,12 @@ def test_a_removed_account_is_refused_at_the_next_read(site):
     assert r.status_code == 403 and "no longer a user" in r.json()["message"]
 
 
-def _raw(site: SimpleNamespace, method: str, path: str, token: str) -> tuple[int, bytes]:
-    """Send the path byte for byte to the gate's own port (no client normalisation)."""
-    parsed = urlparse(site.hub.service_url("gate"))
+def _raw(
+    site: SimpleNamespace, method: str, path: str, token: str, base: str = ""
+) -> tuple[int, bytes]:
+    """Send the path byte for byte (no client normalisation), to the gate's own port
+    unless ``base`` names another server."""
+    parsed = urlparse(base or site.hub.service_url("gate"))
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
@@ -719,6 +722,32 @@ def test_the_enclave_server(site):
             assert r.status_code == 403 or path.startswith("api/contents"), path
         r = requests.post(base + "api/terminals", headers=ada, timeout=30)
         assert r.status_code in (403, 404)
+        # The contents API stays inside the server's folder (paths sent byte for byte).
+        for path in (
+            "api/contents/..",
+            "api/contents/../../../private",
+            "api/contents/%2e%2e%2f%2e%2e%2f%2e%2e%2fprivate%2fsite.key",
+        ):
+            status, body = _raw(site, "GET", "/user/ada/" + path, site.tokens["ada"], hub.url)
+            # Tornado answers plain '..' segments with a redirect to the normalised URL;
+            # encoded ones reach the contents manager, which refuses them.
+            assert status in (301, 302, 400, 403, 404), (path, status)
+            assert site.site_key not in body  # the message may echo the path asked for
+        # The server's own token (what its kernels hold) is ada's and only hers.
+        server_token = env["JUPYTERHUB_API_TOKEN"]
+        site.secrets.append(server_token)
+        hub_api = f"{hub.url}/hub/api"
+        as_server = {"Authorization": f"token {server_token}"}
+        assert (
+            requests.get(f"{hub_api}/user", headers=as_server, timeout=30).json()["name"] == "ada"
+        )
+        for path in ("/users", "/users/bob", "/users/bob/tokens", "/services"):
+            r = requests.get(hub_api + path, headers=as_server, timeout=30)
+            assert r.status_code in (403, 404), (path, r.status_code)
+        r = requests.post(f"{hub_api}/users/ada/tokens", headers=as_server, timeout=30, json={})
+        assert r.status_code == 403  # no minting of wider tokens from a kernel
+        gate = call(site, None, "GET", "gate", "stores/trial-a/v1/zarr.json", headers=as_server)
+        assert gate.status_code == 200  # ada's approval, as ada
         for who in ("bob", "sam", "eve"):
             other = {"Authorization": f"token {site.tokens[who]}"}
             r = requests.get(

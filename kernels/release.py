@@ -114,7 +114,7 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
             timeout=300,
             **kwargs,
         )
-    except requests.ConnectionError as exc:
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
         sent = len(kwargs.get("json", {}).get("content", ""))
         if sent > 2**20:
             raise ServiceError(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,16 +87,11 @@ def test_running_again_reuses_everything(demo_dir: Path, capsys: pytest.CaptureF
     assert len(access.register(home, user="alice")) == 1, "no second request on a re-run"
 
 
-def test_the_console_command(tmp_path: Path) -> None:
-    script = Path(sys.executable).with_name("insitu")
-    done = subprocess.run(
-        [str(script), "demo", "--no-hub", "--dir", str(tmp_path), "--subjects", "2",
-         "--size", "24", "--slices", "2"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "alice" in done.stdout and "site-c: locat v1 (published" in done.stdout
-    assert main(["demo", "--no-hub", "--dir", str(tmp_path), "--size", "3"]) == 78
+def test_bad_sizes_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    # (`insitu demo` as a console command runs in tests/test_demo_hub.py.)
+    assert main(["demo", "--no-hub", "--dir", str(tmp_path / "d"), "--size", "3"]) == 78
+    assert main(["demo", "--no-hub", "--federation", "--dir", str(tmp_path / "d")]) == 78
+    assert not (tmp_path / "d").exists()
 
 
 def test_example_notebooks_wait_in_every_demo_users_server(demo_dir: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from fixtures_hub import PASSWORD
 from insitu.cli import main
 from insitu.errors import (
     AccessDeniedError,
+    DatasetNotFoundError,
     InvalidRequestError,
     ReleaseNotFoundError,
 )
@@ -174,3 +175,17 @@ def test_federation_decisions_name_a_real_decider(hub_home, monkeypatch, capsys)
     assert entry["user"] == "sam"
     code, _, _ = _cli(monkeypatch, capsys, "federation", "revoke", fingerprint, "--by", "bob")
     assert code == AccessDeniedError.exit_code
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", "/abs", "A", "a\\b", "x" * 65, "a\x00"])
+def test_dataset_names_cannot_escape_stores(hub_home, name):
+    from insitu.datasets.ingest import ingest
+    from insitu.errors import IngestError
+    from insitu.hub import stores
+
+    before = sorted(p.name for p in hub_home.root.iterdir())
+    with pytest.raises(IngestError, match="dataset name"):
+        ingest([hub_home.root / "nothing"], name, home=hub_home, show_progress=False)
+    with pytest.raises((InvalidRequestError, DatasetNotFoundError)):
+        stores.resolve(hub_home, name)
+    assert sorted(p.name for p in hub_home.root.iterdir()) == before

@@ -213,10 +213,14 @@ def _inside_home(home: NodeHome, source: InputFile) -> Scanned | None:
     """Never ingest the node home itself (stores, quarantine, staging) when a
     folder that contains it is given as input."""
     try:
-        inside = Path(source.path).resolve().is_relative_to(home.root)
+        resolved = Path(source.path).resolve()
     except OSError:
         return None
-    if not inside:
+    if not resolved.is_relative_to(home.root):
+        return None
+    # The PACS staging areas are sources by contract (insitu ingest dicomweb://, insitu
+    # receive hand their staged originals to this ingest): never skip those.
+    if any(resolved.is_relative_to(home.staging / area) for area in ("pacs", "received")):
         return None
     return Scanned(source, kind="skipped", reason="inside the insitu node home")
 

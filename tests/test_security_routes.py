@@ -561,6 +561,16 @@ def test_release_routes_keep_researchers_to_their_own(site):
     assert r.status_code == 201, r.text
     mine = r.json()
     assert "/" not in mine["filename"] and "\r" not in mine["filename"]
+    # A hub login without a site account releases nothing (S6, fixed in 9bd03b7).
+    r = call(
+        site,
+        "eve",
+        "POST",
+        "airlock",
+        "api/releases",
+        json={"filename": "a.csv", "purpose": "x", "content": _content("arm,n\nA,30\n")},
+    )
+    assert r.status_code == 403
     site.state["ada_release"] = rid = mine["id"]
     # Before approval: not downloadable, not even by its owner.
     assert call(site, "ada", "GET", "airlock", f"api/releases/{rid}/download").status_code == 409

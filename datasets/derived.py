@@ -23,6 +23,7 @@ file name and the reason; nothing identifying is printed or stored.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -278,22 +279,36 @@ def ingest_derived(
             frame = pd.concat([base.tables[SR_TABLE], frame], ignore_index=True)
             frame = frame.drop_duplicates(ignore_index=True)
         tables[SR_TABLE] = frame
-    digest = hashlib.sha256()
-    for series_id, name, volume, _info in labels:
-        digest.update(f"{series_id}/{name}".encode())
-        digest.update(volume.tobytes())
+    # Labels already in the newest version with the same voxels are not written again, so
+    # running the same command twice publishes nothing new.
+    stored = dict(base.attrs.get("label_digests", {}))
+    fresh = []
+    for series_id, name, volume, info in labels:
+        key = f"{series_id}/{name}"
+        value = hashlib.sha256(volume.tobytes() + str(volume.dtype).encode()).hexdigest()
+        if stored.get(key) != value:
+            fresh.append((series_id, name, volume, info))
+            stored[key] = value
 
     def write_extra(root: Any) -> None:
-        for series_id, name, volume, info in labels:
+        for series_id, name, volume, info in fresh:
             write_labels(root, series_id, name, volume, info)
+        attrs = dict(root.attrs["insitu"])
+        attrs["label_digests"] = stored
+        root.attrs["insitu"] = attrs
 
-    report.version = add_tables(
-        dataset,
-        tables,
-        home=node,
-        note=f"ingest-derived: {len(rows)} SR measurements, {len(labels)} SEG label volumes",
-        write_extra=write_extra if labels else None,
-        extra_digest=digest.hexdigest() if labels else "",
+    extra_digest = hashlib.sha256(json.dumps(stored, sort_keys=True).encode()).hexdigest()
+    report.version = (
+        add_tables(
+            dataset,
+            tables,
+            home=node,
+            note=f"ingest-derived: {len(rows)} SR measurements, {len(fresh)} SEG label volumes",
+            write_extra=write_extra if fresh else None,
+            extra_digest=extra_digest if fresh else "",
+        )
+        if tables or fresh
+        else base.version
     )
     report.measurements = len(rows)
     report.labels = [f"{s}/{n}" for s, n, _v, _i in labels]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import highdicom as hd
@@ -118,6 +119,10 @@ def test_seg_and_sr_join_their_series(trial, tmp_path, capsys):
     assert row["subject_id"] == ds.series["subject_id"][0]
     assert row["measurement"] == "Diameter" and row["value"] == 12.5 and row["unit"] == "mm"
     assert row["finding"] == "Tumor" and row["tracking_id"] == "lesion 1"
+    # the same objects again publish nothing new
+    code, out2, err = run_cli(["ingest-derived", "trial", str(seg), str(sr), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out2)["version"] == ds.version
     # the earlier version is untouched; nothing identifying was published
     assert ds.version != open_dataset("trial", version="v1", home=home).version
     published = b"".join(p.read_bytes() for p in home.stores.rglob("*") if p.is_file())

@@ -42,7 +42,7 @@ def _ingest_sites(root: Path, spec, name: str) -> dict[str, object]:
     return homes
 
 
-def _slices(home, per_subject: int = 4):
+def _slices(home, per_subject: int = 8):
     from insitu.datasets.reader import open_dataset
     from insitu.federation.node_data import SiteData
     from insitu.federation.train_cnn import load_slices
@@ -93,7 +93,7 @@ def main() -> None:
         _env("BENCH_SIZE", 64),
         _env("BENCH_SLICES", 16),
     )
-    rounds, lr = _env("BENCH_ROUNDS", 8), 0.05
+    rounds, lr = _env("BENCH_ROUNDS", 8), 0.005
     root = Path(tempfile.mkdtemp(prefix="insitu-bench-federation-"))
     print(f"work folder {root}; {subjects} subjects/site, {size}x{size}x{slices}, {rounds} rounds")
     homes = _ingest_sites(

@@ -49,14 +49,14 @@ def _local_fit(context: Any, weights: Sequence[np.ndarray], config: Mapping[str,
     from insitu.federation.train_cnn import get_weights, load_slices, make_model, set_weights
     from insitu.federation.train_cnn import train_epochs as fit
 
-    data = load_slices(site_data(context), int(config.get("slices-per-subject", 4)))
+    data = load_slices(site_data(context), int(config.get("slices-per-subject", 8)))
     model = make_model()
     set_weights(model, weights)
     loss = fit(
         model,
         data,
         epochs=int(config.get("local-epochs", 1)),
-        lr=float(config.get("lr", 0.01)),
+        lr=float(config.get("lr", 0.005)),
         proximal_mu=float(config.get("proximal-mu", 0.0)),
         seed=int(config.get("round", 0)),
     )
@@ -284,10 +284,10 @@ num-rounds = 3
 min-sites = 2
 wait-for-sites = 0
 round-timeout = 120.0
-lr = 0.05
+lr = 0.005
 local-epochs = 1
 proximal-mu = 0.0
-slices-per-subject = 4
+slices-per-subject = 8
 """
 
 
@@ -338,7 +338,7 @@ def run_training(
     rounds: int = 3,
     min_sites: int = 2,
     wait_for_sites: int = 0,
-    lr: float = 0.05,
+    lr: float = 0.005,
     local_epochs: int = 1,
     proximal_mu: float = 0.0,
     round_timeout: float = 120.0,

@@ -229,7 +229,7 @@ def test_training_goes_on_when_a_site_drops_and_takes_it_back(federation):
             min_sites=2,
             wait_for_sites=3,
             round_timeout=240,
-            lr=0.05,
+            lr=0.005,
             timeout=900,
         )
 

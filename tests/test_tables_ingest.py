@@ -77,6 +77,15 @@ PAT-A,2004-02-19,,8.0,1,A,true
     assert table["lesions"].dtype == "int64"
     assert table["responder"].dtype == bool
     assert list(table["arm"]) == ["A", "B", "A"]
+    # the same table again publishes nothing new
+    before = versions(trial)
+    code, _out, err = run_cli(
+        ["ingest-table", "trial", str(csv), "--subject-column", "patient",
+         "--date-columns", "followup"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert versions(trial) == before
     # nothing identifying was published
     published = b"".join(p.read_bytes() for p in trial.stores.rglob("*") if p.is_file())
     assert b"PAT-A" not in published and b"PAT-B" not in published

@@ -393,3 +393,36 @@ def test_the_airlock_cli_sees_what_happened(enclave, capsys, monkeypatch):
     assert main(["airlock", "list", "--state", "released"]) == 0
     assert "noise SD per arm" in capsys.readouterr().out
     assert Path(enclave["home"].airlock / "airlock.sqlite").exists()
+
+
+PREPARE = """
+client = insitu.compute(workers=1)
+image = ds.image(ds.series["series_id"][3])  # lazy: metadata now, chunks on the worker
+"""
+
+REVOKED = """
+try:
+    print("READ", float(image.mean().compute()))
+except Exception as exc:
+    print("REFUSED", type(exc).__name__)
+finally:
+    client.close()
+    client.cluster.shutdown()
+"""
+
+
+def test_a_revoked_approval_stops_the_workers_at_their_next_read(enclave):
+    """Access checks hold on workers too: they read with ada's token, so her
+    revoked approval refuses their very next read (last test: it revokes ada)."""
+    from insitu.hub import access
+
+    home = enclave["home"]
+    enclave["kernel"].run(PREPARE, timeout=400)
+    (approval,) = [r for r in access.register(home, user="ada") if r.status == "approved"]
+    access.revoke(home, "sam", approval.id, "study closed")
+    out = enclave["kernel"].run(REVOKED, timeout=400)
+    assert out.strip() == "REFUSED AccessDeniedError", out
+    deadline = time.monotonic() + 30
+    while not AuditLog(home).query(kind="read.denied", user="ada"):
+        assert time.monotonic() < deadline, "the refused worker reads were not audited"
+        time.sleep(0.3)  # polling interval

@@ -40,6 +40,15 @@ def _median_p90(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[int(0.9 * (len(ordered) - 1))]
 
 
+def _viewer_open(image, plane: str) -> float:
+    """Seconds to show the first plane (coronal: reads the series into memory once)."""
+    from insitu.widgets.viewer import SliceViewer
+
+    start = time.perf_counter()
+    SliceViewer(image, plane=plane)
+    return time.perf_counter() - start
+
+
 def _viewer_moves(image, plane: str, moves: int) -> list[float]:
     """Seconds per slider move to a slice the viewer has not shown yet."""
     from insitu.widgets.viewer import PLANES, SliceViewer
@@ -53,7 +62,6 @@ def _viewer_moves(image, plane: str, moves: int) -> list[float]:
         start = time.perf_counter()
         viewer.slider.value = k  # the observer reads, windows and encodes
         times.append(time.perf_counter() - start)
-    assert viewer.reads == len(order) + 1
     return times
 
 
@@ -134,6 +142,7 @@ def bench_size(label: str, size: int, slices: int, work: Path) -> list[str]:
     rows = []
     local_axial = _median_p90(_viewer_moves(image, "axial", MOVES))
     local_coronal = _median_p90(_viewer_moves(image, "coronal", 10))
+    local_coronal_open = _viewer_open(image, "coronal")
     dicom = _median_p90(_pydicom_moves(files, MOVES))
     volume = _pydicom_volume(files)
     rows.append(
@@ -141,7 +150,11 @@ def bench_size(label: str, size: int, slices: int, work: Path) -> list[str]:
         f"{local_axial[1] * 1e3:.1f} | {local_axial[0] / dicom[0]:.2f} |"
     )
     rows.append(
-        f"| {label} | local store, coronal | {local_coronal[0] * 1e3:.1f} | "
+        f"| {label} | local store, coronal: first plane (reads the series) | "
+        f"{local_coronal_open * 1e3:.1f} (once) | | |"
+    )
+    rows.append(
+        f"| {label} | local store, coronal: next planes | {local_coronal[0] * 1e3:.1f} | "
         f"{local_coronal[1] * 1e3:.1f} | {local_coronal[0] / dicom[0]:.2f} |"
     )
     try:
@@ -159,6 +172,7 @@ def bench_size(label: str, size: int, slices: int, work: Path) -> list[str]:
             gated = open_through_gate("locat").image(row.series_id)
             gate_axial = _median_p90(_viewer_moves(gated, "axial", MOVES))
             gate_coronal = _median_p90(_viewer_moves(gated, "coronal", 10))
+            gate_coronal_open = _viewer_open(gated, "coronal")
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -168,7 +182,11 @@ def bench_size(label: str, size: int, slices: int, work: Path) -> list[str]:
             f"{gate_axial[1] * 1e3:.1f} | {gate_axial[0] / dicom[0]:.2f} |"
         )
         rows.append(
-            f"| {label} | through the gate, coronal | {gate_coronal[0] * 1e3:.1f} | "
+            f"| {label} | through the gate, coronal: first plane (reads the series) | "
+            f"{gate_coronal_open * 1e3:.1f} (once) | | |"
+        )
+        rows.append(
+            f"| {label} | through the gate, coronal: next planes | {gate_coronal[0] * 1e3:.1f} | "
             f"{gate_coronal[1] * 1e3:.1f} | {gate_coronal[0] / dicom[0]:.2f} |"
         )
     rows.append(

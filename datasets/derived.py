@@ -23,6 +23,7 @@ file name and the reason; nothing identifying is printed or stored.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -39,7 +40,13 @@ from insitu.errors import SourceError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DerivedReport", "ingest_derived", "seg_labels", "sr_measurements"]
+__all__ = [
+    "DerivedReport",
+    "attach_derived",
+    "ingest_derived",
+    "seg_labels",
+    "sr_measurements",
+]
 
 SR_TABLE = "sr_measurements"
 # TID 1500 concept codes (DCM / SCT), by CodeValue
@@ -216,6 +223,65 @@ def ingest_derived(
     dataset: str, paths: Sequence[str | Path], *, home: NodeHome | None = None
 ) -> DerivedReport:
     """Publish the SR measurements and SEG labels in ``paths`` as a new version."""
+    files = [p for path in paths for p in _files(Path(path))]
+    return _ingest_objects(dataset, [(p.name, p.read_bytes) for p in files], home=home)
+
+
+def attach_derived(home: NodeHome, report: Any) -> Any:
+    """The ingest hook: SEG/SR files a plain ingest skipped are added by ingest-derived.
+
+    So derived objects pulled from a PACS or pushed to ``insitu receive`` join
+    their images without a second command. Each such file's fate becomes
+    ``published`` (with the version) or ``refused`` (with the reason).
+    """
+    from insitu.datasets.dicom_read import DERIVED_REASON
+    from insitu.errors import DatasetNotFoundError
+
+    derived = [f for f in report.files if f.fate == "skipped" and f.reason == DERIVED_REASON]
+    if not derived:
+        return report
+    objects = [(f.file, _reader(f.file)) for f in derived]
+    try:
+        result = _ingest_objects(report.dataset, objects, home=home)
+    except DatasetNotFoundError:
+        for f in derived:
+            f.reason = "a derived object, and the dataset has no images yet: ingest them first"
+        return report
+    except SourceError as exc:
+        for f in derived:
+            f.fate, f.reason = "refused", str(exc)
+        return report
+    refused = dict(result.refused)
+    for f in derived:
+        if f.file in refused:
+            f.fate, f.reason = "refused", refused[f.file]
+        else:
+            f.fate, f.reason = "published", f"SR/SEG added in {result.version}"
+    if result.version:
+        report.version = result.version
+        if report.status == "nothing-published":
+            report.status = "published"
+    return report
+
+
+def _reader(name: str) -> Any:
+    """Bytes of an ingest input by its name: a path, or 'archive.zip!member'."""
+    import zipfile
+
+    if "!" in name and not Path(name).exists():
+        archive, member = name.split("!", 1)
+
+        def read_member() -> bytes:
+            with zipfile.ZipFile(archive) as zf:
+                return zf.read(member)
+
+        return read_member
+    return Path(name).read_bytes
+
+
+def _ingest_objects(
+    dataset: str, objects: Sequence[tuple[str, Any]], *, home: NodeHome | None = None
+) -> DerivedReport:
     import pandas as pd
     import pydicom
 
@@ -233,15 +299,14 @@ def ingest_derived(
     report = DerivedReport()
     rows: list[dict[str, Any]] = []
     labels: list[tuple[str, str, np.ndarray, dict[str, Any]]] = []
-    files = [p for path in paths for p in _files(Path(path))]
-    for path in files:
+    for name, read in objects:
         try:
-            ds = pydicom.dcmread(path)
+            ds = pydicom.dcmread(io.BytesIO(read()))
         except Exception as exc:  # not DICOM / truncated: reported, never fatal
-            report.refused.append((path.name, f"not readable DICOM ({type(exc).__name__})"))
+            report.refused.append((name, f"not readable DICOM ({type(exc).__name__})"))
             continue
         if deid.pseudonym(deid.subject_key(ds)) not in subjects:
-            report.refused.append((path.name, "its subject has no images in this dataset"))
+            report.refused.append((name, "its subject has no images in this dataset"))
             continue
         modality = str(ds.get("Modality", ""))
         try:
@@ -266,9 +331,9 @@ def ingest_derived(
                 info = {"segments": segments, "seg_id": deid.uid(str(ds.SOPInstanceUID))}
                 labels.append((series_id, name, volume, info))
             else:
-                report.refused.append((path.name, f"modality {modality or '?'} is not SR or SEG"))
+                report.refused.append((name, f"modality {modality or '?'} is not SR or SEG"))
         except SourceError as exc:
-            report.refused.append((path.name, str(exc)))
+            report.refused.append((name, str(exc)))
     if not rows and not labels:
         reasons = "; ".join(f"{f}: {r}" for f, r in report.refused) or "no files"
         raise SourceError(f"nothing to publish for {dataset}: {reasons}")

@@ -461,11 +461,14 @@ def ingest(
     )
     with ingest_lock(home), Catalog(home) as catalog:
         recover(home, catalog)
-        return _ingest_locked(
+        report = _ingest_locked(
             home, catalog, paths, dataset, title, citation, options, make_profile(options),
             show_progress,
             Deidentifier(home.site_key(), options),
         )  # fmt: skip
+    from insitu.datasets.derived import attach_derived
+
+    return attach_derived(home, report)  # SEG/SR files join their images (issue 6)
 
 
 Outcome = tuple[Any, ...]  # ("ok", row, original_id) | ("refused", fate, reason, index) | ...

@@ -156,7 +156,8 @@ def test_foreign_and_off_grid_objects_refused(trial, tmp_path, capsys):
         ds.labels(ds.series["series_id"][0])
 
 
-def test_plain_ingest_points_derived_objects_to_ingest_derived(home, tmp_path):
+def test_plain_ingest_adds_derived_objects_to_their_images(home, tmp_path):
+    """A folder (or a PACS pull, or a C-STORE batch) with images, SEG and SR in one go."""
     folder = make_series(tmp_path / "ct", n=4, patient_id="PAT-D")
     images = sources(folder)
     mask = np.zeros((len(images), images[0].Rows, images[0].Columns), dtype=np.uint8)
@@ -167,5 +168,13 @@ def test_plain_ingest_points_derived_objects_to_ingest_derived(home, tmp_path):
     assert report.exit_code == 0
     fates = {f.file.rsplit("/", 1)[-1]: f for f in report.files}
     for name in ("seg.dcm", "sr.dcm"):
-        assert fates[name].fate == "skipped"
-        assert "insitu ingest-derived" in fates[name].reason
+        assert fates[name].fate == "published"
+        assert fates[name].reason == "SR/SEG added in v2"
+    assert report.version == "v2"
+    ds = open_dataset("mixed", home=home)
+    series_id = ds.series["series_id"][0]
+    assert int(ds.labels(series_id).sum()) == 36
+    assert list(ds.tables[SR_TABLE]["series_id"]) == [series_id]
+    # the same folder again: nothing new
+    again = ingest([folder], "mixed", home=home)
+    assert again.status == "unchanged" and again.version == "v2"

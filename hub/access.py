@@ -333,6 +333,35 @@ def revoke(
     return get_request(home, request_id)
 
 
+def close_for_removed_account(home: NodeHome, user: str, actor: str | None) -> list[Request]:
+    """When an account is removed: revoke its approvals and deny its pending requests, so
+    that a later account with the same name starts with nothing. The removal itself was
+    authorised (an admin or the node operator), so no steward role is asked here."""
+    reason = "the account was removed"
+    when = _iso(_now(None))
+    closed = [r for r in register(home, user=user) if r.status in ("approved", "pending")]
+    for found in closed:
+        with _conn(home) as conn:
+            if found.status == "approved":
+                conn.execute(
+                    "UPDATE requests SET status = 'revoked', revoked_by = ?, revoked_at = ?, "
+                    "revoke_reason = ? WHERE id = ? AND status = 'approved'",
+                    (actor, when, reason, found.id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE requests SET status = 'denied', decided_by = ?, decided_at = ?, "
+                    "decision_reason = ? WHERE id = ? AND status = 'pending'",
+                    (actor, when, reason, found.id),
+                )
+        kind = "access.revoke" if found.status == "approved" else "access.deny"
+        AuditLog(home).append(
+            kind, user=actor, dataset=found.dataset, request=found.id, for_user=user,
+            reason=reason,
+        )  # fmt: skip
+    return [get_request(home, r.id) for r in closed]
+
+
 # --- reading ----------------------------------------------------------------
 
 

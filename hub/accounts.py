@@ -165,6 +165,11 @@ class AccountStore:
         self._require(name)
         self._conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
         self._audit.append("user", user=actor, action="remove", account=name)
+        # Approvals are keyed by name: close them, or a new account of the same name
+        # would inherit them.
+        from insitu.hub.access import close_for_removed_account
+
+        close_for_removed_account(self.home, name, actor)
 
     def sync_sso(self, name: str, role: str) -> Account:
         """Record (or update) an SSO user's role at login; never touches passwords."""

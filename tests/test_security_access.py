@@ -4,6 +4,7 @@ refuse what they must (findings in docs/security-review.md)."""
 from __future__ import annotations
 
 import io
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,22 +33,46 @@ def _approved(home, user="ada"):
 
 def test_a_removed_account_reads_nothing_more(hub_home):
     """Removing a user is the admin's kill switch: their approval must stop working at the
-    next read, even while their hub token and approval row still exist."""
+    next read, even while their hub token still exists (finding S2)."""
     _approved(hub_home)
     assert access.check_read(hub_home, "ada", "trial-a").user == "ada"
     with AccountStore(hub_home) as store:
         store.remove("ada", actor="root_admin")
-    with pytest.raises(AccessDeniedError, match="no longer a user of this site"):
+    with pytest.raises(AccessDeniedError, match="account was removed"):
         access.check_read(hub_home, "ada", "trial-a")
-    # The same holds with the gate's kept connections.
-    access.keep_connections()
-    try:
-        with pytest.raises(AccessDeniedError, match="no longer a user"):
-            access.check_read(hub_home, "ada", "trial-a")
-    finally:
-        access.keep_connections(False)
-    # Re-adding the name brings the old approval back (finding S4, docs/security-review.md):
-    # an admin must revoke a leaver's approvals before reusing the name.
+    # An account that vanished otherwise (a restored or edited accounts.sqlite) while its
+    # approval stands is refused too, also on the gate's kept connections.
+    _approved(hub_home, "bob")
+    with sqlite3.connect(hub_home.hub / "accounts.sqlite") as conn:
+        conn.execute("DELETE FROM accounts WHERE name = 'bob'")
+    for keep in (False, True):
+        access.keep_connections(keep)
+        try:
+            with pytest.raises(AccessDeniedError, match="no longer a user of this site"):
+                access.check_read(hub_home, "bob", "trial-a")
+        finally:
+            access.keep_connections(False)
+
+
+def test_a_new_account_with_a_removed_name_inherits_nothing(hub_home):
+    """Approvals are keyed by name: removing an account closes them (finding S4)."""
+    approval = _approved(hub_home, "bob")
+    pending = access.request(hub_home, "bob", "trial-a", "more", "P2", 5)
+    with AccountStore(hub_home) as store:
+        store.remove("bob", actor="root_admin")
+        store.add("bob", "researcher", None, actor="root_admin")  # someone else, same name
+    with pytest.raises(AccessDeniedError, match="account was removed"):
+        access.check_read(hub_home, "bob", "trial-a")
+    assert access.get_request(hub_home, approval.id).state() == "revoked"
+    assert access.get_request(hub_home, pending.id).state() == "denied"
+    with pytest.raises(InvalidRequestError, match="not pending"):
+        access.approve(hub_home, "sam", pending.id, "ok")
+    entries = AuditLog(hub_home).query(kind="access")
+    closing = [e for e in entries if e["details"].get("reason") == "the account was removed"]
+    assert {(e["kind"], e["user"], e["details"]["for_user"]) for e in closing} == {
+        ("access.revoke", "root_admin", "bob"),
+        ("access.deny", "root_admin", "bob"),
+    }
 
 
 def test_ids_beyond_sqlite_range_are_not_found(hub_home):

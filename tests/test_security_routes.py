@@ -311,8 +311,8 @@ def test_revocation_stops_the_very_next_read(site):
 
 
 def test_a_removed_account_is_refused_at_the_next_read(site):
-    """The admin's kill switch: the hub token and the approval outlive the account, the
-    reads do not (fixed in this review: finding S2)."""
+    """The admin's kill switch: the hub token outlives the account, the reads do not
+    (fixed in this review: findings S2 and S4)."""
     from insitu.hub.accounts import AccountStore
 
     with AccountStore(site.home) as store:
@@ -326,7 +326,7 @@ def test_a_removed_account_is_refused_at_the_next_read(site):
     with AccountStore(site.home) as store:
         store.remove("dora", actor="root_admin")
     r = call(site, None, "GET", "gate", "stores/trial-a/v1/" + CHUNK, headers=headers)
-    assert r.status_code == 403 and "no longer a user" in r.json()["message"]
+    assert r.status_code == 403 and "account was removed" in r.json()["message"]
 
 
 def _raw(
@@ -801,8 +801,9 @@ def test_every_read_decision_and_release_is_audited_by_name(site, monkeypatch, c
         ("read.denied", "bob", {"dataset": "trial-a", "reason": "revoked"}),
         ("read.denied", "ada", {"dataset": "trial-b"}),
         ("read.denied", "sam", {"dataset": "trial-b", "reason": "denied"}),
-        ("read.denied", "dora", {"dataset": "trial-a", "reason": "no-account"}),
+        ("read.denied", "dora", {"dataset": "trial-a", "reason": "revoked"}),
         ("user", "root_admin", {"action": "remove", "account": "dora"}),
+        ("access.revoke", "root_admin", {"for_user": "dora", "reason": "the account was removed"}),
         ("release.submit", "ada", {"request": release}),
         ("release.approve", "sam", {"request": release, "researcher": "ada"}),
         ("release.download", "ada", {"request": release, "refused": True}),

@@ -169,6 +169,61 @@ def test_the_researcher_without_access_is_refused_by_the_gate(
         run_notebook("01-explore-a-dataset.ipynb", tmp_path, _server_env(demo, "bob"))
 
 
+def test_widgets_request_decide_and_download_through_the_hub(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from insitu.hub import access
+    from insitu.widgets.airlock import AirlockPanel
+    from insitu.widgets.browser import DatasetBrowser
+    from insitu.widgets.sources import ClientSource, HubStewardSource
+    from insitu.widgets.steward import StewardPanel
+
+    monkeypatch.delenv("INSITU_HOME", raising=False)
+
+    def become(user: str) -> None:
+        for key, value in _server_env(demo, user).items():
+            monkeypatch.setenv(key, value)
+
+    become("bob")  # asks in the dataset browser, through the access service
+    browser = DatasetBrowser(ClientSource())
+    assert browser.row("locat")["access"] == "none"
+    browser.purpose.value, browser.project.value = "noise by arm", "dose study"
+    browser.submit.click()
+    assert "sent" in browser.message.value, browser.message.value
+    become("alice")  # a researcher's steward panel is refused by the services themselves
+    refused = StewardPanel(HubStewardSource())
+    assert refused.release_rows == [] and "steward" in refused.release_message.value
+    become("sam")  # decides in the steward panel, through the access and airlock APIs
+    panel = StewardPanel(HubStewardSource())
+    (bobs,) = [r for r in panel.access_rows if r["user"] == "bob"]
+    panel.access_select.value = bobs["id"]
+    panel.access_reason.value = "fits the consent"
+    panel.access_approve.click()
+    assert access.status_for(demo.home, "bob", "locat")[0] == "approved"
+    kinds = {r["kind"]: r for r in panel.release_rows}  # alice's, from notebook 03
+    panel.release_select.value = kinds["table"]["id"]
+    assert "threshold" in panel.release_details.value
+    panel.release_reason.value = "ok"
+    panel.release_approve.click()
+    assert "override" in panel.release_message.value  # the failed check still bites
+    panel.release_select.value = kinds["image"]["id"]
+    assert "PNG image" in panel.release_preview.value
+    panel.release_reason.value = "a summary figure"
+    panel.release_approve.click()
+    become("alice")  # downloads the approved figure from the hub
+    mine = AirlockPanel(ClientSource())
+    mine.select.value = kinds["image"]["id"]
+    assert not mine.download.disabled
+    mine.fetch()
+    assert "/download" in mine.link.value
+    url = next(r["download_url"] for r in mine.rows if r["id"] == kinds["image"]["id"])
+    token = os.environ["JUPYTERHUB_API_TOKEN"]
+    got = requests.get(url, headers={"Authorization": f"token {token}"}, timeout=60)
+    assert got.status_code == 200 and got.content[:4] == b"\x89PNG"
+    mine.select.value = kinds["table"]["id"]
+    assert mine.download.disabled, "the failed table was not approved"
+
+
 def test_ctrl_c_stops_the_hub(demo: Demo) -> None:
     state = demo.home.run / "hub.json"
     hub_pid = int(json.loads(state.read_text())["pid"])

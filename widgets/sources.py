@@ -16,6 +16,7 @@ __all__ = [
     "AirlockSource",
     "BrowserSource",
     "ClientSource",
+    "HubStewardSource",
     "NodeSource",
     "StewardSource",
     "dataset_row",
@@ -132,6 +133,95 @@ class ClientSource:
 
         raise InvalidRequestError(
             "in a hosted notebook, approved outputs download in your browser: use the link"
+        )
+
+
+def _service_call(env: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call a hub service's REST API with this server's token; refusals become insitu errors."""
+    import os
+
+    import requests
+
+    from insitu.errors import (
+        AccessDeniedError,
+        AuthenticationError,
+        ConfigError,
+        InvalidRequestError,
+        ServiceError,
+    )
+
+    base, token = os.environ.get(env, ""), os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not base or not token:
+        raise ConfigError(
+            f"${env} is not set: this works in a notebook server of the site's hub (on the "
+            "node itself, use NodeSource(user))"
+        )
+    try:
+        answer = requests.request(
+            method,
+            base.rstrip("/") + "/" + path,
+            json=body,
+            headers={"Authorization": f"token {token}"},
+            timeout=60,
+        )
+    except requests.RequestException as exc:
+        raise ServiceError(f"the site's service did not answer ({type(exc).__name__})") from None
+    if answer.ok:
+        return answer.json()
+    try:
+        message = answer.json().get("message") or answer.reason
+    except ValueError:
+        message = answer.reason or f"HTTP {answer.status_code}"
+    if answer.status_code == 401:
+        raise AuthenticationError(message)
+    if answer.status_code == 403:
+        raise AccessDeniedError(message)
+    if answer.status_code < 500:
+        raise InvalidRequestError(message)
+    raise ServiceError(f"the site's service answered {answer.status_code}: {message}")
+
+
+class HubStewardSource:
+    """A steward in a hosted notebook: the hub's access and airlock REST APIs.
+
+    The services check the steward role on every call; this class only carries
+    the server's token (``$JUPYTERHUB_API_TOKEN``) to ``$INSITU_ACCESS_URL`` and
+    ``$INSITU_AIRLOCK_URL``.
+    """
+
+    def pending_access(self) -> list[dict[str, Any]]:
+        rows = _service_call("INSITU_ACCESS_URL", "GET", "api/requests")
+        return [r for r in rows if r.get("state", r.get("status")) == "pending"]
+
+    def decide_access(
+        self, request_id: int, *, approve: bool, reason: str, days: int | None = None
+    ) -> Any:
+        body: dict[str, Any] = {"reason": reason}
+        if approve and days is not None:
+            body["days"] = days
+        action = "approve" if approve else "deny"
+        return _service_call(
+            "INSITU_ACCESS_URL", "POST", f"api/requests/{request_id}/{action}", body
+        )
+
+    def pending_releases(self) -> list[dict[str, Any]]:
+        return list(
+            _service_call("INSITU_AIRLOCK_URL", "GET", "api/releases?all=1&state=submitted")
+        )
+
+    def release_preview(self, release_id: int) -> tuple[str, bytes | None]:
+        answer = _service_call("INSITU_AIRLOCK_URL", "GET", f"api/releases/{release_id}/preview")
+        return str(answer.get("preview", "")), None
+
+    def decide_release(
+        self, release_id: int, *, approve: bool, reason: str, override: str | None = None
+    ) -> Any:
+        body: dict[str, Any] = {"reason": reason}
+        if approve and override:
+            body["override"] = override
+        action = "approve" if approve else "deny"
+        return _service_call(
+            "INSITU_AIRLOCK_URL", "POST", f"api/releases/{release_id}/{action}", body
         )
 
 

@@ -55,6 +55,13 @@ class EgressDecision:
     num_examples: float | None = None
     subjects: int = 0
 
+    def require_allowed(self) -> None:
+        """Raise :class:`~insitu.errors.EgressRefusedError` with the reasons (app tests use it)."""
+        if not self.allowed:
+            from insitu.errors import EgressRefusedError
+
+            raise EgressRefusedError("the site would refuse this reply: " + "; ".join(self.reasons))
+
     def summary(self) -> dict[str, Any]:
         """What the audit log keeps about the reply (never its values)."""
         return {

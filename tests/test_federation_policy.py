@@ -12,7 +12,12 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from insitu.cli import main
-from insitu.errors import AppNotApprovedError, ConfigError, InvalidRequestError
+from insitu.errors import (
+    AppNotApprovedError,
+    ConfigError,
+    EgressRefusedError,
+    InvalidRequestError,
+)
 from insitu.federation import approvals, node_data, processes
 from insitu.federation.policy import EgressPolicy, check_reply
 from insitu.federation.site_mod import ERROR_EGRESS_REFUSED, SiteRun, site_mods
@@ -170,6 +175,8 @@ def test_too_few_subjects_is_refused():
     decision = _check(content, served=SUBJECTS[:9])
     assert not decision.allowed
     assert "covers 9 subject(s); this site's minimum is 10" in decision.reasons[0]
+    with pytest.raises(EgressRefusedError, match="would refuse"):
+        decision.require_allowed()
 
 
 def test_per_subject_metrics_are_refused():

@@ -67,7 +67,7 @@ def _cmd_join(args: argparse.Namespace) -> int:
     site = record.extra["site"]
     print(
         f"site {site!r} joined the federation at {record.address} with dataset "
-        f"{args.dataset!r} (SuperNode pid {record.pid}, runtime port "
+        f"{args.dataset!r} (site service pid {record.pid}, SuperNode runtime port "
         f"{record.extra['runtime_port']})"
     )
     if record.insecure:

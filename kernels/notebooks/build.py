@@ -149,33 +149,21 @@ FEDERATED_TRAINING = [
     "site's egress policy checked them. Each site's steward must have approved the app.",
     'FEDERATION = "locat"\nADDRESS = None  # "host:port" of the coordinator (loopback demo)\n'
     "ROUNDS = 3",
-    "import threading\n\n"
-    "from insitu.federation.train_app import run_training\n"
-    "from insitu.widgets import JobMonitor\n"
-    "from insitu.widgets.monitor import status_from_rounds\n\n"
+    "from insitu.federation.apps import RunHandle\n"
+    "from insitu.federation.train_app import training_fab\n"
+    "from insitu.widgets import JobMonitor\n\n"
     'where = {"federation": FEDERATION} if ADDRESS is None else '
     '{"address": ADDRESS, "insecure": True}',
-    "md:The run goes on in the background; the monitor follows it and fills in each "
-    "round's sites and loss when the coordinator reports them.",
-    "outcome = {}\n"
-    "job = threading.Thread(\n"
-    "    target=lambda: outcome.update(run=run_training(**where, rounds=ROUNDS, min_sites=2)),\n"
-    "    daemon=True,\n"
-    ")\njob.start()\n\n\n"
-    "def status() -> dict:\n"
-    '    run = outcome.get("run")\n'
-    "    if run is None:\n"
-    '        return {"state": "running", "rounds": ROUNDS, "message": "training at the sites"}\n'
-    '    history = (run.result or {}).get("rounds", [])\n'
-    '    state = "finished" if run.completed else "failed"\n'
-    "    return status_from_rounds(\n"
-    "        history, rounds=ROUNDS, state=state, run_id=run.run_id, message=run.details\n"
-    "    )\n\n\n"
-    'monitor = JobMonitor(title="FedAvg across three sites", interval=1.0)\n'
-    "monitor.watch(status)\nmonitor",
-    "job.join()\nmonitor.thread.join(timeout=30)\n"
-    'run = outcome["run"]\n'
-    'for r in run.result["rounds"]:\n'
+    "md:Submit the run; it goes on at the sites in the background. The monitor asks the "
+    "coordinator for its state every second and shows each round's sites and loss when the "
+    "run reports them.",
+    "run = RunHandle.submit(\n"
+    '    training_fab(), **where, run_config={"num-rounds": ROUNDS, "min-sites": 2}\n'
+    ")\n"
+    'monitor = JobMonitor(title=f"FedAvg across three sites (run {run.run_id})")\n'
+    "monitor.watch(run.status)\nmonitor",
+    "outcome = run.wait()\nmonitor.thread.join(timeout=60)\n"
+    'for r in outcome.result["rounds"]:\n'
     "    print(f\"round {r['round']}: sites {r['sites']}, train loss {r['train_loss']:.3f}\")",
 ]
 

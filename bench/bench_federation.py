@@ -71,6 +71,24 @@ def _train_local(train, epochs: int, lr: float):
     return model, time.perf_counter() - start
 
 
+def _fedavg_in_process(site_sets, rounds: int, local_epochs: int, lr: float):
+    from insitu.federation.train_app import _weighted_average
+    from insitu.federation.train_cnn import get_weights, make_model, set_weights, train_epochs
+
+    weights = get_weights(make_model())
+    for rnd in range(1, rounds + 1):
+        parts = []
+        for data in site_sets:
+            model = make_model()
+            set_weights(model, weights)
+            train_epochs(model, data, epochs=local_epochs, lr=lr, seed=rnd)
+            parts.append((get_weights(model), len(data)))
+        weights = [w.astype(np.float32) for w in _weighted_average(parts)]
+    model = make_model()
+    set_weights(model, weights)
+    return model
+
+
 def main() -> None:
     from insitu.config import NodeHome, init_home
     from insitu.datasets.synthetic import TrialSpec

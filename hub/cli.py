@@ -88,12 +88,18 @@ def _read_password(args: argparse.Namespace, name: str) -> str | None:
 def _cmd_up(args: argparse.Namespace) -> int:
     import signal
 
+    from insitu.config import load_config
     from insitu.hub import lifecycle
+    from insitu.hub.isolation import local_mode_warning
 
     home = _home()
     already = lifecycle.read_state(home)
     state = lifecycle.up(home, port=args.port, actor=_acting(args) or _operator())
     print(f"hub {'already running' if already else 'running'} at {state.url}/")
+    # Finding S1: say it every time, on stderr so scripts reading the URL are unaffected.
+    warning = local_mode_warning(load_config(home).hub.user_accounts_dir)
+    if warning:
+        print(warning, file=sys.stderr)
     logins = lifecycle.demo_logins(home)
     if logins:
         print("demo logins:\n" + logins.rstrip())

@@ -86,10 +86,23 @@ def configure_gateway(c: Any, home: NodeHome, ports: tuple[int, int, int]) -> No
     c.DaskGateway.authenticator_class = "dask_gateway_server.auth.JupyterHubAuthenticator"
     c.JupyterHubAuthenticator.jupyterhub_service_name = NAME
     c.UnsafeLocalBackend.clusters_directory = str(home.run / "dask-clusters")
+    accounts_python = ""
+    hub = load_config(home).hub
+    if hub.user_accounts_dir:
+        # Finding S1 closed: clusters run as the researcher's own Unix account.
+        from insitu.hub.local_users import accounts_dir, clusters_dir, user_python
+
+        users = accounts_dir(home, hub.user_accounts_dir)
+        c.DaskGateway.backend_class = "insitu.hub.local_users.AccountsLocalBackend"
+        c.AccountsLocalBackend.clusters_directory = str(clusters_dir(users))
+        accounts_python = user_python(hub.user_python)
 
     cluster = c.ClusterConfig
     cluster.scheduler_cmd = _dask_command("scheduler")
     cluster.worker_cmd = _dask_command("worker")
+    if accounts_python:  # the researchers' accounts may not be able to run ours
+        cluster.scheduler_cmd = [accounts_python, "-m", "dask", "scheduler"]
+        cluster.worker_cmd = [accounts_python, "-m", "dask", "worker"]
     cluster.worker_cores = compute.worker_cores
     cluster.worker_memory = _memory(compute.worker_memory)
     cluster.cluster_max_workers = compute.max_workers

@@ -171,8 +171,21 @@ def configure(c: Any, home_root: str | Path) -> None:
 
     _authenticator(c, home, config)
 
-    c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
-    c.SimpleLocalProcessSpawner.home_dir_template = str(hub_dir / "users" / "{username}")
+    accounts_env: dict[str, str] = {}
+    if config.hub.user_accounts_dir:
+        # Finding S1 closed: one Unix account per researcher, the node home root-only.
+        from insitu.hub.local_users import accounts_dir, protect_home, user_kernels, user_python
+
+        users_dir = accounts_dir(home, config.hub.user_accounts_dir)
+        python = user_python(config.hub.user_python)
+        c.JupyterHub.spawner_class = "insitu.hub.local_users.AccountsSpawner"
+        c.AccountsSpawner.users_dir = str(users_dir)
+        c.AccountsSpawner.cmd = [python, "-m", "jupyterhub.singleuser"]
+        accounts_env = {"JUPYTER_PATH": user_kernels(users_dir, python)}
+        protect_home(home)
+    else:
+        c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
+        c.SimpleLocalProcessSpawner.home_dir_template = str(hub_dir / "users" / "{username}")
     c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
     # The enclave: no download or export routes, the insitu kernel (insitu.kernels.enclave).
     from insitu.kernels.enclave import prepare, server_args
@@ -187,6 +200,7 @@ def configure(c: Any, home_root: str | Path) -> None:
     for service in services:
         user_env.update(service.user_environment)
     user_env["INSITU_USER"] = lambda spawner: spawner.user.name
+    user_env.update(accounts_env)
     c.Spawner.environment = user_env
 
     access_scopes = [f"access:services!service={s.name}" for s in services if s.user_access]

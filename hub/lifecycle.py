@@ -306,9 +306,13 @@ def _ancestors() -> set[int]:
 
 def _orphans(home: NodeHome) -> list[int]:
     """Hub processes of this node home: services (started with its INSITU_HOME) and
-    user servers and kernels (working in hub/users/); never this process or its parents."""
+    user servers and kernels (working in hub/users/, or in hub.user_accounts_dir when
+    researchers have their own Unix accounts); never this process or its parents."""
     marker = f"INSITU_HOME={home.root}".encode()
-    users = str(home.hub / "users")
+    users = [str(home.hub / "users")]
+    with contextlib.suppress(Exception):  # a broken insitu.toml must not block `down`
+        if load_config(home).hub.user_accounts_dir:
+            users.append(load_config(home).hub.user_accounts_dir.rstrip("/") + "/")
     mine = _ancestors()
     found = []
     for entry in Path("/proc").iterdir():
@@ -323,7 +327,7 @@ def _orphans(home: NodeHome) -> list[int]:
         except OSError:
             continue
         service = marker in env and any(name in cmd for name in _HUB_PROCESSES)
-        user = cwd.startswith(users) and any(name in cmd for name in _USER_PROCESSES)
+        user = cwd.startswith(tuple(users)) and any(name in cmd for name in _USER_PROCESSES)
         if service or user:
             found.append(int(entry.name))
     return found

@@ -134,6 +134,12 @@ class HubSection:
     oidc_username_claim: str = "preferred_username"
     oidc_admin_groups: list[str] = field(default_factory=list)
     oidc_steward_groups: list[str] = field(default_factory=list)
+    # Embedded node as root: run each researcher as their own Unix account with a folder
+    # here (outside the node home). Empty: everyone runs as the node's account (S1).
+    user_accounts_dir: str = ""
+    # The Python those accounts run (servers, kernels, dask); empty: this one. It must be
+    # executable by other accounts (not under a 0700 folder such as /root).
+    user_python: str = ""
 
 
 @dataclass(frozen=True)

@@ -254,7 +254,9 @@ def test_up_twice_says_already_running(site, monkeypatch, capsys):
     """`insitu up` on an already running node says so instead of starting twice."""
     monkeypatch.setenv("INSITU_HOME", str(site["hub"].home.root))
     assert main(["up"]) == 0
-    assert "already running" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "already running" in said.out
+    assert "not an isolation boundary" in said.err  # finding S1, every time
 
 
 def test_down_after_a_hub_crash_leaves_nothing_behind(site):

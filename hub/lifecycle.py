@@ -188,6 +188,13 @@ def up(home: NodeHome, *, port: int | None = None, actor: str | None = None) -> 
     if running is not None:
         return running
     config = load_config(home)
+    if config.hub.user_accounts_dir:
+        # Checked before anything starts: a bad setting stops `up` with its own message,
+        # not with a service that did not answer.
+        from insitu.hub.local_users import accounts_dir, user_python
+
+        accounts_dir(home, config.hub.user_accounts_dir)
+        user_python(config.hub.user_python)
     port = config.hub.port if port is None else port
     port = port or free_port()
     host = "127.0.0.1" if config.hub.host in ("127.0.0.1", "0.0.0.0", "") else config.hub.host  # noqa: S104

@@ -309,3 +309,14 @@ def test_dask_workers_run_as_the_researchers_account(isolated):
     finally:
         kernel.close()
     assert f"WORKERS [('{system_name('ada')}', 'PermissionError')]" in out, out
+
+
+def test_up_refuses_a_bad_accounts_setting_before_starting_anything(hub_home):
+    from insitu.hub import lifecycle
+
+    config = load_config(hub_home)
+    inside = dataclasses.replace(config.hub, user_accounts_dir=str(hub_home.hub / "users"))
+    hub_home.config_path.write_text(dataclasses.replace(config, hub=inside).to_toml())
+    with pytest.raises(ConfigError, match="outside the node home"):
+        lifecycle.up(hub_home, port=0, actor="tests")
+    assert lifecycle.read_state(hub_home) is None

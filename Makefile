@@ -29,6 +29,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	bash .ci/typecheck
 
 test: lint
 	$(PY) -m pytest

@@ -42,7 +42,8 @@ class Dataset:
 
         self.store = store
         self._root = zarr.open_group(store, mode="r", zarr_format=3)
-        self.attrs: dict[str, Any] = dict(self._root.attrs.get("insitu", {}))
+        root_attrs: dict[str, Any] = self._root.attrs.asdict()
+        self.attrs: dict[str, Any] = dict(root_attrs.get("insitu", {}))
         if "dataset" not in self.attrs:
             from insitu.errors import DatasetNotFoundError
 
@@ -85,7 +86,7 @@ class Dataset:
     def _series_row(self, series_id: str) -> dict[str, Any]:
         for row in self.attrs.get("series", []):
             if row["series_id"] == series_id:
-                return row
+                return dict(row)
         from insitu.errors import DatasetNotFoundError
 
         known = [row["series_id"] for row in self.attrs.get("series", [])]
@@ -102,8 +103,9 @@ class Dataset:
 
         self._series_row(series_id)
         group = zarr.open_group(self.store, path=f"series/{series_id}", mode="r")
-        ome = group.attrs["ome"]["multiscales"][0]
-        info = dict(group.attrs["insitu"])
+        group_attrs: dict[str, Any] = group.attrs.asdict()
+        ome = group_attrs["ome"]["multiscales"][0]
+        info = dict(group_attrs["insitu"])
         levels = [d["path"] for d in ome["datasets"]]
         if not 0 <= level < len(levels):
             raise ValueError(f"level {level} does not exist: choose 0..{len(levels) - 1}")
@@ -111,7 +113,7 @@ class Dataset:
         scale = next(t["scale"] for t in meta if t["type"] == "scale")
         translation = next(t["translation"] for t in meta if t["type"] == "translation")
         array = zarr.open_array(self.store, path=f"series/{series_id}/{levels[level]}", mode="r")
-        data = da.from_zarr(array, chunks=_dask_chunks(array))
+        data = da.from_zarr(array, chunks=_dask_chunks(array))  # type: ignore[no-untyped-call]
         names = [a["name"] for a in ome["axes"]]
         coords = {
             name: translation[i] + np.arange(array.shape[i]) * scale[i]
@@ -153,7 +155,8 @@ class Dataset:
 
         self._series_row(series_id)
         group = zarr.open_group(self.store, path=f"series/{series_id}", mode="r")
-        return dict(group.attrs["insitu"].get("header", {}))
+        info: dict[str, Any] = dict(group.attrs.asdict())
+        return dict(info["insitu"].get("header", {}))
 
 
 DASK_CHUNK_BYTES = 32 * 1024 * 1024

@@ -180,10 +180,15 @@ def main() -> None:
         pooled_model, pooled_s = _train_local(_concat(list(site_sets.values())), rounds, lr)
         single_model, single_s = _train_local(site_sets["site-a"], rounds, lr)
         results["pooled_s"], results["single_s"] = pooled_s, single_s
+        # The same FedAvg maths in one process (no Flower): is a gap transport or algorithm?
+        sim1 = _fedavg_in_process(list(site_sets.values()), rounds, 1, lr)
+        sim3 = _fedavg_in_process(list(site_sets.values()), rounds, 3, lr)
         for name, model in (
             ("federated", fed_model),
             ("pooled", pooled_model),
             ("single", single_model),
+            ("sim1", sim1),
+            ("sim3", sim3),
         ):
             results[f"{name}_loss"], results[f"{name}_acc"] = evaluate(model, test_set)
 
@@ -249,6 +254,12 @@ def _report(r: dict, rounds: int, n_test: int) -> None:
         f"| held-out loss | federated {r['federated_loss']:.3f} | pooled {r['pooled_loss']:.3f}; "
         f"site-a only {r['single_loss']:.3f} | |"
     )
+    for key, what in (("sim1", "1 local epoch"), ("sim3", "3 local epochs per round")):
+        print(
+            f"| same FedAvg in one process (no Flower), {what} | accuracy {r[key + '_acc']:.3f}, "
+            f"loss {r[key + '_loss']:.3f} | pooled {r['pooled_acc']:.3f} | "
+            f"{r[key + '_acc'] / r['pooled_acc']:.3f} x pooled |"
+        )
     print(
         f"| SecAgg+ (2 rounds, 3 sites) | {r['secagg2_s']:.0f} s | plain FedAvg 2 rounds: "
         f"{r['plain2_s']:.0f} s | {r['secagg2_s'] / r['plain2_s']:.1f}x |"

@@ -150,6 +150,13 @@ def _services(c: Any, home: NodeHome, services: list[HubService]) -> list[dict[s
     return roles
 
 
+def _copy_example_notebooks(spawner: Any) -> None:
+    """Every researcher finds the example notebooks in their folder (edits are kept)."""
+    from insitu.demo import copy_examples
+
+    copy_examples(spawner.home_dir_template.format(username=spawner.user.name))
+
+
 def configure(c: Any, home_root: str | Path) -> None:
     """Fill JupyterHub's config ``c`` for the node home at ``home_root``."""
     home = NodeHome(Path(home_root))
@@ -186,6 +193,7 @@ def configure(c: Any, home_root: str | Path) -> None:
     else:
         c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
         c.SimpleLocalProcessSpawner.home_dir_template = str(hub_dir / "users" / "{username}")
+        c.Spawner.pre_spawn_hook = _copy_example_notebooks
     c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
     # The enclave: no download or export routes, the insitu kernel (insitu.kernels.enclave).
     from insitu.kernels.enclave import prepare, server_args

@@ -145,10 +145,13 @@ def test_user_servers_know_the_gate_not_the_stores(kernels):
         "print('TOKEN', bool(os.environ.get('JUPYTERHUB_API_TOKEN')))\n"
         "print('HOME', os.environ.get('INSITU_HOME'))\n"
         "print('CWD', 'stores' in os.getcwd())\n"
+        "print('EXAMPLES', len(glob.glob('*.ipynb')))\n"
     )
     assert error is None, error
     assert "GATE True" in out and "TOKEN True" in out
     assert "HOME None" in out and "CWD False" in out
+    # The spawner puts the example notebooks in every researcher's folder.
+    assert "EXAMPLES 0" not in out and "EXAMPLES" in out
 
 
 def test_approved_reads_unapproved_is_refused_then_revoked(site, kernels):

@@ -63,6 +63,7 @@ def federation_sites(tmp_path_factory: pytest.TempPathFactory) -> SiteHomes:
     """A LOCAT-like trial (12 subjects per site, tiny images) ingested at three homes."""
     from insitu.datasets.ingest import ingest
     from insitu.datasets.synthetic import TrialSpec, generate_trial
+    from insitu.datasets.tables_ingest import ingest_table
 
     root = tmp_path_factory.mktemp("federation-sites")
     trial = generate_trial(
@@ -74,6 +75,14 @@ def federation_sites(tmp_path_factory: pytest.TempPathFactory) -> SiteHomes:
         init_home(home, site)
         report = ingest([trial.dicom_dir(site)], DATASET, home=home, show_progress=False)
         assert report.status == "published", report.counts()
+        # The site's measurement table (arm, appendix diameter, ...) as a new version.
+        ingest_table(
+            DATASET,
+            trial.table_path(site),
+            subject_column="subject_id",
+            date_columns=("scan_date",),
+            home=home,
+        )
         homes[site] = home
     return SiteHomes(trial=trial, homes=homes)
 

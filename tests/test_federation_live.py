@@ -263,21 +263,22 @@ def test_coordinator_restart_keeps_site_state(federation, capsys):
     for site, home in federation.homes.items():
         assert AuditLog(home).verify().entries == before[site]
         assert processes.running(home, "site") is not None  # SuperNodes waited and reconnect
-    approvals.approve(
-        federation.homes["site-c"], analytics_fingerprint(), DATASET, days=1, user="s"
-    )
+    site_c = federation.homes["site-c"]
+    approvals.approve(site_c, analytics_fingerprint(), DATASET, days=1, user="sam")
+    # An image feature grouped by the arm from each site's ingested measurement table.
     result = analyze(
         address=federation.address,
         insecure=True,
         dataset=DATASET,
         feature="hu_mean",
-        by="KVP",
+        by="arm",
         bins=BINS,
         min_sites=3,
         timeout=300,
     )
     assert result.attrs["sites"] == list(SITES)
-    _check_against_pooled(result, _pooled(federation.homes.values(), "hu_mean", "KVP"), "KVP")
+    assert set(result["arm"]) == {"low-dose", "standard-dose"}
+    _check_against_pooled(result, _pooled(federation.homes.values(), "hu_mean", "arm"), "arm")
 
 
 def _wait(condition, what: str, timeout: float = 240.0, log=None) -> None:

@@ -204,7 +204,10 @@ def test_requirements_are_closed_under_dependencies(image):
 
 
 def _index_url() -> str:
-    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    """The index pip itself uses: $PIP_INDEX_URL, else pip's built-in default."""
+    from pip._internal.models.index import PyPI
+
+    return os.environ.get("PIP_INDEX_URL", PyPI.simple_url).rstrip("/")
 
 
 def test_every_pin_has_an_installable_wheel_on_the_index():

@@ -19,6 +19,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from insitu.cli import add_as_option
 from insitu.errors import AccessDeniedError, InvalidRequestError
 
 __all__ = ["register"]
@@ -378,15 +379,6 @@ def _cmd_audit_show(args: argparse.Namespace) -> int:
 # --- registration -----------------------------------------------------------
 
 
-def _as_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--as",
-        dest="as_user",
-        metavar="NAME",
-        help="the site account acting (default: $INSITU_USER, else the node operator)",
-    )
-
-
 def register(sub: Any) -> None:
     """Add the hub's commands to the ``insitu`` parser."""
     up = sub.add_parser(
@@ -399,13 +391,13 @@ def register(sub: Any) -> None:
     up.add_argument(
         "--foreground", action="store_true", help="stay attached; Ctrl-C stops everything"
     )
-    _as_option(up)
+    add_as_option(up)
     up.set_defaults(handler=_cmd_up)
     down = sub.add_parser(
         "down", help="stop the hub and all it started", description="Stop the hub, its "
         "proxy, services and user servers.",
     )  # fmt: skip
-    _as_option(down)
+    add_as_option(down)
     down.set_defaults(handler=_cmd_down)
     st = sub.add_parser("status", help="what runs", description="Say what runs.")
     st.add_argument("--json", action="store_true")
@@ -427,26 +419,26 @@ def register(sub: Any) -> None:
     pw.add_argument(
         "--no-password", action="store_true", help="single-sign-on account (no local login)"
     )
-    _as_option(add)
+    add_as_option(add)
     add.set_defaults(handler=_cmd_users_add)
     ls = users_sub.add_parser("list", help="list accounts", description="List accounts.")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=_cmd_users_list)
     rm = users_sub.add_parser("remove", help="remove an account", description="Remove one.")
     rm.add_argument("name")
-    _as_option(rm)
+    add_as_option(rm)
     rm.set_defaults(handler=_cmd_users_remove)
     role = users_sub.add_parser("role", help="change a role", description="Change a role.")
     role.add_argument("name")
     role.add_argument("role", choices=ROLES)
-    _as_option(role)
+    add_as_option(role)
     role.set_defaults(handler=_cmd_users_role)
     passwd = users_sub.add_parser(
         "password", help="set a password", description="Set an account's password."
     )
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true")
-    _as_option(passwd)
+    add_as_option(passwd)
     passwd.set_defaults(handler=_cmd_users_password)
 
     acc = sub.add_parser(
@@ -462,7 +454,7 @@ def register(sub: Any) -> None:
     req.add_argument("--purpose", required=True, help="what the data will be used for")
     req.add_argument("--project", required=True, help="the project or study it serves")
     req.add_argument("--days", type=int, default=90, help="how long (default 90)")
-    _as_option(req)
+    add_as_option(req)
     req.set_defaults(handler=_cmd_access_request)
     appr = acc_sub.add_parser("approve", help="approve a request", description="Approve.")
     appr.add_argument("request_id", type=int)
@@ -470,7 +462,7 @@ def register(sub: Any) -> None:
     when = appr.add_mutually_exclusive_group()
     when.add_argument("--days", type=int, help="valid for this many days (default: as asked)")
     when.add_argument("--expires", help="valid until this date/time (UTC if no zone)")
-    _as_option(appr)
+    add_as_option(appr)
     appr.set_defaults(handler=_cmd_access_approve)
     for name, handler, text in (
         ("deny", _cmd_access_deny, "deny a pending request"),
@@ -479,7 +471,7 @@ def register(sub: Any) -> None:
         p = acc_sub.add_parser(name, help=text, description=text.capitalize() + ".")
         p.add_argument("request_id", type=int)
         p.add_argument("--reason", required=True)
-        _as_option(p)
+        add_as_option(p)
         p.set_defaults(handler=handler)
     reg = acc_sub.add_parser(
         "list", help="the register of requests and decisions", description="The register."
@@ -498,7 +490,7 @@ def register(sub: Any) -> None:
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     ver = audit_sub.add_parser("verify", help="check the chain", description="Check the chain.")
     ver.add_argument("--file", help="verify this copy of the log instead of the live one")
-    _as_option(ver)
+    add_as_option(ver)
     ver.set_defaults(handler=_cmd_audit_verify)
     show = audit_sub.add_parser("show", help="filter entries", description="Filter entries.")
     show.add_argument("--user")
@@ -508,5 +500,5 @@ def register(sub: Any) -> None:
     show.add_argument("--until", help="ISO date or time (UTC if no zone)")
     show.add_argument("--limit", type=int, help="only the last N matches")
     show.add_argument("--json", action="store_true")
-    _as_option(show)
+    add_as_option(show)
     show.set_defaults(handler=_cmd_audit_show)

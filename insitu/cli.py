@@ -19,7 +19,7 @@ from typing import Any
 
 from insitu.errors import EXIT_ERROR, InsituError
 
-__all__ = ["build_parser", "main", "print_json"]
+__all__ = ["add_as_option", "build_parser", "main", "print_json"]
 
 # Component command modules, in the order their commands appear in --help.
 COMMAND_MODULES = (
@@ -39,6 +39,16 @@ def print_json(data: Any) -> None:
     """Machine-readable output for ``--json`` flags."""
     json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
+
+
+def add_as_option(parser: argparse.ArgumentParser) -> None:
+    """``--as NAME``: the site account acting; role checks apply as at the REST API."""
+    parser.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="NAME",
+        help="the site account acting (default: $INSITU_USER, else the node operator)",
+    )
 
 
 def _cmd_init(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import argparse
 import os
 from typing import Any
 
+from insitu.cli import add_as_option
 from insitu.errors import AccessDeniedError
 
 __all__ = ["register"]
@@ -144,15 +145,6 @@ def _cmd_kernel_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--as",
-        dest="as_user",
-        metavar="NAME",
-        help="the site account acting (default: $INSITU_USER)",
-    )
-
-
 def register(sub: Any) -> None:
     airlock = sub.add_parser(
         "airlock",
@@ -170,13 +162,13 @@ def register(sub: Any) -> None:
         help="only requests in this state",
     )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
-    _as_option(listing)
+    add_as_option(listing)
     listing.set_defaults(handler=_cmd_list)
 
     show = actions.add_parser("show", help="a request's purpose, checks and a preview")
     show.add_argument("id", help="the request id (see `insitu airlock list`)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
-    _as_option(show)
+    add_as_option(show)
     show.set_defaults(handler=_cmd_show)
 
     approve = actions.add_parser(
@@ -188,13 +180,13 @@ def register(sub: Any) -> None:
     approve.add_argument("id", help="the request id")
     approve.add_argument("--reason", required=True, help="why it may leave (audited)")
     approve.add_argument("--override", help="why failed checks are acceptable here (audited)")
-    _as_option(approve)
+    add_as_option(approve)
     approve.set_defaults(handler=_cmd_approve)
 
     deny = actions.add_parser("deny", help="deny a request, with a reason")
     deny.add_argument("id", help="the request id")
     deny.add_argument("--reason", required=True, help="why (the researcher reads it)")
-    _as_option(deny)
+    add_as_option(deny)
     deny.set_defaults(handler=_cmd_deny)
 
     kernel = sub.add_parser(

@@ -107,16 +107,18 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if not args.foreground:
         print("stop it with `insitu down`")
         return 0
-    print("press Ctrl-C to stop")
 
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     # Install both explicitly: a process started in the background may inherit an
-    # ignored SIGINT, and Ctrl-C must stop the hub all the same.
+    # ignored SIGINT, and Ctrl-C must stop the hub all the same. The prompt comes
+    # only once the handlers and the `finally` below are in place, so a Ctrl-C
+    # right after it still stops the hub.
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
     try:
+        print("press Ctrl-C to stop", flush=True)
         # Wake every second to notice a hub stopped from elsewhere; a signal taken
         # here (instead of by the handlers) ends the wait as well.
         while lifecycle.read_state(home) is not None:

@@ -273,16 +273,17 @@ def _start_hub(setup: DemoSetup, port: int, *, extra: str = "") -> int:
     home = setup.site(HUB_SITE).home
     _write_hub_logins(setup)
     print(f"\nStarting the hub of {HUB_SITE} (first start takes a little while) ...", flush=True)
-    state = lifecycle.up(home, port=port, actor=ADMIN)
-    print(
-        f"\ninsitu demo is running: {state.url}\n\nLog in as (user, password, role):\n"
-        f"{logins_text(setup)}\n{extra}\n\nStop with Ctrl-C, or "
-        f"`INSITU_HOME={home.root} insitu down`.",
-        flush=True,
-    )
-    # SIGTERM (e.g. from a service manager) stops the demo like Ctrl-C does.
+    # SIGTERM (e.g. from a service manager) stops the demo like Ctrl-C does; both are
+    # caught from the start, so an interrupt during start-up stops what was started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        state = lifecycle.up(home, port=port, actor=ADMIN)
+        print(
+            f"\ninsitu demo is running: {state.url}\n\nLog in as (user, password, role):\n"
+            f"{logins_text(setup)}\n{extra}\n\nStop with Ctrl-C, or "
+            f"`INSITU_HOME={home.root} insitu down`.",
+            flush=True,
+        )
         while lifecycle.read_state(home) is not None:  # `insitu down` removes the state
             time.sleep(1.0)
         print("insitu demo: the hub was stopped (insitu down).")

@@ -265,7 +265,7 @@ build-backend = "hatchling.build"
 [project]
 name = "{name}"
 version = "{APP_VERSION}"
-description = "insitu example: federated CNN on CT slices (low vs standard dose)"
+description = "insitu example: federated CNN on CT slices (upper vs lower abdomen)"
 license = "Apache-2.0"
 dependencies = ["flwr>=1.42", "insitu[torch]"]
 

@@ -3,6 +3,7 @@ conftest-style modules (tests/fixtures_*.py) and are registered below."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,3 +31,26 @@ pytest_plugins = [
     "fixtures_pacs",
     "fixtures_deface",
 ]
+
+
+# In CI every dependency is installed by `make test` (pip, npm, apt, root), so a
+# test that skips there would hide a missing install step: count it as a failure.
+_STRICT_SKIPS = os.environ.get("CI") == "true"
+
+
+def _fail_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if _STRICT_SKIPS and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where everything is installed: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    _fail_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    outcome = yield
+    _fail_skip(outcome.get_result())

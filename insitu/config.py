@@ -161,6 +161,61 @@ class PolicySection:
     secure_aggregation: bool = False
 
 
+def _help(default: Any, text: str) -> Any:
+    """A field with its help text (docs/reference/airlock-checks.md shows it)."""
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass(frozen=True)
+class DisclosureSection:
+    """Limits of the disclosure engine (:mod:`insitu.disclosure`), every exit alike."""
+
+    max_unpacked_bytes: int = _help(
+        256 * 1024 * 1024,
+        "bytes the engine decompresses or decodes from one output, all containers together; "
+        "beyond it the output fails (a decompression bomb)",
+    )
+    max_expansion_ratio: float = _help(
+        200.0,
+        "largest ratio of decompressed to compressed size of one stream or member "
+        "(applies above 1 MiB decompressed); beyond it the output fails",
+    )
+    max_nesting: int = _help(
+        3, "containers inside containers (a zip in a zip ...) the engine opens; deeper fails"
+    )
+    max_members: int = _help(1000, "members of one archive; more fail")
+    max_image_pixels: int = _help(
+        40_000_000, "pixels of all frames of one image together; more fail"
+    )
+    plane_tolerance: int = _help(
+        2,
+        "rows/columns by which a grid may differ from a slice of a series here and still count "
+        "as that slice's size",
+    )
+    max_upscale: int = _help(
+        4, "whole-number upscaling factors of a slice that still count as the slice's size"
+    )
+    budget_values: int = _help(
+        200_000, "numeric values one release may carry; above it the output needs review"
+    )
+    budget_bytes: int = _help(
+        8 * 1024 * 1024, "bytes one release may carry; above it the output needs review"
+    )
+    min_identifier_length: int = _help(
+        6,
+        "shortest identifier (without separators) searched for as a substring; shorter ones "
+        "are matched as whole words only",
+    )
+    review_grid_cells: int = _help(
+        400,
+        "numeric cells of a table that is not a declared frequency table from which on the "
+        "table is reviewed as data",
+    )
+    base64_min_length: int = _help(
+        200, "base64 runs in text at least this long are decoded and checked as files"
+    )
+
+
 @dataclass(frozen=True)
 class ComputeSection:
     max_workers: int = 4
@@ -182,6 +237,7 @@ class SiteConfig:
     site: SiteSection = field(default_factory=SiteSection)
     hub: HubSection = field(default_factory=HubSection)
     policy: PolicySection = field(default_factory=PolicySection)
+    disclosure: DisclosureSection = field(default_factory=DisclosureSection)
     compute: ComputeSection = field(default_factory=ComputeSection)
     deid: DeidSection = field(default_factory=DeidSection)
     # Free-form sections owned by one component (e.g. [pacs], [federation]).
@@ -195,6 +251,7 @@ _SECTIONS: dict[str, type] = {
     "site": SiteSection,
     "hub": HubSection,
     "policy": PolicySection,
+    "disclosure": DisclosureSection,
     "compute": ComputeSection,
     "deid": DeidSection,
 }
@@ -261,8 +318,24 @@ def _validate(config: SiteConfig, source: str) -> None:
             raise ConfigError(f"{source}: policy.{key} must be at least 1")
     if not 0 < config.policy.nk_k <= 1 or not 0 < config.policy.p_ratio <= 1:
         raise ConfigError(f"{source}: policy.nk_k and policy.p_ratio must lie in (0, 1]")
+    _validate_disclosure(config.disclosure, source)
     if config.compute.max_workers < 1:
         raise ConfigError(f"{source}: compute.max_workers must be at least 1")
+
+
+def _validate_disclosure(section: DisclosureSection, source: str) -> None:
+    for item in fields(section):
+        value = getattr(section, item.name)
+        if value < 1:
+            raise ConfigError(
+                f"{source}: disclosure.{item.name} must be at least 1, not {value!r} "
+                f"({item.metadata['help']})"
+            )
+    if section.max_expansion_ratio < 2:
+        raise ConfigError(
+            f"{source}: disclosure.max_expansion_ratio must be at least 2 (compressed "
+            "figures expand tens of times)"
+        )
 
 
 def load_config(home: NodeHome | None = None) -> SiteConfig:

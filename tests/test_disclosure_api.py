@@ -1,0 +1,117 @@
+"""The disclosure engine's public contract (docs: DISCLOSURE_API, airlock-checks.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import insitu.disclosure as disclosure
+from insitu.disclosure import (
+    RULES,
+    DisclosureContext,
+    Finding,
+    Report,
+    SiteIdentifiers,
+    Verdict,
+    check_arrays,
+    check_file,
+    check_grid,
+    check_text,
+)
+
+SUBJECT = "sub-0003a9"
+UID = "2.25.118827193764812211300990012345678901"
+SLICE = (48, 40)
+
+
+@pytest.fixture(scope="module")
+def ctx() -> DisclosureContext:
+    return DisclosureContext(
+        identifiers=SiteIdentifiers(
+            texts=frozenset({SUBJECT, UID}),
+            dates=frozenset({"20190314"}),
+            slice_shapes=frozenset({SLICE, SLICE[::-1], (6, 48), (48, 6), (6, 40), (40, 6)}),
+            volume_shapes=frozenset({(6, *SLICE)}),
+            population_sizes=frozenset({12}),
+        )
+    )
+
+
+def test_the_public_names_are_the_contract():
+    assert set(disclosure.__all__) >= {
+        "Verdict", "Finding", "Report", "Rule", "RULES", "DisclosureContext",
+        "check_file", "check_text", "check_arrays", "check_grid",
+    }  # fmt: skip
+    assert Verdict.PASS < Verdict.REVIEW < Verdict.FAIL
+    assert max([Verdict.REVIEW, Verdict.FAIL, Verdict.PASS]) is Verdict.FAIL
+    assert [v.value for v in Verdict] == ["pass", "review", "fail"]
+    assert hasattr(DisclosureContext, "for_home")
+    for rule in RULES.values():
+        assert rule.id and rule.reason and isinstance(rule.severity, Verdict)
+
+
+def test_every_rule_names_keys_that_exist():
+    from dataclasses import fields
+
+    from insitu.config import DisclosureSection, PolicySection
+
+    known = {f"policy.{f.name}" for f in fields(PolicySection)}
+    known |= {f"disclosure.{f.name}" for f in fields(DisclosureSection)}
+    for rule in RULES.values():
+        assert set(rule.config_keys) <= known, rule.id
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"responder {SUBJECT}",
+        f"responder X{SUBJECT.upper()}Y",
+        "responder sub\u200b-0003a9",  # zero-width space
+        "responder ѕub-0003а9",  # Cyrillic look-alikes
+        "responder sub_0003a9",
+        "responder ｓｕｂ－０００３ａ９",  # full width
+        UID.replace(".", " "),
+        "scanned 14/03/2019",
+        "scanned March 14, 2019",
+        "scanned 14-Mar-19",
+        "scanned 2019.03.14",
+        "scanned 20190314",
+        "seen on 03/14/2019",
+    ],
+)
+def test_identifiers_are_found_however_written(ctx, text):
+    report = check_text(text, where="note", ctx=ctx)
+    assert report.by_rule()["identifiers-in-text"] is Verdict.FAIL, text
+
+
+def test_clean_text_passes(ctx):
+    report = check_text("mean volume 12.5 ml (n=40), version 3.1.0", where="note", ctx=ctx)
+    assert report.verdict is Verdict.PASS, report.findings
+    assert isinstance(report, Report) and all(isinstance(f, Finding) for f in report.findings)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [SLICE, (49, 40), (48, 41), SLICE[::-1], (96, 80), (3, *SLICE), (*SLICE, 3), (1920,),
+     (6, *SLICE), (11520,), (60, 32), (240, 48)],
+)  # fmt: skip
+def test_image_shaped_arrays_fail(ctx, shape):
+    found = check_grid(np.zeros(shape), ctx=ctx, where="w")
+    assert any(f.verdict is Verdict.FAIL for f in found), shape
+
+
+def test_weights_that_are_not_image_shaped_pass(ctx):
+    arrays = {"conv.weight": np.ones((8, 1, 3, 3)), "fc.weight": np.ones((2, 72)), "b": np.ones(2)}
+    report = check_arrays(arrays, ctx=ctx)
+    assert report.verdict is Verdict.PASS, report.findings
+    assert report.stats["numeric_values"] == 72 + 144 + 2
+
+
+def test_array_names_are_text(ctx):
+    report = check_arrays({f"layer_{SUBJECT}": np.ones(3)}, ctx=ctx)
+    assert report.verdict is Verdict.FAIL
+
+
+def test_an_unknown_suffix_is_never_a_pass(ctx):
+    assert check_file(b"hello\n", name="a.xyz", ctx=ctx).verdict is Verdict.REVIEW
+    assert check_file(b"\x00\x01binary", name="a.xyz", ctx=ctx).verdict is Verdict.FAIL

@@ -18,7 +18,9 @@
     ├── PolicyViolationError         a reply or release broke the site's policy    exit 6
     │   ├── UnsupportedOutputError (ValueError)  airlock: a type it cannot release  exit 6
     │   ├── OutputTooLargeError      airlock: over policy.max_release_bytes        exit 6
-    │   └── EgressRefusedError       federation: a reply stopped by the site's mod  exit 6
+    │   ├── EgressRefusedError       federation: a reply stopped by the site's mod  exit 6
+    │   ├── BudgetExhaustedError     federation: a researcher's budget is used up   exit 6
+    │   └── QueryRefusedError        analytics: bins/levels, too fine, differencing exit 6
     ├── ReleaseNotFoundError (LookupError)   no airlock request with that id       exit 4
     ├── ReleaseStateError (ValueError)  airlock: not allowed in the request's state exit 1
     └── ServiceError                 a service could not start, stop or answer     exit 7
@@ -35,6 +37,7 @@ __all__ = [
     "AppNotApprovedError",
     "AuditChainError",
     "AuthenticationError",
+    "BudgetExhaustedError",
     "ConfigError",
     "DatasetNotFoundError",
     "DefacingError",
@@ -47,6 +50,7 @@ __all__ = [
     "InvalidRequestError",
     "OutputTooLargeError",
     "PolicyViolationError",
+    "QueryRefusedError",
     "ReleaseNotFoundError",
     "ReleaseStateError",
     "ServiceError",
@@ -163,6 +167,17 @@ class OutputTooLargeError(PolicyViolationError):
 
 class EgressRefusedError(PolicyViolationError):
     """A federated reply the site's egress policy stopped from leaving."""
+
+
+class BudgetExhaustedError(PolicyViolationError):
+    """A researcher's numeric-values or privacy (epsilon) budget for a dataset at a
+    site is used up ([federation] values_budget / epsilon_budget)."""
+
+
+class QueryRefusedError(PolicyViolationError):
+    """A federated analytics query the site's disclosure settings refuse: too many
+    bins or groups, bins narrower than allowed, or a query that differs from an
+    earlier one by fewer subjects than the minimum cell count (differencing)."""
 
 
 class ReleaseNotFoundError(InsituError, LookupError):

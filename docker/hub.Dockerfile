@@ -20,7 +20,7 @@ COPY federation /tmp/insitu-src/federation
 COPY widgets /tmp/insitu-src/widgets
 # The base image already has JupyterHub and OAuthenticator; add only what the
 # authenticator imports (insitu itself without its data-science dependencies).
-RUN pip install --no-cache-dir --no-deps -r /tmp/requirements.txt \
+RUN pip install --no-cache-dir --no-deps --require-hashes -r /tmp/requirements.txt \
  && pip install --no-cache-dir --no-deps /tmp/insitu-src \
  && rm -rf /tmp/insitu-src /tmp/requirements.txt \
  && python -c "import insitu.hub.authenticator"

@@ -14,7 +14,7 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/insitu
 COPY docker/requirements-singleuser.txt /tmp/requirements.txt
-RUN /opt/insitu/bin/pip install --no-deps --only-binary=:all: -r /tmp/requirements.txt
+RUN /opt/insitu/bin/pip install --no-deps --only-binary=:all: --require-hashes -r /tmp/requirements.txt
 COPY pyproject.toml README.md /src/
 COPY insitu /src/insitu
 COPY datasets /src/datasets

@@ -127,7 +127,9 @@ def test_requirements_are_pinned_and_satisfy_pyproject(image):
     text = lock.path(image).read_text()
     lines = [x for x in text.splitlines() if x.strip() and not x.startswith("#")]
     pins = lock.parse(text)
-    assert len(pins) == len(lines), "every line is one exact pin"
+    starts = [x for x in lines if not x.lstrip().startswith("--hash=sha256:")]
+    assert len(pins) == len(starts), "every entry is one exact pin followed by its hashes"
+    assert all(hashes for _, hashes in lock.read_lock(text).values()), "every pin has hashes"
     for req in lock.roots(image):
         name = canonicalize_name(req.name)
         assert name in pins, f"{image}: {req} is not pinned: run .venv/bin/python docker/lock.py"

@@ -56,7 +56,9 @@ def _install_and_probe(tmp_path: Path, editable: bool) -> dict[str, str]:
     args = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
     args += ["--no-deps", "--no-build-isolation"]
     args += ["-e", str(REPO)] if editable else [str(REPO)]
-    subprocess.run(args, check=True, cwd=tmp_path, capture_output=True, text=True)
+    built = subprocess.run(args, check=True, cwd=tmp_path, capture_output=True, text=True)
+    # Every importable folder is declared (no "Package would be ignored" warning).
+    assert "absent from the `packages` configuration" not in built.stderr + built.stdout
     probe = subprocess.run(
         [python, "-c", PROBE], check=True, cwd=tmp_path, capture_output=True, text=True
     )

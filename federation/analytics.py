@@ -182,39 +182,136 @@ def feature_frame(data: Any, spec: AnalysisSpec) -> Any:
     return frame
 
 
-def site_summary(frame: Any, spec: AnalysisSpec, *, site: str, min_cell_count: int) -> Any:
-    """The reply content: per group moments, histogram and sketch, as arrays only."""
+def check_query(frame: Any, spec: AnalysisSpec, settings: Any) -> None:
+    """Refuse (QueryRefusedError) a query the site's disclosure settings do not allow.
+
+    Too many histogram bins or groups, or bins narrower than ``min_bin_width`` x
+    the feature's standard deviation at this site: fine bins isolate subjects.
+    """
     import numpy as np
-    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+    from insitu.errors import QueryRefusedError
+
+    levels = frame["group"].nunique()
+    if levels > settings.max_levels:
+        raise QueryRefusedError(
+            f"grouping by {spec.by!r} gives {levels} groups at this site; the most this site "
+            f"returns is {settings.max_levels} ([federation] max_levels): group by a coarser "
+            "variable"
+        )
+    if not spec.bins:
+        return
+    if len(spec.bins) - 1 > settings.max_bins:
+        raise QueryRefusedError(
+            f"{len(spec.bins) - 1} histogram bins asked; the most this site returns is "
+            f"{settings.max_bins} ([federation] max_bins)"
+        )
+    values = frame["value"].to_numpy(dtype=float)
+    spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    narrowest = float(np.min(np.diff(np.asarray(spec.bins, dtype=float))))
+    if narrowest < settings.min_bin_width * spread:
+        raise QueryRefusedError(
+            f"the narrowest histogram bin is {narrowest:.4g} wide; this site allows no bin "
+            f"narrower than {settings.min_bin_width:g} x the feature's spread "
+            "([federation] min_bin_width): use wider bins"
+        )
+
+
+@dataclass
+class Release:
+    """What a site's reply would release: arrays, the cells' subject sets, what was withheld."""
+
+    arrays: dict[str, Any] = field(default_factory=dict)
+    cells: dict[str, frozenset[str]] = field(default_factory=dict)
+    withheld: int = 0
+    rows: int = 0
+
+
+def disclose(frame: Any, spec: AnalysisSpec, *, min_cell_count: int) -> Release:
+    """Per group moments, histogram and sketch, with DataSHIELD-style suppression.
+
+    A group under the minimum cell count is left out without naming it; a
+    group's histogram is left out whole when any bin (or the values outside
+    the edges) holds 1 .. min-1 values, so no withheld bin can be told apart
+    from an empty one or recovered from the group's total. Only a count of
+    withheld cells leaves the site, never which.
+    """
+    import numpy as np
 
     from insitu.federation.stats import Histogram, Moments, Sketch
 
-    arrays: dict[str, Any] = {}
+    out = Release()
     for group, part in sorted(frame.groupby("group"), key=lambda kv: str(kv[0])):
         values = part["value"].tolist()
+        subjects = part["subject_id"].astype(str).to_numpy()
         key = f"g:{group}"
-        if len(values) < min_cell_count:
-            arrays[f"{key}/suppressed"] = np.array([1], dtype=np.int64)
+        if len(values) < min_cell_count or len(set(subjects)) < min_cell_count:
+            out.withheld += 1
             continue
+        out.rows += len(values)
+        out.cells[f"group {group!r}"] = frozenset(subjects)
         moments = Moments.of(values)
-        arrays[f"{key}/moments"] = np.array(
+        out.arrays[f"{key}/moments"] = np.array(
             [moments.n, moments.mean, moments.m2, moments.mean_lo], dtype=np.float64
         )
-        arrays[f"{key}/subjects"] = np.array([part["subject_id"].nunique()], dtype=np.int64)
+        out.arrays[f"{key}/subjects"] = np.array([len(set(subjects))], dtype=np.int64)
         if spec.bins:
-            hist, hidden = Histogram.of(values, spec.bins).suppress_below(min_cell_count)
-            arrays[f"{key}/hist"] = np.array(hist.counts, dtype=np.int64)
-            arrays[f"{key}/hist_hidden"] = np.array(
-                [1 if i in hidden else 0 for i in range(len(hist.counts))], dtype=np.int64
-            )
+            hist = Histogram.of(values, spec.bins)
+            outside = len(values) - sum(hist.counts)
+            if any(0 < c < min_cell_count for c in (*hist.counts, outside)):
+                out.withheld += 1
+            else:
+                out.arrays[f"{key}/hist"] = np.array(hist.counts, dtype=np.int64)
+                index = np.searchsorted(np.asarray(spec.bins), np.asarray(values), side="right")
+                last = len(spec.bins) - 1
+                index[np.asarray(values) == spec.bins[-1]] = last  # numpy: last edge inclusive
+                for i in range(1, last + 1):
+                    members = frozenset(subjects[index == i])
+                    if members:
+                        out.cells[f"bin {i} of group {group!r}"] = members
         sketch = Sketch.of(values, min_count=min_cell_count)
-        arrays[f"{key}/sketch_means"] = np.array(sketch.means, dtype=float)
-        arrays[f"{key}/sketch_counts"] = np.array(sketch.counts, dtype=np.int64)
-    n = len(frame)
+        out.arrays[f"{key}/sketch_means"] = np.array(sketch.means, dtype=float)
+        out.arrays[f"{key}/sketch_counts"] = np.array(sketch.counts, dtype=np.int64)
+        order = subjects[np.argsort(np.asarray(values, dtype=float), kind="stable")]
+        start = 0
+        for i, count in enumerate(sketch.counts):
+            out.cells[f"quantile centroid {i} of group {group!r}"] = frozenset(
+                order[start : start + count]
+            )
+            start += count
+    return out
+
+
+def site_summary(
+    frame: Any,
+    spec: AnalysisSpec,
+    *,
+    site: str,
+    min_cell_count: int,
+    settings: Any = None,
+    release: Any = None,
+) -> Any:
+    """The reply content: per group moments, histogram and sketch, as arrays only.
+
+    ``settings`` (the site's [federation] settings) limits bins and groups;
+    ``release`` is called with the cells' subject sets before anything is
+    built (the site's differencing check; it raises to refuse the query).
+    """
+    import numpy as np
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+    from insitu.federation.settings import FederationSettings
+
+    check_query(frame, spec, settings or FederationSettings())
+    out = disclose(frame, spec, min_cell_count=min_cell_count)
+    if release is not None:
+        release(out.cells)
+    arrays = dict(out.arrays)
+    arrays["withheld"] = np.array([out.withheld], dtype=np.int64)
     return RecordDict(
         {
             "summary": ArrayRecord({k: _array(v) for k, v in arrays.items()}),
-            "meta": MetricRecord({f"site:{site}": 1, "num-examples": n}),
+            "meta": MetricRecord({f"site:{site}": 1, "num-examples": out.rows}),
         }
     )
 
@@ -254,6 +351,11 @@ def combine(replies: Sequence[SiteReply], spec: AnalysisSpec) -> Combined:
     from insitu.federation.stats import Histogram, Moments, Sketch
 
     out = Combined()
+    for reply in replies:
+        withheld = reply.arrays.get("withheld")
+        if withheld is not None and int(withheld[0]):
+            # How many cells a site withheld, never which (no group names, no bins).
+            out.suppressed.append({"site": reply.site, "cells": str(int(withheld[0]))})
     groups = sorted(
         {k.split("/", 1)[0][2:] for r in replies for k in r.arrays if k.startswith("g:")}
     )
@@ -265,9 +367,6 @@ def combine(replies: Sequence[SiteReply], spec: AnalysisSpec) -> Combined:
         sites: list[str] = []
         subjects = 0
         for reply in replies:
-            if f"{key}/suppressed" in reply.arrays:
-                out.suppressed.append({"group": group, "site": reply.site})
-                continue
             if f"{key}/moments" not in reply.arrays:
                 continue
             n, mean, m2, mean_lo = reply.arrays[f"{key}/moments"].tolist()
@@ -285,10 +384,6 @@ def combine(replies: Sequence[SiteReply], spec: AnalysisSpec) -> Combined:
                     tuple(spec.bins), tuple(int(c) for c in reply.arrays[f"{key}/hist"])
                 )
                 hist = part if hist is None else hist.merge(part)
-                hidden = reply.arrays[f"{key}/hist_hidden"].tolist()
-                for i, flag in enumerate(hidden):
-                    if flag:
-                        out.suppressed.append({"group": group, "site": reply.site, "bin": str(i)})
         moments = Moments.combine(parts)
         row: dict[str, Any] = {
             "group": group,
@@ -338,10 +433,17 @@ def _client_app() -> Any:
             raise DatasetNotFoundError(
                 f"this site serves dataset {data.alias!r} to the federation, not {spec.dataset!r}"
             )
+        from insitu.federation.settings import federation_settings
+
         config = load_config(NodeHome(Path(str(context.node_config[NODE_CONFIG_HOME]))))
         frame = feature_frame(data, spec)
         content = site_summary(
-            frame, spec, site=config.site.name, min_cell_count=config.policy.min_cell_count
+            frame,
+            spec,
+            site=config.site.name,
+            min_cell_count=config.policy.min_cell_count,
+            settings=federation_settings(config),
+            release=data.release,
         )
         return Message(content, reply_to=msg)
 

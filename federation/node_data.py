@@ -9,6 +9,7 @@ mod can check a reply against the subjects it really covers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,8 +22,11 @@ __all__ = [
     "NODE_CONFIG_HOME",
     "NODE_CONFIG_SITE",
     "DatasetLike",
+    "RunBinding",
     "SiteData",
     "current",
+    "current_run",
+    "set_run",
     "site_data",
 ]
 
@@ -112,6 +116,30 @@ class SiteData:
             self._serve([subject])
         return header
 
+    def release(self, cells: Any) -> None:
+        """The built-in analytics' differencing check before a reply is built.
+
+        ``cells`` maps a label to the subject set of each cell the reply would
+        release; the site's query ledger (node-private) refuses the query with
+        QueryRefusedError when a cell differs from one this researcher was sent
+        before by fewer than the minimum cell count. Runs on the site's side.
+        """
+        run = current_run()
+        if run is None:
+            from insitu.errors import ServiceError
+
+            raise ServiceError("the site runner did not bind this call to a run")
+        from insitu.config import load_config
+        from insitu.federation.query_ledger import QueryLedger
+
+        QueryLedger.for_home(run.home).check_and_record(
+            run.researcher,
+            self.dataset,
+            cells,
+            min_cell=load_config(run.home).policy.min_cell_count,
+            run_id=run.run_id,
+        )
+
     def image_shapes(self) -> list[tuple[int, ...]]:
         """Shapes of every image in the store (the egress mod refuses arrays like them)."""
         frame = self._source.series
@@ -148,6 +176,27 @@ def _column(frame: Any, name: str) -> list[Any]:
 
 
 _CURRENT: SiteData | None = None
+
+
+@dataclass(frozen=True)
+class RunBinding:
+    """Who the ClientApp call in progress works for (set by the site runner only)."""
+
+    home: NodeHome
+    researcher: str
+    run_id: str
+
+
+_RUN: RunBinding | None = None
+
+
+def current_run() -> RunBinding | None:
+    return _RUN
+
+
+def set_run(run: RunBinding | None) -> None:
+    global _RUN
+    _RUN = run
 
 
 def current() -> SiteData | None:

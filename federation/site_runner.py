@@ -68,6 +68,9 @@ def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:
         )
         return Message(Error(code=ERROR_NOT_APPROVED, reason=reason), reply_to=message)
 
+    # Who the run works for, for the analytics' differencing ledger (the researcher's
+    # verified identity once runs carry one).
+    node_data.set_run(node_data.RunBinding(home, "anonymous", str(run.run_id)))
     run_info.audit(
         "federation.run",
         message_type=message.metadata.message_type,

@@ -136,7 +136,8 @@ FEDERATED_ANALYSIS = [
     "table = analyze(\n"
     '    **where, dataset=DATASET, feature="hu_std", by="KVP", bins=[0, 50, 100, 200, 400]\n'
     ")\ntable",
-    "md:Who answered, who refused (and why), and which cells a site withheld:",
+    "md:Who answered, who refused (and why), and how many cells each site withheld "
+    "(never which: a withheld cell must not be told apart from an empty one):",
     'print("sites:", table.attrs["sites"])\n'
     'print("refused:", table.attrs["refused"])\n'
     'print("suppressed:", table.attrs["suppressed"])',

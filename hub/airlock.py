@@ -7,7 +7,7 @@ trusted research environments do::
                           └──────deny──────> denied
 
 ``submit`` copies the output into ``home.airlock/requests/<id>/`` (a draft),
-records its SHA-256, runs the automatic checks (:mod:`insitu.hub.airlock_checks`)
+records its SHA-256, runs the disclosure engine (:mod:`insitu.hub.airlock_checks`)
 and only then marks it submitted; from then on the file and its checks never
 change. A steward approves or denies with a reason; a request whose checks
 failed can only be approved with a written override reason, and never by the
@@ -43,7 +43,6 @@ from insitu.hub.airlock_checks import (
     check_admissible,
     overall_status,
     run_checks,
-    site_identifiers,
 )
 from insitu.hub.audit import AuditLog
 
@@ -219,12 +218,7 @@ class Airlock:
         if evidence is not None:
             (folder / "evidence.json").write_text(json.dumps(evidence))
         try:
-            results = run_checks(
-                target,
-                policy=self.config.policy,
-                ids=site_identifiers(self.home),
-                evidence=evidence,
-            )
+            results = run_checks(target, home=self.home, config=self.config, evidence=evidence)
         except Exception as exc:  # a check that crashes must not let the output through
             results = [
                 CheckResult("checks", "fail", f"the checks could not run: {type(exc).__name__}")

@@ -216,7 +216,7 @@ def hub_service(ctx: ServiceContext) -> HubService:
 def main() -> None:
     import threading
 
-    from insitu.hub.airlock_checks import _acro
+    from insitu.disclosure.acro import import_acro as _acro
 
     # ACRO (with statsmodels) takes seconds to import: do it now, not at the first release.
     threading.Thread(target=_acro, name="import-acro", daemon=True).start()

@@ -35,7 +35,8 @@ PUBLIC_ENV = "INSITU_AIRLOCK_PUBLIC_URL"  # the hub's address of the airlock, fo
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # noqa: S105 (a variable name)
 SUPPORTED = (
     "a pandas DataFrame (released as CSV), a matplotlib Figure (PNG), a notebook or a file "
-    "path (.csv, .json, .png, .pdf, .txt, .md, .ipynb, .pt, .safetensors, .npz)"
+    "path (.csv, .tsv, .json, .txt, .md, .ipynb, .png, .jpg, .gif, .tif, .pdf, .pt, .safetensors, "
+    ".npz, .npy, .zip)"
 )
 
 _ERRORS: dict[int, type[InsituError]] = {

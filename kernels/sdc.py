@@ -33,9 +33,9 @@ def pivot_table(
     """
     import pandas as pd
 
-    from insitu.hub.airlock_checks import _acro
+    from insitu.disclosure.acro import import_acro
 
-    sdc = _acro()
+    sdc = import_acro()
     from acro.table_utils import aggfunc_to_strings
     from acro.tablemodeldetails import TableModelDetails
 

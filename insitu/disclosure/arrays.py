@@ -11,7 +11,9 @@ from insitu.disclosure.scan import Scan
 __all__ = ["scan_array"]
 
 
-def scan_array(scan: Scan, array: np.ndarray, where: str, *, count: bool = True) -> None:
+def scan_array(
+    scan: Scan, array: np.ndarray, where: str, *, count: bool = True, image: bool = False
+) -> None:
     """Count an array's values against the budget and run the grid rules on it."""
     scan.ok("image-resolution", "no array, image or grid the size of the site's images")
     if array.dtype.kind not in "biufc":
@@ -25,4 +27,4 @@ def scan_array(scan: Scan, array: np.ndarray, where: str, *, count: bool = True)
     if count:
         scan.count_values(array.size)
     scan.stats["grids"] += 1
-    scan.findings.extend(check_grid(array, ctx=scan.ctx, where=where))
+    scan.findings.extend(check_grid(array, ctx=scan.ctx, where=where, image=image))

@@ -60,7 +60,7 @@ def _scan_file(scan: Scan, data: bytes, name: str, where: str) -> str:
         )
         kind = sniffed
     else:
-        scan.ok("file-type", "the content is what the name says")
+        scan.ok("file-type", f"the content is {declared}, as the name says")
         kind = declared
     handler = _handlers().get(kind)
     if handler is None:

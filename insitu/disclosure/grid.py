@@ -23,6 +23,7 @@ from insitu.disclosure.rules import finding
 
 __all__ = ["check_grid"]
 
+_MIN_PLANE_SIDE = 16  # thinner planes (across a few slices) are the volume's business
 _MAX_PROVENANCE_PLANES = 64  # planes of a stack asked about (evenly spread)
 _MIN_PROVENANCE_SIDE = 8
 
@@ -33,7 +34,7 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 def _near_slice(rows: int, cols: int, ctx: DisclosureContext) -> str | None:
     tol = ctx.limits.plane_tolerance
-    for h, w in ctx.identifiers.slice_shapes:
+    for h, w in _planes_of(ctx):
         if abs(rows - h) <= tol and abs(cols - w) <= tol:
             return f"a {h}x{w} slice" + ("" if (rows, cols) == (h, w) else " give or take a row")
         for k in range(2, ctx.limits.max_upscale + 1):
@@ -42,9 +43,13 @@ def _near_slice(rows: int, cols: int, ctx: DisclosureContext) -> str | None:
     return None
 
 
+def _planes_of(ctx: DisclosureContext) -> list[tuple[int, int]]:
+    return [(h, w) for h, w in ctx.identifiers.slice_shapes if min(h, w) >= _MIN_PLANE_SIDE]
+
+
 def _sizes(ctx: DisclosureContext) -> dict[int, str]:
     sizes: dict[int, str] = {}
-    for h, w in ctx.identifiers.slice_shapes:
+    for h, w in _planes_of(ctx):
         sizes.setdefault(h * w, f"a {h}x{w} slice")
         for channels in (3, 4):
             sizes.setdefault(h * w * channels, f"a {h}x{w} slice in {channels} channels")
@@ -53,7 +58,9 @@ def _sizes(ctx: DisclosureContext) -> dict[int, str]:
     return {n: text for n, text in sizes.items() if n >= 16}
 
 
-def _resolution(shape: tuple[int, ...], ctx: DisclosureContext) -> tuple[Verdict, str] | None:
+def _resolution(
+    shape: tuple[int, ...], ctx: DisclosureContext, *, image: bool
+) -> tuple[Verdict, str] | None:
     size = math.prod(shape)
     dims = [d for d in shape if d > 1]
     # Any two axes the size of a slice (a plane, a stack of planes, channels last or first).
@@ -64,11 +71,12 @@ def _resolution(shape: tuple[int, ...], ctx: DisclosureContext) -> tuple[Verdict
     if size in sizes:
         return Verdict.FAIL, f"holds exactly the number of values of {sizes[size]} (reshaped)"
     for dim in dims:
-        if dim in sizes and len(dims) > 1:
+        if dim in sizes and len(dims) > 1 and not image:
             return (
-                Verdict.REVIEW,
+                Verdict.FAIL,
                 f"an axis of {dim} values, the size of {sizes[dim]}: flattened planes, or a "
-                "layer on flattened images (whose weights can memorise them)",
+                "layer on flattened images (whose weights can memorise them; a steward may "
+                "override)",
             )
     return None
 
@@ -129,8 +137,14 @@ def _match_text(match: Any, part: str) -> str:
     )
 
 
-def check_grid(grid: np.ndarray, *, ctx: DisclosureContext, where: str) -> list[Finding]:
-    """Image-resolution and pixel-provenance findings for one numeric array (none: fine)."""
+def check_grid(
+    grid: np.ndarray, *, ctx: DisclosureContext, where: str, image: bool = False
+) -> list[Finding]:
+    """Image-resolution and pixel-provenance findings for one numeric array (none: fine).
+
+    ``image=True`` for decoded image frames (rows x columns x channels), whose axes are
+    not flattened data.
+    """
     array = np.asarray(grid)
     if array.dtype.kind not in "biufc" or array.size == 0:
         return []
@@ -138,7 +152,7 @@ def check_grid(grid: np.ndarray, *, ctx: DisclosureContext, where: str) -> list[
         array = np.abs(array)
     found: list[Finding] = []
     shape = tuple(int(d) for d in array.shape)
-    resolution = _resolution(shape, ctx)
+    resolution = _resolution(shape, ctx, image=image)
     if resolution is not None:
         verdict, why = resolution
         found.append(

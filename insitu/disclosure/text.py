@@ -32,7 +32,7 @@ def numbers_in(text: str) -> list[float]:
     return [float(m) for m in _NUMBER.findall(text)]
 
 
-def _identifiers(scan: Scan, text: str, where: str) -> None:
+def _identifiers(scan: Scan, text: str, where: str, *, counts: bool = True) -> None:
     ids = scan.ctx.identifiers
     normal = normalise(text)
     found = matcher_for(ids.texts, scan.ctx.limits.min_identifier_length).find(normal)
@@ -46,6 +46,8 @@ def _identifiers(scan: Scan, text: str, where: str) -> None:
             f"pseudonyms, UIDs or study dates of the site's data: {_shown(found)}",
             where,
         )
+    if not counts:
+        return
     small = [int(n) for n in _SMALL_N.findall(normal)]
     small = [n for n in small if n < scan.ctx.policy.min_cell_count]
     scan.ok("small-counts-in-text", "no counts below the minimum written in text")
@@ -127,10 +129,15 @@ def _grids(scan: Scan, text: str, where: str) -> None:
         flush(len(text.splitlines()))
 
 
-def scan_text(scan: Scan, text: str, where: str, *, grids: bool = True) -> None:
-    """Every text rule on ``text``; numeric lines are also checked as grids."""
+def scan_text(
+    scan: Scan, text: str, where: str, *, grids: bool = True, counts: bool = True
+) -> None:
+    """Every text rule on ``text``; numeric lines are also checked as grids.
+
+    ``counts=False`` for program code, where ``n = 3`` is an assignment, not a count.
+    """
     scan.stats["text_chars"] += len(text)
-    _identifiers(scan, text, where)
+    _identifiers(scan, text, where, counts=counts)
     _payloads(scan, text, where)
     if grids:
         scan.count_values(len(_NUMBER.findall(text)))

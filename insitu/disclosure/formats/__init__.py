@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from insitu.disclosure.formats import gif, jpeg, png, textual
+from insitu.disclosure.formats import (
+    gif,
+    jpeg,
+    notebook,
+    npy,
+    pdf,
+    png,
+    safetensors,
+    textual,
+    torchfile,
+    zipfile,
+)
 from insitu.disclosure.scan import Scan
 
 __all__ = ["HANDLERS"]
@@ -24,4 +35,11 @@ HANDLERS: dict[str, Callable[[Scan, bytes, str], None]] = {
     "jpeg": jpeg.scan_jpeg,
     "gif": gif.scan_gif,
     "tiff": gif.scan_tiff,
+    "pdf": pdf.scan_pdf,
+    "zip": zipfile.scan_zip,
+    "npz": npy.scan_npz,
+    "npy": npy.scan_npy,
+    "torch": torchfile.scan_torch,
+    "safetensors": safetensors.scan_safetensors,
+    "notebook": notebook.scan_notebook,
 }

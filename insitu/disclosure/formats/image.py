@@ -67,7 +67,7 @@ def scan_frames(scan: Scan, data: bytes, place: str) -> None:
                     scan.unpacked(width * height * 4, where)
                     mode = img.mode
                     array = _array(img)
-                    scan_array(scan, array, where, count=False)
+                    scan_array(scan, array, where, count=False, image=True)
                     if mode in _SINGLE_CHANNEL and min(width, height) >= 64:
                         scan.add(
                             "image-resolution",

@@ -83,15 +83,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         if item.fate == "published":
             continue
         print(f"{item.fate:12} {item.file}: {item.reason}")
-    counts = ", ".join(f"{n} {fate}" for fate, n in sorted(report.counts().items()))
-    if report.status == "published":
-        print(
-            f"{report.dataset} {report.version}: published {len(report.series)} series ({counts})"
-        )
-    elif report.status == "unchanged":
-        print(f"{report.dataset}: unchanged, the same input is already {report.version} ({counts})")
-    else:
-        print(f"{report.dataset}: nothing published ({counts or 'no input files'})")
+    print(report.summary())
     if report.quarantine:
         print(f"quarantined copies and reasons: {report.quarantine}")
     return report.exit_code

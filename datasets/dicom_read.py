@@ -13,18 +13,30 @@ import logging
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset as DicomDataset
 from pydicom.errors import InvalidDicomError
+
+from insitu.datasets.dicom_pixels import (
+    PIXEL_TAGS,
+    PixelExtent,
+    PixelProblem,
+    image_size_problem,
+    locate_pixels,
+)
+from insitu.errors import InputNotFoundError
 
 __all__ = [
     "InputFile",
     "Scanned",
+    "check_inputs",
     "group_series",
     "quiet_pydicom",
     "read_full",
@@ -40,6 +52,8 @@ DERIVED_REASON = (
     "a derived object (DICOM SEG or SR): add it with `insitu ingest-derived DATASET FILES`"
 )
 DEFLATED = "1.2.840.10008.1.2.1.99"
+# Deflated files say nothing about their pixels until inflated: read them whole.
+DEFLATED_PIXELS = PixelExtent("PixelData", "", -1, -1, encapsulated=False)
 
 
 @dataclass(frozen=True)
@@ -53,11 +67,15 @@ class InputFile:
 
     def read(self) -> bytes:
         if self.error:
-            raise OSError(self.error)
+            raise _InputError(self.error)
         if self.member is None:
             return Path(self.path).read_bytes()
         with zipfile.ZipFile(self.path) as archive:
             return archive.read(self.member)
+
+
+class _InputError(OSError):
+    """An input known to be unreadable when it was found (its message is the reason)."""
 
 
 @dataclass
@@ -67,9 +85,10 @@ class Scanned:
     source: InputFile
     digest: str = ""  # sha256 of the file's bytes (input fingerprint, quarantine)
     size: int = 0
-    kind: str = "image"  # image | skipped | bad
+    kind: str = "image"  # image | skipped | bad | refused (its series lost a slice)
     reason: str = ""
     header: DicomDataset | None = field(default=None, repr=False)
+    pixels: PixelExtent | None = None  # where the pixel data lie in the file's bytes
 
     @property
     def series_uid(self) -> str:
@@ -96,15 +115,41 @@ def walk_inputs(paths: Iterable[str | os.PathLike[str]]) -> Iterator[InputFile]:
         elif path.exists():
             yield from _one_path(path)
         else:
-            yield InputFile(str(path), str(path), error=f"{path}: no such file or folder")
+            raise InputNotFoundError(
+                f"{path}: no such file or folder; check the path (nothing was ingested)"
+            )
+
+
+def check_inputs(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Fail at once, before any work, when a given path does not exist."""
+    for raw in paths:
+        if not Path(raw).exists():
+            raise InputNotFoundError(
+                f"{raw}: no such file or folder; check the path (nothing was ingested)"
+            )
+
+
+def _is_zip(path: Path) -> bool:
+    """A .zip file (whole or not), or any file that zipfile opens as an archive."""
+    if path.suffix.lower() == ".zip":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return False
+    except OSError:
+        return False
+    return zipfile.is_zipfile(path)
 
 
 def _one_path(path: Path) -> Iterator[InputFile]:
-    if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
+    if _is_zip(path):
         try:
-            yield from _zip_inputs(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            yield InputFile(str(path), str(path), error=f"unreadable zip archive: {exc}")
+            members = list(_zip_inputs(path))
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            yield InputFile(str(path), str(path), error=f"corrupt zip archive: {exc}")
+            return
+        yield from members
         return
     yield InputFile(str(path), str(path))
 
@@ -128,11 +173,17 @@ def _looks_like_dicom(data: bytes) -> bool:
 
 
 def scan_one(source: InputFile) -> Scanned:
-    """Read one input's header (no pixel data) and classify it."""
+    """Read one input's header (no pixel data) and classify it; never raises."""
     item = Scanned(source)
     try:
         data = source.read()
-    except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
+    except _InputError as exc:
+        item.kind, item.reason = "bad", str(exc)
+        return item
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        item.kind, item.reason = "bad", f"corrupt zip archive: {exc}"
+        return item
+    except (OSError, RuntimeError, ValueError) as exc:
         item.kind, item.reason = "bad", f"unreadable: {exc}"
         return item
     item.size = len(data)
@@ -140,56 +191,96 @@ def scan_one(source: InputFile) -> Scanned:
     if Path(source.name.split("!")[-1]).name.upper() == "DICOMDIR":
         item.kind, item.reason = "skipped", "DICOMDIR (a media index, not an image)"
         return item
-    force = not _looks_like_dicom(data)
     try:
-        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=force)
+        _classify(item, data)
+    except Exception as exc:  # a header pydicom parses but we cannot use: never a traceback
+        item.kind, item.header = "bad", None
+        item.reason = f"malformed DICOM header: {type(exc).__name__}: {exc}"
+    return item
+
+
+def _classify(item: Scanned, data: bytes) -> None:
+    force = not _looks_like_dicom(data)
+    fp = io.BytesIO(data)
+    try:
+        header = pydicom.dcmread(fp, stop_before_pixels=True, force=force)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
         if force:
             item.kind, item.reason = "skipped", "not a DICOM file"
         else:
             item.kind, item.reason = "bad", f"corrupt DICOM header: {type(exc).__name__}: {exc}"
-        return item
+        return
     sop_class = str(
         header.get("SOPClassUID", "")
         or getattr(header, "file_meta", {}).get("MediaStorageSOPClassUID", "")
     )
     if force and not sop_class:
         item.kind, item.reason = "skipped", "not a DICOM file"
-        return item
+        return
     if sop_class == DICOMDIR_SOP_CLASS:
         item.kind, item.reason = "skipped", "DICOMDIR (a media index, not an image)"
-        return item
+        return
     if sop_class == SEG_SOP_CLASS or sop_class.startswith(SR_SOP_PREFIX):
         item.kind, item.reason = "skipped", DERIVED_REASON  # issue 6: insitu ingest-derived
-        return item
-    if "Rows" not in header or "Columns" not in header or not _has_pixel_data(data, header):
-        item.kind = "bad"
-        item.reason = f"not an image (SOP class {_sop_name(sop_class)}): insitu stores images"
-        return item
+        return
+    problem = ""
+    extent = None
+    try:
+        extent = _pixels(data, fp.tell(), header)
+    except PixelProblem as exc:
+        problem = str(exc)
+    has_size = "Rows" in header and "Columns" in header
+    if has_size and not problem:
+        problem = image_size_problem(header)
+    if problem:
+        # the header stays: a series that lost this slice must not be published without it
+        item.kind, item.reason, item.header = "bad", problem, header
+        return
+    if extent is None:
+        item.kind, item.reason = "bad", _no_pixels_reason(header, sop_class, has_size)
+        return
+    if not has_size:
+        item.kind, item.reason = "bad", "malformed header: pixel data without Rows and Columns"
+        return
     if not header.get("SeriesInstanceUID"):
         item.kind, item.reason = "bad", "no Series Instance UID: cannot group the image"
-        return item
-    item.header = header
-    return item
+        return
+    item.header, item.pixels = header, extent
 
 
-def _sop_name(uid: str) -> str:
-    try:
-        return pydicom.uid.UID(uid).name or uid
-    except (ValueError, TypeError):
-        return uid or "unknown"
+def _no_pixels_reason(header: DicomDataset, sop_class: str, has_size: bool) -> str:
+    name = _sop_name(sop_class)
+    if has_size or "Image Storage" in name:
+        # an image's header that stops before its pixels: cut short, or saved without them
+        return (
+            f"truncated or incomplete: the file ends before the pixel data of its image "
+            f"({name}); copy it again from its source"
+        )
+    what = f"SOP class {name}" if sop_class else "no SOP Class UID"
+    return f"not an image ({what}, no pixel data): insitu stores images"
 
 
-def _has_pixel_data(data: bytes, header: DicomDataset) -> bool:
-    # stop_before_pixels drops (7FE0,0010); look for its tag bytes instead of parsing twice,
-    # except in deflated files, whose bytes say nothing until inflated.
+def _pixels(data: bytes, pos: int, header: DicomDataset) -> PixelExtent | None:
+    """Where the pixel element is (``DEFLATED_PIXELS`` for deflated files: read whole)."""
     meta = getattr(header, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID") == DEFLATED:
         full = pydicom.dcmread(io.BytesIO(data))
-        return "PixelData" in full or "FloatPixelData" in full
-    little = b"\xe0\x7f\x10\x00"
-    big = b"\x7f\xe0\x00\x10"
-    return little in data or big in data or "FloatPixelData" in header
+        if not any(k in full for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            return None
+        return DEFLATED_PIXELS
+    implicit, little = header.original_encoding
+    if implicit is None or little is None:
+        return None
+    return locate_pixels(data, pos, header, little_endian=little, implicit_vr=implicit)
+
+
+def _sop_name(uid: str) -> str:
+    if not uid:
+        return "none given"
+    try:
+        return pydicom.uid.UID(uid).name or uid
+    except (ValueError, TypeError):
+        return uid
 
 
 def scan(sources: Iterable[InputFile]) -> Iterator[Scanned]:
@@ -208,6 +299,27 @@ def group_series(items: Iterable[Scanned]) -> dict[str, list[Scanned]]:
 
 
 def read_full(item: Scanned) -> DicomDataset:
-    """The whole dataset of a scanned image, pixel data included."""
+    """The whole dataset of a scanned image, pixel data included.
+
+    The header parsed by the scan gets its pixel element from the file's bytes
+    (no second parse); deflated files, and items scanned elsewhere, are read whole.
+    """
     data = item.source.read()
-    return pydicom.dcmread(io.BytesIO(data), force=not _looks_like_dicom(data))
+    extent, header = item.pixels, item.header
+    if header is None or extent is None or extent is DEFLATED_PIXELS or extent.start < 0:
+        return pydicom.dcmread(io.BytesIO(data), force=not _looks_like_dicom(data))
+    tag = next(t for t, k in PIXEL_TAGS.items() if k == extent.keyword)
+    vr = extent.vr or _implicit_vr(extent, header)
+    header[tag] = DataElement(
+        tag, vr, data[extent.start : extent.end], is_undefined_length=extent.encapsulated
+    )
+    return header
+
+
+def _implicit_vr(extent: PixelExtent, header: DicomDataset) -> str:
+    if extent.keyword == "FloatPixelData":
+        return "OF"
+    if extent.keyword == "DoubleFloatPixelData":
+        return "OD"
+    bits = int(header.get("BitsAllocated", 16) or 16)
+    return "OB" if extent.encapsulated or bits <= 8 else "OW"

@@ -39,6 +39,7 @@ from insitu.datasets.catalog import Catalog
 from insitu.datasets.dicom_read import (
     InputFile,
     Scanned,
+    check_inputs,
     group_series,
     quiet_pydicom,
     read_full,
@@ -82,12 +83,29 @@ class IngestReport:
     files: list[FileFate] = field(default_factory=list)
     series: list[dict[str, Any]] = field(default_factory=list)
     quarantine: str = ""
+    series_refused: int = 0  # series not published (refused, held back, undecodable)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for item in self.files:
             out[item.fate] = out.get(item.fate, 0) + 1
         return out
+
+    def series_counts(self) -> dict[str, int]:
+        """Series (image volumes), not files: how many were published, how many not."""
+        return {"published": len(self.series), "not_published": self.series_refused}
+
+    def summary(self) -> str:
+        """One line that keeps series and files apart."""
+        files = ", ".join(f"{n} {fate}" for fate, n in sorted(self.counts().items()))
+        files = f"files: {files or 'none'}"
+        if self.status == "unchanged":
+            return f"{self.dataset}: unchanged, the same input is already {self.version} ({files})"
+        refused = f", {self.series_refused} not published" if self.series_refused else ""
+        if self.status == "published":
+            published = f"{len(self.series)} series published{refused}"
+            return f"{self.dataset} {self.version}: {published}; {files}"
+        return f"{self.dataset}: nothing published (series: 0 published{refused}; {files})"
 
     @property
     def quarantined(self) -> int:
@@ -105,7 +123,8 @@ class IngestReport:
             "dataset": self.dataset,
             "version": self.version,
             "status": self.status,
-            "counts": self.counts(),
+            "counts": self.counts(),  # files by fate
+            "series_counts": self.series_counts(),
             "series": self.series,
             "files": [asdict(f) for f in self.files],
             "quarantine": self.quarantine,
@@ -200,7 +219,7 @@ class _Quarantine:
         stem = f"{self.count:05d}"
         try:
             data = item.source.read()
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # a corrupt archive member: still record the reason
             data = b""
             reason += f" (the file could not be copied: {exc})"
         (self.folder / f"{stem}.dcm").write_bytes(data)
@@ -291,6 +310,31 @@ class _SeriesRefused(Exception):
     def __init__(self, fate: str, reason: str, culprit: Scanned | None = None) -> None:
         super().__init__(reason)
         self.fate, self.reason, self.culprit = fate, reason, culprit
+
+
+def _uid(item: Scanned, keyword: str) -> str:
+    return str(item.header.get(keyword, "") or "") if item.header is not None else ""
+
+
+def _refuse_incomplete_series(scanned: list[Scanned]) -> int:
+    """A series one of whose slices is broken (and has no good copy) is refused whole:
+    published without that slice it would look complete. Returns how many series."""
+    good = {_uid(i, "SOPInstanceUID") for i in scanned if i.kind == "image"}
+    broken: dict[str, Scanned] = {}
+    for item in scanned:
+        series, sop = _uid(item, "SeriesInstanceUID"), _uid(item, "SOPInstanceUID")
+        if item.kind == "bad" and series and sop not in good:
+            broken.setdefault(series, item)
+    refused = set()
+    for item in scanned:
+        bad = broken.get(_uid(item, "SeriesInstanceUID")) if item.kind == "image" else None
+        if bad is not None:
+            item.kind = "refused"
+            item.reason = (
+                f"refused with its series: its slice {bad.source.name} is unusable ({bad.reason})"
+            )
+            refused.add(item.series_uid)
+    return len(refused)
 
 
 def _stackable(items: list[Scanned]) -> bool:
@@ -448,6 +492,7 @@ def ingest(
         )
     if not paths:
         raise IngestError("nothing to ingest: give one or more files, folders or .zip archives")
+    check_inputs(paths)  # a mistyped path is an error, not a quarantined "file"
     config = load_config(home)
     from insitu.datasets.deface_ingest import deface_policy
     from insitu.datasets.deid import Deidentifier, DeidOptions, make_profile
@@ -486,6 +531,9 @@ def _outcome(home: NodeHome, deid: Any, root: Any, items: list[Scanned], split: 
         return ("refused", exc.fate, exc.reason, culprit)
     except IngestError as exc:
         return ("error", str(exc))
+    except Exception as exc:  # a malformed input no check foresaw: quarantine, never a traceback
+        reason = f"cannot be ingested: {type(exc).__name__}: {exc}"
+        return ("refused", "quarantined", reason, 0 if len(items) == 1 else None)
     return ("ok", row, original_id)
 
 
@@ -592,6 +640,11 @@ def _ingest_locked(
             item.kind, item.reason = "skipped", f"the same bytes as {first_seen[item.digest]}"
         elif item.kind == "image":
             first_seen[item.digest] = item.source.name
+    from insitu.datasets.duplicates import resolve_duplicates
+
+    with quiet_pydicom():
+        resolve_duplicates(scanned)  # copies of one instance: keep the decodable one
+    incomplete = _refuse_incomplete_series(scanned)
     images = [s for s in scanned if s.kind == "image"]
     option_dict = asdict(options)
     fingerprint = _fingerprint(images, profile, option_dict)
@@ -603,6 +656,10 @@ def _ingest_locked(
         elif item.kind == "bad":
             quarantine.put(item, item.reason)
             fates[index] = FileFate(item.source.name, "quarantined", item.reason)
+        elif item.kind == "refused":
+            quarantine.put(item, item.reason)
+            fates[index] = FileFate(item.source.name, "refused", item.reason)
+    report.series_refused += incomplete
 
     existing = catalog.find_fingerprint(dataset, fingerprint) if images else None
     if existing is not None and existing["status"] == "published":
@@ -643,6 +700,8 @@ def _ingest_locked(
         todo, progress(outcomes, total=len(todo), desc="series", enabled=show_progress),
         strict=True,
     ):  # fmt: skip
+        if outcome[0] in ("refused", "error"):
+            report.series_refused += 1
         if outcome[0] == "refused":
             _, fate0, reason0, culprit = outcome
             for k, item in enumerate(items):

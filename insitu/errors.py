@@ -4,6 +4,7 @@
     ├── ConfigError (ValueError)     insitu.toml or the node home is wrong         exit 78
     │   └── HomeNotInitializedError  no insitu.toml where INSITU_HOME points        exit 78
     ├── IngestError                  an input could not become a store             exit 1
+    │   ├── InputNotFoundError (FileNotFoundError)  a given path does not exist   exit 1
     │   ├── InconsistentSeriesError  a series refused instead of resampled         exit 1
     │   ├── DefacingError            a head series could not be defaced            exit 1
     │   ├── SourceError              a PACS or table source failed or was refused   exit 1
@@ -46,6 +47,7 @@ __all__ = [
     "HomeNotInitializedError",
     "InconsistentSeriesError",
     "IngestError",
+    "InputNotFoundError",
     "InsituError",
     "InvalidRequestError",
     "OutputTooLargeError",
@@ -86,6 +88,10 @@ class HomeNotInitializedError(ConfigError):
 
 class IngestError(InsituError):
     """An input could not become a published store."""
+
+
+class InputNotFoundError(IngestError, FileNotFoundError):
+    """A file, folder or archive given to the ingest does not exist (nothing was read)."""
 
 
 class InconsistentSeriesError(IngestError):

@@ -77,7 +77,7 @@ def test_mixed_input_publishes_good_series_and_quarantines_the_rest(mixed: dict)
     assert set(mixed["before"]) == {f["file"] for f in report["files"]}
     assert fates["notes.txt"]["fate"] == "skipped"
     assert fates["truncated.dcm"]["fate"] == "quarantined"
-    assert "cannot be decoded" in fates["truncated.dcm"]["reason"]
+    assert fates["truncated.dcm"]["reason"].startswith("truncated pixel data")
     assert fates["short.dcm"]["fate"] == "quarantined"
     assert fates["plan.dcm"]["fate"] == "quarantined"
     assert "not an image" in fates["plan.dcm"]["reason"]
@@ -294,8 +294,9 @@ def test_undecodable_jpeg_quarantined_once_allowed(
 def test_bad_dataset_name_and_no_input(home: NodeHome, capsys: pytest.CaptureFixture[str]) -> None:
     code, _out, err = run_cli(["ingest", "/nonexistent", "--dataset", "Bad Name"], capsys)
     assert code == 1 and "dataset name" in err
-    code, report = run_json(["ingest", "/nonexistent/x.dcm", "--dataset", "ok"], capsys)
-    assert code == EXIT_QUARANTINED and report["files"][0]["fate"] == "quarantined"
+    # a path that does not exist is an immediate error, not a quarantined "file" (issue 15)
+    code, _out, err = run_cli(["ingest", "/nonexistent/x.dcm", "--dataset", "ok"], capsys)
+    assert code == 1 and "/nonexistent/x.dcm: no such file or folder" in err
 
 
 def test_ultrasound_cine_and_still_of_one_series(
@@ -331,7 +332,7 @@ def test_one_corrupt_slice_names_the_file_and_refuses_its_series(
     assert code == EXIT_QUARANTINED and report["status"] == "nothing-published"
     fates = {f["file"]: f for f in report["files"]}
     assert fates[str(bad)]["fate"] == "quarantined"
-    assert "cannot be decoded" in fates[str(bad)]["reason"]
+    assert fates[str(bad)]["reason"].startswith("truncated pixel data")  # found by the scan
     others = [f for name, f in fates.items() if name != str(bad)]
     assert len(others) == 4
     assert all(f["fate"] == "refused" and "with its series" in f["reason"] for f in others)

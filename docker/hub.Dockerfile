@@ -7,7 +7,7 @@
 #   docker build -f docker/hub.Dockerfile -t registry.example/insitu/hub:0.1.0 .
 #
 # Pin the base image by digest in your registry (--build-arg HUB_IMAGE=...@sha256:...).
-ARG HUB_IMAGE=quay.io/jupyterhub/k8s-hub:4.3.3
+ARG HUB_IMAGE=quay.io/jupyterhub/k8s-hub:4.4.0
 FROM ${HUB_IMAGE}
 USER root
 COPY docker/requirements-hub.txt /tmp/requirements.txt

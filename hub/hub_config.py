@@ -10,6 +10,14 @@ inside ``stores/``); configurable-http-proxy on 127.0.0.1; local accounts or
 the institution's OIDC single sign-on. Services come from
 :mod:`insitu.hub.services` and each is reachable by users only through the
 roles granted here.
+
+With ``[hub] spawner = "kubernetes"`` (the Helm chart's hub) the same function
+runs inside Zero to JupyterHub's configuration (``hub.extraConfig``), after
+z2jh has set the hub's network, database, proxy, KubeSpawner basics and the
+services of ``hub.services`` (with the tokens it generated): it then sets only
+what is insitu's, from the same code as locally (authenticator, roles and
+token scopes, the enclave's server settings, the researcher's name in their
+server) plus the hardening of researchers' pods.
 """
 
 from __future__ import annotations
@@ -44,6 +52,21 @@ OPERATOR_SCOPES = [
 ]  # fmt: skip
 # The single-user server's own token: the JupyterHub defaults plus each service users may call.
 SERVER_SCOPES = ["users:activity!user", "access:servers!server"]
+# Researchers' pods on Kubernetes: never root, no capabilities, no escalation, a read-only
+# root file system (their home is a volume; /tmp a size-limited scratch volume).
+USER_CONTAINER_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+USER_POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+USER_TMP_SIZE = "1Gi"
 OIDC_SECRET_ENV = "INSITU_OIDC_CLIENT_SECRET"  # noqa: S105 (a variable name)
 
 
@@ -157,10 +180,34 @@ def _copy_example_notebooks(spawner: Any) -> None:
     copy_examples(spawner.home_dir_template.format(username=spawner.user.name))
 
 
+def _researcher_settings(c: Any, user_services: list[str], *, root: bool = False) -> list[str]:
+    """What every researcher's server gets, whatever spawns it; returns the access scopes.
+
+    The enclave's server settings (no download or export routes, the insitu
+    kernel), their name in ``INSITU_USER``, and a token that may call each
+    service users may call (and a ``user`` role granting the same).
+    """
+    from insitu.kernels.enclave import server_args
+
+    c.Spawner.args = (["--allow-root"] if root else []) + server_args()
+    access_scopes = [f"access:services!service={name}" for name in user_services]
+    c.Spawner.server_token_scopes = SERVER_SCOPES + access_scopes
+    # Admins manage users; they do not get into researchers' servers (their data).
+    c.JupyterHub.admin_access = False
+    return access_scopes
+
+
+def _user_name(spawner: Any) -> str:
+    return str(spawner.user.name)
+
+
 def configure(c: Any, home_root: str | Path) -> None:
     """Fill JupyterHub's config ``c`` for the node home at ``home_root``."""
     home = NodeHome(Path(home_root))
     config = load_config(home)
+    if config.hub.spawner_kind == "kubernetes":
+        _configure_kubernetes(c, home, config)
+        return
     services, plan = load_plan(home)
     hub_dir = home.hub
 
@@ -179,7 +226,7 @@ def configure(c: Any, home_root: str | Path) -> None:
     _authenticator(c, home, config)
 
     accounts_env: dict[str, str] = {}
-    if config.hub.user_accounts_dir:
+    if config.hub.spawner_kind == "accounts":
         # Finding S1 closed: one Unix account per researcher, the node home root-only.
         from insitu.hub.local_users import accounts_dir, protect_home, user_kernels, user_python
 
@@ -196,10 +243,12 @@ def configure(c: Any, home_root: str | Path) -> None:
         c.Spawner.pre_spawn_hook = _copy_example_notebooks
     c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
     # The enclave: no download or export routes, the insitu kernel (insitu.kernels.enclave).
-    from insitu.kernels.enclave import prepare, server_args
+    from insitu.kernels.enclave import prepare
 
     prepare()
-    c.Spawner.args = (["--allow-root"] if os.geteuid() == 0 else []) + server_args()
+    access_scopes = _researcher_settings(
+        c, [s.name for s in services if s.user_access], root=os.geteuid() == 0
+    )
     c.Spawner.start_timeout = 180
     c.Spawner.http_timeout = 120
     # Never INSITU_HOME: a user server learns the gate's URL, not where stores lie.
@@ -207,13 +256,59 @@ def configure(c: Any, home_root: str | Path) -> None:
     user_env: dict[str, Any] = {}
     for service in services:
         user_env.update(service.user_environment)
-    user_env["INSITU_USER"] = lambda spawner: spawner.user.name
+    user_env["INSITU_USER"] = _user_name
     user_env.update(accounts_env)
     c.Spawner.environment = user_env
 
-    access_scopes = [f"access:services!service={s.name}" for s in services if s.user_access]
-    c.Spawner.server_token_scopes = SERVER_SCOPES + access_scopes
     roles = _services(c, home, services)
     # The default `user` role lacks access:services; grant each service users may call.
     roles.append({"name": "user", "scopes": ["self", *access_scopes]})
     c.JupyterHub.load_roles = roles
+
+
+def _configure_kubernetes(c: Any, home: NodeHome, config: SiteConfig) -> None:
+    """The hub of the Helm chart: z2jh has configured everything Kubernetes-specific.
+
+    Services are z2jh's (``hub.services``, tokens from its Secret); every one
+    with a URL is proxied for users, so users may call it (z2jh's own idle
+    culler has none). User servers' service URLs come from
+    ``singleuser.extraEnv`` (cluster addresses).
+    """
+    _authenticator(c, home, config)
+    registered = list(c.JupyterHub.services) if "services" in c.JupyterHub else []
+    user_services = [s["name"] for s in registered if s.get("url")]
+    if not user_services:
+        raise ConfigError(
+            "hub.spawner = 'kubernetes' but no hub service has a URL: register insitu's "
+            "services under jupyterhub.hub.services in the chart's values"
+        )
+    access_scopes = _researcher_settings(c, user_services)
+    roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
+    roles = [r for r in roles if r.get("name") != "user"]
+    roles.append({"name": "user", "scopes": ["self", *access_scopes]})
+    c.JupyterHub.load_roles = roles
+
+    spawner = c.KubeSpawner
+    environment = dict(spawner.environment) if "environment" in spawner else {}
+    environment["INSITU_USER"] = _user_name
+    spawner.environment = environment
+    spawner.automount_service_account_token = False
+    spawner.container_security_context = USER_CONTAINER_SECURITY
+    spawner.pod_security_context = USER_POD_SECURITY
+    spawner.volumes = _with(
+        spawner, "volumes", "tmp", {"name": "tmp", "emptyDir": {"sizeLimit": USER_TMP_SIZE}}
+    )
+    spawner.volume_mounts = _with(
+        spawner,
+        "volume_mounts",
+        "tmp",
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (the pod's)
+    )
+
+
+def _with(section: Any, trait: str, key: str, item: dict[str, Any]) -> Any:
+    """KubeSpawner's ``volumes``/``volume_mounts`` (a dict by key, or a list) plus ``item``."""
+    current = section.get(trait, {})
+    if isinstance(current, dict):
+        return {**current, key: item}
+    return [*current, item]

@@ -134,12 +134,27 @@ class HubSection:
     oidc_username_claim: str = "preferred_username"
     oidc_admin_groups: list[str] = field(default_factory=list)
     oidc_steward_groups: list[str] = field(default_factory=list)
+    # Where researchers' servers run: "local" (processes of the node's account),
+    # "accounts" (one Unix account each, needs user_accounts_dir) or "kubernetes"
+    # (a pod each, KubeSpawner: the Helm chart's hub). Setting user_accounts_dir
+    # alone also means "accounts".
+    spawner: str = "local"
     # Embedded node as root: run each researcher as their own Unix account with a folder
     # here (outside the node home). Empty: everyone runs as the node's account (S1).
     user_accounts_dir: str = ""
     # The Python those accounts run (servers, kernels, dask); empty: this one. It must be
     # executable by other accounts (not under a 0700 folder such as /root).
     user_python: str = ""
+
+    @property
+    def spawner_kind(self) -> str:
+        """The spawner in effect: "accounts" when user_accounts_dir is set with "local"."""
+        if self.spawner == "local" and self.user_accounts_dir:
+            return "accounts"
+        return self.spawner
+
+
+SPAWNERS = ("local", "accounts", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -312,6 +327,21 @@ def _validate(config: SiteConfig, source: str) -> None:
     if config.hub.authenticator not in ("local", "oidc"):
         raise ConfigError(
             f"{source}: hub.authenticator {config.hub.authenticator!r}: choose 'local' or 'oidc'"
+        )
+    if config.hub.spawner not in SPAWNERS:
+        raise ConfigError(
+            f"{source}: hub.spawner {config.hub.spawner!r}: choose "
+            + ", ".join(repr(s) for s in SPAWNERS)
+        )
+    if config.hub.spawner == "accounts" and not config.hub.user_accounts_dir:
+        raise ConfigError(
+            f"{source}: hub.spawner 'accounts' needs hub.user_accounts_dir (the folder that "
+            "holds each researcher's home, outside the node home)"
+        )
+    if config.hub.spawner == "kubernetes" and config.hub.user_accounts_dir:
+        raise ConfigError(
+            f"{source}: hub.user_accounts_dir is for hub.spawner 'accounts'; with 'kubernetes' "
+            "each researcher gets a pod: remove hub.user_accounts_dir"
         )
     for key in ("min_cell_count", "min_subjects", "max_release_bytes", "max_reply_bytes"):
         if getattr(config.policy, key) < 1:

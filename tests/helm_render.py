@@ -1,14 +1,18 @@
 """Helpers: rendering the Helm charts with Helm's own engine (helm-python-sdk), offline.
 
-The subcharts (Zero to JupyterHub, dask-gateway) cannot be fetched here, so
-every render switches them off by their Chart.yaml conditions; what the
-parent passes to them is checked on the merged values instead.
+The node chart's subcharts (Zero to JupyterHub, dask-gateway) are vendored as
+archives in helm/insitu-node/charts/ (see Chart.lock); Helm's loader reads
+them from there as they are, so every render here is the whole node, as
+`helm install` would create it. Custom resources (traefik's IngressRoute and
+Middleware) are validated against the CRDs the vendored charts ship.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,12 +61,16 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render(chart: Path, values: dict[str, Any], *, subcharts: bool = False) -> list[dict[str, Any]]:
-    """Every object the chart renders (NOTES.txt left out), as dicts."""
+def render(chart: Path, values: dict[str, Any], *, subcharts: bool = True) -> list[dict[str, Any]]:
+    """Every object the chart renders (NOTES.txt left out), as dicts.
+
+    ``subcharts=False`` switches Zero to JupyterHub and dask-gateway off (a
+    node beside a hub installed separately).
+    """
     import helm_python
 
-    if not subcharts:
-        values = merge(values, SUBCHARTS_OFF) if chart == NODE_CHART else values
+    if not subcharts and chart == NODE_CHART:
+        values = merge(values, SUBCHARTS_OFF)
     with helm_python.Chart.load(chart) as loaded:
         rendered = loaded.render(values, name="site", namespace="insitu", is_install=True)
     objects: list[dict[str, Any]] = []
@@ -71,7 +79,9 @@ def render(chart: Path, values: dict[str, Any], *, subcharts: bool = False) -> l
             continue
         for doc in yaml.safe_load_all(text):
             if doc:
-                doc.setdefault("metadata", {}).setdefault("annotations", {})
+                meta = doc.setdefault("metadata", {})
+                if not meta.get("annotations"):
+                    meta["annotations"] = {}
                 doc["metadata"]["annotations"]["test/template"] = template
                 objects.append(doc)
     return objects
@@ -85,16 +95,80 @@ def chart_values(chart: Path, values: dict[str, Any] | None = None) -> dict[str,
         return loaded.merge_values(values or {})
 
 
+def subchart_files(suffix: str = "") -> dict[str, bytes]:
+    """Files of the vendored subchart archives ("jupyterhub/values.yaml": bytes, ...)."""
+    import tarfile
+
+    files: dict[str, bytes] = {}
+    for archive in sorted((NODE_CHART / "charts").glob("*.tgz")):
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.endswith(suffix):
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    files[member.name] = handle.read()
+    return files
+
+
+_VALID: set[str] = set()
+
+
+@functools.cache
+def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> the openAPIV3Schema of every CRD the subcharts ship."""
+    schemas = {}
+    for name, data in subchart_files(".yaml").items():
+        if "/crds/" not in name:
+            continue
+        for crd in yaml.safe_load_all(data):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = crd["spec"]
+            for version in spec["versions"]:
+                key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
+                schemas[key] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def _strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """A CRD schema that refuses unknown fields (the API server would drop them silently)."""
+    out = dict(schema)
+    if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["properties"] = {k: _strict(v) for k, v in out["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    if isinstance(out.get("items"), dict):
+        out["items"] = _strict(out["items"])
+    return out
+
+
 def validate(objects: list[dict[str, Any]]) -> None:
-    """Each object against the Kubernetes OpenAPI schemas, unknown fields refused."""
+    """Each object against the Kubernetes OpenAPI schemas, unknown fields refused.
+
+    Custom resources against their CRD's schema (as the API server would).
+    """
+    import jsonschema
     import kubernetes_validate
 
+    crds = _crd_schemas()
     for obj in objects:
         clean = copy.deepcopy(obj)
         clean["metadata"]["annotations"].pop("test/template", None)
         if not clean["metadata"]["annotations"]:
             del clean["metadata"]["annotations"]
-        kubernetes_validate.validate(clean, KUBE_VERSION, strict=True)
+        key = json.dumps(clean, sort_keys=True)
+        if key in _VALID:
+            continue  # the same object in another render (most subchart objects)
+        crd = crds.get((clean["apiVersion"], clean["kind"]))
+        if crd is not None:
+            kubernetes_validate.validate(  # the metadata as any object's
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": clean["metadata"]},
+                KUBE_VERSION,
+                strict=True,
+            )
+            jsonschema.validate(clean, _strict(crd))
+        else:
+            kubernetes_validate.validate(clean, KUBE_VERSION, strict=True)
+        _VALID.add(key)
 
 
 def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -187,3 +261,64 @@ def egress_allowed(
             if not peers or any(_peer_matches(peer, dest, namespace) for peer in peers):
                 return True
     return False
+
+
+# --- pod security (what every pod of the node must satisfy) -------------------------------
+
+# Containers whose root file system stays writable, and why (docs/deploy.md says the same).
+WRITABLE_ROOT: dict[str, str] = {}
+
+
+def pod_security_problems(where: str, spec: dict[str, Any]) -> list[str]:
+    """What ``spec`` (a pod spec) lacks of the node's pod-security rules, one line each.
+
+    Non-root, seccomp RuntimeDefault, all capabilities dropped, no privilege
+    escalation, a read-only root file system (unless WRITABLE_ROOT names the
+    container), requests and limits for CPU-less memory at least, no host access.
+    """
+    problems: list[str] = []
+    pod = spec.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            problems.append(f"{where}: {key}")
+    if any("hostPath" in v for v in spec.get("volumes") or []):
+        problems.append(f"{where}: a hostPath volume")
+    containers = (spec.get("initContainers") or []) + spec["containers"]
+    for container in containers:
+        name = f"{where}/{container['name']}"
+        sc = container.get("securityContext") or {}
+
+        def setting(key: str, sc: dict[str, Any] = sc) -> Any:
+            return sc[key] if key in sc else pod.get(key)
+
+        if setting("runAsNonRoot") is not True:
+            problems.append(f"{name}: runAsNonRoot is not true")
+        if setting("runAsUser") == 0:
+            problems.append(f"{name}: runs as user 0")
+        if (setting("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            problems.append(f"{name}: seccompProfile is not RuntimeDefault")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        if sc.get("privileged"):
+            problems.append(f"{name}: privileged")
+        caps = sc.get("capabilities") or {}
+        if caps.get("drop") != ["ALL"] or caps.get("add"):
+            problems.append(f"{name}: capabilities are not exactly drop [ALL]")
+        if sc.get("readOnlyRootFilesystem") is not True and container["name"] not in WRITABLE_ROOT:
+            problems.append(f"{name}: readOnlyRootFilesystem is not true")
+        resources = container.get("resources") or {}
+        for kind in ("requests", "limits"):
+            if not (resources.get(kind) or {}).get("memory"):
+                problems.append(f"{name}: no memory {kind[:-1]}")
+        if not (resources.get("requests") or {}).get("cpu"):
+            problems.append(f"{name}: no cpu request")
+    return problems
+
+
+def insitu_only(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects of the node chart's own templates (not of its subcharts)."""
+    return [
+        o
+        for o in objects
+        if o["metadata"]["annotations"]["test/template"].startswith("insitu-node/templates/")
+    ]

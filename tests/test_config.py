@@ -67,3 +67,28 @@ def test_broken_toml_is_a_config_error(tmp_path):
     node.config_path.write_text("[site\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(node)
+
+
+@pytest.mark.parametrize(
+    ("hub", "message"),
+    [
+        ({"spawner": "pods"}, r"hub\.spawner 'pods': choose 'local', 'accounts', 'kubernetes'"),
+        ({"spawner": "accounts"}, r"hub\.spawner 'accounts' needs hub\.user_accounts_dir"),
+        (
+            {"spawner": "kubernetes", "user_accounts_dir": "/srv/users"},
+            r"hub\.user_accounts_dir is for hub\.spawner 'accounts'",
+        ),
+    ],
+    ids=["unknown", "accounts-without-dir", "kubernetes-with-dir"],
+)
+def test_hub_spawner_is_checked(hub, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"hub": hub})
+
+
+def test_hub_spawner_in_effect():
+    assert parse_config({}).hub.spawner_kind == "local"
+    # user_accounts_dir alone keeps meaning what it meant before [hub] spawner existed.
+    assert parse_config({"hub": {"user_accounts_dir": "/srv/u"}}).hub.spawner_kind == "accounts"
+    kube = parse_config({"hub": {"spawner": "kubernetes"}})
+    assert kube.hub.spawner_kind == "kubernetes"

@@ -1,9 +1,10 @@
 """The chart deploys the same processes, settings and environment as `insitu up`.
 
-Values cannot import Python, so the chart repeats what insitu's code sets up
-locally (service commands, the researchers' environment, token scopes, the
-enclave's server settings, the gateway's cluster options). These tests hold
-the two together: change one and the other must follow.
+The hub's configuration is not repeated: the chart's hub runs insitu's own
+configure (tests/test_helm_subcharts.py). Values cannot import Python, so the
+chart still states what the pods run (service commands, the researchers'
+environment by cluster address, the gateway's cluster options); these tests
+hold the two together: change one and the other must follow.
 """
 
 from __future__ import annotations
@@ -63,59 +64,6 @@ def test_researchers_get_the_same_environment_keys(local_services, values):
                 # Same path under the service's prefix, another host.
                 suffix = local_url.split("/", 3)[3]
                 assert extra_env[key].endswith(suffix), key
-
-
-def test_token_scopes_match_the_local_hub(local_services, values):
-    from insitu.hub.hub_config import SERVER_SCOPES
-
-    hub = values["jupyterhub"]["hub"]
-    granted = set(hub["config"]["Spawner"]["server_token_scopes"])
-    user_role = set(hub["loadRoles"]["user"]["scopes"])
-    assert set(SERVER_SCOPES) <= granted
-    for name, service in local_services.items():
-        if service.user_access:
-            scope = f"access:services!service={name}"
-            assert scope in granted, name
-            assert scope in user_role, name
-            assert name in hub["services"], f"{name} is not registered with the hub"
-
-
-def test_enclave_server_settings_match_the_kernels_package(values):
-    from insitu.kernels.enclave import server_args
-
-    assert values["jupyterhub"]["hub"]["config"]["Spawner"]["args"] == server_args()
-
-
-def test_authenticator_config_loads(values):
-    """The hub config in values names real traits of insitu's authenticator."""
-    from insitu.hub.authenticator import InsituOIDCAuthenticator
-
-    hub_config = values["jupyterhub"]["hub"]["config"]
-    cls_path = hub_config["JupyterHub"]["authenticator_class"]
-    assert cls_path == "insitu.hub.authenticator.InsituOIDCAuthenticator"
-    config = Config(hub_config)
-    config.InsituOIDCAuthenticator.client_id = "insitu-hospital-a"
-    auth = InsituOIDCAuthenticator(config=config)
-    unknown = set(hub_config["InsituOIDCAuthenticator"]) - set(auth.trait_names())
-    assert not unknown, f"not traits of InsituOIDCAuthenticator: {unknown}"
-    assert auth.manage_groups is True
-    assert auth.insitu_home == "/var/lib/insitu"
-
-
-def test_small_site_sso_config_loads():
-    import yaml
-
-    from insitu.hub.authenticator import InsituOIDCAuthenticator
-
-    example = yaml.safe_load((NODE_CHART / "examples" / "small-site.yaml").read_text())
-    merged = chart_values(NODE_CHART, example)["jupyterhub"]["hub"]["config"]
-    auth = InsituOIDCAuthenticator(config=Config(merged))
-    unknown = set(merged["InsituOIDCAuthenticator"]) - set(auth.trait_names())
-    assert not unknown, unknown
-    assert auth.token_url.startswith("https://")
-    assert auth.admin_groups == {"insitu-admins"}
-    assert auth.steward_groups_list == "insitu-stewards"
-    assert auth.client_secret == ""  # from the Secret at run time, never in values
 
 
 def test_gateway_cluster_options_give_workers_the_researchers_token(values):

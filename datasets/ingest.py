@@ -439,6 +439,10 @@ def _build_series(
         "color": volume.ndim == 4,
         "series_uid": series_uid,
     }
+    from insitu.never_leave import never_leave_reason
+
+    if reason := never_leave_reason(row["modality"], str(header.get("SOPClassUID", ""))):
+        row["never_leave"] = reason  # fundus, OCT: identifying pixels (the engine reads it)
     attrs = {
         **row,
         "affine": geometry.affine.tolist(),

@@ -172,7 +172,7 @@ def plan_geometry(headers: Sequence[DicomDataset]) -> Geometry:
         order = sorted(frames, key=lambda f: (f.instance, f.obj, f.index))
         return Geometry(
             shape=(len(order), rows, columns),
-            spacing=(1.0, pixel_spacing[0], pixel_spacing[1]),
+            spacing=(_frame_step(headers), pixel_spacing[0], pixel_spacing[1]),
             origin=(0.0, 0.0, 0.0),
             orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
             patient_geometry=False,
@@ -223,6 +223,27 @@ def plan_geometry(headers: Sequence[DicomDataset]) -> Geometry:
         patient_geometry=True,
         order=order,
     )
+
+
+def _frame_step(headers: Sequence[DicomDataset]) -> float:
+    """Frame spacing (mm) without patient geometry: what one multi-frame object states
+    (ophthalmic tomography: Spacing Between Slices in its Pixel Measures), else 1.0
+    (ultrasound cine, secondary capture: frames in acquisition order)."""
+    if len(headers) != 1 or int(headers[0].get("NumberOfFrames", 1) or 1) < 2:
+        return 1.0
+    ds = headers[0]
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = _first(shared, "PixelMeasuresSequence", keyword)
+        if value is None and keyword == "SpacingBetweenSlices":
+            value = ds.get(keyword)
+        try:
+            step = float(value) if value is not None else 0.0
+        except (TypeError, ValueError):
+            continue
+        if step > 0:
+            return step
+    return 1.0
 
 
 def _close_all(values: set[tuple[float, float] | None], tol: float) -> bool:

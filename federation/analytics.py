@@ -455,6 +455,7 @@ def _server_app() -> Any:
     from flwr.serverapp import Grid, ServerApp
 
     from insitu.federation.apps import report_result, send_and_collect
+    from insitu.federation.credit import fold, read_credit
 
     app = ServerApp()
 
@@ -468,11 +469,13 @@ def _server_app() -> Any:
         answered = {r.metadata.src_node_id for r in replies}
         ok: list[SiteReply] = []
         refused: list[dict[str, Any]] = []
+        credits = []
         for reply in replies:
             if reply.has_error():
                 refused.append({"node": reply.metadata.src_node_id, "reason": reply.error.reason})
             else:
                 ok.append(parse_reply(reply.content))
+                credits.append(read_credit(reply.content))
         missing = [
             {"node": n, "reason": "no reply (site down?)"} for n in nodes if n not in answered
         ]
@@ -486,6 +489,8 @@ def _server_app() -> Any:
                 "groups": combined.groups,
                 "histogram": combined.histogram,
                 "suppressed": combined.suppressed,
+                # each site's citation and contribution (issue 17)
+                **fold(credits, title=f"Federated analysis of {spec.dataset}: {spec.feature}"),
             }
         )
         if len(ok) < spec.min_sites:
@@ -596,8 +601,11 @@ def analyze(
 
     ``federation`` names a SuperLink connection in ``$FLWR_HOME/config.toml``.
     The frame's ``attrs`` hold ``run_id``, ``sites`` (who answered), ``refused``
-    (who did not, with each site's reason), ``suppressed`` cells and the merged
-    ``histogram`` (a DataFrame) when ``bins`` are given.
+    (who did not, with each site's reason), ``suppressed`` cells, the merged
+    ``histogram`` when ``bins`` are given, and what to cite: ``citations`` (one per
+    site's dataset version), ``contributions`` (site, dataset, version, subjects: a
+    table, ``pd.DataFrame(frame.attrs["contributions"])``) and ``citation_files``
+    (CITATIONS.cff, .bib, .md as text).
     """
     import pandas as pd
 
@@ -637,5 +645,9 @@ def analyze(
         refused=result["refused"],
         suppressed=result["suppressed"],
         histogram=result["histogram"],
+        # how to cite what each site contributed, and how much (subjects per site)
+        citations=result.get("citations", []),
+        contributions=result.get("contributions", []),
+        citation_files=result.get("citation_files", {}),
     )
     return frame

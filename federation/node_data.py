@@ -69,6 +69,11 @@ class SiteData:
     # -- reading ------------------------------------------------------------
 
     @property
+    def version(self) -> str:
+        """The dataset version being read ("" when the source does not say)."""
+        return str(getattr(self._source, "version", "") or "")
+
+    @property
     def subjects(self) -> Any:
         """The subjects table (pseudonyms and subject-level columns such as arm)."""
         frame = self._source.subjects.copy()

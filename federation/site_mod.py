@@ -39,6 +39,8 @@ ERROR_NOT_APPROVED = 4001
 ERROR_EGRESS_REFUSED = 4002
 ERROR_SITE_FAILURE = 4003
 SITE_RECORD = "insitu.site"
+# Replies that carry a result (not SecAgg+'s key-exchange stages) carry the site's credit.
+CREDITED_MESSAGES = ("query", "train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -141,13 +143,19 @@ def _dp_mod(run: SiteRun, policy: Any, delta: float) -> Callable[..., Any]:
 
 def envelope_mod(run: SiteRun) -> Callable[..., Any]:
     """Outermost: audit what really leaves (after DP noise or SecAgg masking)."""
-    from flwr.app import MetricRecord
+    from flwr.app import ConfigRecord, MetricRecord
+
+    from insitu.federation.credit import CREDIT_RECORD, site_credit
 
     def mod(msg: Any, ctx: Any, call_next: Callable[..., Any]) -> Any:
         reply = call_next(msg, ctx)
         if not reply.has_error():
             # The site names itself, so a coordinator can say which site dropped out.
             reply.content.metric_records[SITE_RECORD] = MetricRecord({f"site:{run.site}": 1})
+            # ... and says how to cite what it contributed (public metadata, issue 17).
+            credit = site_credit(run.home, run.site, run.dataset, node_data_module.current())
+            if credit is not None and msg.metadata.message_type in CREDITED_MESSAGES:
+                reply.content.config_records[CREDIT_RECORD] = ConfigRecord(credit)
             run.audit(
                 "federation.send",
                 message_type=msg.metadata.message_type,

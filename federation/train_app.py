@@ -130,6 +130,7 @@ def server_app() -> Any:
     from flwr.serverapp import Grid, ServerApp
 
     from insitu.federation.apps import report_result, send_and_collect
+    from insitu.federation.credit import fold, read_credit
     from insitu.federation.train_cnn import get_weights, make_model
 
     app = ServerApp()
@@ -140,9 +141,11 @@ def server_app() -> Any:
         rounds = int(cfg["num-rounds"])
         min_sites = int(cfg["min-sites"])
         timeout = float(cfg["round-timeout"])
+        title = f"Federated training of the insitu example CNN ({rounds} rounds)"
         weights = [w.astype(np.float32) for w in get_weights(make_model())]
         names: dict[int, str] = {}
         history: list[dict[str, Any]] = []
+        credits: list[dict[str, Any] | None] = []  # each site's citation and subjects
         for rnd in range(1, rounds + 1):
             nodes = _nodes(grid, max(min_sites, int(cfg["wait-for-sites"])), timeout)
             config = ConfigRecord(
@@ -175,6 +178,7 @@ def server_app() -> Any:
                 parts.append((reply.content["arrays"].to_numpy_ndarrays(), n))
                 losses.append((float(reply.content["metrics"]["train-loss"]), n))
                 answered.append(site)
+                credits.append(read_credit(reply.content))
             got = {r.metadata.src_node_id for r in replies}
             dropped = sorted(names.get(n, f"node {n}") for n in nodes if n not in got)
             problems += [f"{site}: no reply (left the federation or timed out)" for site in dropped]
@@ -189,13 +193,14 @@ def server_app() -> Any:
             )
             print(f"INSITU-ROUND {rnd}: sites {sorted(answered)}; {problems}", flush=True)
             if len(parts) < min_sites:
-                report_result({"rounds": history, "weights": None})
+                report_result({"rounds": history, "weights": None, **fold(credits, title=title)})
                 raise RuntimeError(
                     f"round {rnd}: {len(parts)} site(s) answered, the run needs {min_sites}; "
                     f"missing: {'; '.join(problems) or 'none connected'}"
                 )
             weights = [w.astype(np.float32) for w in _weighted_average(parts)]
-        report_result({"rounds": history, "weights": [w.tolist() for w in weights]})
+        final = [w.tolist() for w in weights]
+        report_result({"rounds": history, "weights": final, **fold(credits, title=title)})
 
     return app
 
@@ -345,7 +350,12 @@ def run_training(
     secagg: bool = False,
     timeout: float = 1800.0,
 ) -> Any:
-    """Train the example CNN across a federation; returns the RunOutcome (result dict)."""
+    """Train the example CNN across a federation; returns the RunOutcome.
+
+    Its ``result`` dict holds ``rounds``, ``weights`` and what to cite:
+    ``citations``, ``contributions`` (site, dataset, version, subjects) and
+    ``citation_files`` (CITATIONS.cff, .bib, .md) (not with ``secagg``).
+    """
     from insitu.federation.apps import run_fab
 
     config: dict[str, Any] = {"num-rounds": rounds, "min-sites": min_sites}

@@ -10,6 +10,8 @@ Routes under ``/services/access/`` (JSON unless said otherwise):
     POST  api/requests/<id>/revoke             {reason}                   steward/admin
     GET   api/me                               my name and role
     GET   ""                                   the register as an HTML page (hub login)
+    GET   credit                               the credit page: citations and usage (hub login)
+    GET   api/credit                           the same as JSON (insitu.hub.credit.usage_report)
     GET   health                               unauthenticated liveness
 
 The handlers only translate HTTP to :mod:`insitu.hub.access`, which checks
@@ -140,10 +142,60 @@ class RegisterPage(ServiceHandler):
             "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
             "tr:nth-child(even){background:#f3f3f3}</style></head><body>"
             "<h1>Access register</h1><p>Every request for data at this site and its "
-            f"decision, visible to every user. You are {html.escape(self.user)}.</p>"
+            f"decision, visible to every user. You are {html.escape(self.user)}. "
+            "<a href='credit'>Credit: citations and usage</a>.</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             "</body></html>"
         )
+
+
+def credit_page(home: NodeHome, *, user: str) -> str:
+    """The credit page: each dataset version's citation and its usage (public, as the register)."""
+    from insitu.hub.credit import usage_report
+
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "dataset", "version", "cite as", "researchers", "investigations", "requests",
+            "federated runs", "subjects contributed", "approved releases",
+        )
+    )  # fmt: skip
+    rows = []
+    for u in usage_report(home):
+        cells = [
+            u.dataset, u.version, u.citation, u.unique_researchers,
+            f"{u.total_investigations} ({u.unique_investigations} unique)",
+            f"{u.total_requests} ({u.unique_requests} unique)", u.federated_runs,
+            u.subjects_contributed, u.approved_releases,
+        ]  # fmt: skip
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Credit</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
+        "tr:nth-child(even){background:#f3f3f3}</style></head><body>"
+        "<h1>Credit for the data shared here</h1><p>How to cite each dataset version, and "
+        "how it was used (counted COUNTER-style from the audit log: investigations are "
+        "reads of any part, requests are reads of images or tables; unique counts are "
+        f"researcher-days), visible to every user. You are {html.escape(user)}. "
+        "<a href='./'>Access register</a>.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "</body></html>"
+    )
+
+
+class CreditPage(ServiceHandler):
+    browser_login = True
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(credit_page(self.home, user=self.user))
+
+
+class CreditHandler(ServiceHandler):
+    async def get(self) -> None:
+        from insitu.hub.credit import usage_report
+
+        self.write_json([u.to_json() for u in usage_report(self.home)])
 
 
 class HealthHandler(web.RequestHandler):
@@ -158,6 +210,8 @@ def make_app(home: NodeHome, prefix: str) -> web.Application:
         (prefix + r"api/requests/(\d+)", RequestHandler),
         (prefix + r"api/requests/(\d+)/(approve|deny|revoke)", DecisionHandler),
         (prefix + "api/me", MeHandler),
+        (prefix + "api/credit", CreditHandler),
+        (prefix + "credit", CreditPage),
         (prefix + "?", RegisterPage),
         *oauth_routes(prefix),
     ]

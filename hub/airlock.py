@@ -317,6 +317,20 @@ class Airlock:
         )
         return self.get(request.id), data
 
+    def citations(self, request_id: int | str, *, user: str | None = None) -> dict[str, bytes]:
+        """CITATIONS.cff/.bib/.md of the datasets the request used (see release_credit)."""
+        from insitu.hub.release_credit import citation_files
+
+        request = self.get(request_id, user=user)
+        return citation_files(self.home, request.id, request.user, request.submitted)
+
+    def download_bundle(self, request_id: int | str, *, user: str) -> tuple[ReleaseRequest, bytes]:
+        """The approved output with its citation files beside it, as one zip."""
+        from insitu.hub.release_credit import bundle
+
+        request, data = self.download(request_id, user=user)
+        return request, bundle(request.filename, data, self.citations(request.id, user=user))
+
     # --- steward ------------------------------------------------------------
 
     def approve(
@@ -357,6 +371,8 @@ class Airlock:
             reason=reason,
             override_reason=override,
         )
+        from insitu.hub.release_credit import used_datasets
+
         self.audit.append(
             "release.approve",
             user=steward,
@@ -366,6 +382,8 @@ class Airlock:
             reason=reason,
             override=override,
             failed=request.failed_rules,
+            # the credit ledger counts these; the download carries their citations
+            datasets=used_datasets(self.home, request.user, request.submitted),
         )
         return self.get(request.id)
 

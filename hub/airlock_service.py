@@ -10,6 +10,8 @@ Under ``/services/airlock/``:
     POST api/releases/<id>/approve           steward/admin {reason, override?}
     POST api/releases/<id>/deny              steward/admin {reason}
     GET  api/releases/<id>/download          the researcher's own approved output, as a file
+    GET  api/releases/<id>/bundle            the same output zipped with CITATIONS.cff/.bib/.md
+    GET  api/releases/<id>/citations         what to cite: {files: {CITATIONS.cff: text, ...}}
 
 Everything else about a request (checks, states, audit) is
 :class:`insitu.hub.airlock.Airlock`; this module only maps HTTP onto it.
@@ -170,6 +172,33 @@ class DownloadHandler(AirlockHandler):
         self.finish(data)
 
 
+class BundleHandler(AirlockHandler):
+    """The approved output and its CITATIONS.cff/.bib/.md in one zip."""
+
+    browser_login = True
+
+    async def get(self, request_id: str) -> None:
+        await self.call("get", request_id, user=self.user)
+        self.require_member()
+        request, data = await self.call("download_bundle", request_id, user=self.user)
+        stem = request.filename.rsplit(".", 1)[0] or "release"
+        self.set_header("Content-Type", "application/zip")
+        self.set_header("Content-Disposition", f'attachment; filename="{stem}-with-citations.zip"')
+        self.set_header("X-Insitu-Sha256", request.sha256)
+        self.finish(data)
+
+
+class CitationsHandler(AirlockHandler):
+    """What to cite for a release: the researcher's own, or any for a steward."""
+
+    async def get(self, request_id: str) -> None:
+        from insitu.hub.release_credit import describe
+
+        owner = None if self.is_decider() else self.user
+        files = await self.call("citations", request_id, user=owner)
+        self.write_json({"id": int(request_id), "files": describe(files)})
+
+
 class HealthHandler(web.RequestHandler):
     def get(self) -> None:
         self.finish({"ok": True, "service": NAME})
@@ -192,6 +221,8 @@ def make_app(home: NodeHome, prefix: str) -> web.Application:
         (releases + r"/(\d+)/preview", PreviewHandler),
         (releases + r"/(\d+)/(approve|deny)", DecisionHandler),
         (releases + r"/(\d+)/download", DownloadHandler),
+        (releases + r"/(\d+)/bundle", BundleHandler),
+        (releases + r"/(\d+)/citations", CitationsHandler),
         *oauth_routes(prefix),
     ]
     return web.Application(routes, **app_settings(home, prefix), max_body_size=max_body_size(home))

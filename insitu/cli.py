@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "insitu.datasets.cli",
     "insitu.datasets.cli_pacs",
     "insitu.datasets.cli_sources",
+    "insitu.datasets.cli_credit",
     "insitu.hub.cli",
     "insitu.kernels.cli",
     "insitu.federation.cli",

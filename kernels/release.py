@@ -62,6 +62,7 @@ class Release:
     checks: list[dict[str, str]] = field(default_factory=list)
     reason: str | None = None
     download_url: str = ""
+    bundle_url: str = ""  # the output zipped with CITATIONS.cff/.bib/.md of the data it used
 
     @classmethod
     def from_json(cls, data: dict[str, Any], base: str) -> Release:
@@ -74,6 +75,7 @@ class Release:
             checks=list(data.get("checks", [])),
             reason=data.get("reason"),
             download_url=f"{base}api/releases/{data['id']}/download",
+            bundle_url=f"{base}api/releases/{data['id']}/bundle",
         )
 
     def __str__(self) -> str:

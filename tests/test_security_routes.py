@@ -599,6 +599,14 @@ def test_release_routes_keep_researchers_to_their_own(site):
     for who in ("bob", "sam", "root_admin", "eve"):
         r = call(site, who, "GET", "airlock", f"api/releases/{rid}/download")
         assert r.status_code == 404, (who, r.status_code)
+        r = call(site, who, "GET", "airlock", f"api/releases/{rid}/bundle")  # with citations
+        assert r.status_code == 404, (who, r.status_code)
+    for who in ("bob", "eve"):  # what to cite: the owner's, or a steward's business
+        assert call(site, who, "GET", "airlock", f"api/releases/{rid}/citations").status_code == 404
+    assert call(site, "sam", "GET", "airlock", f"api/releases/{rid}/citations").status_code == 200
+    bundle = call(site, "ada", "GET", "airlock", f"api/releases/{rid}/bundle")
+    assert bundle.status_code == 200 and bundle.content[:2] == b"PK"
+    assert bundle.headers["X-Insitu-Sha256"]
     got = call(site, "ada", "GET", "airlock", f"api/releases/{rid}/download")
     assert got.status_code == 200 and got.content == b"arm,n\nA,30\nB,31\n"
     disposition = got.headers["Content-Disposition"]

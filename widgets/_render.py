@@ -23,10 +23,10 @@ def apply_window(plane: np.ndarray, center: float, width: float) -> np.ndarray:
 
 
 def gray_png(pixels: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
-    """An 8-bit grey image as PNG, resized to ``size`` (width, height) if given."""
+    """An 8-bit grey (2-D) or RGB (rows, columns, 3) image as PNG, resized to ``size``."""
     from PIL import Image
 
-    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))  # 2-D uint8: "L"
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))  # "L" or "RGB"
     if size is not None and size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR)
     out = io.BytesIO()

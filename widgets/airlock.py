@@ -142,6 +142,11 @@ class AirlockPanel:
                 f"<a href='{_e(row['download_url'])}' target='_blank' rel='noopener'>"
                 f"download {_e(row['filename'])}</a>"
             )
+            if row.get("bundle_url"):  # the same output with the citations of its data
+                self.link.value += (
+                    f" · <a href='{_e(row['bundle_url'])}' target='_blank' rel='noopener'>"
+                    "with citations (zip)</a>"
+                )
             return None
         try:
             filename, data = self.source.download_release(row["id"])

@@ -1,5 +1,8 @@
 """Slice viewer: scrub through a series in three planes with CT window presets.
 
+Colour series (``c`` axis: fundus photographs, RGB ultrasound) show in colour,
+8-bit ones unwindowed; OCT volumes scrub like any 3-D series.
+
 The viewer holds a lazy ``xarray.DataArray`` (dims ``z, y, x`` in mm, as
 ``Dataset.image()`` returns it, locally or through the gate) and computes only
 the plane it shows: moving the slider reads the chunks of one slice, never
@@ -72,15 +75,21 @@ class SliceViewer:
     ) -> None:
         import ipywidgets as w
 
+        self.colour = "c" in image.dims  # fundus photographs, RGB ultrasound: (z, y, x, c)
         missing = {"z", "y", "x"} - set(image.dims)
-        if missing or image.ndim != 3:
+        if (
+            missing
+            or image.ndim != (4 if self.colour else 3)
+            or (self.colour and int(image.sizes["c"]) not in (3, 4))
+        ):
             raise ValueError(
-                f"the viewer shows 3-D images with dims z, y, x; this one has {image.dims}. "
-                "Pass ds.image(series_id) (colour or time series: select one channel first)"
+                f"the viewer shows 3-D images with dims z, y, x (and c for colour, 3 or 4 "
+                f"channels); this one has {image.dims}. Pass ds.image(series_id) (a time "
+                "series: select one time point first)"
             )
         if plane not in PLANES:
             raise ValueError(f"plane {plane!r}: choose one of {', '.join(PLANES)}")
-        self.image = image.transpose("z", "y", "x")
+        self.image = image.transpose("z", "y", "x", *(["c"] if self.colour else []))
         self.display_size = display_size
         self.reads = 0  # planes (or the volume) computed from the store (tests, bench)
         self.max_volume_bytes = max_volume_bytes
@@ -203,7 +212,8 @@ class SliceViewer:
                 # (z, x) for coronal, (z, y) for sagittal: already (vertical, horizontal)
                 cached = np.take(source, key[1], axis="zyx".index(dim))
             else:
-                data = self.image.isel({dim: key[1]}).transpose(vertical, horizontal)
+                extra = ["c"] if self.colour else []
+                data = self.image.isel({dim: key[1]}).transpose(vertical, horizontal, *extra)
                 cached = np.asarray(data.values)
                 self.reads += 1
             if vertical == "z":
@@ -245,7 +255,9 @@ class SliceViewer:
     def render(self) -> None:
         values = self.plane_values()
         pixels = apply_window(values, self.center.value, self.width.value)
-        width, height = self._display_shape(*values.shape)
+        if self.colour:
+            pixels = pixels[..., :3]  # RGB as it is; an alpha channel is not shown
+        width, height = self._display_shape(*values.shape[:2])
         self.view.value = gray_png(pixels, (width, height))
         # Show it at its own size: browsers would otherwise stretch it to the cell's width.
         self.view.width, self.view.height = str(width), str(height)
@@ -262,7 +274,13 @@ class SliceViewer:
         )
 
     def _auto_window(self) -> Window:
-        """For non-CT images: the 1st to 99th percentile of the middle axial slice."""
+        """For non-CT images: the 1st to 99th percentile of the middle axial slice.
+
+        8-bit colour shows as it is (window 0..255): a fundus photograph's colours
+        are the data, not a display choice.
+        """
+        if self.colour and self.image.dtype == np.uint8:
+            return Window(127.5, 255.0)
         middle = np.asarray(self.image.isel(z=self.image.sizes["z"] // 2).values, dtype=float)
         low, high = np.percentile(middle, [1, 99]) if middle.size else (0.0, 1.0)
         return Window(float(low + high) / 2, max(float(high - low), 1.0))

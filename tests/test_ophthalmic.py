@@ -1,0 +1,127 @@
+"""Eye images: synthetic fundus photographs (OP) and OCT (OPT) as real DICOM, ingested
+as colour and 3-D images with their spacing, de-identified, never-leave, and viewable."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from fixtures_datasets import dicom_file
+from PIL import Image
+
+from insitu.config import NodeHome, init_home
+from insitu.datasets.ingest import ingest
+from insitu.datasets.reader import open_dataset
+from insitu.datasets.synthetic_eye import fundus_image, write_fundus, write_oct
+from insitu.never_leave import never_leave_reason
+
+ENCODED = ("jpeg-baseline", "jpeg2000-lossless", "rle")
+
+
+@pytest.fixture(scope="module")
+def eye_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("eye-dicom")
+    files = {
+        enc: write_fundus(folder / f"fundus-{enc}.dcm", subject=k + 1, seed=k, encoding=enc)
+        for k, enc in enumerate(ENCODED)
+    }
+    files["oct"] = write_oct(folder / "oct.dcm", subject=1, seed=7)
+    # A real encoder's colour JPEG baseline (dcmtk, YBR_FULL_422) from pydicom's test set,
+    # relabelled as a fundus photograph: its pixel bytes stay as they were.
+    real = pydicom.dcmread(dicom_file("SC_rgb_jpeg_dcmtk.dcm"))
+    real.Modality, real.SOPClassUID = "OP", "1.2.840.10008.5.1.4.1.1.77.1.5.1"
+    real.file_meta.MediaStorageSOPClassUID = real.SOPClassUID
+    real.BurnedInAnnotation = "NO"
+    real.PatientID, real.PatientName = "EYE-0099", "Real^Jpeg"
+    real.save_as(folder / "real-jpeg.dcm", enforce_file_format=True)
+    files["real"] = folder / "real-jpeg.dcm"
+    return files
+
+
+@pytest.fixture(scope="module")
+def eye_home(tmp_path_factory: pytest.TempPathFactory, eye_files: dict[str, Path]) -> NodeHome:
+    home = NodeHome(tmp_path_factory.mktemp("eye-site") / "home")
+    init_home(home, "eye-site")
+    report = ingest(list(eye_files.values()), "eyes", home=home, title="Eyes", show_progress=False)
+    assert report.status == "published", report.to_json()
+    assert report.counts() == {"published": len(eye_files)}, report.to_json()
+    return home
+
+
+def _by_modality(home: NodeHome) -> dict[str, list[dict]]:
+    ds = open_dataset("eyes", home=home)
+    out: dict[str, list[dict]] = {}
+    for row in ds.attrs["series"]:
+        out.setdefault(row["modality"], []).append(row)
+    return out
+
+
+def test_fundus_photographs_are_colour_images_with_their_spacing(eye_home, eye_files) -> None:
+    ds = open_dataset("eyes", home=eye_home)
+    rows = _by_modality(eye_home)["OP"]
+    assert len(rows) == 4 and all(r["color"] for r in rows)
+    decoded = {
+        str(pydicom.dcmread(eye_files[k]).PatientID): pydicom.dcmread(eye_files[k]).pixel_array
+        for k in (*ENCODED, "real")
+    }
+    seen = set()
+    for row in rows:
+        image = ds.image(row["series_id"])
+        assert image.dims == ("z", "y", "x", "c") and image.sizes["c"] == 3
+        assert image.dtype == np.uint8
+        values = image.isel(z=0).values
+        # the same pixels pydicom decodes from the file (JPEG decoded once, never again)
+        match = [pid for pid, px in decoded.items() if px.shape == values.shape
+                 and np.array_equal(px, values)]  # fmt: skip
+        assert len(match) == 1
+        seen.add(match[0])
+        if match[0] != "EYE-0099":
+            assert row["spacing"][1:] == [0.012, 0.012]  # Pixel Spacing at the retina
+    assert len(seen) == 4
+    # lossless encodings keep the generator's image exactly
+    lossless = pydicom.dcmread(eye_files["rle"]).pixel_array
+    assert np.array_equal(lossless, fundus_image(256, seed=2))
+
+
+def test_oct_is_a_3d_volume_with_its_frame_spacing(eye_home, eye_files) -> None:
+    ds = open_dataset("eyes", home=eye_home)
+    (row,) = _by_modality(eye_home)["OPT"]
+    image = ds.image(row["series_id"])
+    assert image.dims == ("z", "y", "x") and image.shape == (16, 96, 128)
+    assert row["spacing"] == [0.12, 0.0039, 0.0469]  # Spacing Between Slices, Pixel Spacing
+    frames = pydicom.dcmread(eye_files["oct"]).pixel_array
+    assert np.array_equal(image.values, frames)
+
+
+def test_eye_series_are_never_leave_and_deidentified(eye_home) -> None:
+    ds = open_dataset("eyes", home=eye_home)
+    for row in ds.attrs["series"]:
+        assert row["never_leave"] == never_leave_reason(row["modality"])
+        assert "identify a person" in row["never_leave"]
+        header = ds.header(row["series_id"])
+        text = str(header)
+        for planted in ("Eye^Subject", "EYE-000", "Synthetic Eye Clinic", "Doe^John", "ACC0"):
+            assert planted not in text
+        assert header["00080060"]["Value"] == [row["modality"]]  # modality kept
+    assert never_leave_reason("CT") == ""
+    assert never_leave_reason("", "1.2.840.10008.5.1.4.1.1.77.1.5.2")  # OP 24-bit, no modality
+
+
+def test_viewer_shows_fundus_in_colour_and_oct_in_grey(eye_home) -> None:
+    pytest.importorskip("ipywidgets")
+    from insitu.widgets.viewer import SliceViewer
+
+    ds = open_dataset("eyes", home=eye_home)
+    rows = _by_modality(eye_home)
+    fundus = SliceViewer(ds.image(rows["OP"][0]["series_id"]))
+    shown = Image.open(io.BytesIO(bytes(fundus.view.value)))
+    assert shown.mode == "RGB"
+    pixels = np.asarray(shown.convert("RGB"), dtype=np.int16)
+    assert (pixels[..., 0] - pixels[..., 2]).mean() > 40  # a red-orange retina, not grey
+    oct_view = SliceViewer(ds.image(rows["OPT"][0]["series_id"]))
+    assert Image.open(io.BytesIO(bytes(oct_view.view.value))).mode == "L"
+    oct_view.slider.value = 3  # scrubbing through the B-scans
+    assert oct_view.position_mm() == pytest.approx(3 * 0.12, abs=1e-6)

@@ -383,7 +383,7 @@ class Airlock:
             override=override,
             failed=request.failed_rules,
             # the credit ledger counts these; the download carries their citations
-            datasets=used_datasets(self.home, request.user, request.submitted),
+            datasets=used_datasets(self.home, request.user, request.submitted, request.id),
         )
         return self.get(request.id)
 

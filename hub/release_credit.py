@@ -22,15 +22,32 @@ __all__ = ["CITATION_FILES", "bundle", "citation_files", "used_datasets"]
 CITATION_FILES = ("CITATIONS.cff", "CITATIONS.bib", "CITATIONS.md")
 
 
-def used_datasets(home: NodeHome, user: str, submitted: str | None) -> list[dict[str, str]]:
+def _submitted_at(home: NodeHome, request_id: int | None, submitted: str | None) -> str | None:
+    """When the request was submitted, to the microsecond (its ``release.submit`` entry);
+    the request row's time (whole seconds) rounded up when the entry is not found."""
+    from datetime import datetime, timedelta
+
+    from insitu.hub.audit import AuditLog
+
+    if request_id is not None:
+        for entry in AuditLog(home).query(kind="release.submit"):
+            if entry.get("details", {}).get("request") == request_id:
+                return str(entry["time"])
+    if not submitted:
+        return None
+    return (datetime.fromisoformat(submitted) + timedelta(seconds=1)).isoformat()
+
+
+def used_datasets(
+    home: NodeHome, user: str, submitted: str | None, request_id: int | None = None
+) -> list[dict[str, str]]:
     """[{dataset, version, site}] the researcher read up to the submission."""
     from insitu.hub.credit import datasets_used
 
     site = load_config(home).site.name
-    return [
-        {"dataset": d, "version": v, "site": site}
-        for d, v in datasets_used(home, user, until=submitted)
-    ]
+    until = _submitted_at(home, request_id, submitted)
+    return [{"dataset": d, "version": v, "site": site}
+            for d, v in datasets_used(home, user, until=until)]  # fmt: skip
 
 
 def citation_files(
@@ -40,7 +57,7 @@ def citation_files(
     from insitu.datasets.citation import bibtex, cff_references, markdown
     from insitu.datasets.citations_db import citations_for
 
-    used = used_datasets(home, user, submitted)
+    used = used_datasets(home, user, submitted, request_id)
     citations = citations_for(home, [(u["dataset"], u["version"]) for u in used])
     title = f"Release {request_id} from site {load_config(home).site.name}"
     return {

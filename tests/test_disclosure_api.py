@@ -115,3 +115,15 @@ def test_array_names_are_text(ctx):
 def test_an_unknown_suffix_is_never_a_pass(ctx):
     assert check_file(b"hello\n", name="a.xyz", ctx=ctx).verdict is Verdict.REVIEW
     assert check_file(b"\x00\x01binary", name="a.xyz", ctx=ctx).verdict is Verdict.FAIL
+
+
+def test_the_rule_reference_is_generated_from_the_registry():
+    from pathlib import Path
+
+    from insitu.disclosure.docs import BEGIN, END, render
+
+    page = (Path(__file__).parents[1] / "docs/reference/airlock-checks.md").read_text()
+    generated = page.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert generated == render(), "run: python -m insitu.disclosure.docs"
+    for rule_id in RULES:
+        assert f"`{rule_id}`" in generated

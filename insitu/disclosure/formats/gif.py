@@ -77,6 +77,7 @@ def scan_gif(scan: Scan, data: bytes, where: str) -> None:
 def scan_tiff(scan: Scan, data: bytes, where: str) -> None:
     """TIFF: every page decoded; the file's layout is not accounted for byte by byte."""
     place = where or "tiff"
+    scan_text(scan, "\n".join(_tiff_tags(scan, data, place)), join(place, "tags"), grids=False)
     scan.add(
         "not-understood",
         Verdict.REVIEW,
@@ -84,3 +85,24 @@ def scan_tiff(scan: Scan, data: bytes, where: str) -> None:
         place,
     )
     image.scan_frames(scan, data, place)
+
+
+def _tiff_tags(scan: Scan, data: bytes, place: str) -> list[str]:
+    """The text of every tag of every page (descriptions, software, dates, names)."""
+    import io
+
+    from PIL import Image
+
+    texts: list[str] = []
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            for number in range(int(getattr(img, "n_frames", 1))):
+                img.seek(number)
+                for value in getattr(img, "tag_v2", {}).values():
+                    items = value if isinstance(value, tuple) else (value,)
+                    texts.extend(
+                        v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in items
+                    )
+    except (OSError, ValueError, EOFError, SyntaxError) as exc:
+        raise scan.stop("malformed", f"the TIFF cannot be read: {exc}", place) from None
+    return texts

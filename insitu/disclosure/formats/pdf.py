@@ -91,6 +91,16 @@ def _strings(raw: bytes) -> list[str]:
     return out
 
 
+def _content_text(content: bytes) -> list[str]:
+    """The text of a content stream, one string per text object (BT ... ET).
+
+    Glyph runs are split by kerning (``[(1) 0.29 (4)] TJ``): the strings of one
+    text object are joined without separators, as they are shown.
+    """
+    blocks = re.split(rb"\bET\b", content)
+    return ["".join(_strings(block)) for block in blocks if block.strip()]
+
+
 def _decode_text(body: bytes) -> str:
     if body.startswith(b"\xfe\xff"):
         return body[2:].decode("utf-16-be", "replace")
@@ -262,7 +272,7 @@ class _Pdf:
                     "binary data in a stream that is neither an image nor a font",
                     at,
                 )
-            self.texts.extend(_strings(decoded))
+            self.texts.extend(_content_text(decoded))
 
     def image(self, head: bytes, compressed: bytes | None, decoded: bytes, at: str) -> None:
         scan = self.scan
@@ -271,8 +281,9 @@ class _Pdf:
         bits = self.resolve_int(_value(head, b"BitsPerComponent")) or 8
         space = _value(head, b"ColorSpace") or b"/DeviceGray"
         colors = 3 if b"RGB" in space else 4 if b"CMYK" in space else 1
-        if b"/SMask" in head and b"/ColorSpace" not in head:
-            colors = 1
+        if b"/Indexed" in head or (b"/SMask" in head and b"/ColorSpace" not in head):
+            colors = 1  # palette indices (the grid's shape is what the rules need)
+        colors = self.resolve_int(_value(head, b"Colors")) or colors
         if width * height > scan.ctx.limits.max_image_pixels:
             raise scan.stop("unpack-limits", f"a {width}x{height} image", at)
         predictor = self.resolve_int(_value(head, b"Predictor")) or 1

@@ -51,6 +51,11 @@ def eye_home(tmp_path_factory: pytest.TempPathFactory, eye_files: dict[str, Path
     return home
 
 
+def _synthetic_fundus(home: NodeHome) -> str:
+    """The series id of a generated fundus (not the relabelled test pattern)."""
+    return next(r["series_id"] for r in _by_modality(home)["OP"] if r["spacing"][1] == 0.012)
+
+
 def _by_modality(home: NodeHome) -> dict[str, list[dict]]:
     ds = open_dataset("eyes", home=home)
     out: dict[str, list[dict]] = {}
@@ -116,7 +121,7 @@ def test_viewer_shows_fundus_in_colour_and_oct_in_grey(eye_home) -> None:
 
     ds = open_dataset("eyes", home=eye_home)
     rows = _by_modality(eye_home)
-    fundus = SliceViewer(ds.image(rows["OP"][0]["series_id"]))
+    fundus = SliceViewer(ds.image(_synthetic_fundus(eye_home)))
     shown = Image.open(io.BytesIO(bytes(fundus.view.value)))
     assert shown.mode == "RGB"
     pixels = np.asarray(shown.convert("RGB"), dtype=np.int16)
@@ -125,3 +130,32 @@ def test_viewer_shows_fundus_in_colour_and_oct_in_grey(eye_home) -> None:
     assert Image.open(io.BytesIO(bytes(oct_view.view.value))).mode == "L"
     oct_view.slider.value = 3  # scrubbing through the B-scans
     assert oct_view.position_mm() == pytest.approx(3 * 0.12, abs=1e-6)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_a_fundus_photograph_or_oct_scan_is_refused_at_the_airlock(eye_home) -> None:
+    from insitu.hub.airlock import Airlock
+
+    ds = open_dataset("eyes", home=eye_home)
+    rows = _by_modality(eye_home)
+    fundus = ds.image(_synthetic_fundus(eye_home)).isel(z=0).values
+    bscan = ds.image(rows["OPT"][0]["series_id"]).isel(z=5).values
+    attempts = {
+        "fundus.png": fundus,
+        "fundus-mirrored.png": fundus[:, ::-1].copy(),
+        "fundus-grey.png": np.asarray(Image.fromarray(fundus).convert("L")),
+        "vessels-green-channel.png": fundus[..., 1].copy(),
+        "bscan.png": bscan,
+    }
+    with Airlock(eye_home) as airlock:
+        for name, pixels in attempts.items():
+            request = airlock.submit("ada", _png(pixels), name, purpose="a figure for the paper")
+            assert request.status == "fail", (name, request.checks)
+            assert "image-resolution" in request.failed_rules or any(
+                "provenance" in rule for rule in request.failed_rules
+            ), (name, request.failed_rules)

@@ -59,7 +59,9 @@ from insitu.progress import progress
 
 __all__ = ["FileFate", "IngestReport", "ingest", "publish", "recover"]
 
-STORE_FORMAT = 1  # bump when the same input would produce a different store
+STORE_FORMAT = (
+    2  # bump when the same input would produce a different store (2: zstd 1 + byte shuffle)
+)
 CRASH_ENV = "INSITU_INGEST_CRASH_AT"  # test hook: os._exit() at a named step
 _DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -384,11 +386,22 @@ def _build_series(
             raise _SeriesRefused(
                 "quarantined", f"corrupt DICOM: {type(exc).__name__}: {exc}", item
             ) from exc
+    # Only the first object's de-identified header is kept (the series' header); the
+    # others need only the checks that can refuse them: burned-in text and the subject.
+    from insitu.datasets.deid import burned_in_reason
+
     first = None
     subjects = set()
     for item, ds in zip(items, originals, strict=True):
         try:
-            result = deid.apply(ds)
+            if first is None:
+                first = deid.apply(ds)
+                subjects.add(first.subject_id)
+                continue
+            reason = burned_in_reason(ds)
+            if reason and not deid.options.allow_burned_in:
+                raise HeldBack(reason)
+            subjects.add(deid.pseudonym(deid.subject_key(ds)))
         except HeldBack as exc:
             raise _SeriesRefused("held-back", str(exc)) from exc
         except IngestError as exc:
@@ -397,9 +410,6 @@ def _build_series(
             raise _SeriesRefused(
                 "quarantined", f"de-identification failed: {type(exc).__name__}: {exc}", item
             ) from exc
-        subjects.add(result.subject_id)
-        if first is None:
-            first = result
     assert first is not None
     if len(subjects) > 1:
         raise _SeriesRefused("refused", "one series holds images of several patients")

@@ -2,13 +2,21 @@
 
 Each series is an OME-Zarr 0.5 multiscale image under ``series/<series_id>``:
 level "0" holds the volume exactly as decoded, coarser levels halve y and x
-for previews. Chunks are compressed losslessly with Blosc (zstd + bit
-shuffle); docs/datasets.md records why this codec and chunk shape.
+for previews. Chunks are compressed losslessly with Blosc (zstd + byte
+shuffle), a codec every Zarr v3 reader has; docs/datasets.md records why this
+codec and chunk shape.
+
+The chunks of a series are encoded here, in two threads, and written as the
+files Zarr would write (``<array>/c/<z>/<y>/<x>``, the array's own codec
+configuration): Zarr's generic write path cost three times the encoding
+itself (bench/BENCHMARKS.md). tests/test_datasets_roundtrip.py proves the
+files byte-identical to Zarr's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,24 +40,27 @@ __all__ = [
 NGFF_VERSION = "0.5"
 CHUNK_DEPTH = 4  # slices per chunk: one slice reads one chunk row, 3-D patches stay cheap
 CHUNK_PLANE = 256
-BLOSC_LEVEL = 2  # zstd: 2 compresses CT as well as 3-5 here, 3x faster
+BLOSC_LEVEL = 1  # zstd 1 + byte shuffle: smaller than level 2-3 + bit shuffle on CT, faster
 MAX_BLOCK_BYTES = 1 << 20
+WRITE_THREADS = 2  # Blosc releases the GIL; one block per chunk, so parallel across chunks
 MIN_LEVEL_SIZE = 64  # stop the pyramid when y or x would fall below this
 MAX_LEVELS = 3
 
 
 def compressor(chunk_bytes: int = 0) -> Any:
-    """Blosc zstd + bit shuffle, one Blosc block per chunk (up to 1 MiB).
+    """Blosc zstd level 1 + byte shuffle, one Blosc block per chunk (up to 1 MiB).
 
-    A whole-chunk block compresses CT about 9 % smaller than Blosc's default
-    blocks and decodes faster; chunks are still decoded in parallel by Zarr.
+    Measured on CT (bench/BENCHMARKS.md): byte shuffle + zstd 1 is ~4 % smaller
+    than the bit shuffle + zstd 2 of store format 1, and encodes and decodes
+    faster. A whole-chunk block compresses better than Blosc's default blocks;
+    chunks are still decoded in parallel by Zarr.
     """
     from zarr.codecs import BloscCodec, BloscShuffle
 
     return BloscCodec(
         cname="zstd",
         clevel=BLOSC_LEVEL,
-        shuffle=BloscShuffle.bitshuffle,
+        shuffle=BloscShuffle.shuffle,
         blocksize=min(chunk_bytes, MAX_BLOCK_BYTES),
     )
 
@@ -158,7 +169,7 @@ def write_series(
     for k, level in enumerate(levels):
         data = np.moveaxis(level, -1, 0) if level.ndim == 4 else level
         chunks = chunk_shape(data.shape)
-        array = group.create_array(
+        group.create_array(
             str(k),
             shape=data.shape,
             dtype=data.dtype,
@@ -168,9 +179,52 @@ def write_series(
             fill_value=0,
             overwrite=True,
         )
-        array[...] = data
+        write_chunks(Path(root.store.root) / "series" / series_id / str(k), data, chunks)
     group.attrs.update({"ome": ome, "insitu": attrs})
     return ome
+
+
+def _blosc(chunks: tuple[int, ...], dtype: np.dtype) -> Any:
+    """The numcodecs Blosc that Zarr builds from :func:`compressor` for this array."""
+    from numcodecs import Blosc
+
+    chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
+    return Blosc(
+        cname="zstd",
+        clevel=BLOSC_LEVEL,
+        shuffle=Blosc.SHUFFLE,
+        blocksize=min(chunk_bytes, MAX_BLOCK_BYTES),
+        typesize=dtype.itemsize,
+    )
+
+
+def write_chunks(array_path: Path, data: np.ndarray, chunks: tuple[int, ...]) -> None:
+    """Encode and write every chunk of ``data`` as Zarr v3 would (little-endian bytes codec,
+    default chunk key encoding, edge chunks padded with the fill value 0, chunks that are
+    all fill value not written)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    codec = _blosc(chunks, data.dtype)
+    little = data.dtype.newbyteorder("<")
+    grid = [range(0, n, c) for n, c in zip(data.shape, chunks, strict=True)]
+    starts = list(itertools.product(*grid))
+
+    def one(start: tuple[int, ...]) -> None:
+        region = tuple(slice(a, a + c) for a, c in zip(start, chunks, strict=True))
+        part = data[region]
+        if part.shape != tuple(chunks):
+            full = np.zeros(chunks, dtype=little)
+            full[tuple(slice(0, n) for n in part.shape)] = part
+            part = full
+        if not part.any():
+            return  # Zarr leaves chunks equal to the fill value unwritten
+        encoded = codec.encode(np.ascontiguousarray(part, dtype=little))
+        key = array_path / "c" / "/".join(str(a // c) for a, c in zip(start, chunks, strict=True))
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(encoded)
+
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        list(pool.map(one, starts))
 
 
 def write_root_attrs(root: Any, attrs: dict[str, Any]) -> None:

@@ -315,6 +315,40 @@ class UndecodableObjectError(Exception):
         self.index = index
 
 
+_NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit / explicit VR little
+
+
+def _native_frame(ds: DicomDataset) -> np.ndarray | None:
+    """A single-frame, uncompressed, little-endian greyscale image straight from its bytes
+    (what pydicom's decoder returns for it, without its per-object set-up), else None."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or str(meta.get("TransferSyntaxUID", "")) not in _NATIVE_LE:
+        return None
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        bits, stored = int(ds.BitsAllocated), int(ds.get("BitsStored") or ds.BitsAllocated)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if frames != 1 or samples != 1 or bits not in (8, 16, 32) or not 0 < stored <= bits:
+        return None
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or "PixelData" not in ds:
+        return None
+    data = ds.PixelData
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    if len(data) < rows * columns * dtype.itemsize:
+        return None  # let pydicom say what is wrong
+    arr = np.frombuffer(data, dtype, count=rows * columns).reshape(rows, columns)
+    if stored < bits:  # unused high bits: cleared (unsigned) or sign-extended, as pydicom does
+        arr = arr.copy()
+        np.left_shift(arr, bits - stored, out=arr)
+        np.right_shift(arr, bits - stored, out=arr)
+    return arr.astype(dtype.newbyteorder("="), copy=False)
+
+
 def decode_volume(objects: Sequence[DicomDataset], geometry: Geometry) -> np.ndarray:
     """The (z, y, x[, sample]) array of a series in modality units, exactly.
 
@@ -328,7 +362,8 @@ def decode_volume(objects: Sequence[DicomDataset], geometry: Geometry) -> np.nda
     for frame in geometry.order:
         if frame.obj not in decoded:
             try:
-                decoded[frame.obj] = objects[frame.obj].pixel_array
+                fast = _native_frame(objects[frame.obj])
+                decoded[frame.obj] = fast if fast is not None else objects[frame.obj].pixel_array
             except Exception as exc:  # any decoder failure: say which object
                 raise UndecodableObjectError(frame.obj, exc) from exc
         raws.append(_frame_pixels(decoded[frame.obj], objects[frame.obj], frame.index))
@@ -337,7 +372,12 @@ def decode_volume(objects: Sequence[DicomDataset], geometry: Geometry) -> np.nda
     dtype = _result_dtype(raws, frames, objects)
     out = np.empty((len(raws), *raws[0].shape), dtype=dtype)
     for k, (raw, frame) in enumerate(zip(raws, frames, strict=True)):
-        out[k] = _modality(raw, frame, objects[frame.obj])
+        linear = _integral_linear(raw, frame, objects[frame.obj])
+        if linear is not None and linear[0] == 1 and out.dtype.kind in "iu":
+            # raw + intercept straight into the result: every value fits its dtype
+            np.add(raw, linear[1], out=out[k], dtype=out.dtype, casting="unsafe")
+        else:
+            out[k] = _modality(raw, frame, objects[frame.obj])
         raws[k] = out[k]  # let the decoded frame go
     return out
 

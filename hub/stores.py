@@ -32,7 +32,8 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def datasets(home: NodeHome) -> list[dict[str, Any]]:
-    """Published datasets: name, title, citation, versions (oldest first), newest."""
+    """Published datasets: name, title, citation (the steward's, see docs/credit.md),
+    versions (oldest first), newest."""
     from insitu.datasets.catalog import Catalog
 
     with Catalog(home) as catalog:
@@ -41,12 +42,21 @@ def datasets(home: NodeHome) -> list[dict[str, Any]]:
             {
                 "name": row["name"],
                 "title": row.get("title", ""),
-                "citation": row.get("citation", ""),
+                "citation": _cite_as(home, row["name"], row.get("citation", "")),
                 "versions": [v["version"] for v in catalog.versions(row["name"])],
                 "newest": row.get("newest"),
             }
             for row in rows
         ]
+
+
+def _cite_as(home: NodeHome, dataset: str, ingest_citation: str) -> str:
+    """The steward's recommended citation of the newest version (the credit ledger),
+    else what ingest was given (``--citation``)."""
+    from insitu.datasets.citations_db import citation_for
+
+    cited = citation_for(home, dataset)
+    return cited.text() if cited.set_by else ingest_citation
 
 
 def list_versions(home: NodeHome, dataset: str) -> list[str]:

@@ -136,6 +136,13 @@ def test_approved_sites_give_pooled_statistics_and_an_unapproved_site_refuses(fe
     fp = analytics_fingerprint()
     for site in ("site-a", "site-b"):
         approvals.approve(federation.homes[site], fp, DATASET, days=1, user="sam")
+    from insitu.datasets.citation import parse_creator
+    from insitu.datasets.citations_db import set_citation
+
+    set_citation(  # site-a's steward cites its dataset; site-b's is cited from its catalog
+        federation.homes["site-a"], actor="sam", dataset=DATASET, title="LOCAT at site A",
+        creators=[parse_creator("Lovelace, Ada;0000-0002-1825-0097")], licence="CC-BY-4.0",
+    )  # fmt: skip
     result = analyze(
         address=federation.address,
         insecure=True,
@@ -153,6 +160,16 @@ def test_approved_sites_give_pooled_statistics_and_an_unapproved_site_refuses(fe
     pooled = _pooled([federation.homes["site-a"], federation.homes["site-b"]], "hu_mean", "KVP")
     _check_against_pooled(result, pooled, "KVP")
     assert set(result["KVP"]) == {"100.0", "120.0"}  # the two dose arms
+    # The result carries each site's citation and contribution (issue 17).
+    assert [(c["site"], c["subjects"]) for c in result.attrs["contributions"]] == [
+        ("site-a", 12), ("site-b", 12),
+    ]  # fmt: skip
+    titles = {c["site"]: c["title"] for c in result.attrs["citations"]}
+    assert titles == {"site-a": "LOCAT at site A", "site-b": DATASET}
+    from cff_schema import validate_cff
+
+    cff = validate_cff(result.attrs["citation_files"]["CITATIONS.cff"])
+    assert len(cff["references"]) == 2
 
     site_c = federation.homes["site-c"]
     (pending,) = approvals.pending(site_c)

@@ -197,10 +197,10 @@ def export(home: NodeHome, dataset: str, version: str | None, out: Path) -> Path
     import zarr
     from zarr.storage import LocalStore
 
+    from insitu.audit import AuditLog
     from insitu.datasets.citation import cff, datacite
     from insitu.datasets.citations_db import citation_for, citation_row
     from insitu.hub.access import register
-    from insitu.hub.audit import AuditLog
     from insitu.hub.credit import releases_using
 
     out = Path(out)
@@ -416,9 +416,9 @@ def import_package(home: NodeHome, folder: Path, *, actor: str = "") -> dict[str
     checksums) or ``restored`` (a retired version: its catalog rows stayed as a
     tombstone, its store comes back).
     """
+    from insitu.audit import AuditLog
     from insitu.datasets.citations_db import SCHEMA as CITATIONS_SCHEMA
     from insitu.datasets.ingest import ingest_lock, recover
-    from insitu.hub.audit import AuditLog
 
     folder = Path(folder)
     check = verify(folder)

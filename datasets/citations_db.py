@@ -97,8 +97,8 @@ def set_citation(
     recommended: str = "",
 ) -> Citation:
     """Record the steward's citation of a version (role checks belong to the caller)."""
+    from insitu.audit import AuditLog
     from insitu.errors import InvalidRequestError
-    from insitu.hub.audit import AuditLog
 
     if not title.strip():
         raise InvalidRequestError("give the dataset version a title (--title '...')")

@@ -484,7 +484,7 @@ class PullResult:
 
 
 def _audit(home: NodeHome, dataset: str, **details: Any) -> None:
-    from insitu.hub.audit import AuditLog
+    from insitu.audit import AuditLog
 
     AuditLog(home).append("pacs.pull", user=os.environ.get("USER"), dataset=dataset, **details)
 

@@ -615,7 +615,7 @@ def _outcomes(
 
 def _audit(home: NodeHome, dataset: str, *, report: IngestReport, **details: Any) -> None:
     """Counts and pseudonymous ids only: file names may be identifying, so none go here."""
-    from insitu.hub.audit import AuditLog
+    from insitu.audit import AuditLog
 
     AuditLog(home).append(
         "ingest",

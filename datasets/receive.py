@@ -128,8 +128,8 @@ class Receiver:
 
     def ingest_batch(self) -> dict[str, Any] | None:
         """Ingest everything received for the dataset; None when nothing is new."""
+        from insitu.audit import AuditLog
         from insitu.datasets.ingest import ingest
-        from insitu.hub.audit import AuditLog
 
         with self._lock:
             if not self._dirty:

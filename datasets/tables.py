@@ -137,7 +137,7 @@ def add_tables(
             )  # fmt: skip
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    from insitu.hub.audit import AuditLog
+    from insitu.audit import AuditLog
 
     AuditLog(node).append(
         "ingest",

@@ -135,7 +135,7 @@ def _now() -> datetime:
 
 
 def _audit(home: NodeHome, kind: str, *, user: str | None, dataset: str, **details: Any) -> None:
-    from insitu.hub.audit import AuditLog
+    from insitu.audit import AuditLog
 
     AuditLog(home).append(kind, user=user, dataset=dataset, **details)
 

@@ -86,7 +86,7 @@ class Ledger:
         )
 
     def _connect(self) -> sqlite3.Connection:
-        from insitu.hub._sqlite import connect
+        from insitu._sqlite import connect
 
         return connect(self.path, _SCHEMA)
 
@@ -173,7 +173,7 @@ class Ledger:
         total: Spent,
         problem: str,
     ) -> None:
-        from insitu.hub.audit import AuditLog
+        from insitu.audit import AuditLog
 
         AuditLog(self.home).append(
             "federation.budget",

@@ -61,7 +61,7 @@ class QueryLedger:
         return cls(home)
 
     def _connect(self) -> sqlite3.Connection:
-        from insitu.hub._sqlite import connect
+        from insitu._sqlite import connect
 
         return connect(self.path, _SCHEMA)
 

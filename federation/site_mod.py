@@ -55,7 +55,7 @@ class SiteRun:
     run_id: int
 
     def audit(self, kind: str, **details: Any) -> None:
-        from insitu.hub.audit import AuditLog
+        from insitu.audit import AuditLog
 
         AuditLog(self.home).append(
             kind,

@@ -26,12 +26,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from insitu._sqlite import connect
+from insitu.audit import AuditLog
 from insitu.config import NodeHome
 from insitu.errors import AccessDeniedError, InvalidRequestError
 from insitu.hub import accounts
-from insitu.hub._sqlite import connect
 from insitu.hub.accounts import require_role
-from insitu.hub.audit import AuditLog
 
 __all__ = [
     "DECIDERS",

@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from insitu._sqlite import connect
+from insitu.audit import AuditLog
 from insitu.config import NodeHome
 from insitu.errors import AccessDeniedError, InvalidRequestError
-from insitu.hub._sqlite import connect
-from insitu.hub.audit import AuditLog
 
 __all__ = [
     "ROLES",

@@ -31,20 +31,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from insitu._sqlite import connect
+from insitu.audit import AuditLog
 from insitu.config import NodeHome, SiteConfig, load_config
 from insitu.errors import (
     AccessDeniedError,
     ReleaseNotFoundError,
     ReleaseStateError,
 )
-from insitu.hub._sqlite import connect
 from insitu.hub.airlock_checks import (
     CheckResult,
     check_admissible,
     overall_status,
     run_checks,
 )
-from insitu.hub.audit import AuditLog
 
 __all__ = ["STATES", "TRANSITIONS", "Airlock", "ReleaseRequest"]
 

@@ -20,9 +20,9 @@ from jupyterhub.auth import Authenticator
 from oauthenticator.generic import GenericOAuthenticator
 from traitlets import Unicode
 
+from insitu.audit import AuditLog
 from insitu.config import NodeHome, resolve_home
 from insitu.hub.accounts import AccountStore
-from insitu.hub.audit import AuditLog
 
 __all__ = ["InsituAuthenticator", "InsituOIDCAuthenticator", "role_from_groups"]
 

@@ -334,8 +334,8 @@ def _parse_time(text: str | None, flag: str) -> datetime | None:
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from insitu.audit import AuditLog
     from insitu.hub.accounts import require_role
-    from insitu.hub.audit import AuditLog
 
     home = _home()
     actor = _acting(args)
@@ -349,9 +349,9 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 def _cmd_audit_show(args: argparse.Namespace) -> int:
     import json
 
+    from insitu.audit import AuditLog
     from insitu.cli import print_json
     from insitu.hub.accounts import require_role
-    from insitu.hub.audit import AuditLog
 
     home = _home()
     actor = _acting(args)

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from insitu.audit import AuditLog
 from insitu.config import NodeHome, load_config
-from insitu.hub.audit import AuditLog
 
 __all__ = ["Usage", "datasets_used", "releases_using", "usage_report"]
 

@@ -30,9 +30,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from insitu.audit import AuditLog
 from insitu.config import NodeHome, load_config, resolve_home
 from insitu.errors import ConfigError
-from insitu.hub.audit import AuditLog
 from insitu.hub.services import HubService, ServiceContext, free_port, load_plan
 
 __all__ = ["IDLE_TIMEOUT", "NAME", "configure_gateway", "hub_service"]

@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from insitu.audit import AuditLog
 from insitu.config import NodeHome, load_config
 from insitu.errors import ServiceError
-from insitu.hub.audit import AuditLog
 from insitu.hub.hub_config import operator_token, write_config_file
 from insitu.hub.services import (
     HubService,

@@ -13,8 +13,8 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from insitu.audit import AuditLog
 from insitu.config import NodeHome
-from insitu.hub.audit import AuditLog
 
 __all__ = ["ReadLedger", "part_of"]
 

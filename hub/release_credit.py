@@ -27,7 +27,7 @@ def _submitted_at(home: NodeHome, request_id: int | None, submitted: str | None)
     the request row's time (whole seconds) rounded up when the entry is not found."""
     from datetime import datetime, timedelta
 
-    from insitu.hub.audit import AuditLog
+    from insitu.audit import AuditLog
 
     if request_id is not None:
         for entry in AuditLog(home).query(kind="release.submit"):

@@ -53,8 +53,8 @@ def add_as_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
+    from insitu.audit import AuditLog
     from insitu.config import init_home, resolve_home
-    from insitu.hub.audit import AuditLog
 
     home = resolve_home()
     existed = home.config_path.exists()

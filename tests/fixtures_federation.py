@@ -118,7 +118,7 @@ def federation(
 
 
 def read_audit(home: NodeHome, kind: str | None = None) -> list[dict[str, Any]]:
-    from insitu.hub.audit import AuditLog
+    from insitu.audit import AuditLog
 
     return AuditLog(home).query(kind=kind)
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from fixtures_airlock import SERIES_UID, SLICE, STUDY_DATE, SUBJECTS, VOLUME
 
+from insitu.audit import AuditLog
 from insitu.errors import (
     AccessDeniedError,
     OutputTooLargeError,
@@ -20,7 +21,6 @@ from insitu.errors import (
     UnsupportedOutputError,
 )
 from insitu.hub.airlock import Airlock
-from insitu.hub.audit import AuditLog
 from insitu.kernels.sdc import EVIDENCE_ATTR, pivot_table
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from cff_schema import validate_cff
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.config import NodeHome, init_home
 from insitu.datasets.archive import catalog_rows, verify
@@ -17,7 +18,6 @@ from insitu.datasets.catalog import Catalog
 from insitu.datasets.citation import parse_creator
 from insitu.datasets.citations_db import citation_for, set_citation
 from insitu.datasets.reader import open_dataset
-from insitu.hub.audit import AuditLog
 
 ADA = "Lovelace, Ada;0000-0002-1825-0097;Analytical Engines"
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from insitu.audit import AuditLog
 from insitu.errors import AuditChainError
-from insitu.hub.audit import AuditLog
 
 
 def test_chain_verifies_and_query_filters(home):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from traitlets.config import Config
 
+from insitu.audit import AuditLog
 from insitu.config import NodeHome
 from insitu.errors import ConfigError, ServiceError
-from insitu.hub.audit import AuditLog
 from insitu.hub.gateway import IDLE_TIMEOUT, NAME, configure_gateway, hub_service
 from insitu.hub.services import HubService, ServiceContext, write_plan
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from cff_schema import validate_cff
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.datasets.citation import (
     Citation,
@@ -21,7 +22,6 @@ from insitu.datasets.citation import (
     parse_creator,
 )
 from insitu.errors import InvalidRequestError
-from insitu.hub.audit import AuditLog
 
 ADA = "0000-0002-1825-0097"  # ORCID's own documented example iD
 CITED = Citation(

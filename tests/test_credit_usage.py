@@ -8,11 +8,11 @@ import zipfile
 
 from cff_schema import validate_cff
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.datasets.citation import parse_creator
 from insitu.datasets.citations_db import set_citation
 from insitu.hub.airlock import Airlock
-from insitu.hub.audit import AuditLog
 from insitu.hub.credit import usage_report
 from insitu.hub.read_ledger import ReadLedger
 

@@ -16,12 +16,12 @@ import pydicom
 import pytest
 from fixtures_datasets import dicom_file, make_series, run_cli, run_json, tree_bytes
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.config import NodeHome, init_home
 from insitu.datasets.catalog import Catalog
 from insitu.datasets.reader import open_dataset
 from insitu.errors import EXIT_QUARANTINED, DatasetNotFoundError
-from insitu.hub.audit import AuditLog
 
 PATIENT_ID, PATIENT_NAME = "PAT-MARKER-4711", "Markerson^Jo"
 

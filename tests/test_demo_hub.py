@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from insitu.audit import AuditLog
 from insitu.config import NodeHome
-from insitu.hub.audit import AuditLog
 
 pytest.importorskip("insitu.hub.lifecycle", reason="the hub's `insitu up` is not in this build")
 

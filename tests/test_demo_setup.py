@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fixtures_experience import DEMO_SIZE_FLAGS
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.config import NodeHome, load_config
 from insitu.datasets.catalog import Catalog
@@ -16,7 +17,6 @@ from insitu.datasets.reader import open_dataset
 from insitu.errors import AccessDeniedError
 from insitu.hub import access
 from insitu.hub.accounts import AccountStore
-from insitu.hub.audit import AuditLog
 
 
 def _scan_dates(root: Path, site: str) -> set[str]:

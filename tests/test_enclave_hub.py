@@ -20,6 +20,7 @@ import pytest
 import requests
 
 import insitu
+from insitu.audit import AuditLog
 from insitu.errors import (
     AccessDeniedError,
     InvalidRequestError,
@@ -28,7 +29,6 @@ from insitu.errors import (
     ReleaseStateError,
     UnsupportedOutputError,
 )
-from insitu.hub.audit import AuditLog
 from insitu.kernels.sdc import pivot_table
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ import threading
 
 import pytest
 
+from insitu.audit import AuditLog
 from insitu.errors import BudgetExhaustedError, ConfigError, InvalidRequestError
 from insitu.federation.ledger import Ledger
 from insitu.federation.settings import FederationSettings, federation_settings, parse_federation
-from insitu.hub.audit import AuditLog
 
 
 def _set(home, text: str) -> None:

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 from fixtures_federation import DATASET, SITES, read_audit, set_policy
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.datasets.reader import open_dataset
 from insitu.federation import analytics_fingerprint, analyze, approvals, processes
 from insitu.federation.analytics import AnalysisSpec, feature_frame
 from insitu.federation.apps import build_fab, fingerprint, run_fab
 from insitu.federation.node_data import SiteData
-from insitu.hub.audit import AuditLog
 
 pytestmark = pytest.mark.slow
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.errors import (
     AppNotApprovedError,
@@ -21,7 +22,6 @@ from insitu.errors import (
 from insitu.federation import approvals, node_data, processes
 from insitu.federation.policy import EgressPolicy, check_reply
 from insitu.federation.site_mod import ERROR_EGRESS_REFUSED, SiteRun, site_mods
-from insitu.hub.audit import AuditLog
 
 FP = "ab" * 32
 SUBJECTS = [f"sub-{i:03d}" for i in range(12)]

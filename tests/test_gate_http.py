@@ -19,8 +19,8 @@ import pytest
 import requests
 from fixtures_hub import PASSWORD
 
+from insitu.audit import AuditLog
 from insitu.errors import AccessDeniedError, AuthenticationError, DatasetNotFoundError
-from insitu.hub.audit import AuditLog
 
 pytestmark = pytest.mark.slow
 

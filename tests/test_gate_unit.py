@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from insitu.audit import AuditLog
 from insitu.errors import DatasetNotFoundError, InvalidRequestError
-from insitu.hub.audit import AuditLog
 from insitu.hub.read_ledger import ReadLedger, part_of
 from insitu.hub.stores import key_path, resolve, safe_key
 

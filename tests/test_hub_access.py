@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fixtures_hub import PASSWORD
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.errors import AccessDeniedError, DatasetNotFoundError, InvalidRequestError
 from insitu.hub import access
 from insitu.hub.accounts import AccountStore, require_role
-from insitu.hub.audit import AuditLog
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -10,9 +10,9 @@ import pytest
 from fixtures_hub import PASSWORD
 from traitlets.config import Config
 
+from insitu.audit import AuditLog
 from insitu.config import load_config
 from insitu.errors import ConfigError
-from insitu.hub.audit import AuditLog
 from insitu.hub.hub_config import configure, find_proxy
 from insitu.hub.services import ServiceContext, plan_services, write_plan
 

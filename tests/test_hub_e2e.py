@@ -19,9 +19,9 @@ import websocket
 from fixtures_datasets import make_series
 from fixtures_hub import start_hub
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.hub import access, lifecycle
-from insitu.hub.audit import AuditLog
 
 pytestmark = pytest.mark.slow
 

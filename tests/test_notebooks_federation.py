@@ -72,7 +72,7 @@ def test_federated_training_notebook(federation, tmp_path: Path) -> None:
     )
     text = outputs(nb)
     assert "round 1: sites ['site-a', 'site-b', 'site-c']" in text, text  # one round: fast
-    from insitu.hub.audit import AuditLog
+    from insitu.audit import AuditLog
 
     for home in homes.values():
         replies = AuditLog(home).query(kind="federation.reply")

@@ -13,10 +13,10 @@ import pytest
 from fixtures_datasets import run_cli, run_json
 from fixtures_pacs import PASSWORD, TRIAL, Pacs, configure_pacs
 
+from insitu.audit import AuditLog
 from insitu.config import NodeHome
 from insitu.datasets.dicomweb import STOP_AFTER_ENV, PacsQuery, fingerprint, pull
 from insitu.errors import SourceError
-from insitu.hub.audit import AuditLog
 
 
 def _staged(home: NodeHome, url: str) -> list[Path]:

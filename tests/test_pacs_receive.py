@@ -18,11 +18,11 @@ import pytest
 from fixtures_datasets import run_cli, run_json
 from fixtures_pacs import Pacs
 
+from insitu.audit import AuditLog
 from insitu.config import NodeHome
 from insitu.datasets.pacs_staging import received_area
 from insitu.datasets.reader import open_dataset
 from insitu.datasets.receive import Receiver
-from insitu.hub.audit import AuditLog
 
 TRIAL_STUDIES = ("ACC-CT-1", "ACC-MR-1")
 

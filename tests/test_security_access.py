@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fixtures_hub import PASSWORD
 
+from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.errors import (
     AccessDeniedError,
@@ -20,7 +21,6 @@ from insitu.errors import (
 from insitu.hub import access
 from insitu.hub.accounts import AccountStore
 from insitu.hub.airlock import Airlock
-from insitu.hub.audit import AuditLog
 from insitu.hub.service_app import ServiceHandler
 
 HUGE = 10**30  # beyond SQLite's 64-bit integers

@@ -26,8 +26,8 @@ import pytest
 import requests
 from fixtures_hub import publish_tiny_store
 
+from insitu.audit import AuditLog
 from insitu.hub import access
-from insitu.hub.audit import AuditLog
 
 pytestmark = pytest.mark.slow
 

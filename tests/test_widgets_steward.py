@@ -7,9 +7,9 @@ import io
 import pandas as pd
 from PIL import Image
 
+from insitu.audit import AuditLog
 from insitu.hub import access
 from insitu.hub.airlock import Airlock
-from insitu.hub.audit import AuditLog
 from insitu.widgets.airlock import AirlockPanel
 from insitu.widgets.sources import NodeSource
 from insitu.widgets.steward import StewardPanel

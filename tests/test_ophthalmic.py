@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from fixtures_datasets import dicom_file
 from PIL import Image
+from pydicom.uid import generate_uid
 
 from insitu.config import NodeHome, init_home
 from insitu.datasets.ingest import ingest
@@ -19,6 +20,11 @@ from insitu.datasets.synthetic_eye import fundus_image, write_fundus, write_oct
 from insitu.never_leave import never_leave_reason
 
 ENCODED = ("jpeg-baseline", "jpeg2000-lossless", "rle")
+REAL = (
+    "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline, YBR_FULL (dcmtk)
+    "SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless process 14, RGB (GDCM)
+    "US1_J2KR.dcm",  # JPEG 2000 lossless, YBR_RCT
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +35,17 @@ def eye_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         for k, enc in enumerate(ENCODED)
     }
     files["oct"] = write_oct(folder / "oct.dcm", subject=1, seed=7)
-    # A real encoder's colour JPEG baseline (dcmtk, YBR_FULL_422) from pydicom's test set,
-    # relabelled as a fundus photograph: its pixel bytes stay as they were.
-    real = pydicom.dcmread(dicom_file("SC_rgb_jpeg_dcmtk.dcm"))
-    real.Modality, real.SOPClassUID = "OP", "1.2.840.10008.5.1.4.1.1.77.1.5.1"
-    real.file_meta.MediaStorageSOPClassUID = real.SOPClassUID
-    real.BurnedInAnnotation = "NO"
-    real.PatientID, real.PatientName = "EYE-0099", "Real^Jpeg"
-    real.save_as(folder / "real-jpeg.dcm", enforce_file_format=True)
-    files["real"] = folder / "real-jpeg.dcm"
+    # Real encoders' colour images from pydicom's test sets (no ophthalmic file exists
+    # there), relabelled as fundus photographs; their pixel bytes stay as they were.
+    for k, name in enumerate(REAL):
+        real = pydicom.dcmread(dicom_file(name))
+        real.Modality, real.SOPClassUID = "OP", "1.2.840.10008.5.1.4.1.1.77.1.5.1"
+        real.file_meta.MediaStorageSOPClassUID = real.SOPClassUID
+        real.BurnedInAnnotation = "NO"
+        real.PatientID, real.PatientName = f"EYE-99{k:02d}", "Real^Encoder"
+        real.StudyInstanceUID, real.SeriesInstanceUID = generate_uid(), generate_uid()
+        real.save_as(folder / f"real-{k}.dcm", enforce_file_format=True)
+        files[name] = folder / f"real-{k}.dcm"
     return files
 
 
@@ -67,10 +75,10 @@ def _by_modality(home: NodeHome) -> dict[str, list[dict]]:
 def test_fundus_photographs_are_colour_images_with_their_spacing(eye_home, eye_files) -> None:
     ds = open_dataset("eyes", home=eye_home)
     rows = _by_modality(eye_home)["OP"]
-    assert len(rows) == 4 and all(r["color"] for r in rows)
+    assert len(rows) == 6 and all(r["color"] for r in rows)
     decoded = {
         str(pydicom.dcmread(eye_files[k]).PatientID): pydicom.dcmread(eye_files[k]).pixel_array
-        for k in (*ENCODED, "real")
+        for k in (*ENCODED, *REAL)
     }
     seen = set()
     for row in rows:
@@ -83,9 +91,9 @@ def test_fundus_photographs_are_colour_images_with_their_spacing(eye_home, eye_f
                  and np.array_equal(px, values)]  # fmt: skip
         assert len(match) == 1
         seen.add(match[0])
-        if match[0] != "EYE-0099":
+        if not match[0].startswith("EYE-99"):
             assert row["spacing"][1:] == [0.012, 0.012]  # Pixel Spacing at the retina
-    assert len(seen) == 4
+    assert len(seen) == 6
     # lossless encodings keep the generator's image exactly
     lossless = pydicom.dcmread(eye_files["rle"]).pixel_array
     assert np.array_equal(lossless, fundus_image(256, seed=2))

@@ -31,6 +31,7 @@ def _baseline() -> types.ModuleType:
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     module = types.ModuleType("airlock_checks_baseline")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
     exec(compile(source, "airlock_checks_baseline", "exec"), module.__dict__)  # noqa: S102
     return module
 

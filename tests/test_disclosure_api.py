@@ -127,3 +127,59 @@ def test_the_rule_reference_is_generated_from_the_registry():
     assert generated == render(), "run: python -m insitu.disclosure.docs"
     for rule_id in RULES:
         assert f"`{rule_id}`" in generated
+
+
+def test_the_information_budget_asks_for_review(ctx):
+    from dataclasses import replace
+
+    small = replace(ctx, limits=replace(ctx.limits, budget_values=100, budget_bytes=10_000))
+    report = check_arrays({"w": np.ones((7, 30))}, ctx=small)
+    assert report.by_rule()["budget"] is Verdict.REVIEW and report.verdict is Verdict.REVIEW
+    assert check_arrays({"w": np.ones(10)}, ctx=small).verdict is Verdict.PASS
+
+
+def test_decompression_is_bounded_by_the_config(ctx):
+    import io
+    import zipfile
+    from dataclasses import replace
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.txt", "0" * 3_000_000)
+    tight = replace(ctx, limits=replace(ctx.limits, max_unpacked_bytes=1_000_000))
+    report = check_file(buf.getvalue(), name="a.zip", ctx=tight)
+    assert report.by_rule()["unpack-limits"] is Verdict.FAIL
+
+
+def test_disclosure_keys_are_validated_with_their_help():
+    from insitu.config import parse_config
+    from insitu.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"disclosure\.max_nesting must be at least 1"):
+        parse_config({"disclosure": {"max_nesting": 0}})
+    with pytest.raises(ConfigError, match=r"unknown key.*disclosure\.bogus"):
+        parse_config({"disclosure": {"bogus": 1}})
+    assert parse_config({"disclosure": {"plane_tolerance": 3}}).disclosure.plane_tolerance == 3
+
+
+def test_a_fingerprint_match_fails_naming_the_series(ctx):
+    from dataclasses import dataclass, replace
+
+    @dataclass
+    class Match:
+        dataset: str = "trial"
+        version: str = "v1"
+        series_id: str = "series-7"
+        orientation: str = "axial"
+        score: float = 0.97
+
+    class Index:
+        def match_grid(self, grid):
+            return Match() if grid.shape == (30, 30) else None
+
+        def match_vector(self, vector):
+            return None
+
+    found = check_grid(np.ones((30, 30)), ctx=replace(ctx, fingerprints=Index()), where="x")
+    assert [f.rule_id for f in found] == ["pixel-provenance"]
+    assert found[0].verdict is Verdict.FAIL and "series-7" in found[0].message

@@ -1,0 +1,247 @@
+"""The import rules of docs/architecture.md, checked on the source.
+
+Layers, lowest first: the ground floor (every module in ``insitu/`` but the
+orchestrators ``insitu.cli`` and ``insitu.demo``: config, errors, audit,
+disclosure, ...) imports no component; ``datasets``
+imports only the ground floor; ``hub`` may import ``datasets`` (and the enclave
+settings of ``kernels`` it spawns servers with); ``federation``, ``kernels`` and
+``widgets`` sit on top. Every import counts, also those inside functions: a
+function-level import hides a dependency, it does not remove it.
+
+Known breaches are listed below with their reason; the list only shrinks. A new
+breach, or a new import cycle between modules, fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FOLDERS = {
+    "insitu": "insitu",
+    "datasets": "insitu.datasets",
+    "hub": "insitu.hub",
+    "kernels": "insitu.kernels",
+    "federation": "insitu.federation",
+    "widgets": "insitu.widgets",
+}
+# The orchestrators on the ground floor's top: they wire components together.
+# The namespace root ``insitu`` (version, the researcher's short API, imported
+# lazily) may be imported by anyone; what it imports is not checked.
+ORCHESTRATORS = ("insitu.cli", "insitu.demo")
+ROOT = "insitu"
+COMPONENTS = ("datasets", "hub", "kernels", "federation", "widgets")
+# component -> components it may import
+ALLOWED = {
+    "datasets": set(),
+    "hub": {"datasets"},
+    "kernels": {"datasets"},
+    "federation": {"datasets", "hub"},
+    "widgets": {"datasets", "hub", "kernels"},
+}
+# Edges the rules allow by name: the hub configures the servers it spawns.
+ALLOWED_EDGES = {
+    ("insitu.hub.hub_config", "insitu.kernels.enclave"),
+    ("insitu.hub.local_users", "insitu.kernels.kernelspec"),
+}
+# Known breaches (source module, imported module): remove a line when it is fixed.
+KNOWN_BREACHES = {
+    # The airlock CLI and the node-local client path still live in kernels/ (issue 14:
+    # the airlock CLI moves to hub/, local reads go through the gate).
+    ("insitu.kernels.cli", "insitu.hub.accounts"),
+    ("insitu.kernels.cli", "insitu.hub.airlock"),
+    ("insitu.kernels.client", "insitu.hub"),
+    ("insitu.kernels.client", "insitu.hub.access"),
+    ("insitu.kernels.client", "insitu.hub.stores"),
+    # Shared command-line helpers (--as, --json) live in the orchestrator insitu.cli;
+    # they belong in a ground module every component CLI can import.
+    ("insitu.datasets.cli", "insitu.cli"),
+    ("insitu.datasets.cli_credit", "insitu.cli"),
+    ("insitu.datasets.cli_sources", "insitu.cli"),
+    ("insitu.federation.cli", "insitu.cli"),
+    ("insitu.hub.cli", "insitu.cli"),
+    ("insitu.kernels.cli", "insitu.cli"),
+    # The hub copies the example notebooks with the demo's helper (they belong in kernels/).
+    ("insitu.hub.hub_config", "insitu.demo"),
+    # The steward's role check for `insitu dataset cite` and archive export's register
+    # entries: role checks and the register belong on a floor both can reach.
+    ("insitu.datasets.archive", "insitu.hub.access"),
+    ("insitu.datasets.archive", "insitu.hub.credit"),
+    ("insitu.datasets.cli_credit", "insitu.hub.accounts"),
+    ("insitu.datasets.cli_credit", "insitu.hub.credit"),
+}
+# Known cycles between modules (each a sorted tuple): the list only shrinks.
+KNOWN_CYCLES = {
+    # The hub's configuration copies notebooks with the demo's helper; the demo starts the hub.
+    ("insitu.demo", "insitu.hub.hub_config", "insitu.hub.lifecycle"),
+    # The engine dispatches text to text.py, which hands embedded content back to the engine.
+    ("insitu.disclosure.engine", "insitu.disclosure.text"),
+    # Removing an account closes its approvals; access checks roles (issue 14: the
+    # removal cascade moves out of accounts).
+    ("insitu.hub.access", "insitu.hub.accounts"),
+    # Ingest publishes tables and derived objects through each other's private
+    # functions (issue 14: datasets/publish.py owns publishing).
+    (
+        "insitu.datasets.derived",
+        "insitu.datasets.ingest",
+        "insitu.datasets.tables",
+        "insitu.datasets.tables_ingest",
+    ),
+}
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(REPO)
+    parts = [FOLDERS[rel.parts[0]], *rel.parts[1:]]
+    parts[-1] = parts[-1].removesuffix(".py")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+@cache
+def _sources() -> dict[str, Path]:
+    return {
+        _module_name(path): path
+        for folder in FOLDERS
+        for path in sorted((REPO / folder).rglob("*.py"))
+    }
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every insitu module the file imports, at any depth (relative imports resolved)."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return {name for name in found if name == "insitu" or name.startswith("insitu.")}
+
+
+@cache
+def _graph() -> dict[str, set[str]]:
+    sources = _sources()
+    graph: dict[str, set[str]] = {}
+    for module, path in sources.items():
+        targets = set()
+        for name in _imports(path, module):
+            while name and name not in sources:  # `from pkg import name` names a module or not
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                targets.add(name)
+        graph[module] = targets
+    return graph
+
+
+def _component(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in COMPONENTS:
+        return parts[1]
+    return "ground"
+
+
+def _is_ground(module: str) -> bool:
+    return _component(module) == "ground" and module not in ORCHESTRATORS
+
+
+def test_the_rules_name_modules_that_exist():
+    graph = _graph()
+    named = {ROOT, *ORCHESTRATORS} | {m for edge in ALLOWED_EDGES | KNOWN_BREACHES for m in edge}
+    named |= {m for cycle in KNOWN_CYCLES for m in cycle}
+    assert not named - set(graph), f"named in the rules but not in the tree: {named - set(graph)}"
+
+
+def test_the_ground_floor_imports_no_component():
+    graph = _graph()
+    breaches = sorted(
+        (m, t)
+        for m, targets in graph.items()
+        if _is_ground(m) and m != ROOT
+        for t in targets
+        if not _is_ground(t)
+    )
+    assert not breaches, f"the ground floor must not import components: {breaches}"
+
+
+def test_components_import_only_the_layers_below():
+    graph = _graph()
+    breaches = set()
+    for module, targets in graph.items():
+        source = _component(module)
+        if source == "ground":
+            continue
+        for target in targets:
+            wanted = _component(target)
+            if wanted in ("ground", source) and target not in ORCHESTRATORS:
+                continue  # the ground floor (the root included) and the own component
+            if wanted in ALLOWED[source] or (module, target) in ALLOWED_EDGES:
+                continue
+            breaches.add((module, target))
+    new = sorted(breaches - KNOWN_BREACHES)
+    fixed = sorted(KNOWN_BREACHES - breaches)
+    assert not new, f"imports that break the layering (docs/architecture.md): {new}"
+    assert not fixed, f"fixed, remove from KNOWN_BREACHES: {fixed}"
+
+
+def _cycles(graph: dict[str, set[str]]) -> set[tuple[str, ...]]:
+    """Strongly connected sets of two or more modules (Tarjan), package inits left out.
+
+    A package's __init__ re-exporting its submodules, which import names from
+    the package, is how Python packages present an API; that is not counted.
+    """
+    packages = {m for m in graph if (REPO / _path_of(m)).name == "__init__.py"}
+    edges = {
+        m: {t for t in ts if t not in packages} for m, ts in graph.items() if m not in packages
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: set[tuple[str, ...]] = set()
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            members = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                members.append(w)
+                if w == v:
+                    break
+            if len(members) > 1:
+                found.add(tuple(sorted(members)))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _path_of(module: str) -> Path:
+    return _sources()[module].relative_to(REPO)
+
+
+def test_no_new_import_cycles():
+    cycles = _cycles(_graph())
+    new = sorted(cycles - KNOWN_CYCLES)
+    fixed = sorted(KNOWN_CYCLES - cycles)
+    assert not new, f"import cycles (also through function-level imports): {new}"
+    assert not fixed, f"cycle gone, remove it from KNOWN_CYCLES: {fixed}"

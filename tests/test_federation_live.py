@@ -270,6 +270,10 @@ def test_training_goes_on_when_a_site_drops_and_takes_it_back(federation):
     assert any("site-c" in p for p in rounds[1]["problems"])
     assert "site-c" in rounds[2]["sites"]
     assert len(run.result["weights"]) == 6  # conv, conv, linear: weights and biases
+    # Every site that trained is cited, with the subjects it contributed (issue 17).
+    assert [c["site"] for c in run.result["contributions"]] == list(SITES)
+    assert all(c["subjects"] > 0 for c in run.result["contributions"])
+    assert "CITATIONS.cff" in run.result["citation_files"]
 
 
 def test_coordinator_restart_keeps_site_state(federation, capsys):

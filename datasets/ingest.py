@@ -46,6 +46,7 @@ from insitu.datasets.dicom_read import (
     scan_one,
     walk_inputs,
 )
+from insitu.datasets.fingerprints import record_store
 from insitu.datasets.store_write import (
     checksum_tree,
     freeze_tree,
@@ -193,6 +194,8 @@ def publish(
     so :func:`recover` can finish the job whenever the process dies.
     """
     checksums = checksum_tree(store_path)
+    # Pixel provenance: every series is fingerprinted before its version becomes visible.
+    record_store(home, store_path, dataset=dataset, version=version)
     _crash_point("checksummed")
     catalog.add_pending(
         dataset=dataset, version=version, title=title, citation=citation,

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "insitu.datasets.cli_pacs",
     "insitu.datasets.cli_sources",
     "insitu.datasets.cli_credit",
+    "insitu.datasets.cli_fingerprints",
     "insitu.hub.cli",
     "insitu.kernels.cli",
     "insitu.federation.cli",

@@ -1,0 +1,103 @@
+"""Pixel-provenance fingerprints of published series (``private/fingerprints``).
+
+:func:`record_store` runs in the publish path for every version (ingest, new
+tables, derived objects) before the version becomes visible, so every
+published series is in the index the airlock and the federation's checker
+compare outputs with. :func:`rebuild` (``insitu fingerprints rebuild``) does
+it for stores published before this existed, or after the index was lost.
+
+The fingerprint itself is :mod:`insitu.disclosure.provenance`; this module
+only knows the store layout (docs/architecture.md, "Store layout").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from insitu.config import NodeHome
+from insitu.disclosure.provenance import GRID, FingerprintIndex, fingerprint_series
+
+__all__ = ["RebuildReport", "rebuild", "record_store"]
+
+
+def _series_fingerprint(group: Any) -> Any:
+    """The fingerprint of one OME-Zarr series group, read from its coarsest useful level."""
+    levels = sorted((k for k in group.array_keys() if k.isdigit()), key=int)
+    arrays = [group[k] for k in levels]
+    colour = arrays[0].ndim == 4  # stored (c, z, y, x)
+    shapes = [tuple(a.shape[1:] if colour else a.shape) for a in arrays]
+    # The coarsest level still at least GRID in y and x gives the same thumbnails, cheaply.
+    pick = 0
+    for k, shape in enumerate(shapes):
+        if min(shape[1], shape[2]) >= GRID:
+            pick = k
+    volume = np.asarray(arrays[pick][...])
+    if colour:
+        volume = np.moveaxis(volume, 0, -1)
+    spacing = (1.0, 1.0, 1.0)
+    try:
+        transforms = group.attrs["ome"]["multiscales"][0]["datasets"][0]
+        scale = next(t["scale"] for t in transforms["coordinateTransformations"])
+        spacing = tuple(float(v) for v in scale[-3:])
+    except (KeyError, IndexError, StopIteration, TypeError, ValueError):
+        pass
+    return fingerprint_series(volume, spacing=spacing, level_shapes=shapes, native_shape=shapes[0])
+
+
+def record_store(home: NodeHome, store_path: Path, *, dataset: str, version: str) -> int:
+    """Fingerprint every series of a (staged or published) store; returns how many are new.
+
+    A series already in the index (a new version that shares it) only gains a reference.
+    """
+    from insitu.datasets.store_write import open_root
+
+    index = FingerprintIndex.for_home(home)
+    root = open_root(Path(store_path))
+    if "series" not in root:
+        return 0
+    new = 0
+    series = root["series"]
+    for series_id in sorted(series.group_keys()):
+        if index.has(series_id):
+            index.reference(dataset, version, series_id)
+            continue
+        index.add(dataset, version, series_id, _series_fingerprint(series[series_id]))
+        new += 1
+    return new
+
+
+@dataclass
+class RebuildReport:
+    versions: list[str] = field(default_factory=list)
+    series: int = 0
+    planes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"versions": self.versions, "series": self.series, "planes": self.planes}
+
+
+def rebuild(home: NodeHome, *, fresh: bool = False) -> RebuildReport:
+    """Fingerprint every published version's series (``fresh``: start from an empty index)."""
+    import shutil
+
+    from insitu.datasets.catalog import Catalog
+    from insitu.disclosure.provenance import fingerprints_dir
+
+    if fresh:
+        shutil.rmtree(fingerprints_dir(home), ignore_errors=True)
+    report = RebuildReport()
+    with Catalog(home) as catalog:
+        for row in catalog.datasets():
+            for version in catalog.versions(row["name"]):
+                path = catalog.store_path(row["name"], version["version"])
+                report.series += record_store(
+                    home, path, dataset=row["name"], version=version["version"]
+                )
+                report.versions.append(f"{row['name']} {version['version']}")
+    index = FingerprintIndex.for_home(home)
+    report.planes = index.planes
+    return report

@@ -38,11 +38,11 @@ def _series_fingerprint(group: Any) -> Any:
     volume = np.asarray(arrays[pick][...])
     if colour:
         volume = np.moveaxis(volume, 0, -1)
-    spacing = (1.0, 1.0, 1.0)
+    spacing: list[float] = [1.0, 1.0, 1.0]
     try:
         transforms = group.attrs["ome"]["multiscales"][0]["datasets"][0]
         scale = next(t["scale"] for t in transforms["coordinateTransformations"])
-        spacing = tuple(float(v) for v in scale[-3:])
+        spacing = [float(v) for v in scale[-3:]]
     except (KeyError, IndexError, StopIteration, TypeError, ValueError):
         pass
     return fingerprint_series(volume, spacing=spacing, level_shapes=shapes, native_shape=shapes[0])

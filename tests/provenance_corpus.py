@@ -27,9 +27,7 @@ def site_volumes(n: int, *, size: int = 96, slices: int = 24, seed: int = 5) -> 
     out = []
     for j in range(n):
         rng = np.random.default_rng([seed, j])
-        hu = phantom_hu(
-            spec, rng, body_scale=0.85 + 0.3 * rng.random(), appendicitis=bool(j % 2)
-        )
+        hu = phantom_hu(spec, rng, body_scale=0.85 + 0.3 * rng.random(), appendicitis=bool(j % 2))
         hu += _smooth_noise(rng, hu.shape, 11.0 + 11.0 * (j % 2))
         out.append(hu.astype(np.float32))
     return out
@@ -98,11 +96,13 @@ def _render(draw: Callable[[object], None], dpi: int = 60) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
-def attacks(volumes: list[np.ndarray], colour: np.ndarray) -> dict[str, np.ndarray]:
+def attacks(
+    volumes: list[np.ndarray], colour: np.ndarray, *, n_series: int = 3
+) -> dict[str, np.ndarray]:
     """Transformed slices of the site's series, each a grid an output could carry."""
     rng = np.random.default_rng(11)
     out: dict[str, np.ndarray] = {}
-    for j, v in enumerate(volumes[:3]):
+    for j, v in enumerate(volumes[:n_series]):
         z, h, w = v.shape
         k = z // 2 + j
         axial = v[k]
@@ -119,9 +119,9 @@ def attacks(volumes: list[np.ndarray], colour: np.ndarray) -> dict[str, np.ndarr
         out[f"s{j} downscaled 0.5x"] = _resize(axial, (h // 2, w // 2))
         out[f"s{j} stretched"] = _resize(win, (h, int(w * 1.6)))
         out[f"s{j} crop 70%"] = axial[int(0.1 * h) : int(0.8 * h), int(0.2 * w) : int(0.9 * w)]
-        out[f"s{j} crop 50% flipped"] = win[int(0.3 * h) : int(0.8 * h), int(0.2 * w) : int(0.7 * w)][
-            ::-1
-        ]
+        out[f"s{j} crop 50% flipped"] = win[
+            int(0.3 * h) : int(0.8 * h), int(0.2 * w) : int(0.7 * w)
+        ][::-1]
         out[f"s{j} crop 55% upscaled"] = _resize(
             axial[int(0.25 * h) : int(0.8 * h), int(0.3 * w) : int(0.85 * w)], (200, 200)
         )
@@ -130,11 +130,9 @@ def attacks(volumes: list[np.ndarray], colour: np.ndarray) -> dict[str, np.ndarr
         out[f"s{j} noise 5 %"] = win + rng.normal(0, 0.05 * 255, win.shape)
         rgb = np.stack([win, rng.integers(0, 255, win.shape), rng.integers(0, 255, win.shape)], -1)
         out[f"s{j} in the red channel"] = rgb.astype(np.uint8)
-        out[f"s{j} high byte in red"] = np.stack(
-            [((axial + 1024) // 16).astype(np.uint8), ((axial + 1024) % 16 * 16).astype(np.uint8)]
-            + [np.zeros_like(win)],
-            axis=-1,
-        )
+        shifted = np.clip(axial + 1024, 0, 4095)
+        high, low = (shifted // 16).astype(np.uint8), (shifted % 16 * 16).astype(np.uint8)
+        out[f"s{j} high byte in red"] = np.stack([high, low, np.zeros_like(win)], axis=-1)
         out[f"s{j} matplotlib figure (bone colormap)"] = _render(
             lambda ax, a=axial: ax.imshow(a, cmap="bone", vmin=-160, vmax=240)
         )

@@ -76,8 +76,13 @@ CANDIDATES = 24  # coarse crop candidates verified on the fine thumbnails
 COARSE_STEP = 3  # the coarse search looks at every 3rd plane; verification at its neighbours
 # Decision thresholds (normalised cross-correlation), set from bench/run.py provenance.
 THRESHOLD_PLANE = 0.90
-THRESHOLD_CROP = 0.90
+THRESHOLD_CROP = 0.92
 _COARSE_MIN = 0.55  # coarse crop candidates below this are not verified
+MIN_LEVELS = 6  # a crop needs this many grey levels (of 32) to be searched for
+FEATURELESS = 0.01  # planes whose thumbnail varies less (of the series' range) are skipped
+CLIP_BAND_RESIZED = 0.08  # the same, after resizing (averaging leaves noise around)
+CLIP_BAND = 0.03  # values this close to the extremes may be clipped by a window
+MAX_QUERIES = 2  # channels and panels of one grid searched for crops
 MAX_PANELS = 6  # panels of one rendered figure compared
 ORIENTATIONS = ("axial", "coronal", "sagittal")
 INDEX_NAME = "index.json"
@@ -426,11 +431,23 @@ class FingerprintIndex:
         if not self._series:
             return None
         built = self._groups()
+        queries: list[tuple[str, _Query]] = []
+        thumbs: list[np.ndarray] = []
         for label, plane in _query_planes(np.asarray(grid)):
             for part, piece in _pieces(_finite(plane)):
-                found = built.match(piece, self._match)
+                if min(piece.shape) < MIN_SIDE or float(piece.max() - piece.min()) <= 0:
+                    continue
+                # channels of a grey image shown in colour say the same: compare one
+                thumb = _unit(_resize2(piece, (THUMB, THUMB)).reshape(1, -1))[0]
+                if any(t.shape == thumb.shape and float(t @ thumb) > 0.995 for t in thumbs):
+                    continue
+                thumbs.append(thumb)
+                queries.append((", ".join(t for t in (label, part) if t), _Query.of(piece)))
+        # whole planes first (cheap), then crops of the most image-like candidates
+        for stage in (built.match_whole, built.match_crops):
+            for extra, query in queries[: MAX_QUERIES if stage == built.match_crops else None]:
+                found = stage(query, self._match)
                 if found is not None:
-                    extra = ", ".join(t for t in (label, part) if t)
                     return _with_how(found, extra) if extra else found
         return None
 
@@ -514,8 +531,8 @@ def _background_lines(image: np.ndarray, background: float, tol: float, axis: in
 def _trim(image: np.ndarray, background: float, tol: float) -> tuple[slice, slice] | None:
     """The box left after removing border rows/columns that are mostly background
     (margins, tick labels, axis lines of a rendered figure)."""
-    rows = _background_lines(image, background, tol, 1) < 0.9
-    cols = _background_lines(image, background, tol, 0) < 0.9
+    rows = _background_lines(image, background, tol, 1) < 0.5
+    cols = _background_lines(image, background, tol, 0) < 0.5
     # thin full lines (axes' spines) are one value across: drop them with the margins
     if not rows.any() or not cols.any():
         return None
@@ -736,20 +753,18 @@ class _Family:
 
 @dataclass
 class _Query:
-    """One 2-D plane of an output, prepared: values, and where they are not clipped."""
+    """One 2-D plane of an output, as floats, and which pixels look clipped."""
 
     values: np.ndarray
-    valid: np.ndarray | None  # None: nothing looks clipped
+    unclipped: np.ndarray | None = None  # 1.0 where not at (or near) an extreme
 
     @classmethod
     def of(cls, plane: np.ndarray) -> _Query:
         values = _finite(plane)
         lo, hi = float(values.min()), float(values.max())
-        clipped = (values <= lo) | (values >= hi)
-        share = float(clipped.mean())
-        # Display windows clip: compare only the unclipped pixels (when enough remain).
-        valid = ~clipped if 0.02 < share < 0.75 else None
-        return cls(values, valid)
+        band = CLIP_BAND * (hi - lo)  # noise and JPEG blur the clipped values a little
+        unclipped = ((values > lo + band) & (values < hi - band)).astype(np.float32)
+        return cls(values, unclipped if 0.05 < 1 - float(unclipped.mean()) < 0.8 else None)
 
     def reduced(self, side: int) -> _Query:
         """The same query at most ``side`` pixels along each axis (enough for templates)."""
@@ -757,17 +772,77 @@ class _Query:
         if h <= side and w <= side:
             return self
         shape = (min(h, side), min(w, side))
-        values = _resize2(self.values, shape)
-        if self.valid is None:
-            return _Query(values, None)
-        return _Query(values, _resize2(self.valid.astype(np.float32), shape) >= 0.999)
+        unclipped = None
+        if self.unclipped is not None:
+            unclipped = (_resize2(self.unclipped, shape) >= 0.999).astype(np.float32)
+        return _Query(_resize2(self.values, shape), unclipped)
+
+    def oriented(self, name: str) -> _Query:
+        unclipped = None if self.unclipped is None else dict(_dihedral(self.unclipped))[name]
+        return _Query(dict(_dihedral(self.values))[name], unclipped)
 
     def resized(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The query at ``shape``, and where it is not clipped (None: nothing looks clipped)."""
         small = _resize2(self.values, shape)
-        if self.valid is None:
-            return small, None
-        mask = (_resize2(self.valid.astype(np.float32), shape) >= 0.999).astype(np.float32)
-        return small, (mask if mask.mean() >= 0.2 else None)
+        return small, _mask(small, self.unclipped)
+
+
+def _mask(small: np.ndarray, unclipped: np.ndarray | None) -> np.ndarray | None:
+    """Blocks with no clipped pixel (at full resolution), and away from the extremes of
+    the resized image (noise hides clipping at full resolution, not after averaging)."""
+    near = _unclipped(small)
+    if unclipped is not None:
+        full = (_resize2(unclipped, small.shape) >= 0.999).astype(np.float32)
+        near = full if near is None else near * full
+    if near is None or near.mean() < 0.2:
+        return None
+    return near
+
+
+def _unclipped(small: np.ndarray) -> np.ndarray | None:
+    """1 where a (resized, so less noisy) image is not at its extremes, eroded by a pixel.
+
+    A display window clips: air and bone become flat. Correlating only the rest
+    (and not the pixels beside a clipped one, which mix both) undoes the window.
+    """
+    lo, hi = float(small.min()), float(small.max())
+    band = CLIP_BAND_RESIZED * (hi - lo)
+    valid = (small > lo + band) & (small < hi - band)
+    share = float(valid.mean())
+    if share > 0.95 or share < 0.2:
+        return None
+    padded = np.pad(valid, 1, mode="edge")
+    eroded = valid.copy()
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            eroded &= padded[dy : dy + valid.shape[0], dx : dx + valid.shape[1]]
+    return eroded.astype(np.float32) if eroded.mean() >= 0.2 else None
+
+
+def _drop_featureless(planes: np.ndarray) -> np.ndarray:
+    """Planes with (nearly) nothing but noise (air outside the body) set to zero: they show
+    nobody, and noise correlates with anything simple."""
+    flat = planes.reshape(len(planes), -1)
+    empty = flat.std(axis=1) < FEATURELESS
+    if not empty.any():
+        return planes
+    out = planes.copy()
+    out[empty] = 0.0
+    return out
+
+
+def _structured(template: np.ndarray) -> bool:
+    """Enough grey levels to be an image, not a chart: plots, bars and test patterns are
+    a few flat colours, and some crop of some plane correlates with anything that simple."""
+    lo, hi = float(template.min()), float(template.max())
+    if hi <= lo:
+        return False
+    bins = np.bincount(
+        ((template - lo) / (hi - lo) * 31.999).astype(np.int64).ravel(), minlength=32
+    )
+    return (
+        int((bins >= 0.01 * template.size).sum()) >= MIN_LEVELS and bins.max() < 0.6 * template.size
+    )
 
 
 def _templates(
@@ -831,7 +906,10 @@ class _Built:
                             aspect_mm=mm[orientation],
                         )
                     )
-        rows = [_resize2(g.planes, (THUMB, THUMB)).reshape(len(g.planes), -1) for g in groups]
+        rows = [
+            _drop_featureless(_resize2(g.planes, (THUMB, THUMB))).reshape(len(g.planes), -1)
+            for g in groups
+        ]
         full = np.concatenate(rows) if rows else np.zeros((0, THUMB * THUMB), np.float32)
         empty = np.zeros(0, dtype=np.int64)
         owner = np.concatenate([np.full(len(g.planes), i) for i, g in enumerate(groups)] or [empty])
@@ -845,7 +923,7 @@ class _Built:
             for i in members:
                 planes = groups[i].planes
                 take = np.arange(0, len(planes), COARSE_STEP if len(planes) > 8 else 1)
-                coarse.append(_resize2(planes[take], (COARSE, COARSE)))
+                coarse.append(_drop_featureless(_resize2(planes[take], (COARSE, COARSE))))
                 owners.append(np.full(len(take), i))
                 slots.append(take)
             families.append(
@@ -873,7 +951,7 @@ class _Built:
         names = [name for name, _ in _dihedral(small)]
         q = np.stack([v.reshape(-1) for _, v in _dihedral(small)])
         scores = np.abs(_mm(self.full_unit, _unit(q).T))
-        if mask is not None:
+        if mask is not None and _structured(small):
             m = np.stack([v.reshape(-1) for _, v in _dihedral(mask)])
             t, _ = _templates(q, m)
             count = m.sum(axis=1)[None]
@@ -888,31 +966,34 @@ class _Built:
         row, col = divmod(flat, scores.shape[1])
         return float(scores[row, col]), row, names[col]
 
-    def match(self, plane: np.ndarray, make: _Maker) -> ProvenanceMatch | None:
-        if min(plane.shape) < MIN_SIDE or not self.groups:
-            return None
-        query = _Query.of(plane)
-        if float(query.values.max() - query.values.min()) <= 0:
+    def match_whole(self, query: _Query, make: _Maker) -> ProvenanceMatch | None:
+        if not self.groups:
             return None
         score, row, how = self._whole(query)
-        if score >= THRESHOLD_PLANE:
-            group = self.groups[int(self.owner[row])]
-            k = group.native_plane(int(self.plane_no[row]))
-            return make(group.series, group.orientation, k, score, "" if how == "as is" else how)
+        if score < THRESHOLD_PLANE:
+            return None
+        group = self.groups[int(self.owner[row])]
+        k = group.native_plane(int(self.plane_no[row]))
+        return make(group.series, group.orientation, k, score, "" if how == "as is" else how)
+
+    def match_crops(self, query: _Query, make: _Maker) -> ProvenanceMatch | None:
+        if not self.groups:
+            return None
         return self._crops(query.reduced(2 * GRID), make)
 
     # --- crops: coarse template search, then verification -------------------------
 
     def _crops(self, query: _Query, make: _Maker) -> ProvenanceMatch | None:
-        h, w = query.values.shape
-        small, small_mask = query.resized((min(h, 4 * COARSE), min(w, 4 * COARSE)))
+        _h, _w = query.values.shape
+        coarse_query = query.reduced(4 * COARSE)
+        small, flags = coarse_query.values, coarse_query.unclipped
+        if not _structured(small):
+            return None  # a chart or a pattern: only whole planes are compared
         found: dict[tuple[int, int, int], tuple[float, int, str, float, float]] = {}
         for family in self.families:
             for transposed in (False, True):
                 base = small.T if transposed else small
-                base_mask = (
-                    None if small_mask is None else (small_mask.T if transposed else small_mask)
-                )
+                base_flags = None if flags is None else (flags.T if transposed else flags)
                 vh, vw = base.shape
                 sizes: set[tuple[int, int]] = set()
                 for aspect in {family.aspect_px, family.aspect_mm}:
@@ -923,12 +1004,11 @@ class _Built:
                 for ty, tx in sorted(sizes):
                     if min(ty, tx) < 8:
                         continue
-                    images = _flips(_resize2(base, (ty, tx)))
-                    masks = None
-                    if base_mask is not None:
-                        mask = (_resize2(base_mask, (ty, tx)) >= 0.999).astype(np.float32)
-                        masks = _flips(mask) if mask.mean() >= 0.2 else None
-                    templates, masks = _templates(images, masks)
+                    image = _resize2(base, (ty, tx))
+                    mask = _mask(image, None if base_flags is None else base_flags)
+                    templates, masks = _templates(
+                        _flips(image), None if mask is None else _flips(mask)
+                    )
                     scores = np.abs(family.stack.ncc(templates, masks))
                     best = scores.reshape(4, len(family.owner), -1).max(axis=2)
                     variant = best.argmax(axis=0)
@@ -975,7 +1055,7 @@ class _Built:
         """The best NCC of the crop on the full thumbnails of a plane and its neighbours."""
         group = self.groups[gi]
         if gi not in self.fine:
-            self.fine[gi] = _Stack.of(_blur(group.planes))
+            self.fine[gi] = _Stack.of(_blur(_drop_featureless(group.planes)))
         full = self.fine[gi]
         lo, hi = max(slot - COARSE_STEP, 0), min(slot + COARSE_STEP + 1, len(group.planes))
         sub = _Stack(
@@ -983,9 +1063,7 @@ class _Built:
             full.sums[lo:hi], full.squares[lo:hi],
         )  # fmt: skip
         a, b = group.planes.shape[1:]
-        values = dict(_dihedral(query.values))[name]
-        valid = None if query.valid is None else dict(_dihedral(query.valid))[name]
-        oriented = _Query(values, valid)
+        oriented = query.oriented(name)
         best: tuple[float, int] | None = None
         centre, step = (fy, fx), FINE_STEP
         for _round in range(2):  # scale jitter, then a finer one around the best

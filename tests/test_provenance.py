@@ -1,0 +1,137 @@
+"""Pixel provenance: fingerprints at publish, the matcher's detection and false-alarm
+rates, 1-D vectors, the index on disk, and ``insitu fingerprints rebuild``.
+
+Rates are asserted, never times (bench/run.py provenance measures those).
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from provenance_corpus import SPACING, attacks, fundus, legitimate, site_volumes
+
+from insitu.config import init_home, resolve_home
+from insitu.disclosure.provenance import (
+    FingerprintIndex,
+    fingerprint_series,
+    fingerprints_dir,
+)
+
+# What the detector must reach on the test's corpora (bench/BENCHMARKS.md has the
+# full corpora's figures).
+MIN_TRUE_POSITIVE_RATE = 0.75
+MAX_FALSE_POSITIVE_RATE = 0.10
+
+
+@pytest.fixture(scope="module")
+def site() -> tuple[FingerprintIndex, list[np.ndarray], np.ndarray]:
+    volumes = site_volumes(4, size=96, slices=24)
+    colour = fundus(size=256)
+    index = FingerprintIndex()
+    for j, v in enumerate(volumes):
+        index.add("trial", "v1", f"ct-{j}", fingerprint_series(v, spacing=SPACING))
+    index.add("eyes", "v1", "photo", fingerprint_series(colour))
+    return index, volumes, colour
+
+
+def _check(index: FingerprintIndex, grid: np.ndarray) -> object:
+    g = np.asarray(grid)
+    return index.match_vector(g) if g.ndim == 1 else index.match_grid(g)
+
+
+def test_transformed_slices_are_traced_to_their_series(site) -> None:
+    index, volumes, colour = site
+    corpus = attacks(volumes, colour, n_series=1)
+    found = {name: _check(index, grid) for name, grid in corpus.items()}
+    missed = sorted(name for name, match in found.items() if match is None)
+    rate = 1 - len(missed) / len(found)
+    assert rate >= MIN_TRUE_POSITIVE_RATE, f"detected {rate:.0%}; missed {missed}"
+    # the untouched plane, its value maps and flips name the right series
+    for name in ("s0 axial plane", "s0 soft-tissue window (clipped)", "s0 transposed"):
+        assert getattr(found[name], "series_id", None) == "ct-0", name
+    assert getattr(found["fundus green channel"], "series_id", None) == "photo"
+
+
+def test_legitimate_figures_and_other_peoples_images_pass(site) -> None:
+    index, _, _ = site
+    corpus = legitimate()
+    alarms = sorted(name for name, grid in corpus.items() if _check(index, grid) is not None)
+    assert len(alarms) / len(corpus) <= MAX_FALSE_POSITIVE_RATE, alarms
+
+
+def test_vectors_of_a_plane_or_volume_length(site) -> None:
+    index, volumes, _ = site
+    plane = volumes[1][10]
+    match = index.match_vector(plane.reshape(-1))
+    assert match is not None and match.series_id == "ct-1"
+    assert index.match_vector(plane.T.reshape(-1)) is not None  # column-major order
+    assert index.match_vector(volumes[2].reshape(-1)) is not None  # a whole volume
+    weights = np.random.default_rng(0).normal(size=plane.size)  # same length, no image
+    assert index.match_vector(weights) is None
+    assert index.match_vector(np.arange(10.0)) is None
+
+
+def test_degenerate_grids_match_nothing(site) -> None:
+    index, _, _ = site
+    for grid in (np.zeros((64, 64)), np.ones((5, 5)), np.full((40, 40), np.nan)):
+        assert index.match_grid(grid) is None
+    assert index.match_grid(np.array([["a", "b"]])) is None
+
+
+def test_empty_home_has_an_empty_index(tmp_path: Path) -> None:
+    home = resolve_home(tmp_path / "node")
+    init_home(home)
+    index = FingerprintIndex.for_home(home)
+    assert len(index) == 0 and index.match_grid(np.eye(32)) is None
+
+
+def test_index_is_node_private_and_reloads(tmp_path: Path, site) -> None:
+    _, volumes, _ = site
+    home = resolve_home(tmp_path / "node")
+    init_home(home)
+    index = FingerprintIndex.for_home(home)
+    index.add("trial", "v1", "ct-9", fingerprint_series(volumes[0], spacing=SPACING))
+    index.reference("trial", "v2", "ct-9")
+    folder = fingerprints_dir(home)
+    assert folder.parent == home.private
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for path in folder.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    manifest = json.loads((folder / "index.json").read_text())
+    assert manifest["series"]["ct-9"] == [["trial", "v1"], ["trial", "v2"]]
+    again = FingerprintIndex.for_home(home)
+    match = again.match_grid(volumes[0][12])
+    assert match is not None and (match.series_id, match.version) == ("ct-9", "v2")
+
+
+def test_publish_fingerprints_every_series_and_rebuild_restores_it(
+    tmp_path: Path, series_factory, capsys, monkeypatch
+) -> None:
+    """Ingest (the real publish path) records every series; `insitu fingerprints rebuild
+    --fresh` rebuilds a lost index from the stores."""
+    from fixtures_datasets import run_json
+
+    from insitu.datasets.catalog import Catalog
+    from insitu.datasets.ingest import ingest
+    from insitu.datasets.reader import open_dataset
+
+    home = resolve_home(tmp_path / "node")
+    init_home(home)
+    source = series_factory()
+    report = ingest([source], "demo", home=home)
+    assert report.status == "published"
+    index = FingerprintIndex.for_home(home)
+    with Catalog(home) as catalog:
+        published = {row["series_id"] for row in catalog.series("demo", report.version)}
+    assert set(index.series_ids()) == published
+    image = np.asarray(open_dataset("demo", home=home).image(sorted(published)[0]))
+    assert index.match_grid(image[image.shape[0] // 2]) is not None
+
+    monkeypatch.setenv("INSITU_HOME", str(home.root))
+    code, summary = run_json(["fingerprints", "rebuild", "--fresh", "--json"], capsys)
+    assert code == 0 and summary["series"] == len(published)
+    assert set(FingerprintIndex.for_home(home).series_ids()) == published

@@ -13,10 +13,10 @@ __all__ = ["register"]
 
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from insitu.audit import AuditLog
     from insitu.cli import print_json
     from insitu.config import resolve_home
     from insitu.datasets.fingerprints import rebuild
-    from insitu.audit import AuditLog
 
     home = resolve_home().require_initialized()
     report = rebuild(home, fresh=args.fresh)

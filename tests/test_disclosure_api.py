@@ -183,3 +183,11 @@ def test_a_fingerprint_match_fails_naming_the_series(ctx):
     found = check_grid(np.ones((30, 30)), ctx=replace(ctx, fingerprints=Index()), where="x")
     assert [f.rule_id for f in found] == ["pixel-provenance"]
     assert found[0].verdict is Verdict.FAIL and "series-7" in found[0].message
+
+
+def test_a_windows_1252_table_is_reviewed_and_still_read(ctx):
+    table = "région,n\nÎle-de-France,20\nsüd,31\n".encode("cp1252")
+    assert check_file(table, name="t.csv", ctx=ctx).verdict is Verdict.REVIEW
+    leaking = f"région,case\nnord,{SUBJECT}\n".encode("cp1252")
+    assert check_file(leaking, name="t.csv", ctx=ctx).verdict is Verdict.FAIL
+    assert check_file(bytes(range(256)), name="t.csv", ctx=ctx).verdict is Verdict.FAIL

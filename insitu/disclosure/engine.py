@@ -50,6 +50,15 @@ def _scan_file(scan: Scan, data: bytes, name: str, where: str) -> str:
             place,
         )
         kind = sniffed
+    elif sniffed == "binary" and expected == "text" and (legacy := _legacy_text(data)):
+        scan.add(
+            "file-type",
+            Verdict.REVIEW,
+            f"{suffix} text that is not UTF-8 (read as Windows-1252): re-save it as UTF-8",
+            place,
+        )
+        scan_text(scan, legacy, place)
+        return "text"
     elif sniffed != expected:
         scan.add(
             "file-type",
@@ -77,6 +86,16 @@ def _scan_file(scan: Scan, data: bytes, name: str, where: str) -> str:
     except StopScan as stop:
         scan.findings.append(stop.finding)
     return kind
+
+
+def _legacy_text(data: bytes) -> str | None:
+    """Text in Windows-1252 (a CSV saved by an older spreadsheet), or None."""
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    printable = all(ch in "\t\n\r\f" or ord(ch) >= 32 for ch in text)
+    return text if printable and "\x7f" not in text else None
 
 
 def scan_nested(scan: Scan, data: bytes, name: str, where: str) -> str:

@@ -18,8 +18,10 @@ members, fixed owners and times), so running this again gives the same bytes.
   plus one insitu patch: the upstream chart has no securityContext values for
   its gateway, controller and traefik pods, so they could not run non-root
   with seccomp and no capabilities. The patch adds ``podSecurityContext`` and
-  ``containerSecurityContext`` to each (values, schema, templates) and nothing
-  else; the version gets the build suffix ``+insitu.1``.
+  ``containerSecurityContext`` to each (values, schema, templates), and
+  ``controller.command``: the controller's program (insitu's, which adds a
+  NetworkPolicy per cluster: insitu.hub.dask_controller), nothing else; the
+  version gets the build suffix ``+insitu.1``.
 """
 
 from __future__ import annotations
@@ -169,6 +171,38 @@ def build_dask_gateway(archive: Path) -> dict[str, bytes]:
         props = schema["properties"][component]["properties"]
         props["podSecurityContext"] = {"type": "object"}
         props["containerSecurityContext"] = {"type": "object"}
+    schema["properties"]["controller"]["properties"]["command"] = {
+        "type": ["array", "null"],
+        "items": {"type": "string"},
+    }
+    anchor = "  # Resource requests/limits for the controller pod\n  resources: {}\n"
+    text[values] = _replace_once(
+        text[values],
+        anchor,
+        anchor + "  # insitu patch: the controller's command (empty: dask-gateway-server's).\n"
+        "  command: []\n",
+        values,
+    )
+    name = root + "templates/controller/deployment.yaml"
+    upstream_args = (
+        "          args:\n"
+        "            - dask-gateway-server\n"
+        "            - kube-controller\n"
+        "            - --config\n"
+        "            - /etc/dask-gateway/dask_gateway_config.py\n"
+    )
+    text[name] = _replace_once(
+        text[name],
+        upstream_args,
+        "          {{- with .Values.controller.command }}\n"
+        "          command:\n"
+        "            {{- toYaml . | nindent 12 }}\n"
+        "          args:\n"
+        "            - --config\n"
+        "            - /etc/dask-gateway/dask_gateway_config.py\n"
+        "          {{- else }}\n" + upstream_args + "          {{- end }}\n",
+        name,
+    )
     text[root + "values.schema.json"] = json.dumps(schema, indent=2)
     for component, template, pull in (
         ("gateway", "gateway/deployment.yaml", ".Values.gateway.image.pullPolicy"),

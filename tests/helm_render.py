@@ -322,3 +322,49 @@ def insitu_only(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for o in objects
         if o["metadata"]["annotations"]["test/template"].startswith("insitu-node/templates/")
     ]
+
+
+def ingress_allowed(
+    policies: list[dict[str, Any]],
+    dest_labels: dict[str, str],
+    source: dict[str, Any],
+    port: int,
+    protocol: str = "TCP",
+    namespace: str = "insitu",
+) -> bool:
+    """Whether ``policies`` let a pod with ``dest_labels`` accept ``source`` on ``port``.
+
+    ``source`` as ``dest`` of :func:`egress_allowed` (a pod's labels or an address).
+    """
+    applying = [
+        p
+        for p in policies
+        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        and _selects(p["spec"]["podSelector"], dest_labels)
+    ]
+    if not applying:
+        return True
+    for policy in applying:
+        for rule in policy["spec"].get("ingress") or []:
+            ports = rule.get("ports")
+            if ports and not any(
+                p.get("port") in (None, port) and p.get("protocol", "TCP") == protocol
+                for p in ports
+            ):
+                continue
+            peers = rule.get("from")
+            if not peers or any(_peer_matches(peer, source, namespace) for peer in peers):
+                return True
+    return False
+
+
+def connection_allowed(
+    policies: list[dict[str, Any]],
+    source_labels: dict[str, str],
+    dest_labels: dict[str, str],
+    port: int,
+) -> bool:
+    """Pod to pod in one namespace: the source's egress and the destination's ingress."""
+    return egress_allowed(policies, source_labels, {"labels": dest_labels}, port) and (
+        ingress_allowed(policies, dest_labels, {"labels": source_labels}, port)
+    )

@@ -25,6 +25,7 @@ from helm_render import (
     by_kind,
     chart_values,
     component,
+    connection_allowed,
     egress_allowed,
     insitu_only,
     merge,
@@ -300,6 +301,73 @@ def test_dask_clusters_reach_each_other_and_the_gateway_api(node_objects):
     assert egress_allowed(pols, SCHEDULER, GW_API, 8000)
 
 
+def _cluster(name: str) -> dict[str, Any]:
+    """The DaskCluster object dask-gateway's controller sees for a new cluster."""
+    return {
+        "apiVersion": "gateway.dask.org/v1alpha1",
+        "kind": "DaskCluster",
+        "metadata": {"name": name, "namespace": "insitu", "uid": f"uid-{name}"},
+    }
+
+
+def _cluster_pod(name: str, role: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "dask-gateway",
+        "app.kubernetes.io/component": f"dask-{role}",
+        "gateway.dask.org/instance": "dask-gateway",
+        "gateway.dask.org/cluster": name,
+    }
+
+
+def test_researchers_dask_clusters_are_isolated_from_each_other(node_objects):
+    """Two researchers' clusters: each talks to itself, never to the other."""
+    from insitu.hub.dask_controller import cluster_network_policy
+
+    per_cluster = [cluster_network_policy(_cluster(n), "dask-gateway") for n in ("ada", "bob")]
+    validate([{**p, "metadata": {**p["metadata"], "annotations": {}}} for p in per_cluster])
+    pols = _policies(node_objects) + per_cluster
+    ada_s, ada_w = _cluster_pod("ada", "scheduler"), _cluster_pod("ada", "worker")
+    bob_s, bob_w = _cluster_pod("bob", "scheduler"), _cluster_pod("bob", "worker")
+    assert connection_allowed(pols, ada_w, ada_s, 8786)
+    assert connection_allowed(pols, ada_s, ada_w, 40123)
+    for source, dest, port in [
+        (bob_w, ada_s, 8786),
+        (bob_w, ada_s, 8787),  # the dashboard (plain HTTP) too
+        (bob_s, ada_w, 40123),
+        (ada_w, bob_w, 8787),
+        (USER, ada_s, 8786),  # researchers go through dask-gateway's proxy
+    ]:
+        assert not connection_allowed(pols, source, dest, port), (source, dest, port)
+    # dask-gateway's proxy and API still reach every cluster's scheduler.
+    assert connection_allowed(pols, TRAEFIK["labels"], ada_s, 8786)
+    assert connection_allowed(pols, GW_API["labels"], bob_s, 8788)
+    # Without insitu's controller there would be no per-cluster policy: then not even
+    # a cluster's own workers could reach its scheduler (the chart runs it, see values).
+    assert not connection_allowed(_policies(node_objects), ada_w, ada_s, 8786)
+    dg = chart_values(NODE_CHART, MINIMAL)["dask-gateway"]["controller"]
+    assert dg["command"] == ["python", "-m", "insitu.hub.dask_controller"]
+    role = by_kind(node_objects, "Role")["insitu-dask-controller"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "resources": ["networkpolicies"],
+            "verbs": ["get", "create"],
+        }
+    ]
+
+
+def test_dns_egress_is_cluster_dns_only(node_objects):
+    """Every pod insitu's policies restrict resolves names through kube-dns and nothing else."""
+    pols = _policies(node_objects)
+    for source in (USER, SCHEDULER, WORKER, _insitu("supernode")["labels"]):
+        assert egress_allowed(pols, source, DNS, 53, "UDP")
+        assert egress_allowed(pols, source, DNS, 53, "TCP")
+        other_pod_in_kube_system = {**DNS, "labels": {"k8s-app": "metrics-server"}}
+        assert not egress_allowed(pols, source, other_pod_in_kube_system, 53, "UDP")
+        assert not egress_allowed(pols, source, {"ip": "8.8.8.8"}, 53, "UDP")
+        assert not egress_allowed(pols, source, {"ip": "169.254.20.10"}, 53, "UDP")
+
+
 def test_supernode_reaches_only_the_coordinator(node_objects):
     pols = _policies(node_objects)
     node = _insitu("supernode")["labels"]
@@ -341,7 +409,7 @@ def test_z2jh_user_policy_opens_nothing_more():
     assert values["enabled"] is True
     assert values["egress"] == []
     rules = values["egressAllowRules"]
-    assert {k for k, v in rules.items() if v} == {"dnsPortsKubeSystemNamespace"}
+    assert not {k for k, v in rules.items() if v}  # DNS: insitu's narrower rule
     # ... and no privileged iptables init container in researchers' pods.
     single = chart_values(NODE_CHART, MINIMAL)["jupyterhub"]["singleuser"]
     assert single["cloudMetadata"]["blockWithIptables"] is False

@@ -9,8 +9,10 @@
   compared with the same function's local configuration.
 - Researchers' server pods (KubeSpawner, configured by the hub) and dask
   cluster pods (dask-gateway's controller, configured by the gateway's
-  rendered config) exist only at run time: they are built from that
-  configuration as KubeSpawner 7 and dask-gateway 2026.3 build them, and pass
+  rendered config) exist only at run time: the dask pods are built by
+  dask-gateway's own ``KubeController.make_pod`` from the rendered config, the
+  servers' as KubeSpawner 7's ``make_pod`` builds them from the hub's config
+  (KubeSpawner is not installed here: it lives in the hub image); both pass
   the same pod-security checks as every rendered pod.
 """
 
@@ -133,6 +135,25 @@ def test_hub_image_is_the_z2jh_release_the_chart_pins():
     assert f"JupyterHub {z2jh['appVersion']}" in (REPO / "docs" / "deploy.md").read_text()
 
 
+def test_one_jupyterhub_version_across_hub_services_and_servers():
+    """The hub image's JupyterHub is the one pyproject pins, the lock holds, this
+    environment runs, and the node (services) and singleuser images install."""
+    import jupyterhub
+
+    z2jh = yaml.safe_load(subchart_files("jupyterhub/Chart.yaml")["jupyterhub/Chart.yaml"])
+    version = z2jh["appVersion"]
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert f"jupyterhub=={version}" in pyproject["project"]["dependencies"]
+    assert jupyterhub.__version__ == version
+    for name in (
+        "requirements.lock",
+        "docker/requirements-node.txt",
+        "docker/requirements-singleuser.txt",
+    ):
+        pins = re.findall(r"^jupyterhub==(\S+)", (REPO / name).read_text(), re.M)
+        assert pins == [version], name
+
+
 # --- the hub: insitu's configure, as the hub pod runs it --------------------------------------
 
 
@@ -189,18 +210,6 @@ def test_hub_config_matches_the_local_configure(hub_config, site_objects, home):
 
 
 # --- run-time pods -----------------------------------------------------------------------
-
-
-def _merge_json(a: Any, b: Any) -> Any:
-    """dask-gateway's merge_json_objects: dicts merge (b wins), lists append."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = dict(a)
-        for key, value in b.items():
-            out[key] = _merge_json(a[key], value) if key in a else value
-        return out
-    if isinstance(a, list) and isinstance(b, list):
-        return a + b
-    return b
 
 
 def user_pod(c: Any) -> dict[str, Any]:
@@ -264,26 +273,19 @@ def gateway_config(objects: list[dict[str, Any]]) -> Any:
 
 
 def cluster_pod(c: Any, role: str) -> dict[str, Any]:
-    """A scheduler or worker pod spec as dask-gateway's KubeController.make_pod builds it."""
-    cluster = c.KubeClusterConfig
-    cores = (cluster[f"{role}_cores"], cluster[f"{role}_cores_limit"])
-    memory = (cluster[f"{role}_memory"], cluster[f"{role}_memory_limit"])
-    container = {
-        "name": f"dask-{role}",
-        "resources": {
-            "requests": {"cpu": f"{cores[0]:.3f}", "memory": str(memory[0])},
-            "limits": {"cpu": f"{cores[1]:.3f}", "memory": str(memory[1])},
-        },
-        "volumeMounts": [{"name": "dask-credentials", "mountPath": "/etc/dask-credentials/"}],
-    }
-    container = _merge_json(container, cluster[f"{role}_extra_container_config"])
-    spec = {
-        "containers": [container],
-        "volumes": [{"name": "dask-credentials", "secret": {"secretName": "dask-credentials-x"}}],
-        "automountServiceAccountToken": False,
-        "imagePullSecrets": cluster.image_pull_secrets,
-    }
-    return _merge_json(spec, cluster[f"{role}_extra_pod_config"])
+    """A scheduler or worker pod spec, built by dask-gateway's own controller code."""
+    from dask_gateway_server.backends.kubernetes.backend import KubeClusterConfig
+    from dask_gateway_server.backends.kubernetes.controller import KubeController
+
+    cluster = KubeClusterConfig(config=c)
+    controller = Config(c)
+    # What the controller's own ConfigMap sets: the same instance as the gateway's.
+    controller.KubeController.gateway_instance = c.KubeBackend.gateway_instance
+    pod = KubeController(config=controller).make_pod(
+        "insitu", "c1", cluster, is_worker=role == "worker"
+    )
+    spec: dict[str, Any] = pod["spec"]
+    return spec
 
 
 @pytest.mark.parametrize("role", ["scheduler", "worker"])

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -189,9 +189,84 @@ def chunk_study(volume: np.ndarray, work: Path) -> list[dict[str, object]]:
     return rows
 
 
+REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
+FIRST_READ = """
+import sys, time
+t0 = time.perf_counter()
+from zarr.storage import LocalStore
+from insitu.datasets.reader import Dataset
+ds = Dataset(LocalStore(sys.argv[1], read_only=True))
+ds.image(sys.argv[2]).values
+t1 = time.perf_counter()
+Dataset(LocalStore(sys.argv[1], read_only=True)).image(sys.argv[2]).values
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def _timed(fn: object) -> tuple[float, float]:
+    cpu0, start = time.process_time(), time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - start, time.process_time() - cpu0
+
+
+def _proc(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(wall, CPU of the child and its children) of one whole process."""
+    cpu0, start = _children_cpu(), time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return wall, _children_cpu() - cpu0
+
+
+def _codec_decode(store: Path, sid: str) -> np.ndarray:
+    """The physical limit: every chunk of level 0 read and decoded by the codec alone
+    (numcodecs Blosc, two threads like Zarr), into one preallocated array."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numcodecs import Blosc
+
+    meta = json.loads((store / "series" / sid / "0" / "zarr.json").read_text())
+    shape, chunks = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+    out = np.zeros(shape, dtype=meta["data_type"])
+    codec = Blosc()
+    base = store / "series" / sid / "0" / "c"
+
+    def one(key: Path) -> None:
+        idx = [int(k) for k in key.relative_to(base).parts]
+        block = np.frombuffer(codec.decode(key.read_bytes()), dtype=out.dtype).reshape(chunks)
+        region = tuple(
+            slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(idx, chunks, shape, strict=True)
+        )
+        out[region] = block[tuple(slice(0, r.stop - r.start) for r in region)]
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, [k for k in base.rglob("*") if k.is_file()]))
+    return out
+
+
+def _patches(reader: object, shape: tuple[int, ...], n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        z, y, x = (int(rng.integers(0, d - 64 + 1)) for d in shape)
+        np.asarray(reader(z, y, x))  # type: ignore[operator]
+
+
+def _dicom_patch(files: list[Path]) -> object:
+    def read(z: int, y: int, x: int) -> np.ndarray:
+        return _pydicom_series(files[z : z + 64])[:, y : y + 64, x : x + 64]
+
+    return read
+
+
 def main() -> None:
     n_series = int(os.environ.get("BENCH_SERIES", "4"))
-    n_slices = int(os.environ.get("BENCH_SLICES", "120"))
+    n_slices = int(os.environ.get("BENCH_SLICES", "150"))
     work = Path(tempfile.mkdtemp(prefix="insitu-bench-ingest-"))
     try:
         _main(work, n_series, n_slices)
@@ -200,124 +275,136 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    dcm2niix = shutil.which("dcm2niix", path=str(VENV_BIN)) or "dcm2niix"
+    banner = subprocess.run([dcm2niix, "-v"], capture_output=True, text=True, check=False)
+    line = next((ln for ln in banner.stdout.splitlines() if "version" in ln), banner.stdout)
+    return {
+        "dcm2niix": f"{line.strip()} (pip package {metadata.version('dcm2niix')})",
+        **{p: metadata.version(p) for p in ("pydicom", "zarr", "numcodecs", "numpy")},
+    }
+
+
 def _main(work: Path, n_series: int, n_slices: int) -> None:
     inputs = work / "dicom"
     dicom_bytes = build_input(inputs, n_series, n_slices)
     print(f"input: {n_series} series x {n_slices} slices of 512x512 CT, "
-          f"{dicom_bytes / 1e6:.0f} MB DICOM", flush=True)  # fmt: skip
-    home = work / "home"
-    env = {**os.environ, "INSITU_HOME": str(home)}
+          f"{dicom_bytes / 1e6:.0f} MB DICOM; versions {_versions()}", flush=True)  # fmt: skip
     insitu = str(VENV_BIN / "insitu")
-    _run([insitu, "init", "--site", "bench"], env)
+    dcm2niix = shutil.which("dcm2niix", path=str(VENV_BIN)) or "dcm2niix"
     for f in inputs.rglob("*.dcm"):  # warm the page cache for both tools equally
         f.read_bytes()
-    t_insitu = _run([insitu, "ingest", str(inputs), "--dataset", "bench", "--json"], env, "ingest")
-    # the same ingest in one process (INSITU_INGEST_WORKERS=1), into a second dataset
-    one = {**env, "INSITU_INGEST_WORKERS": "1"}
-    t_insitu_1 = _run(
-        [insitu, "ingest", str(inputs), "--dataset", "bench1", "--json"], one, "ingest_1proc"
-    )
-    nifti = work / "nifti"
-    nifti.mkdir()
-    dcm2niix = shutil.which("dcm2niix")
-    t_dcm2niix = (
-        _run([dcm2niix, "-z", "y", "-b", "n", "-o", str(nifti), str(inputs)], label="dcm2niix")
-        if dcm2niix
-        else float("nan")
-    )
-    store = home / "stores" / "bench" / "v1.zarr"
+    rows: dict[str, list[tuple[float, float]]] = {
+        "insitu": [],
+        "dcm2niix -z y": [],
+        "dcm2niix -z n": [],
+    }
+    store = work / "home-0" / "stores" / "bench" / "v1.zarr"
+    for k in range(REPEAT):  # interleaved, so that both see the same load
+        env = {**os.environ, "INSITU_HOME": str(work / f"home-{k}")}
+        _run([insitu, "init", "--site", "bench"], env)
+        rows["insitu"].append(_proc([insitu, "ingest", str(inputs), "--dataset", "bench"], env))
+        for z in ("y", "n"):
+            out = work / f"nifti-{z}"
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            rows[f"dcm2niix -z {z}"].append(
+                _proc([dcm2niix, "-z", z, "-b", "n", "-o", str(out), str(inputs)])
+            )
+        if k:
+            shutil.rmtree(work / f"home-{k}", ignore_errors=True)
+        print(f"ingest rep {k}: " + ", ".join(f"{n} {v[-1][0]:.1f}s" for n, v in rows.items()),
+              flush=True)  # fmt: skip
+    med = {n: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+           for n, v in rows.items()}  # fmt: skip
+    print("\n| ingest, whole process | wall s median (min-max) | CPU s median (min-max) |")
+    print("| --- | --- | --- |")
+    for name, v in rows.items():
+        print(f"| {name} | {_spread([w for w, _ in v])} | {_spread([c for _, c in v])} |")
+    for base in ("dcm2niix -z y", "dcm2niix -z n"):
+        print(f"insitu / {base}: wall {med['insitu'][0] / med[base][0]:.2f}, "
+              f"CPU {med['insitu'][1] / med[base][1]:.2f}")  # fmt: skip
     store_bytes = _tree_size(store)
     level0 = sum(_tree_size(p / "0") for p in (store / "series").iterdir())
-    nifti_bytes = _tree_size(nifti)
+    nifti = _tree_size(work / "nifti-y")
+    ratio, ratio0, ratio_nii = (b / dicom_bytes for b in (store_bytes, level0, nifti))
+    print(f"store / DICOM bytes: {ratio:.3f} (level 0 alone {ratio0:.3f}); "
+          f"dcm2niix .nii.gz / DICOM: {ratio_nii:.3f}")  # fmt: skip
 
     from zarr.storage import LocalStore
 
     from insitu.datasets.reader import Dataset
 
     dataset = Dataset(LocalStore(store, read_only=True))
-    sid = dataset.series.series_id[0]
     files = sorted(inputs.glob("series00/*.dcm"))
-    # which stored series is series00? the one whose first slice matches
     reference = _pydicom_series(files)
-    for candidate in dataset.series.series_id:
-        if np.array_equal(dataset.image(candidate)[0].values, reference[0]):
-            sid = candidate
+    sid = next(c for c in dataset.series.series_id
+               if np.array_equal(dataset.image(c)[0].values, reference[0]))  # fmt: skip
     assert np.array_equal(dataset.image(sid).values, reference), "round trip differs"
-    t_pydicom = _median(lambda: _pydicom_series(files), 3, "pydicom")
-    # the same series as RLE lossless (archived trial data is often compressed)
-    rle = work / "rle"
-    rle.mkdir()
-    for f in files:
-        ds = pydicom.dcmread(f)
-        ds.compress(RLELossless, encoding_plugin="pylibjpeg")
-        ds.save_as(rle / f.name, enforce_file_format=True)
-    rle_files = sorted(rle.iterdir())
-    assert np.array_equal(_pydicom_series(rle_files), reference)
-    t_pydicom_rle = _median(lambda: _pydicom_series(rle_files), 3, "pydicom_rle")
-    # ... and as JPEG 2000 lossless, the usual compressed transfer syntax of archives
-    j2k = work / "j2k"
-    j2k.mkdir()
-    for f in files:
-        ds = pydicom.dcmread(f)
-        ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
-        ds.save_as(j2k / f.name, enforce_file_format=True)
-    j2k_files = sorted(j2k.iterdir())
-    assert np.array_equal(_pydicom_series(j2k_files), reference)
-    t_pydicom_j2k = _median(lambda: _pydicom_series(j2k_files), 1, "pydicom_j2k")
-    t_read = _median(
-        lambda: Dataset(LocalStore(store, read_only=True)).image(sid).values, 3, "insitu_read"
-    )
-    zs = np.random.default_rng(1).integers(0, n_slices, 20)
-    slice_times = []
-    for z in zs:
-        start = time.perf_counter()
-        _ = Dataset(LocalStore(store, read_only=True)).image(sid).isel(z=int(z)).values
-        slice_times.append(time.perf_counter() - start)
-    t_slice = statistics.median(slice_times)
-    image = dataset.image(sid)
-    t_slice_open = _median(lambda: image.isel(z=n_slices // 2).values, 10, "slice")
-
-    results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
-        "input_mb": dicom_bytes / 1e6,
-        "ingest_s": t_insitu,
-        "dcm2niix_s": t_dcm2niix,
-        "ingest_ratio": t_insitu / t_dcm2niix,
-        "ingest_1proc_s": t_insitu_1,
-        "ingest_1proc_ratio": t_insitu_1 / t_dcm2niix,
-        "store_ratio": store_bytes / dicom_bytes,
-        "store_ratio_level0": level0 / dicom_bytes,
-        "nifti_gz_ratio": nifti_bytes / dicom_bytes,
-        "series_read_insitu_s": t_read,
-        "series_read_pydicom_s": t_pydicom,
-        "series_read_speedup": t_pydicom / t_read,
-        "series_read_pydicom_rle_s": t_pydicom_rle,
-        "series_read_speedup_vs_rle": t_pydicom_rle / t_read,
-        "series_read_pydicom_j2k_s": t_pydicom_j2k,
-        "series_read_speedup_vs_j2k": t_pydicom_j2k / t_read,
-        "slice_ms_fresh_open": t_slice * 1e3,
-        "slice_ms_open_image": t_slice_open * 1e3,
-        "cpu_s": CPU,
-        "cpu_ingest_ratio": CPU["ingest"] / CPU["dcm2niix"] if "dcm2niix" in CPU else None,
-        "cpu_ingest_1proc_ratio": (
-            CPU["ingest_1proc"] / CPU["dcm2niix"] if "dcm2niix" in CPU else None
+    assert np.array_equal(_codec_decode(store, sid), reference), "codec decode differs"
+    reads = {
+        "insitu: Dataset(store).image(s).values (warm)": lambda: (
+            Dataset(LocalStore(store, read_only=True)).image(sid).values
         ),
-        "cpu_read_speedup": CPU["pydicom"] / CPU["insitu_read"],
-        "cpu_read_speedup_vs_rle": CPU["pydicom_rle"] / CPU["insitu_read"],
-        "cpu_read_speedup_vs_j2k": CPU["pydicom_j2k"] / CPU["insitu_read"],
-        "load_average": os.getloadavg(),
+        "codec alone: Blosc decode of the same chunks": lambda: _codec_decode(store, sid),
+        "pydicom: dcmread + rescale + sort + stack": lambda: _pydicom_series(files),
     }
-    print(json.dumps(results, indent=2))
-    print("\nchunk study (one series, level 0):")
-    study = chunk_study(reference, work)
-    print("| chunks | size/raw | files | write s | 1 slice ms | 64^3 patch ms | full s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for row in study:
-        print(
-            f"| {row['chunks']} | {row['ratio']:.3f} | {row['files']} | {row['write_s']:.2f} | "
-            f"{row['slice_ms']:.1f} | {row['patch64_ms']:.1f} | {row['full_s']:.2f} |"
-        )
+    timings: dict[str, list[tuple[float, float]]] = {n: [] for n in reads}
+    for _ in range(REPEAT):
+        for name, fn in reads.items():
+            timings[name].append(_timed(fn))
+    print(f"\n| whole series read ({n_slices} x 512 x 512) | wall s median (min-max) | CPU s |")
+    print("| --- | --- | --- |")
+    for name, v in timings.items():
+        print(f"| {name} | {_spread([w for w, _ in v])} | {_spread([c for _, c in v])} |")
+    m = {n: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+         for n, v in timings.items()}  # fmt: skip
+    ins, codec, pyd = (m[n] for n in reads)
+    print(f"insitu / codec alone: wall {ins[0] / codec[0]:.2f}, CPU {ins[1] / codec[1]:.2f}; "
+          f"pydicom / insitu: wall {pyd[0] / ins[0]:.2f}, CPU {pyd[1] / ins[1]:.2f}")  # fmt: skip
+    firsts, warms = [], []
+    for _ in range(REPEAT):
+        proc = subprocess.run([sys.executable, "-c", FIRST_READ, str(store), sid],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        first, warm = (float(v) for v in proc.stdout.split())
+        firsts.append(first)
+        warms.append(warm)
+    extra = [f - w for f, w in zip(firsts, warms, strict=True)]
+    print(f"fresh process: first read {_spread(firsts)} s, warm read {_spread(warms)} s, "
+          f"first - warm {_spread(extra)} s")  # fmt: skip
+    image = Dataset(LocalStore(store, read_only=True)).image(sid)
+    shape = image.shape
+    n_patch = 10
+    patch = {
+        "store": lambda: _patches(lambda z, y, x: image[z:z+64, y:y+64, x:x+64].values,
+                                  shape, n_patch, 7),
+        "dicom": lambda: _patches(_dicom_patch(files), shape, n_patch, 7),
+    }  # fmt: skip
+    ptimes: dict[str, list[tuple[float, float]]] = {n: [] for n in patch}
+    for _ in range(REPEAT):
+        for name, fn in patch.items():
+            ptimes[name].append(_timed(fn))
+    rate = {n: [n_patch / w for w, _ in v] for n, v in ptimes.items()}
+    cpu_rate = {n: [n_patch / c for _, c in v] for n, v in ptimes.items()}
+    wall_ratio = statistics.median(rate["store"]) / statistics.median(rate["dicom"])
+    cpu_ratio = statistics.median(cpu_rate["store"]) / statistics.median(cpu_rate["dicom"])
+    print(f"random 64^3 patches per second: store {_spread(rate['store'])}, "
+          f"DICOM files {_spread(rate['dicom'])}; ratio wall {wall_ratio:.1f}, "
+          f"CPU {cpu_ratio:.1f}")  # fmt: skip
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, load average {os.getloadavg()}")  # fmt: skip
+    if os.environ.get("BENCH_CHUNKS") == "1":
+        print("\nchunk study (one series, level 0):")
+        print("| chunks | size/raw | files | write s | 1 slice ms | 64^3 patch ms | full s |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for row in chunk_study(reference, work):
+            print(
+                f"| {row['chunks']} | {row['ratio']:.3f} | {row['files']} | "
+                f"{row['write_s']:.2f} | {row['slice_ms']:.1f} | {row['patch64_ms']:.1f} | "
+                f"{row['full_s']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

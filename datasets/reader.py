@@ -113,7 +113,11 @@ class Dataset:
         scale = next(t["scale"] for t in meta if t["type"] == "scale")
         translation = next(t["translation"] for t in meta if t["type"] == "translation")
         array = zarr.open_array(self.store, path=f"series/{series_id}/{levels[level]}", mode="r")
-        data = da.from_zarr(array, chunks=_dask_chunks(array))  # type: ignore[no-untyped-call]
+        direct = _DirectChunks.for_array(self.store, array)
+        if direct is not None:  # a local store in the format ingest writes: decode chunks directly
+            data = da.from_array(direct, chunks=_dask_chunks(array), asarray=False)
+        else:
+            data = da.from_zarr(array, chunks=_dask_chunks(array))  # type: ignore[no-untyped-call]
         names = [a["name"] for a in ome["axes"]]
         coords = {
             name: translation[i] + np.arange(array.shape[i]) * scale[i]
@@ -160,6 +164,84 @@ class Dataset:
 
 
 DASK_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+class _DirectChunks:
+    """Blocks of a local Zarr v3 array read by decoding its chunk files directly.
+
+    For arrays in the layout ingest writes (bytes codec, little-endian, then Blosc;
+    default chunk keys) on a ``LocalStore``: Zarr's generic read path costs several
+    times the Blosc decode itself (bench/BENCHMARKS.md). Anything else, or any
+    selection that is not a box of plain slices, is read by Zarr.
+    """
+
+    def __init__(self, array: Any, path: Any, fill: Any) -> None:
+        self._array = array
+        self._path = path
+        self._fill = fill
+        self.shape: tuple[int, ...] = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype).newbyteorder("<")
+        self.ndim = len(self.shape)
+        self._chunks: tuple[int, ...] = tuple(array.chunks)
+
+    @classmethod
+    def for_array(cls, store: Any, array: Any) -> _DirectChunks | None:
+        from pathlib import Path
+
+        from zarr.storage import LocalStore
+
+        if not isinstance(store, LocalStore):
+            return None
+        meta = array.metadata.to_dict()
+        codecs = meta.get("codecs", [])
+        key_encoding = meta.get("chunk_key_encoding", {})
+        plain = (
+            [c.get("name") for c in codecs] == ["bytes", "blosc"]
+            and codecs[0].get("configuration", {}).get("endian", "little") == "little"
+            and key_encoding.get("name") == "default"
+            and key_encoding.get("configuration", {}).get("separator", "/") == "/"
+            and meta.get("chunk_grid", {}).get("name") == "regular"
+            and np.dtype(array.dtype).kind in "biuf"
+        )
+        if not plain:
+            return None
+        return cls(array, Path(store.root) / array.path, meta.get("fill_value", 0))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        box = key if isinstance(key, tuple) else (key,)
+        if len(box) != self.ndim or not all(
+            isinstance(k, slice) and k.step in (None, 1) for k in box
+        ):
+            return np.asarray(self._array[key])
+        region = [k.indices(n)[:2] for k, n in zip(box, self.shape, strict=True)]
+        out = np.full([max(0, b - a) for a, b in region], self._fill, dtype=self.dtype)
+        if not out.size:
+            return out
+        from concurrent.futures import ThreadPoolExecutor
+        from itertools import product
+
+        spans = [
+            range(a // c, (b - 1) // c + 1) for (a, b), c in zip(region, self._chunks, strict=True)
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda idx: self._copy(idx, region, out), product(*spans)))
+        return out
+
+    def _copy(self, idx: tuple[int, ...], region: list[tuple[int, int]], out: np.ndarray) -> None:
+        from numcodecs import Blosc
+
+        file = self._path / "c" / "/".join(map(str, idx))
+        try:
+            raw = file.read_bytes()
+        except FileNotFoundError:
+            return  # a chunk never written holds the fill value
+        chunk = np.frombuffer(Blosc().decode(raw), dtype=self.dtype).reshape(self._chunks)
+        src, dst = [], []
+        for i, c, (a, b) in zip(idx, self._chunks, region, strict=True):
+            lo, hi = max(a, i * c), min(b, (i + 1) * c)
+            src.append(slice(lo - i * c, hi - i * c))
+            dst.append(slice(lo - a, hi - a))
+        out[tuple(dst)] = chunk[tuple(src)]
 
 
 def _dask_chunks(array: Any) -> tuple[int, ...]:

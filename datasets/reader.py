@@ -115,7 +115,8 @@ class Dataset:
         array = zarr.open_array(self.store, path=f"series/{series_id}/{levels[level]}", mode="r")
         direct = _DirectChunks.for_array(self.store, array)
         if direct is not None:  # a local store in the format ingest writes: decode chunks directly
-            data = da.from_array(direct, chunks=_dask_chunks(array), asarray=False)
+            blocks = _dask_chunks(array)
+            data = da.from_array(direct, chunks=blocks, asarray=False)  # type: ignore[no-untyped-call]
         else:
             data = da.from_zarr(array, chunks=_dask_chunks(array))  # type: ignore[no-untyped-call]
         names = [a["name"] for a in ome["axes"]]

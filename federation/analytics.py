@@ -421,11 +421,7 @@ def _client_app() -> Any:
 
     @app.query()
     def query(msg: Message, context: Any) -> Message:
-
-        from pathlib import Path
-
-        from insitu.config import NodeHome, load_config
-        from insitu.federation.node_data import NODE_CONFIG_HOME, site_data
+        from insitu.federation.node_data import site_data
 
         spec = AnalysisSpec.from_run_config(context.run_config)
         data = site_data(context)
@@ -433,16 +429,13 @@ def _client_app() -> Any:
             raise DatasetNotFoundError(
                 f"this site serves dataset {data.alias!r} to the federation, not {spec.dataset!r}"
             )
-        from insitu.federation.settings import federation_settings
-
-        config = load_config(NodeHome(Path(str(context.node_config[NODE_CONFIG_HOME]))))
         frame = feature_frame(data, spec)
         content = site_summary(
             frame,
             spec,
-            site=config.site.name,
-            min_cell_count=config.policy.min_cell_count,
-            settings=federation_settings(config),
+            site=data.site,
+            min_cell_count=data.min_cell_count,
+            settings=data.settings,
             release=data.release,
         )
         return Message(content, reply_to=msg)
@@ -548,6 +541,55 @@ bins = ""
 quantiles = "0.25,0.5,0.75"
 min-sites = 1
 timeout = 120.0
+
+[tool.insitu.egress]
+message-types = ["query"]
+max-replies = 1
+max-values-per-reply = 20000
+max-values-per-run = 20000
+metrics = ["meta/site:*", "meta/num-examples"]
+
+[[tool.insitu.egress.arrays]]
+name = "summary/g:*/moments"
+dtype = "float64"
+shape = [4]
+max-count = 64
+
+[[tool.insitu.egress.arrays]]
+name = "summary/g:*/subjects"
+dtype = "int64"
+shape = [1]
+max-count = 64
+
+[[tool.insitu.egress.arrays]]
+name = "summary/g:*/suppressed"
+dtype = "int64"
+shape = [1]
+max-count = 64
+
+[[tool.insitu.egress.arrays]]
+name = "summary/g:*/hist"
+dtype = "int64"
+shape = [-1]
+max-count = 64
+
+[[tool.insitu.egress.arrays]]
+name = "summary/g:*/hist_hidden"
+dtype = "int64"
+shape = [-1]
+max-count = 64
+
+[[tool.insitu.egress.arrays]]
+name = "summary/g:*/sketch_means"
+dtype = "float64"
+shape = [-1]
+max-count = 64
+
+[[tool.insitu.egress.arrays]]
+name = "summary/g:*/sketch_counts"
+dtype = "int64"
+shape = [-1]
+max-count = 64
 """
 
 _MODULE = '''"""insitu built-in federated analytics (the code is insitu.federation.analytics)."""

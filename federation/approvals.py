@@ -5,6 +5,10 @@ Flower App Bundle), exactly as Flower computes it (``flwr build`` and
 ``flwr run`` hash the same deterministic zip). Any change to the app's code
 or configuration changes the fingerprint, so a changed app is a new app.
 
+An approval carries the app's egress manifest (:mod:`insitu.federation.manifest`):
+what its replies may contain. :func:`approve` takes it, or derives it from the
+FAB (given, or recorded when the app was refused) or from a built-in app.
+
 The state lives in ``$INSITU_HOME/federation/approvals.json`` (decisions)
 and ``pending.json`` (apps that tried to run and were refused), each written
 atomically under an exclusive lock. Every decision goes to the audit log.
@@ -24,6 +28,7 @@ from typing import Any
 
 from insitu.config import NodeHome
 from insitu.errors import AppNotApprovedError, InvalidRequestError
+from insitu.federation.manifest import EgressManifest, manifest_from_fab
 
 __all__ = [
     "Approval",
@@ -31,6 +36,7 @@ __all__ = [
     "approvals",
     "approve",
     "check",
+    "derive_manifest",
     "federation_dir",
     "normalise_fingerprint",
     "pending",
@@ -53,6 +59,10 @@ class Approval:
     revoked_at: str | None = None
     revoked_by: str | None = None
     note: str = ""
+    manifest: dict[str, Any] | None = None
+
+    def egress_manifest(self) -> EgressManifest | None:
+        return None if self.manifest is None else EgressManifest.from_dict(self.manifest)
 
     def state(self, now: datetime | None = None) -> str:
         """'active', 'expired' or 'revoked'."""
@@ -72,6 +82,7 @@ class PendingApp:
     attempts: int
     last_run_id: int
     reason: str
+    manifest: dict[str, Any] | None = None
 
 
 def federation_dir(home: NodeHome) -> Path:
@@ -140,6 +151,46 @@ def _audit(home: NodeHome, kind: str, *, user: str | None, dataset: str, **detai
     AuditLog(home).append(kind, user=user, dataset=dataset, **details)
 
 
+def _builtin_manifest(fingerprint: str) -> EgressManifest | None:
+    """The manifest of a built-in app (analytics, training) with this fingerprint."""
+    import hashlib
+
+    from insitu.federation.analytics import analytics_fab
+    from insitu.federation.train_app import training_fab
+
+    for make in (analytics_fab, lambda: training_fab(), lambda: training_fab(secagg=True)):
+        fab = make()
+        if hashlib.sha256(fab).hexdigest() == fingerprint:
+            return manifest_from_fab(fab)
+    return None
+
+
+def derive_manifest(
+    home: NodeHome, fingerprint: str, dataset: str, fab: bytes | None = None
+) -> EgressManifest:
+    """The manifest an app declares: from its FAB, a refused run's record, or a built-in."""
+    import hashlib
+
+    if fab is not None:
+        if hashlib.sha256(fab).hexdigest() != fingerprint:
+            raise InvalidRequestError(
+                f"the FAB given has fingerprint {hashlib.sha256(fab).hexdigest()[:12]}…, not "
+                f"{fingerprint[:12]}…"
+            )
+        return manifest_from_fab(fab)
+    for row in pending(home):
+        if row.fingerprint == fingerprint and row.manifest is not None:
+            return EgressManifest.from_dict(row.manifest)
+    builtin = _builtin_manifest(fingerprint)
+    if builtin is not None:
+        return builtin
+    raise InvalidRequestError(
+        f"no egress manifest known for app {fingerprint[:12]}…: give --manifest FILE or --app "
+        "PATH (its folder or .fab), or wait until it tried to run here (then `insitu "
+        "federation pending` shows what it declares)"
+    )
+
+
 def approve(
     home: NodeHome,
     fingerprint: str,
@@ -148,14 +199,19 @@ def approve(
     days: int,
     user: str,
     note: str = "",
+    manifest: EgressManifest | None = None,
+    fab: bytes | None = None,
 ) -> Approval:
-    """Let the app with this fingerprint read ``dataset`` for ``days`` days."""
+    """Let the app with this fingerprint read ``dataset`` for ``days`` days, replying
+    only what its egress manifest names (given, or derived: :func:`derive_manifest`)."""
     fingerprint = normalise_fingerprint(fingerprint)
     dataset = _check_dataset(dataset)
     if not 1 <= days <= MAX_DAYS:
         raise InvalidRequestError(
             f"--days {days}: an approval lasts 1 to {MAX_DAYS} days; approve again to renew"
         )
+    if manifest is None:
+        manifest = derive_manifest(home, fingerprint, dataset, fab)
     now = _now()
     approval = Approval(
         fingerprint=fingerprint,
@@ -164,6 +220,7 @@ def approve(
         approved_at=now.isoformat(timespec="seconds"),
         expires_at=(now + timedelta(days=days)).isoformat(timespec="seconds"),
         note=note,
+        manifest=manifest.to_dict(),
     )
     with _locked(home) as folder:
         rows = [
@@ -187,6 +244,7 @@ def approve(
         fingerprint=fingerprint,
         expires_at=approval.expires_at,
         note=note,
+        manifest=approval.manifest,
     )
     return approval
 
@@ -252,7 +310,14 @@ def check(home: NodeHome, fingerprint: str, dataset: str, now: datetime | None =
 
 
 def record_refusal(
-    home: NodeHome, fingerprint: str, dataset: str, *, app: str, run_id: int, reason: str
+    home: NodeHome,
+    fingerprint: str,
+    dataset: str,
+    *,
+    app: str,
+    run_id: int,
+    reason: str,
+    manifest: dict[str, Any] | None = None,
 ) -> None:
     """Remember an app that tried to run and was refused, for the steward's review."""
     now = _now().isoformat(timespec="seconds")
@@ -266,6 +331,7 @@ def record_refusal(
                     last_run_id=run_id,
                     reason=reason,
                     app=app,
+                    manifest=manifest,
                 )
                 break
         else:
@@ -280,6 +346,7 @@ def record_refusal(
                         attempts=1,
                         last_run_id=run_id,
                         reason=reason,
+                        manifest=manifest,
                     )
                 )
             )

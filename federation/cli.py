@@ -112,15 +112,37 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_approve(args: argparse.Namespace) -> int:
-    from insitu.federation import approvals
+    from pathlib import Path
 
+    from insitu.federation import approvals
+    from insitu.federation.manifest import manifest_from_toml
+
+    manifest = None
+    if args.manifest:
+        manifest = manifest_from_toml(Path(args.manifest).read_text())
+    fab = None
+    if args.app:
+        from insitu.federation.apps import build_fab
+
+        path = Path(args.app)
+        fab = path.read_bytes() if path.is_file() else build_fab(path)
     approval = approvals.approve(
-        _home(), args.fingerprint, args.dataset, days=args.days, user=_user(args), note=args.note
+        _home(),
+        args.fingerprint,
+        args.dataset,
+        days=args.days,
+        user=_user(args),
+        note=args.note,
+        manifest=manifest,
+        fab=fab,
     )
     print(
         f"approved app {approval.fingerprint} for dataset {approval.dataset!r} "
-        f"until {approval.expires_at}"
+        f"until {approval.expires_at}; its replies may contain only:"
     )
+    egress = approval.egress_manifest()
+    for line in egress.describe() if egress is not None else []:
+        print(f"  {line}")
     return 0
 
 
@@ -144,11 +166,19 @@ def _cmd_pending(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no refused apps are waiting for a decision")
+    from insitu.federation.manifest import EgressManifest
+
     for row in rows:
         print(
             f"{row.fingerprint}  {row.app}  dataset={row.dataset}  attempts={row.attempts}  "
             f"last={row.last_seen}"
         )
+        if row.manifest is None:
+            print("  declares no egress manifest: approve it with --manifest FILE")
+            continue
+        print("  its egress manifest (what its replies would contain):")
+        for line in EgressManifest.from_dict(row.manifest).describe():
+            print(f"    {line}")
     return 0
 
 
@@ -249,13 +279,21 @@ def register(subparsers: Any) -> None:
         "approve",
         help="let an app (by fingerprint) read a dataset, for N days",
         description="Approve a federated app by its fingerprint (the SHA-256 of its FAB, "
-        "as Flower computes it) for one dataset until an expiry.",
+        "as Flower computes it) for one dataset until an expiry, together with its egress "
+        "manifest: what its replies may contain (docs/federation.md).",
     )
     p.add_argument("fingerprint")
     p.add_argument("--dataset", required=True)
     p.add_argument("--days", type=int, required=True)
     p.add_argument("--note", default="", help="why (kept in the audit log)")
     p.add_argument("--by", default=None, help="the steward deciding (default: $USER)")
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="egress manifest (TOML with [tool.insitu.egress]); default: the one the app "
+        "declares (from --app, from its refused run in `pending`, or a built-in app's)",
+    )
+    p.add_argument("--app", default=None, help="the app's folder or .fab, to derive its manifest")
     p.set_defaults(handler=_cmd_approve)
 
     p = sub.add_parser("revoke", help="withdraw an app's approval")

@@ -2,9 +2,11 @@
 
 A ClientApp never opens a path. It calls :func:`site_data(context)
 <site_data>` and gets the dataset named in the SuperNode's node config
-(``insitu federation join --dataset NAME``), opened from the node home. The
-object counts which subjects and series it handed out, so the site's egress
-mod can check a reply against the subjects it really covers.
+(``insitu federation join --dataset NAME``). At a site the app runs in a
+sandbox (:mod:`insitu.federation.sandbox`) and ``site_data`` there is a proxy:
+every read is a request to the site's runner, where a :class:`SiteData`
+opened from the node home answers it and counts which subjects and series it
+handed out (the tally the checker uses lives there, out of the app's reach).
 """
 
 from __future__ import annotations
@@ -56,13 +58,22 @@ class SiteData:
     """One dataset of this site, handed to an approved ClientApp, with a tally."""
 
     def __init__(
-        self, source: DatasetLike, *, site: str, dataset: str, alias: str | None = None
+        self,
+        source: DatasetLike,
+        *,
+        site: str,
+        dataset: str,
+        alias: str | None = None,
+        min_cell_count: int = 10,
     ) -> None:
         self._source = source
         self.site = site
         self.dataset = dataset
         self.alias = alias or dataset
+        self.min_cell_count = min_cell_count
+        self.settings: Any = None  # the site's [federation] settings (None: defaults)
         self.served_subjects: set[str] = set()
+        self.served_series: set[str] = set()
         self.identifiers: set[str] = set()
         self._series_subject: dict[str, str] | None = None
 
@@ -107,6 +118,7 @@ class SiteData:
         """One series as a lazy xarray DataArray (z, y, x); its subject counts as served."""
         array = self._source.image(series_id)
         self.identifiers.add(str(series_id))
+        self.served_series.add(str(series_id))
         subject = self._subject_of(str(series_id))
         if subject is not None:
             self._serve([subject])
@@ -144,6 +156,9 @@ class SiteData:
             min_cell=load_config(run.home).policy.min_cell_count,
             run_id=run.run_id,
         )
+
+    def series_ids(self) -> list[str]:
+        return [str(s) for s in _column(self._source.series, SERIES)]
 
     def image_shapes(self) -> list[tuple[int, ...]]:
         """Shapes of every image in the store (the egress mod refuses arrays like them)."""
@@ -225,11 +240,19 @@ def open_for_node(node_config: dict[str, Any]) -> SiteData:
             f"the SuperNode has no {missing} in its node config: start it with "
             "`insitu federation join`"
         ) from None
+    from insitu.config import load_config
     from insitu.datasets.reader import open_dataset
 
     source = open_dataset(dataset, home=home)
     alias = str(node_config.get(NODE_CONFIG_ALIAS, "") or dataset)
-    return SiteData(source, site=site, dataset=dataset, alias=alias)
+    from insitu.federation.settings import federation_settings
+
+    config = load_config(home)
+    data = SiteData(
+        source, site=site, dataset=dataset, alias=alias, min_cell_count=config.policy.min_cell_count
+    )
+    data.settings = federation_settings(config)
+    return data
 
 
 def site_data(context: Any) -> SiteData:

@@ -334,8 +334,12 @@ def start_site(
         command += ["--root-certificates", str(root_certificates)]
     if auth_private_key:
         command += ["--auth-supernode-private-key", auth_private_key]
+    # Only the site's executor may take tasks from the Runtime API (HMAC with this secret).
+    secret = superexec_secret(folder)
+    command += ["--superexec-auth-secret-file", str(secret)]
     service = [sys.executable, "-m", "insitu.federation.site_service"]
-    service += ["--runtime-port", str(port), "--", *command]
+    service += ["--runtime-port", str(port), "--superexec-auth-secret-file", str(secret)]
+    service += ["--", *command]
     offset = log.stat().st_size if log.exists() else 0
     proc = _spawn(service, log, _flower_env(folder / "flwr"))
     record = ServiceRecord(
@@ -360,6 +364,18 @@ def start_site(
         stop(home, roles=("site",))
         raise
     return record
+
+
+def superexec_secret(folder: Path) -> Path:
+    """A fresh random SuperExec secret for this SuperNode, 0600 (the site's account only)."""
+    import secrets
+
+    path = folder / "superexec.secret"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_bytes(32))
+    return path
 
 
 def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

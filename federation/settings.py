@@ -57,6 +57,18 @@ HELP: dict[str, str] = {
         "(turn off only for a single-site test bed)"
     ),
     "identity_max_age": "seconds a signed researcher identity stays valid after it was issued",
+    "sandbox_timeout": (
+        "seconds an approved app may take for one message in its sandbox before the site "
+        "stops it and replies with an error (code 4004)"
+    ),
+    "max_values_per_reply": (
+        "most numbers (array entries and metrics) one reply may carry, whatever the app's "
+        "egress manifest allows"
+    ),
+    "max_values_per_run": (
+        "most numbers one run may take out of this site, whatever the app's egress manifest "
+        "allows"
+    ),
     "trusted_homes": (
         "table: home site name -> its Ed25519 public key (64 hex digits); this site "
         "accepts researcher identities those sites signed (its own key always counts)"
@@ -76,6 +88,9 @@ class FederationSettings:
     min_bin_width: float = 0.1
     require_identity: bool = True
     identity_max_age: int = 24 * 3600
+    sandbox_timeout: float = 900.0
+    max_values_per_reply: int = 1_000_000
+    max_values_per_run: int = 10_000_000
     trusted_homes: dict[str, str] = field(default_factory=dict)
 
 
@@ -131,6 +146,11 @@ def _validate(settings: FederationSettings, source: str) -> None:
         fail("min_bin_width", "must not be negative")
     if settings.identity_max_age < 60:
         fail("identity_max_age", "must be at least 60 seconds")
+    if settings.sandbox_timeout <= 0:
+        fail("sandbox_timeout", "must be positive")
+    for key in ("max_values_per_reply", "max_values_per_run"):
+        if getattr(settings, key) < 1:
+            fail(key, "must be at least 1")
     for site, key in settings.trusted_homes.items():
         if not _SITE.match(site):
             fail("trusted_homes", f"names {site!r}, which is not a site name")

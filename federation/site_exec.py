@@ -7,6 +7,12 @@ it acquires ClientApp tasks from the SuperNode's Runtime API and starts
 the app's approval and wraps it in the site's mods; the app author cannot
 choose a different entry point (see docs/federation.md, "Why the site runs
 its own executor").
+
+Only this process may take tasks: the SuperNode is started with a SuperExec
+secret (``--superexec-auth-secret-file``, a 0600 file of the site's account)
+and Flower then refuses ``AcquireTask`` requests not signed with it (HMAC).
+A task's token goes to the runner on its stdin, never on a command line
+(``/proc/<pid>/cmdline`` is readable by every local account).
 """
 
 from __future__ import annotations
@@ -17,21 +23,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
 POLL_SECONDS = 0.2
+ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
 
 
-def _runner_command(args: argparse.Namespace, token: str) -> list[str]:
+def _runner_command(args: argparse.Namespace) -> list[str]:
     command = [
         sys.executable,
         "-m",
         "insitu.federation.site_runner",
         "--runtime-api-address",
         args.runtime_api_address,
-        "--token",
-        token,
         "--parent-pid",
         str(os.getpid()),
     ]
@@ -47,25 +53,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--root-certificates", default=None)
     parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument("--superexec-auth-secret-file", default=None)
     args = parser.parse_args(argv)
 
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.app_utils import start_parent_process_monitor
+    from flwr.supercore.auth import load_superexec_auth_secret
     from flwr.supercore.constant import TaskType
-    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+    from flwr.supercore.interceptors import (
+        RuntimeVersionHttpInterceptor,
+        SuperExecAuthHttpInterceptor,
+    )
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supercore.tls import validate_and_resolve_root_certificates
 
     if args.parent_pid is not None:
         start_parent_process_monitor(args.parent_pid)
+    interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+    secret = load_superexec_auth_secret(args.superexec_auth_secret_file)
+    if secret is not None:
+        interceptors.append(
+            SuperExecAuthHttpInterceptor(
+                master_secret=secret, protected_methods=frozenset({ACQUIRE_TASK})
+            )
+        )
     client = RuntimeHttpClient.from_server_address(
         server_address=args.runtime_api_address,
         insecure=args.root_certificates is None,
         root_certificates=validate_and_resolve_root_certificates(
             args.root_certificates, args.root_certificates is None
         ),
-        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
+        interceptors=interceptors,
         retry_invoker=make_simple_http_retry_invoker(),
     )
     children: list[subprocess.Popen[bytes]] = []
@@ -75,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
             if res.HasField("task") and res.token:
                 # Same process group as the SuperNode: `insitu federation stop` ends all.
-                children.append(subprocess.Popen(_runner_command(args, res.token)))
+                runner = subprocess.Popen(_runner_command(args), stdin=subprocess.PIPE)
+                assert runner.stdin is not None
+                runner.stdin.write(res.token.encode() + b"\n")
+                runner.stdin.close()
+                children.append(runner)
                 continue
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:

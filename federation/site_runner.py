@@ -1,42 +1,267 @@
-"""Run one ClientApp task at a site: approval first, then the app inside the site's mods.
+"""Run one ClientApp task at a site: approval, sandboxed app, checker, site mods.
 
 This is insitu's replacement for ``flwr-clientapp`` (started by
-:mod:`insitu.federation.site_exec`, never by the app). For one task it:
+:mod:`insitu.federation.site_exec`, never by the app; the task token comes on
+stdin, never on the command line where any local process could read it).
+For one task it:
 
 1. pulls the message, context, run and FAB from the SuperNode's Runtime API;
 2. fingerprints the FAB bytes itself (SHA-256) and checks the steward's
-   approval for the node's dataset; without one it sends an error reply
-   naming the reason, records the app as pending and audits the refusal:
-   the app is not installed, no data is opened;
-3. otherwise installs the FAB (no dependency installation: sites are
-   offline), loads its ClientApp and calls it wrapped in the site's mods,
-   with the node's dataset opened from the node home;
+   approval for the node's dataset, and that the message type and the run's
+   reply count are within the approved egress manifest; otherwise it sends an
+   error reply naming the reason, records the app (and the manifest it
+   declares) as pending and audits the refusal: no app code runs;
+3. otherwise runs the app in a sandbox process (:mod:`insitu.federation.sandbox`:
+   own account, no network, no token), serving its data requests itself
+   (:mod:`insitu.federation.data_service`, which keeps the tally), and takes
+   its reply as bytes, which the checker parses and judges
+   (:mod:`insitu.federation.checker`); what passes is rebuilt from the parsed
+   values and goes through the site's mods (DP, SecAgg+, the envelope);
 4. pushes the reply and the task's final status back to the SuperNode.
+
+Every failure (the app raising, hanging, sending garbage, a mod breaking on
+the reply) ends in an error reply with a code and a fixed text, and the task
+is always finished, so the site goes on serving other runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import pickle
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
 
+NODE_HOME_KEY = "insitu-home"
+
+
+def _error(code: int, reason: str, reply_to: Any) -> Any:
+    from flwr.app import Error, Message
+
+    return Message(Error(code=code, reason=reason), reply_to=reply_to)
+
+
+class AppCall:
+    """The innermost callable of the mod chain: the sandboxed app plus the checker."""
+
+    def __init__(self, *, run: Any, config: Any, fab: Any, flwr_run: Any, manifest: Any) -> None:
+        self.run = run
+        self.config = config
+        self.fab = fab
+        self.flwr_run = flwr_run
+        self.manifest = manifest
+        from insitu.federation.settings import federation_settings
+
+        self.settings = federation_settings(config)
+        self.timeout = float(self.settings.sandbox_timeout)
+        self.isolation: dict[str, Any] = {}
+
+    def __call__(self, message: Any, context: Any) -> Any:
+        from flwr.app import Context, RecordDict
+        from flwr.common.serde import context_to_proto, message_to_proto
+
+        from insitu.federation import node_data, sandbox_launch
+        from insitu.federation.channel import ChannelClosedError
+        from insitu.federation.data_service import DataService
+
+        data = node_data.open_for_node(dict(context.node_config))
+        service = DataService(data)
+        # The app sees the node config without the node home's path, and no state
+        # (SecAgg+ keeps its secrets in the runner's context state).
+        app_context = Context(
+            run_id=context.run_id,
+            node_id=context.node_id,
+            node_config={k: v for k, v in context.node_config.items() if k != NODE_HOME_KEY},
+            state=RecordDict(),
+            run_config=context.run_config,
+        )
+        task = {
+            "message": message_to_proto(message).SerializeToString(),
+            "context": context_to_proto(app_context).SerializeToString(),
+            "fab": self.fab.content,
+            "fab_id": self.flwr_run.fab_id,
+            "fab_version": self.flwr_run.fab_version,
+            "fab_hash": self.fab.hash_str,
+            "data": {
+                "site": data.site,
+                "dataset": data.dataset,
+                "alias": data.alias,
+                "min_cell_count": data.min_cell_count,
+                "settings": data.settings,
+            },
+        }
+        box = sandbox_launch.start(self.config.hub.user_python)
+        self.isolation = box.isolation
+        limits = {b"Q": 1 << 20, b"R": self.config.policy.max_reply_bytes + 65536, b"E": 65536}
+        deadline = time.monotonic() + self.timeout
+        try:
+            box.channel.send(b"T", pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
+            while True:
+                box.channel.sock.settimeout(max(0.1, deadline - time.monotonic()))
+                kind, payload = box.channel.recv(limits)
+                if kind == b"Q":
+                    service.answer(box.channel, payload)
+                    continue
+                if service.refusal is not None:
+                    return self._refuse(message, [str(service.refusal)], 0)
+                if kind == b"R":
+                    return self._check(message, payload, service)
+                return self._app_failed(message, "the app raised an exception")
+        except TimeoutError:
+            return self._app_failed(
+                message, f"the app did not answer within {self.timeout:.0f} s (it was stopped)"
+            )
+        except (ChannelClosedError, OSError):
+            return self._app_failed(message, "the app's process ended without a valid reply")
+        finally:
+            box.stop()
+
+    def _app_failed(self, message: Any, what: str) -> Any:
+        from insitu.federation.site_mod import ERROR_APP_FAILED
+
+        self.run.audit(
+            "federation.reply",
+            message_type=message.metadata.message_type,
+            decision="error",
+            reason=what,
+            size_bytes=0,
+        )
+        return _error(
+            ERROR_APP_FAILED,
+            f"site {self.run.site!r}: the ClientApp failed ({what}); the site does not "
+            "forward the app's own error text",
+            message,
+        )
+
+    def _check(self, message: Any, payload: bytes, service: Any) -> Any:
+        from flwr.app import Message
+
+        from insitu.federation import run_budget
+        from insitu.federation.checker import (
+            MalformedReplyError,
+            check_parsed,
+            fingerprint_text,
+            parse_reply,
+        )
+        from insitu.federation.policy import EgressPolicy
+        from insitu.federation.site_mod import ERROR_APP_FAILED, ERROR_EGRESS_REFUSED
+
+        run, policy = self.run, EgressPolicy.from_config(self.config.policy)
+        message_type = message.metadata.message_type
+        try:
+            parsed = parse_reply(payload, max_bytes=policy.max_reply_bytes)
+        except MalformedReplyError as exc:
+            return self._refuse(message, [str(exc)], len(payload))
+        if parsed.error_code is not None:
+            # An error reply of the app: its code and text stay here (length and hash only).
+            run.audit(
+                "federation.reply",
+                message_type=message_type,
+                decision="error",
+                reason="the app replied with an error",
+                app_error=fingerprint_text(parsed.error_text) | {"code": parsed.error_code},
+                size_bytes=0,
+            )
+            return _error(
+                ERROR_APP_FAILED,
+                f"site {run.site!r}: the ClientApp replied with an error; the site does not "
+                "forward the app's own error text",
+                message,
+            )
+        used = run_budget.usage(run.home, run.run_id, run.fingerprint)
+        result = check_parsed(
+            parsed,
+            message_type=message_type,
+            manifest=self.manifest,
+            policy=policy,
+            tally=service.tally(),
+            run_values=used.values,
+            max_values_per_reply=self.settings.max_values_per_reply,
+            max_values_per_run=self.settings.max_values_per_run,
+            disclosure_context=_disclosure_context(run.home),
+        )
+        run.audit("federation.reply", message_type=message_type, **result.summary())
+        if not result.allowed:
+            return _error(
+                ERROR_EGRESS_REFUSED,
+                f"site {run.site!r} refused to send this reply: " + "; ".join(result.reasons),
+                message,
+            )
+        refused = self._charge(parsed.values)
+        if refused is not None:
+            return self._refuse(message, [refused], parsed.size_bytes)
+        run_budget.record(run.home, run.run_id, run.fingerprint, parsed.values)
+        return Message(result.content(), reply_to=message)
+
+    def _charge(self, values: int) -> str | None:
+        """Charge the researcher's budget for this dataset (the site's ledger); a reason if
+        it is spent. DP's epsilon is charged when the site noises replies."""
+        from insitu.errors import BudgetExhaustedError
+        from insitu.federation import node_data
+        from insitu.federation.ledger import Ledger
+        from insitu.federation.site_mod import dp_epsilon
+
+        policy = self.config.policy
+        epsilon = 0.0
+        if policy.differential_privacy:
+            epsilon = dp_epsilon(policy.dp_noise_multiplier, self.settings.dp_delta)
+        binding = node_data.current_run()
+        researcher = binding.researcher if binding is not None else "anonymous"
+        try:
+            Ledger.for_home(self.run.home).charge(
+                researcher,
+                self.run.dataset,
+                values=values,
+                epsilon=epsilon,
+                run_id=str(self.run.run_id),
+            )
+        except BudgetExhaustedError as exc:
+            return str(exc)
+        return None
+
+    def _refuse(self, message: Any, reasons: list[str], size: int) -> Any:
+        from insitu.federation.site_mod import ERROR_EGRESS_REFUSED
+
+        self.run.audit(
+            "federation.reply",
+            message_type=message.metadata.message_type,
+            decision="refused",
+            reasons=reasons,
+            size_bytes=size,
+        )
+        return _error(
+            ERROR_EGRESS_REFUSED,
+            f"site {self.run.site!r} refused to send this reply: " + "; ".join(reasons),
+            message,
+        )
+
+
+def _disclosure_context(home: Any) -> Any | None:
+    """The disclosure engine's context for this node, when the engine is installed."""
+    import importlib
+
+    try:
+        engine = importlib.import_module("insitu.disclosure")
+    except ImportError:
+        return None
+    return engine.DisclosureContext.for_home(home)
+
 
 def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:
-    """The reply for one task (an error reply when the site refuses)."""
-    from flwr.app import Error, Message
-    from flwr.cli.install import install_from_fab
+    """The reply for one task (an error reply when the site refuses or anything fails)."""
     from flwr.client.mod.utils import make_ffn
-    from flwr.clientapp.utils import get_load_client_app_fn
 
     from insitu.config import NodeHome, load_config
     from insitu.errors import AppNotApprovedError, InsituError
-    from insitu.federation import approvals, node_data
+    from insitu.federation import approvals, node_data, run_budget
+    from insitu.federation.manifest import manifest_from_fab
     from insitu.federation.site_mod import (
+        ERROR_EGRESS_REFUSED,
         ERROR_NOT_APPROVED,
         ERROR_SITE_FAILURE,
         SiteRun,
@@ -48,6 +273,7 @@ def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:
     config = load_config(home)
     dataset = str(node_config[node_data.NODE_CONFIG_DATASET])
     fingerprint = hashlib.sha256(fab.content).hexdigest()
+    message_type = message.metadata.message_type
     run_info = SiteRun(
         home=home,
         site=config.site.name,
@@ -60,50 +286,82 @@ def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:
         approval = approvals.check(home, fingerprint, dataset)
     except AppNotApprovedError as refused:
         reason = f"site {config.site.name!r} refused the run: {refused}"
+        try:
+            declared: dict[str, Any] | None = manifest_from_fab(fab.content).to_dict()
+        except InsituError:
+            declared = None
         approvals.record_refusal(
-            home, fingerprint, dataset, app=run_info.app, run_id=run_info.run_id, reason=reason
+            home,
+            fingerprint,
+            dataset,
+            app=run_info.app,
+            run_id=run_info.run_id,
+            reason=reason,
+            manifest=declared,
         )
-        run_info.audit(
-            "federation.refuse", message_type=message.metadata.message_type, reason=str(refused)
-        )
-        return Message(Error(code=ERROR_NOT_APPROVED, reason=reason), reply_to=message)
+        run_info.audit("federation.refuse", message_type=message_type, reason=str(refused))
+        return _error(ERROR_NOT_APPROVED, reason, message)
+
+    manifest = approval.egress_manifest()
+    refusal = None
+    if manifest is None:
+        refusal = "the app was approved without an egress manifest: the steward must approve again"
+    elif not manifest.allows_type(message_type):
+        refusal = f"message type {message_type!r} is not in the app's approved egress manifest"
+    elif run_budget.usage(home, run_info.run_id, fingerprint).replies >= manifest.max_replies:
+        refusal = f"the run has had the {manifest.max_replies} replies its manifest allows"
+    if refusal is not None or manifest is None:
+        run_info.audit("federation.refuse", message_type=message_type, reason=refusal)
+        return _error(ERROR_EGRESS_REFUSED, f"site {config.site.name!r}: {refusal}", message)
+
+    app = AppCall(run=run_info, config=config, fab=fab, flwr_run=run, manifest=manifest)
+    delta = app.settings.dp_delta
+    call: Callable[..., Any] = make_ffn(app, site_mods(run_info, config.policy, dp_delta=delta))
 
     # Who the run works for, for the analytics' differencing ledger (the researcher's
     # verified identity once runs carry one).
     node_data.set_run(node_data.RunBinding(home, "anonymous", str(run.run_id)))
     run_info.audit(
         "federation.run",
-        message_type=message.metadata.message_type,
+        message_type=message_type,
         approved_by=approval.approved_by,
         expires_at=approval.expires_at,
     )
     try:
-        install_from_fab(fab.content, skip_prompt=True)
-        load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-        client_app = load(run.fab_id, run.fab_version, fab.hash_str)
-        node_data.set_current(None)  # opened on first use, from the node home only
-        delta = float(config.extra.get("federation", {}).get("dp_delta", 1e-5))
-        call = make_ffn(client_app, site_mods(run_info, config.policy, dp_delta=delta))
-        return call(message, context)
+        reply = call(message, context)
     except InsituError as exc:
         # Our own errors are safe to show (dataset missing, bad node config).
         run_info.audit("federation.reply", decision="error", reason=str(exc), size_bytes=0)
-        return Message(
-            Error(code=ERROR_SITE_FAILURE, reason=f"site {config.site.name!r}: {exc}"),
-            reply_to=message,
+        return _error(ERROR_SITE_FAILURE, f"site {config.site.name!r}: {exc}", message)
+    except Exception as exc:  # a mod (DP, SecAgg+) broke on the reply
+        what = f"{type(exc).__module__}.{type(exc).__name__}"
+        run_info.audit(
+            "federation.reply",
+            message_type=message_type,
+            decision="error",
+            reason=f"the site's processing of the reply failed ({what})",
+            size_bytes=0,
         )
+        return _error(
+            ERROR_SITE_FAILURE,
+            f"site {config.site.name!r} could not process the app's reply (its privacy "
+            "mods refused its form); the run fails at this site, other runs go on",
+            message,
+        )
+    if app.isolation:
+        run_info.audit("federation.sandbox", message_type=message_type, **app.isolation)
+    return reply
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="insitu site runner (one ClientApp task)")
     parser.add_argument("--runtime-api-address", required=True)
-    parser.add_argument("--token", required=True)
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--root-certificates", default=None)
     parser.add_argument("--parent-pid", type=int, default=None)
     args = parser.parse_args(argv)
+    token = sys.stdin.readline().strip()  # from the site executor, never on argv
 
-    from flwr.app import Error, Message
     from flwr.common.constant import ErrorCode, SubStatus
     from flwr.supercore.app_utils import start_parent_process_monitor
     from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
@@ -131,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         interceptors=[
             RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
-            RuntimeTokenHttpInterceptor(args.token),
+            RuntimeTokenHttpInterceptor(token),
         ],
         retry_invoker=retry,
     )
@@ -145,15 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             reply = _handle(message, context, run, fab)
             sub_status, details, code = SubStatus.COMPLETED, "", 0
         except Exception as exc:
-            # The app's own failure: report its type only (its text may hold data).
-            reply = Message(
-                Error(
-                    code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                    reason=f"the ClientApp raised {type(exc).__name__} at the site",
-                ),
-                reply_to=message,
+            # The site's own failure: a fixed text (the type only, in the site log).
+            reply = _error(
+                ErrorCode.CLIENT_APP_RAISED_EXCEPTION, "the site failed to run the task", message
             )
-            details = f"ClientApp raised {type(exc).__name__}"
+            details = f"site runner raised {type(exc).__name__}"
             import traceback
 
             traceback.print_exc()

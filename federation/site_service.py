@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="insitu site federation service")
     parser.add_argument("--runtime-port", type=int, required=True)
     parser.add_argument("--root-certificates", default=None)
+    parser.add_argument("--superexec-auth-secret-file", default=None)
     parser.add_argument("supernode", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = [c for c in args.supernode if c != "--"]
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--parent-pid",
         str(supernode.pid),
     ]
+    if args.superexec_auth_secret_file:
+        executor += ["--superexec-auth-secret-file", args.superexec_auth_secret_file]
     children.append(subprocess.Popen(executor))
     code = supernode.wait()
     for child in children[1:]:

@@ -293,7 +293,36 @@ lr = 0.005
 local-epochs = 1
 proximal-mu = 0.0
 slices-per-subject = 8
+""" + _egress(name)
+
+
+# The demo CNN's parameters (train_cnn.make_model), in state-dict order.
+_CNN_SHAPES = ([8, 1, 3, 3], [8], [16, 8, 3, 3], [16], [2, 256], [2])
+
+
+def _egress(name: str) -> str:
+    """The egress manifest a steward approves with the app (docs/federation.md)."""
+    record, metrics = ("arrays", '["metrics/num-examples", "metrics/train-loss"]')
+    if name.endswith("-secagg"):
+        record = "fitres.parameters"
+        metrics = '["fitres.num_examples/num_examples", "fitres.metrics/train-loss"]'
+    arrays = "".join(
+        f"""
+[[tool.insitu.egress.arrays]]
+name = "{record}/{i}"
+dtype = "float32"
+shape = {shape}
 """
+        for i, shape in enumerate(_CNN_SHAPES)
+    )
+    return f"""
+[tool.insitu.egress]
+message-types = ["train"]
+max-replies = 100
+max-values-per-reply = 10000
+max-values-per-run = 1000000
+metrics = {metrics}
+{arrays}"""
 
 
 _MODULE = '''"""insitu example app (the code is insitu.federation.train_app)."""

@@ -58,14 +58,50 @@ def _leftover_processes(pgids: set[int]) -> list[int]:
     return alive
 
 
+def python_for_accounts(where: Path) -> str:
+    """A Python the sandbox account can run, with this environment's packages.
+
+    Ours may live under a 0700 folder (here: /root/.pyenv); then a small venv in
+    /tmp from the system's Python of the same minor version, whose .pth adds our
+    site-packages (what a site does with hub.user_python).
+    """
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+
+    from insitu.hub.local_users import _reachable_by_others
+
+    if os.geteuid() != 0 or _reachable_by_others(Path(sys.executable)):
+        return ""
+    base = shutil.which(f"python3.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin")
+    assert base is not None and _reachable_by_others(Path(base)), "no Python for accounts"
+    subprocess.run([base, "-m", "venv", "--without-pip", str(where)], check=True)
+    minor = f"python3.{sys.version_info.minor}"
+    ours = sysconfig.get_paths()["purelib"]
+    (where / "lib" / minor / "site-packages" / "insitu-tests.pth").write_text(
+        f"import site; site.addsitedir({ours!r})\n"
+    )
+    for path in [where, *where.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() or path.name.startswith("python") else 0o644)
+    return str(where / "bin" / "python")
+
+
 @pytest.fixture(scope="session")
-def federation_sites(tmp_path_factory: pytest.TempPathFactory) -> SiteHomes:
+def federation_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteHomes]:
     """A LOCAT-like trial (12 subjects per site, tiny images) ingested at three homes."""
+    import shutil
+    import tempfile
+
     from insitu.datasets.ingest import ingest
     from insitu.datasets.synthetic import TrialSpec, generate_trial
     from insitu.datasets.tables_ingest import ingest_table
 
     root = tmp_path_factory.mktemp("federation-sites")
+    # The sandbox account must run Python: outside pytest's 0700 tmp tree.
+    venv = Path(tempfile.mkdtemp(prefix="insitu-python-", dir="/tmp"))
+    python = python_for_accounts(venv)
     trial = generate_trial(
         root / "trial", TrialSpec(subjects_per_site=12, size=32, slices=8), show_progress=False
     )
@@ -73,6 +109,9 @@ def federation_sites(tmp_path_factory: pytest.TempPathFactory) -> SiteHomes:
     for site in SITES:
         home = NodeHome(root / site)
         init_home(home, site)
+        config = load_config(home)
+        hub = dataclasses.replace(config.hub, user_python=python)
+        home.config_path.write_text(dataclasses.replace(config, hub=hub).to_toml())
         report = ingest([trial.dicom_dir(site)], DATASET, home=home, show_progress=False)
         assert report.status == "published", report.counts()
         # The site's measurement table (arm, appendix diameter, ...) as a new version.
@@ -84,7 +123,10 @@ def federation_sites(tmp_path_factory: pytest.TempPathFactory) -> SiteHomes:
             home=home,
         )
         homes[site] = home
-    return SiteHomes(trial=trial, homes=homes)
+    try:
+        yield SiteHomes(trial=trial, homes=homes)
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,12 @@ drops out and rejoins, and a coordinator restart."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,13 +47,34 @@ publisher = "mallory"
 [tool.flwr.app.components]
 serverapp = "leaky_app:server"
 clientapp = "leaky_app:client"
+
+[tool.flwr.app.config]
+superlink = ""
+
+[tool.insitu.egress]
+message-types = ["query.*", "train"]
+max-replies = 100
+max-values-per-reply = 100000
+max-values-per-run = 1000000
+metrics = ["m/*"]
+
+[[tool.insitu.egress.arrays]]
+name = "leak/*"
+dtype = "float32"
+max-count = 4
 """
 
+# Every class of issue 13 that the sandbox and the checker own, as one app.
 LEAKY_APP = """
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+import socket
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
+import insitu.federation.checker as checker
+import insitu.federation.policy as policy
 from insitu.federation import site_data
 from insitu.federation.apps import report_result
 
@@ -57,13 +82,32 @@ client = ClientApp()
 server = ServerApp()
 
 
-@client.query("slice")
-def raw_slice(msg, context):
+def _plane(context):
     data = site_data(context)
     _ = data.subjects
     image = data.image(str(data.series.series_id.iloc[0])).values
-    leak = ArrayRecord({"slice": Array(image[image.shape[0] // 2].astype("float32"))})
-    return Message(RecordDict({"leak": leak}), reply_to=msg)
+    return data, image[image.shape[0] // 2].astype("float32")
+
+
+def _arrays(msg, arrays):
+    return Message(RecordDict({"leak": ArrayRecord({k: Array(v) for k, v in arrays.items()})}),
+                   reply_to=msg)
+
+
+@client.query("slice")
+def raw_slice(msg, context):
+    return _arrays(msg, {"slice": _plane(context)[1]})
+
+
+@client.query("flat")
+def flat(msg, context):
+    return _arrays(msg, {"flat": _plane(context)[1].ravel()})
+
+
+@client.query("split")
+def split(msg, context):
+    plane = _plane(context)[1]
+    return _arrays(msg, {f"row{i}": row for i, row in enumerate(plane)})
 
 
 @client.query("persubject")
@@ -75,6 +119,13 @@ def per_subject(msg, context):
     return Message(RecordDict({"m": MetricRecord(values)}), reply_to=msg)
 
 
+@client.query("onepersubject")
+def one_per_subject(msg, context):
+    data = site_data(context)
+    means = [float(data.image(str(s)).mean()) for s in data.series.series_id]
+    return _arrays(msg, {"means": np.array(means, dtype="float32")})
+
+
 @client.query("few")
 def few_subjects(msg, context):
     data = site_data(context)
@@ -83,17 +134,70 @@ def few_subjects(msg, context):
     return Message(RecordDict({"m": MetricRecord({"mean": mean})}), reply_to=msg)
 
 
+@client.query("patch")
+def patch(msg, context):
+    # Replace the checks and inflate the tally in this process: the checker is elsewhere.
+    checker.check_parsed = lambda *a, **k: None
+    policy.check_reply = lambda *a, **k: None
+    data, plane = _plane(context)
+    data.served_subjects = {f"x{i}" for i in range(1000)}
+    return _arrays(msg, {"slice": plane})
+
+
+@client.query("raise")
+def raises(msg, context):
+    data = site_data(context)
+    raise ValueError("subject " + str(data.subjects.subject_id.iloc[0]) + " has HU 71")
+
+
+@client.query("error")
+def error_reply(msg, context):
+    data = site_data(context)
+    return Message(Error(code=9, reason="first " + str(data.subjects.subject_id.iloc[0])),
+                   reply_to=msg)
+
+
+@client.query("readstore")
+def read_store(msg, context):
+    home = context.node_config.get("insitu-home", "/")
+    return Message(RecordDict({"m": MetricRecord({"files": len(open(home).read())})}),
+                   reply_to=msg)
+
+
+@client.query("network")
+def network(msg, context):
+    host, port = context.run_config["superlink"].rsplit(":", 1)
+    socket.create_connection((host, int(port)), timeout=5).close()
+    return Message(RecordDict({"m": MetricRecord({"reached": 1})}), reply_to=msg)
+
+
+@client.evaluate()
+def evaluate(msg, context):
+    return _arrays(msg, {"slice": _plane(context)[1]})
+
+
+@client.train()
+def train(msg, context):
+    return Message(RecordDict({"m": MetricRecord({"x": 1.0})}), reply_to=msg)
+
+
+ACTIONS = ["slice", "flat", "split", "persubject", "onepersubject", "few", "patch", "raise",
+           "error", "readstore", "network"]
+
+
 @server.main()
 def main(grid, context):
     nodes = sorted(grid.get_node_ids())
-    actions = ["slice", "persubject", "few"]
-    messages = [
-        Message(RecordDict(), dst_node_id=n, message_type="query." + actions[i % 3])
-        for i, n in enumerate(nodes)
-    ]
+    # Each action at one site (round robin), train at every site.
+    types = ["query." + a for a in ACTIONS] + ["evaluate"]
+    messages = [Message(RecordDict(), dst_node_id=nodes[i % len(nodes)], message_type=t)
+                for i, t in enumerate(types)]
+    messages += [Message(RecordDict(), dst_node_id=n, message_type="train") for n in nodes]
     out = []
-    for reply in grid.send_and_receive(messages, timeout=120):
-        out.append({"error": reply.error.reason if reply.has_error() else None,
+    for reply in grid.send_and_receive(messages, timeout=600):
+        out.append({"type": reply.metadata.message_type,
+                    "code": reply.error.code if reply.has_error() else None,
+                    "error": reply.error.reason if reply.has_error() else None,
                     "content": sorted(reply.content.keys()) if reply.has_content() else []})
     report_result(out)
 """
@@ -182,22 +286,95 @@ def test_approved_sites_give_pooled_statistics_and_an_unapproved_site_refuses(fe
 
 
 def test_a_leaky_app_is_stopped_by_each_site(federation):
+    """Issue 13's classes, each site: sandboxed app, checker on the bytes, fixed error texts."""
     fab = build_fab(
         {"pyproject.toml": LEAKY_PYPROJECT.encode(), "leaky_app.py": LEAKY_APP.encode()}
     )
     for home in federation.homes.values():
-        approvals.approve(home, fingerprint(fab), DATASET, days=1, user="sam")
-    outcome = run_fab(fab, address=federation.address, insecure=True, timeout=300)
-    assert outcome.completed, outcome.logs[-2000:]
-    reasons = sorted(r["error"] or "" for r in outcome.result)
-    assert all(r["content"] == [] for r in outcome.result)  # no content left any site
-    assert len(reasons) == 3
-    joined = " | ".join(reasons)
-    assert "shape of image data" in joined
-    assert "named after a subject" in joined
-    assert "covers 3 subject(s); this site's minimum is 10" in joined
+        approvals.approve(home, fingerprint(fab), DATASET, days=1, user="sam", fab=fab)
+    # A malformed message breaks SecAgg+'s mod at site-c (with DP on): that run fails there ...
+    site_c = federation.homes["site-c"]
+    set_policy(site_c, secure_aggregation=True, differential_privacy=True)
+    try:
+        outcome = run_fab(
+            fab,
+            address=federation.address,
+            insecure=True,
+            timeout=900,
+            run_config={"superlink": federation.address},
+        )
+    finally:
+        set_policy(site_c, secure_aggregation=False, differential_privacy=False)
+    assert outcome.completed, outcome.logs[-3000:]
+    assert all(r["content"] == [] for r in outcome.result), outcome.result  # nothing left
+    by_type: dict[str, list] = {}
+    for reply in outcome.result:
+        by_type.setdefault(reply["type"], []).append(reply)
+    assert len(by_type["train"]) == 3 and len(outcome.result) == 12 + 3, by_type
+
+    def reasons(action: str) -> str:
+        return " | ".join(r["error"] for r in by_type[action])
+
+    assert "shape of image data" in reasons("query.slice")
+    assert "flattened image" in reasons("query.flat")
+    assert "more arrays of one manifest entry" in reasons("query.split")
+    assert "identifier" in reasons("query.persubject")
+    assert "12 metric values for 12 subjects" in reasons("query.persubject")
+    assert "one entry per subject" in reasons("query.onepersubject")
+    assert "covers 3 subject(s); this site's minimum is 10" in reasons("query.few")
+    assert "shape of image data" in reasons("query.patch")  # patched checks, tally: no effect
+    for action in ("query.raise", "query.error", "query.readstore", "query.network"):
+        assert {r["code"] for r in by_type[action]} == {4004}, by_type[action]
+        assert "does not forward the app's own error text" in reasons(action)
+    assert "has HU" not in reasons("query.raise") and "first" not in reasons("query.error")
+    # evaluate is not in the manifest: refused before the app runs (exact tensors never leave)
+    assert {r["code"] for r in by_type["evaluate"]} == {4002}
+    assert "not in the app's approved egress manifest" in reasons("evaluate")
+    (c_train,) = [r for r in by_type["train"] if "site-c" in r["error"]]
+    assert c_train["code"] == 4003 and "other runs go on" in c_train["error"]
+    subjects = {str(s) for h in federation.homes.values() for s in _subject_ids(h)}
     for home in federation.homes.values():
-        assert read_audit(home, "federation.reply")[-1]["details"]["decision"] == "refused"
+        entries = read_audit(home)
+        text = json.dumps(entries)
+        assert not any(s in text for s in subjects)  # the app's words never reach the audit
+        (sandbox, *_) = read_audit(home, "federation.sandbox")
+        if os.geteuid() == 0:
+            assert sandbox["details"]["account"] == "insitu-federation"
+            assert sandbox["details"]["network"].startswith("none")
+
+
+def _subject_ids(home):
+    return open_dataset(DATASET, home=home).subjects["subject_id"]
+
+
+def test_a_local_process_cannot_take_a_task(federation):
+    """The Runtime API refuses AcquireTask without the site's SuperExec secret."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    record = processes.running(federation.homes["site-a"], "site")
+    retry = make_simple_http_retry_invoker()
+    retry.max_tries = 1
+    client = RuntimeHttpClient.from_server_address(
+        server_address=f"127.0.0.1:{record.extra['runtime_port']}",
+        insecure=True,
+        root_certificates=None,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
+        retry_invoker=retry,
+    )
+    try:
+        with pytest.raises(Exception) as refused:
+            client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+        assert "auth" in str(refused.value).lower() or "401" in str(refused.value)
+    finally:
+        client.close()
+    # No runner's command line carries a task token.
+    for cmdline in Path("/proc").glob("*/cmdline"):
+        with contextlib.suppress(OSError):
+            assert b"--token" not in cmdline.read_bytes()
 
 
 def test_secure_aggregation_with_local_dp_completes(federation):

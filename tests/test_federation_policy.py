@@ -20,6 +20,7 @@ from insitu.errors import (
     InvalidRequestError,
 )
 from insitu.federation import approvals, node_data, processes
+from insitu.federation.manifest import EgressManifest
 from insitu.federation.policy import EgressPolicy, check_reply
 from insitu.federation.site_mod import ERROR_EGRESS_REFUSED, SiteRun, site_mods
 
@@ -43,12 +44,19 @@ def _check(content, served=SUBJECTS, shapes=((8, 32, 32),), **policy):
 
 # --- approvals --------------------------------------------------------------
 
+MANIFEST = EgressManifest(message_types=("query",), metrics=("m/*",))
+
 
 def test_approve_check_revoke_and_audit(home):
     with pytest.raises(AppNotApprovedError, match="not approved"):
         approvals.check(home, FP, "locat")
-    approval = approvals.approve(home, FP.upper(), "locat", days=7, user="sam", note="reviewed")
+    with pytest.raises(InvalidRequestError, match="no egress manifest known"):
+        approvals.approve(home, FP, "locat", days=7, user="sam")
+    approval = approvals.approve(
+        home, FP.upper(), "locat", days=7, user="sam", note="reviewed", manifest=MANIFEST
+    )
     assert approval.fingerprint == FP
+    assert approval.egress_manifest() == MANIFEST
     assert approvals.check(home, FP, "locat").approved_by == "sam"
     with pytest.raises(AppNotApprovedError):
         approvals.check(home, FP, "other-dataset")
@@ -74,19 +82,29 @@ def test_bad_fingerprint_days_and_unknown_revoke_are_refused(home):
 
 def test_refusals_wait_in_pending_until_approved(home):
     approvals.record_refusal(home, FP, "locat", app="x/app==1", run_id=7, reason="no")
-    approvals.record_refusal(home, FP, "locat", app="x/app==1", run_id=8, reason="no")
+    approvals.record_refusal(
+        home, FP, "locat", app="x/app==1", run_id=8, reason="no", manifest=MANIFEST.to_dict()
+    )
     (row,) = approvals.pending(home)
     assert (row.attempts, row.last_run_id) == (2, 8)
-    approvals.approve(home, FP, "locat", days=1, user="sam")
+    # The manifest the app declared when it was refused is what the steward approves.
+    approval = approvals.approve(home, FP, "locat", days=1, user="sam")
+    assert approval.egress_manifest() == MANIFEST
     assert approvals.pending(home) == []
 
 
-def test_cli_approve_pending_revoke(home, capsys):
+def test_cli_approve_pending_revoke(home, capsys, tmp_path):
     approvals.record_refusal(home, FP, "locat", app="x/app==1", run_id=1, reason="no")
     assert main(["federation", "pending", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["fingerprint"] == FP
-    assert main(["federation", "approve", FP, "--dataset", "locat", "--days", "3"]) == 0
-    assert "approved app" in capsys.readouterr().out
+    assert main(["federation", "approve", FP, "--dataset", "locat", "--days", "3"]) == 1
+    assert "no egress manifest known" in capsys.readouterr().err
+    manifest = tmp_path / "egress.toml"
+    manifest.write_text('[tool.insitu.egress]\nmessage-types = ["query"]\nmetrics = ["m/*"]\n')
+    argv = ["federation", "approve", FP, "--dataset", "locat", "--days", "3"]
+    assert main([*argv, "--manifest", str(manifest)]) == 0
+    out = capsys.readouterr().out
+    assert "approved app" in out and "message types: query" in out
     assert main(["federation", "approvals", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["state"] == "active"
     assert main(["federation", "revoke", FP]) == 0
@@ -255,35 +273,32 @@ def _call_with_mods(home, app, n_subjects=12, **policy):
         node_data.set_current(None)
 
 
-def test_site_mod_passes_a_good_reply_and_names_the_site(home):
+def test_site_mods_name_the_site_and_audit_what_leaves(home):
     def app(msg, ctx):
-        data = node_data.current()
-        _ = data.table("m")
         return Message(RecordDict({"m": MetricRecord({"mean": 1.0})}), reply_to=msg)
 
     reply = _call_with_mods(home, app)
     assert not reply.has_error()
     assert "site:test-site" in reply.content["insitu.site"]
-    (entry,) = AuditLog(home).query(kind="federation.reply")
-    assert entry["details"]["decision"] == "allowed"
-    assert entry["details"]["subjects"] == 12
+    (entry,) = AuditLog(home).query(kind="federation.send")
+    assert entry["details"]["message_type"] == "query"
 
 
-def test_site_mod_replaces_a_leaky_reply_with_a_refusal(home):
+def test_dp_noises_arrays_of_every_message_type_and_secagg_refuses_them(home):
+    exact = np.arange(20, dtype=np.float64)
+
     def app(msg, ctx):
-        data = node_data.current()
-        series = data.series
-        image = data.image(series.series_id[0])
-        _ = data.subjects
-        return Message(RecordDict({"a": ArrayRecord({"x": Array(image[4])})}), reply_to=msg)
+        return Message(RecordDict({"a": ArrayRecord({"x": Array(exact)})}), reply_to=msg)
 
-    reply = _call_with_mods(home, app)
-    assert reply.has_error()
-    assert reply.error.code == ERROR_EGRESS_REFUSED
-    assert "shape of image data" in reply.error.reason
-    assert not reply.has_content()
-    (entry,) = AuditLog(home).query(kind="federation.reply")
-    assert entry["details"]["decision"] == "refused"
+    reply = _call_with_mods(home, app, differential_privacy=True)
+    noised = reply.content["a"]["x"].numpy()
+    assert noised.shape == exact.shape and not np.array_equal(noised, exact)
+    (privacy,) = AuditLog(home).query(kind="federation.privacy")
+    assert privacy["details"]["message_type"] == "query"
+
+    reply = _call_with_mods(home, app, secure_aggregation=True)
+    assert reply.has_error() and reply.error.code == ERROR_EGRESS_REFUSED
+    assert "only in SecAgg+ train rounds" in reply.error.reason
 
 
 def test_site_data_counts_subjects_from_what_it_served():

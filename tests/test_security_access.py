@@ -188,7 +188,9 @@ def test_decisions_are_audited_under_the_deciders_name(hub_home):
 
 def test_federation_decisions_name_a_real_decider(hub_home, monkeypatch, capsys):
     """--by is checked against the site's accounts, as the hub CLI's --as is."""
-    fingerprint = "ab" * 32
+    from insitu.federation import analytics_fingerprint
+
+    fingerprint = analytics_fingerprint()  # a built-in app: its manifest is known
     for who in ("ada", "nobody"):
         code, _, err = _cli(monkeypatch, capsys, "federation", "approve", fingerprint,
                             "--dataset", "trial-a", "--days", "3", "--by", who)  # fmt: skip

@@ -1,0 +1,120 @@
+"""The approved app's own process: no node home, no network, no task token.
+
+The site runner (:mod:`insitu.federation.site_runner`) starts this module for
+each ClientApp call through :func:`insitu.federation.sandbox_launch.start`:
+as the site's app account (``insitu-federation``) when the node runs as
+root, in a new network namespace (only its own loopback), with an empty
+environment and a private working folder. It receives the task over an
+inherited socket, installs the FAB in that folder, runs the ClientApp, and
+sends the reply back as the bytes of Flower's ``Message`` protobuf. The
+site's checker, in the runner, parses those bytes; whatever this process
+does to its own objects (replacing checks, editing tallies) stays here.
+
+Data comes only through :class:`RemoteSiteData`: every read is a request to
+the runner, which reads the store, keeps the tally of subjects served, and
+answers with the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import pickle
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from insitu.federation.channel import Channel
+
+__all__ = ["RemoteSiteData", "main"]
+
+
+class RemoteSiteData:
+    """``site_data(context)`` inside the sandbox: every read goes to the site's data API."""
+
+    def __init__(self, channel: Channel, info: dict[str, Any]) -> None:
+        self._channel = channel
+        self.site = str(info["site"])
+        self.dataset = str(info["dataset"])
+        self.alias = str(info["alias"])
+        self.min_cell_count = int(info["min_cell_count"])
+        self.settings = info.get("settings")  # the site's [federation] settings
+
+    def release(self, cells: Any) -> None:
+        """The site's differencing check (built-in analytics): it runs at the runner."""
+        self._ask("release", json.dumps({str(k): sorted(map(str, v)) for k, v in cells.items()}))
+
+    def _ask(self, op: str, arg: str | None = None) -> Any:
+        self._channel.send(b"Q", json.dumps({"op": op, "arg": arg}).encode())
+        kind, payload = self._channel.recv()
+        if kind == b"X":
+            raise KeyError(payload.decode())
+        return pickle.loads(payload)  # noqa: S301 (from the site's runner, trusted)
+
+    @property
+    def subjects(self) -> Any:
+        return self._ask("subjects")
+
+    @property
+    def series(self) -> Any:
+        return self._ask("series")
+
+    def table_names(self) -> list[str]:
+        return list(self._ask("table_names"))
+
+    def table(self, name: str) -> Any:
+        return self._ask("table", str(name))
+
+    def image(self, series_id: str) -> Any:
+        return self._ask("image", str(series_id))
+
+    def header(self, series_id: str) -> dict[str, Any]:
+        return dict(self._ask("header", str(series_id)))
+
+
+def _run(channel: Channel) -> bytes:
+    from flwr.cli.install import install_from_fab
+    from flwr.clientapp.utils import get_load_client_app_fn
+    from flwr.common.serde import context_from_proto, message_from_proto, message_to_proto
+    from flwr.proto.message_pb2 import Context as ProtoContext
+    from flwr.proto.message_pb2 import Message as ProtoMessage
+
+    from insitu.federation import node_data
+
+    kind, payload = channel.recv()
+    if kind != b"T":
+        raise RuntimeError("expected a task")
+    task = pickle.loads(payload)  # noqa: S301 (from the site's runner, trusted)
+    message = message_from_proto(ProtoMessage.FromString(task["message"]))
+    context = context_from_proto(ProtoContext.FromString(task["context"]))
+    node_data.set_current(RemoteSiteData(channel, task["data"]))  # type: ignore[arg-type]
+    install_from_fab(task["fab"], skip_prompt=True)
+    load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+    client_app = load(task["fab_id"], task["fab_version"], task["fab_hash"])
+    reply = client_app(message, context)
+    return bytes(message_to_proto(reply).SerializeToString())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="insitu sandbox (one ClientApp call)")
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    channel = Channel(socket.socket(fileno=args.fd))
+    try:
+        reply = _run(channel)
+    except BaseException:
+        # The app's words (exception text, class) stay here; the runner sends a fixed text.
+        import traceback
+
+        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            channel.send(b"E", b"")
+        return 1
+    channel.send(b"R", reply)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

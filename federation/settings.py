@@ -66,8 +66,7 @@ HELP: dict[str, str] = {
         "egress manifest allows"
     ),
     "max_values_per_run": (
-        "most numbers one run may take out of this site, whatever the app's egress manifest "
-        "allows"
+        "most numbers one run may take out of this site, whatever the app's egress manifest allows"
     ),
     "trusted_homes": (
         "table: home site name -> its Ed25519 public key (64 hex digits); this site "

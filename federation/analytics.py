@@ -550,6 +550,11 @@ max-values-per-run = 20000
 metrics = ["meta/site:*", "meta/num-examples"]
 
 [[tool.insitu.egress.arrays]]
+name = "summary/withheld"
+dtype = "int64"
+shape = [1]
+
+[[tool.insitu.egress.arrays]]
 name = "summary/g:*/moments"
 dtype = "float64"
 shape = [4]

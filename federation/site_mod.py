@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from insitu.config import NodeHome
+from insitu.federation import node_data as node_data_module
 from insitu.federation.policy import reply_size
 
 __all__ = [

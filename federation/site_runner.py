@@ -70,6 +70,8 @@ class AppCall:
         from insitu.federation.data_service import DataService
 
         data = node_data.open_for_node(dict(context.node_config))
+        # The runner's own SiteData (trusted): the envelope reads it for the site's credit.
+        node_data.set_current(data)
         service = DataService(data)
         # The app sees the node config without the node home's path, and no state
         # (SecAgg+ keeps its secrets in the runner's context state).

@@ -93,6 +93,13 @@ def test_an_allowed_reply_carries_the_sites_citation_and_subjects(hub_home) -> N
 
 
 def test_a_refused_reply_carries_no_credit(hub_home) -> None:
-    reply = _reply(hub_home, _mean_of_subjects, min_subjects=50)  # too few subjects
+    from flwr.app import Error
+
+    def refused(msg, ctx):
+        # What the site's checker hands the mods for a reply it refused (issue 13).
+        _mean_of_subjects(msg, ctx)
+        return Message(Error(code=4002, reason="site refused"), reply_to=msg)
+
+    reply = _reply(hub_home, refused)
     assert reply.has_error() and not reply.has_content()
     assert read_credit(None) is None and CREDIT_RECORD == "insitu.credit"

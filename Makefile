@@ -52,14 +52,20 @@ bench: setup
 
 # Record the environment again after pyproject.toml changed: pins that still
 # satisfy it stay; the venv, the images' files and the apt/npm records follow.
-lock: setup
+# pip-compile comes from the current lock; no `make setup` first, whose `pip check`
+# would refuse a venv that the edited pyproject.toml no longer matches.
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(COMPILE)
 	$(MAKE) setup
 	$(PY) docker/lock.py
 	cd .ci/node && npm install --package-lock-only --silent --no-audit --no-fund
 	bash .ci/install-system-packages --record
 
-upgrade: setup
+upgrade:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(COMPILE) --upgrade
 	$(MAKE) lock
 

@@ -541,6 +541,8 @@ bins = ""
 quantiles = "0.25,0.5,0.75"
 min-sites = 1
 timeout = 120.0
+# The researcher's identity, signed by their home site (insitu.federation.identity).
+insitu-identity = ""
 
 [tool.insitu.egress]
 message-types = ["query"]
@@ -643,8 +645,13 @@ def analyze(
     address: str | None = None,
     insecure: bool = False,
     timeout: float = 300.0,
+    identity: Any = None,
+    token: str | None = None,
 ) -> Any:
     """Run the built-in analytics across a federation; a pandas DataFrame per group.
+
+    ``identity`` and ``token`` say who asks (see :meth:`insitu.federation.apps.RunHandle.submit`;
+    by default from the environment of the researcher's server).
 
     ``federation`` names a SuperLink connection in ``$FLWR_HOME/config.toml``.
     The frame's ``attrs`` hold ``run_id``, ``sites`` (who answered), ``refused``
@@ -674,6 +681,8 @@ def analyze(
         insecure=insecure,
         run_config=spec.to_run_config() | {"timeout": float(timeout) / 2},
         timeout=timeout,
+        identity=identity,
+        token=token,
     )
     result = outcome.result
     if result is None or not outcome.completed:

@@ -20,9 +20,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from insitu.errors import ServiceError
+from insitu.federation.identity import IDENTITY_KEY, Signer
 
 __all__ = [
     "RESULT_PREFIX",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 RESULT_PREFIX = "INSITU-RESULT "
+TOKEN_ENV = "INSITU_COORDINATOR_TOKEN"  # noqa: S105 (a variable name, not a secret)
 
 
 def build_fab(app: str | Path | Mapping[str, bytes]) -> bytes:
@@ -90,12 +92,38 @@ def _connection(federation: str | None, address: str | None, insecure: bool) -> 
     return read_superlink_connection(federation)
 
 
+def _token(token: str | None) -> str:
+    """The researcher's coordinator token: given, else ``$INSITU_COORDINATOR_TOKEN``."""
+    import os
+
+    return token or os.environ.get(TOKEN_ENV, "")
+
+
+def _identity_token(
+    identity: str | Signer | None, fab: bytes, fab_hash: str, run_config: Mapping[str, Any]
+) -> str | None:
+    """The signed identity to put in the run config, or None (the app has no slot)."""
+    from flwr.common.config import get_fab_config
+
+    slots = get_fab_config(fab).get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
+    if IDENTITY_KEY not in slots:
+        return None  # Flower refuses undeclared keys; the sites refuse the unsigned run
+    if identity is None:
+        from insitu.federation.identity import default_signer
+
+        identity = default_signer()
+    if identity is None or isinstance(identity, str):
+        return identity
+    return identity(fab_hash, run_config)
+
+
 class RunHandle:
     """A submitted run: ``status()`` for the job monitor, ``wait()`` for the outcome."""
 
-    def __init__(self, connection: Any, run_id: int) -> None:
+    def __init__(self, connection: Any, run_id: int, token: str = "") -> None:
         self.connection = connection
         self.run_id = run_id
+        self.token = token
         self.outcome: RunOutcome | None = None
 
     @classmethod
@@ -107,24 +135,39 @@ class RunHandle:
         address: str | None = None,
         insecure: bool = False,
         run_config: Mapping[str, Any] | None = None,
+        identity: str | Signer | None = None,
+        token: str | None = None,
     ) -> RunHandle:
-        """StartRun through the Control API, as ``flwr run`` does."""
+        """StartRun through the Control API, as ``flwr run`` does.
+
+        ``identity``: the researcher's signed identity (a token, or a signer
+        called with the FAB hash and run config); by default signed by the
+        home site named by ``$INSITU_HOME`` for ``$INSITU_USER`` (or
+        ``$JUPYTERHUB_USER``). ``token``: the researcher's coordinator token
+        (default ``$INSITU_COORDINATOR_TOKEN``).
+        """
         from flwr.common.serde import fab_to_proto, user_config_to_proto
         from flwr.proto.control_pb2 import StartRunRequest
         from flwr.supercore.fab import Fab
 
         connection = _connection(federation, address, insecure)
-        with _control(connection) as client:
+        token = _token(token)
+        fab_hash = hashlib.sha256(fab).hexdigest()
+        config = dict(run_config or {})
+        signed = _identity_token(identity, fab, fab_hash, config)
+        if signed is not None:
+            config[IDENTITY_KEY] = signed
+        with _control(connection, token) as client:
             res = client.StartRun(
                 StartRunRequest(
-                    fab=fab_to_proto(Fab(hashlib.sha256(fab).hexdigest(), fab, {})),
-                    override_config=user_config_to_proto(dict(run_config or {})),
+                    fab=fab_to_proto(Fab(fab_hash, fab, {})),
+                    override_config=user_config_to_proto(config),
                     federation=connection.federation or "",
                 )
             )
         if not res.HasField("run_id"):
             raise ServiceError("the coordinator did not start the run (no run id returned)")
-        return cls(connection, int(res.run_id))
+        return cls(connection, int(res.run_id), token)
 
     def _state(self, client: Any) -> tuple[str, str]:
         from flwr.proto.control_pb2 import ListRunsRequest
@@ -139,7 +182,7 @@ class RunHandle:
         from flwr.proto.control_pb2 import StreamLogsRequest
 
         deadline = time.monotonic() + timeout
-        with _control(self.connection) as client:
+        with _control(self.connection, self.token) as client:
             while True:
                 status, details = self._state(client)
                 if status.startswith("finished"):
@@ -163,7 +206,7 @@ class RunHandle:
     def status(self) -> dict[str, Any]:
         """The job monitor's status dict (docs/architecture.md, "Federated job status")."""
         if self.outcome is None:
-            with _control(self.connection) as client:
+            with _control(self.connection, self.token) as client:
                 status, details = self._state(client)
             if status.startswith("finished"):
                 return job_status(self.wait(timeout=60.0))
@@ -208,6 +251,8 @@ def run_fab(
     insecure: bool = False,
     run_config: Mapping[str, Any] | None = None,
     timeout: float = 600.0,
+    identity: str | Signer | None = None,
+    token: str | None = None,
 ) -> RunOutcome:
     """Submit a FAB to a SuperLink, wait for the run to finish, return its outcome.
 
@@ -215,13 +260,19 @@ def run_fab(
     (``[superlink.NAME]``); or give ``address`` (and ``insecure`` on loopback).
     """
     handle = RunHandle.submit(
-        fab, federation=federation, address=address, insecure=insecure, run_config=run_config
+        fab,
+        federation=federation,
+        address=address,
+        insecure=insecure,
+        run_config=run_config,
+        identity=identity,
+        token=token,
     )
     return handle.wait(timeout)
 
 
 @contextmanager
-def _control(connection: Any) -> Iterator[Any]:
+def _control(connection: Any, token: str = "") -> Iterator[Any]:
     import contextlib
     import io
 
@@ -229,8 +280,12 @@ def _control(connection: Any) -> Iterator[Any]:
 
     # Flower's CLI helper prints "Using SuperLink: ..." for humans; a notebook call
     # polling the run should not.
+    from insitu.federation.control_auth import TokenCliAuth
+
     with contextlib.redirect_stdout(io.StringIO()):
-        client = init_http_client_from_connection(connection)
+        client = init_http_client_from_connection(
+            connection, cast(Any, TokenCliAuth(token)) if token else None
+        )
     try:
         yield client
     finally:

@@ -35,19 +35,106 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
 
     tls = processes.TlsOptions(args.ssl_certfile, args.ssl_keyfile, args.ssl_ca_certfile)
     record = processes.start_coordinator(
-        _home(), args.address, insecure=args.insecure, tls=tls, node_auth=args.require_node_auth
+        _home(),
+        args.address,
+        insecure=args.insecure,
+        tls=tls,
+        node_auth=False if args.no_node_auth else None,
     )
+    node_auth = bool(record.extra.get("node_auth"))
     print(f"coordinator (Flower SuperLink) listening on {record.address}, pid {record.pid}")
     if record.insecure:
         print(
             "WARNING: insecure mode (plain HTTP, no TLS): allowed only because "
             f"{record.address} is a loopback address. Use TLS for real sites."
         )
-    if args.require_node_auth:
+    if node_auth:
         print("SuperNode authentication is on: register each site's public key with")
-        print(f"  flwr supernode register SITE.pub {args.connection}")
+        print("  insitu federation register-node SITE.pub --ca CA.pem")
+    else:
+        print("WARNING: SuperNode authentication is off: any SuperNode may connect.")
+    print("researchers need a Control API token: insitu federation token issue NAME@HOME")
     print(f"log: {record.log}")
     print(f"sites join with: insitu federation join {record.address} --dataset NAME")
+    return 0
+
+
+def _cmd_token_issue(args: argparse.Namespace) -> int:
+    from insitu.federation.control_auth import ADMIN_ROLE, RESEARCHER_ROLE, issue_token
+
+    role = ADMIN_ROLE if args.admin else RESEARCHER_ROLE
+    token = issue_token(_home(), args.name, role=role)
+    print(f"{role} token for {args.name} (shown once; give it to them privately):")
+    print(token)
+    return 0
+
+
+def _cmd_token_revoke(args: argparse.Namespace) -> int:
+    from insitu.federation.control_auth import revoke_tokens
+
+    print(f"revoked {revoke_tokens(_home(), args.name)} token(s) of {args.name}")
+    return 0
+
+
+def _cmd_token_list(args: argparse.Namespace) -> int:
+    from insitu.cli import print_json
+    from insitu.federation.control_auth import token_holders
+
+    rows = token_holders(_home())
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        state = f"revoked {row['revoked']}" if row["revoked"] else "active"
+        print(f"{row['holder']}  {row['role']}  issued {row['created']}  {state}")
+    return 0
+
+
+def _cmd_register_node(args: argparse.Namespace) -> int:
+    from insitu.errors import ServiceError
+    from insitu.federation import processes
+    from insitu.federation.control_auth import register_node
+
+    home = _home()
+    record = processes.running(home, "coordinator")
+    if record is None:
+        raise ServiceError("no coordinator runs from this home: start it first")
+    node_id = register_node(
+        home, record.address, args.public_key, insecure=record.insecure, root_certificates=args.ca
+    )
+    print(f"registered SuperNode key {args.public_key} as node {node_id}")
+    return 0
+
+
+def _cmd_identity_key(args: argparse.Namespace) -> int:
+    from insitu.config import load_config
+    from insitu.federation.identity import identity_public_key
+
+    home = _home()
+    site = load_config(home).site.name
+    print(f"# in [federation.trusted_homes] of the sites that accept {site}'s researchers:")
+    print(f'{site} = "{identity_public_key(home)}"')
+    return 0
+
+
+def _cmd_trust(args: argparse.Namespace) -> int:
+    from insitu.federation.trust import trust_home
+
+    trust_home(_home(), args.site, args.key)
+    print(f"this site now accepts researcher identities signed by {args.site!r}")
+    return 0
+
+
+def _cmd_visitor(args: argparse.Namespace) -> int:
+    from insitu.federation.trust import add_visitor
+
+    home = _home()
+    if args.by:
+        from insitu.hub.accounts import require_role
+
+        require_role(home, args.by, "admin")
+    account = add_visitor(home, args.name, args.home_site, actor=args.by)
+    print(f"account {account!r} ready; its access requests go to a steward as usual")
     return 0
 
 
@@ -241,12 +328,72 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--require-node-auth",
         action="store_true",
-        help="only SuperNodes whose public keys are registered may connect (needs TLS)",
+        help="(the default with TLS) only SuperNodes whose public keys were registered "
+        "with `insitu federation register-node` may connect",
     )
     p.add_argument(
-        "--connection", default="insitu", help="name of the connection in $FLWR_HOME/config.toml"
+        "--no-node-auth",
+        action="store_true",
+        help="admit any SuperNode (Flower needs TLS for node authentication; --insecure "
+        "implies this)",
     )
     p.set_defaults(handler=_cmd_coordinator)
+
+    p = sub.add_parser(
+        "token",
+        help="Control API tokens of the coordinator (one per researcher)",
+        description="Issue, revoke and list the tokens researchers use to submit runs to "
+        "this coordinator; each researcher sees and stops only their own runs.",
+    )
+    tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    t = tsub.add_parser("issue", help="a new token for NAME (printed once)")
+    t.add_argument("name", help="the researcher, as NAME@HOME-SITE (e.g. alice@site-a)")
+    t.add_argument("--admin", action="store_true", help="a coordinator admin token")
+    t.set_defaults(handler=_cmd_token_issue)
+    t = tsub.add_parser("revoke", help="revoke every token of NAME")
+    t.add_argument("name")
+    t.set_defaults(handler=_cmd_token_revoke)
+    t = tsub.add_parser("list", help="holders and roles (never the tokens)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(handler=_cmd_token_list)
+
+    p = sub.add_parser(
+        "register-node",
+        help="admit a site's SuperNode key at this coordinator",
+        description="Register a site's SuperNode public key (`insitu federation keygen` at "
+        "the site) with the running coordinator of this home.",
+    )
+    p.add_argument("public_key", help="the site's SuperNode public key file")
+    p.add_argument("--ca", default=None, help="CA certificate of the coordinator (PEM)")
+    p.set_defaults(handler=_cmd_register_node)
+
+    p = sub.add_parser(
+        "identity-key",
+        help="this site's researcher-identity public key",
+        description="Print this site's Ed25519 identity key; other sites list it in "
+        "[federation.trusted_homes] to accept runs by this site's researchers.",
+    )
+    p.set_defaults(handler=_cmd_identity_key)
+
+    p = sub.add_parser(
+        "trust",
+        help="accept researcher identities signed by another site",
+        description="Record another site's identity key in [federation.trusted_homes].",
+    )
+    p.add_argument("site", help="the other site's name")
+    p.add_argument("key", help="its key (`insitu federation identity-key` there)")
+    p.set_defaults(handler=_cmd_trust)
+
+    p = sub.add_parser(
+        "visitor",
+        help="create the local account of a researcher from another site",
+        description="Create the account NAME.HOME (no password) for a researcher whose "
+        "home site is HOME; a steward then approves its access requests as usual.",
+    )
+    p.add_argument("name", help="their account name at their home site")
+    p.add_argument("home_site", help="their home site")
+    p.add_argument("--by", default=None, help="the admin account acting")
+    p.set_defaults(handler=_cmd_visitor)
 
     p = sub.add_parser(
         "join",

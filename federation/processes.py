@@ -228,12 +228,21 @@ def start_coordinator(
     *,
     insecure: bool = False,
     tls: TlsOptions | None = None,
-    node_auth: bool = False,
+    node_auth: bool | None = None,
 ) -> ServiceRecord:
-    """Start a Flower SuperLink (deployment engine) serving Fleet, Control and Runtime APIs."""
+    """Start a Flower SuperLink (deployment engine) serving Fleet, Control and Runtime APIs.
+
+    It runs through insitu's entry point (:mod:`insitu.federation.superlink`): the
+    Control API needs a token from ``insitu federation token issue`` and shows each
+    researcher only their own runs. SuperNode authentication is on by default
+    (``node_auth=None``) whenever TLS is; Flower cannot do it over plain HTTP, so a
+    loopback ``insecure`` coordinator runs without it.
+    """
     tls = tls or TlsOptions()
     host, port = split_address(address)
     _check_insecure(host, insecure, tls, "insitu federation coordinator")
+    if node_auth is None:
+        node_auth = not insecure
     if node_auth and insecure:
         raise ConfigError(
             "SuperNode authentication needs TLS (Flower refuses it over plain HTTP): "
@@ -243,8 +252,15 @@ def start_coordinator(
     folder = federation_dir(home) / "coordinator"
     folder.mkdir(parents=True, exist_ok=True)
     log = home.run / "federation-coordinator.log"
+    from insitu.federation.control_auth import ensure_admin_token
+
+    ensure_admin_token(home)
     command = [
-        str(Path(sys.executable).parent / "flower-superlink"),
+        sys.executable,
+        "-m",
+        "insitu.federation.superlink",
+        "--insitu-home",
+        str(home.root),
         "--host",
         host,
         "--port",

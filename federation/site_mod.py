@@ -30,6 +30,7 @@ __all__ = [
     "ERROR_APP_FAILED",
     "ERROR_EGRESS_REFUSED",
     "ERROR_NOT_APPROVED",
+    "ERROR_RESEARCHER_REFUSED",
     "ERROR_SITE_FAILURE",
     "SiteRun",
     "clip_and_noise",
@@ -41,6 +42,7 @@ ERROR_NOT_APPROVED = 4001
 ERROR_EGRESS_REFUSED = 4002
 ERROR_SITE_FAILURE = 4003
 ERROR_APP_FAILED = 4004
+ERROR_RESEARCHER_REFUSED = 4005
 SECAGG_CONFIGS = "secaggplus_configs"
 SITE_RECORD = "insitu.site"
 # Replies that carry a result (not SecAgg+'s key-exchange stages) carry the site's credit.
@@ -57,13 +59,16 @@ class SiteRun:
     fingerprint: str
     app: str
     run_id: int
+    # The researcher the run works for (verified; "... (unverified)" in refusals).
+    researcher: str = ""
 
     def audit(self, kind: str, **details: Any) -> None:
         from insitu.audit import AuditLog
 
         AuditLog(self.home).append(
             kind,
-            user=f"federation:{self.app}",
+            user=self.researcher or f"federation:{self.app}",
+            app=self.app,
             dataset=self.dataset,
             site=self.site,
             fingerprint=self.fingerprint,

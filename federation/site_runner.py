@@ -32,6 +32,7 @@ import pickle
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +260,8 @@ def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:
     from flwr.client.mod.utils import make_ffn
 
     from insitu.config import NodeHome, load_config
-    from insitu.errors import AppNotApprovedError, InsituError
-    from insitu.federation import approvals, node_data, run_budget
+    from insitu.errors import AccessDeniedError, AppNotApprovedError, InsituError
+    from insitu.federation import admission, approvals, node_data, run_budget
     from insitu.federation.manifest import manifest_from_fab
     from insitu.federation.site_mod import (
         ERROR_EGRESS_REFUSED,
@@ -316,13 +317,31 @@ def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:
         run_info.audit("federation.refuse", message_type=message_type, reason=refusal)
         return _error(ERROR_EGRESS_REFUSED, f"site {config.site.name!r}: {refusal}", message)
 
+    # Who the run works for: a verified researcher this site approved for the dataset.
+    # Refused (unsigned, forged, replayed, expired, not approved): no app code runs.
+    try:
+        researcher = admission.identify(
+            home,
+            config,
+            fab_content=fab.content,
+            override_config=dict(run.override_config),
+            run_id=run.run_id,
+        )
+    except AccessDeniedError as refused:
+        claimed = admission.claimed_researcher(run.override_config)
+        return _refuse_researcher(run_info, claimed, refused, message, config.site.name)
+    run_info = replace(run_info, researcher=researcher.qualified)
+    try:
+        admission.authorize(home, config, researcher, dataset)
+    except AccessDeniedError as refused:
+        who = researcher.qualified
+        return _refuse_researcher(run_info, who, refused, message, config.site.name)
+
     app = AppCall(run=run_info, config=config, fab=fab, flwr_run=run, manifest=manifest)
     delta = app.settings.dp_delta
     call: Callable[..., Any] = make_ffn(app, site_mods(run_info, config.policy, dp_delta=delta))
 
-    # Who the run works for, for the analytics' differencing ledger (the researcher's
-    # verified identity once runs carry one).
-    node_data.set_run(node_data.RunBinding(home, "anonymous", str(run.run_id)))
+    node_data.set_run(node_data.RunBinding(home, researcher.qualified, str(run.run_id)))
     run_info.audit(
         "federation.run",
         message_type=message_type,
@@ -353,6 +372,17 @@ def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:
     if app.isolation:
         run_info.audit("federation.sandbox", message_type=message_type, **app.isolation)
     return reply
+
+
+def _refuse_researcher(run_info: Any, who: str, refused: Exception, message: Any, site: str) -> Any:
+    """The error reply (and audit entry, naming who asked) for a refused researcher."""
+    from insitu.federation.site_mod import ERROR_RESEARCHER_REFUSED
+
+    replace(run_info, researcher=who).audit(
+        "federation.refuse", message_type=message.metadata.message_type, reason=str(refused)
+    )
+    reason = f"site {site!r} refused the run: {refused}"
+    return _error(ERROR_RESEARCHER_REFUSED, reason, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -293,6 +293,8 @@ lr = 0.005
 local-epochs = 1
 proximal-mu = 0.0
 slices-per-subject = 8
+# The researcher's identity, signed by their home site (insitu.federation.identity).
+insitu-identity = ""
 """ + _egress(name)
 
 
@@ -378,6 +380,8 @@ def run_training(
     round_timeout: float = 120.0,
     secagg: bool = False,
     timeout: float = 1800.0,
+    identity: Any = None,
+    token: str | None = None,
 ) -> Any:
     """Train the example CNN across a federation; returns the RunOutcome.
 
@@ -403,4 +407,6 @@ def run_training(
         insecure=insecure,
         run_config=config,
         timeout=timeout,
+        identity=identity,
+        token=token,
     )

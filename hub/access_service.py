@@ -9,6 +9,8 @@ Routes under ``/services/access/`` (JSON unless said otherwise):
     POST  api/requests/<id>/deny               {reason}                   steward/admin
     POST  api/requests/<id>/revoke             {reason}                   steward/admin
     GET   api/me                               my name and role
+    POST  api/federation/identity              {fab_hash, run_config} -> {token}: my signed
+                                               identity for one federated run (home site)
     GET   ""                                   the register as an HTML page (hub login)
     GET   credit                               the credit page: citations and usage (hub login)
     GET   api/credit                           the same as JSON (insitu.hub.credit.usage_report)
@@ -105,6 +107,20 @@ class DecisionHandler(ServiceHandler):
         else:
             found = access.revoke(self.home, self.user, rid, reason)
         self.write_json(found.to_json())
+
+
+class IdentityHandler(ServiceHandler):
+    """Sign the caller's identity for one federated run (this site is their home)."""
+
+    async def post(self) -> None:
+        from insitu.federation.identity import issue
+
+        body = self.json_body()
+        run_config = body.get("run_config", {})
+        if not isinstance(run_config, dict):
+            raise InvalidRequestError("run_config must be an object")
+        token = issue(self.home, self.user, fab_hash=_str(body, "fab_hash"), run_config=run_config)
+        self.write_json({"token": token})
 
 
 class MeHandler(ServiceHandler):
@@ -212,6 +228,7 @@ def make_app(home: NodeHome, prefix: str) -> web.Application:
         (prefix + "api/me", MeHandler),
         (prefix + "api/credit", CreditHandler),
         (prefix + "credit", CreditPage),
+        (prefix + "api/federation/identity", IdentityHandler),
         (prefix + "?", RegisterPage),
         *oauth_routes(prefix),
     ]

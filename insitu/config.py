@@ -417,7 +417,22 @@ def _toml_value(value: Any) -> str:
 
 def _dump_toml(data: dict[str, dict[str, Any]]) -> str:
     lines = ["# insitu node configuration; see docs/reference/config.md for every key."]
-    for section, table in data.items():
-        lines.append(f"\n[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
+
+    def table(name: str, values: dict[str, Any]) -> None:
+        lines.append(f"\n[{name}]")
+        lines.extend(
+            f"{key} = {_toml_value(value)}"
+            for key, value in values.items()
+            if not isinstance(value, dict)
+        )
+        for key, value in values.items():
+            if isinstance(value, dict):  # a sub-table, e.g. [federation.trusted_homes]
+                table(f"{name}.{_toml_key(key)}", value)
+
+    for section, values in data.items():
+        table(section, values)
     return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)

@@ -128,26 +128,24 @@ def _users(home: NodeHome, logins: dict[str, str]) -> None:
                 accounts.set_role(name, role, actor="insitu-demo")
 
 
-def _approve(home: NodeHome, dataset: str) -> None:
+def _approve(home: NodeHome, dataset: str, user: str = APPROVED_RESEARCHER) -> None:
     """The approved researcher asks, the steward approves: the real access rules."""
     from insitu.hub import access
 
-    state, _found = access.status_for(home, APPROVED_RESEARCHER, dataset)
+    state, _found = access.status_for(home, user, dataset)
     if state == "approved":
         return
     if state != "pending":
         access.request(
             home,
-            APPROVED_RESEARCHER,
+            user,
             dataset,
             "Compare image noise between the low-dose and standard-dose arms",
             "insitu demo",
             365,
         )
     pending = [
-        r
-        for r in access.register(home, user=APPROVED_RESEARCHER, dataset=dataset)
-        if r.state() == "pending"
+        r for r in access.register(home, user=user, dataset=dataset) if r.state() == "pending"
     ]
     for found in pending:
         access.approve(home, STEWARD, found.id, "demo: synthetic data, approved for the tour")
@@ -328,6 +326,7 @@ def start_federation(setup: DemoSetup) -> str:
         pass
     coordinator = NodeHome(setup.root / "coordinator")
     init_home(coordinator, "coordinator")
+    _federated_researcher(setup, coordinator)
     address = f"127.0.0.1:{processes.free_port()}"
     try:
         processes.start_coordinator(coordinator, address, insecure=True)
@@ -339,6 +338,45 @@ def start_federation(setup: DemoSetup) -> str:
         stop_federation(setup)
         raise
     return address
+
+
+DEMO_TOKEN = "demo-researcher.token"  # noqa: S105 (a file name)
+
+
+def _federated_researcher(setup: DemoSetup, coordinator: NodeHome) -> None:
+    """alice of the hub's site, known to the federation: every site trusts the others'
+    identities, gives her a visitor account approved for the trial, and the coordinator
+    a Control API token (in its private/, for :func:`federation_env`)."""
+    import os
+
+    from insitu.federation.control_auth import issue_token
+    from insitu.federation.identity import identity_public_key
+    from insitu.federation.trust import add_visitor, trust_home
+
+    keys = {site.name: identity_public_key(site.home) for site in setup.sites}
+    for site in setup.sites:
+        for other, key in keys.items():
+            if other != site.name:
+                trust_home(site.home, other, key)
+        if site.name != HUB_SITE:
+            visitor = add_visitor(site.home, APPROVED_RESEARCHER, HUB_SITE, actor="insitu-demo")
+            _approve(site.home, site.dataset, visitor)
+    path = coordinator.private / DEMO_TOKEN
+    if not path.exists():
+        token = issue_token(coordinator, f"{APPROVED_RESEARCHER}@{HUB_SITE}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(token + "\n")
+
+
+def federation_env(setup: DemoSetup) -> dict[str, str]:
+    """The environment of the demo's federated researcher (alice at the hub's site)."""
+    token = (setup.root / "coordinator" / "private" / DEMO_TOKEN).read_text().strip()
+    return {
+        "INSITU_HOME": str(setup.site(HUB_SITE).home.root),
+        "INSITU_USER": APPROVED_RESEARCHER,
+        "INSITU_COORDINATOR_TOKEN": token,
+    }
 
 
 def stop_federation(setup: DemoSetup) -> None:
@@ -377,7 +415,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             args.port,
             extra=f"\nFederation coordinator: {address} (loopback, insecure); the three sites "
             "joined with dataset 'locat' and approved the analytics and training apps.\n"
-            f'In 04/05 notebooks set ADDRESS = "{address}".',
+            f'In 04/05 notebooks set ADDRESS = "{address}"; runs are {APPROVED_RESEARCHER}\'s '
+            f"(INSITU_COORDINATOR_TOKEN in {setup.root / 'coordinator' / 'private' / DEMO_TOKEN}).",
         )
     finally:
         stop_federation(setup)

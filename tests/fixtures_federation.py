@@ -18,6 +18,10 @@ from insitu.config import NodeHome, init_home, load_config
 
 SITES = ("site-a", "site-b", "site-c")
 DATASET = "locat"
+# alice (home site-a) is approved for the dataset at every site; mallory (home site-b)
+# at site-b only.
+RESEARCHER = "alice"
+STEWARD = "sam"
 
 
 @dataclass
@@ -33,6 +37,13 @@ class Federation:
     homes: dict[str, NodeHome]
     trial: Any
     started: list[NodeHome] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def researcher(self, name: str = RESEARCHER, home: str = "site-a") -> dict[str, Any]:
+        """``identity`` and ``token`` of a researcher (keyword arguments of analyze & co.)."""
+        from insitu.federation.identity import signer
+
+        return {"identity": signer(self.homes[home], name), "token": self.tokens[name]}
 
     def restart_site(self, site: str) -> None:
         from insitu.federation import processes
@@ -44,6 +55,14 @@ def set_policy(home: NodeHome, **values: Any) -> None:
     """Change [policy] of a site (the site runner reads it for every task)."""
     config = load_config(home)
     config = dataclasses.replace(config, policy=dataclasses.replace(config.policy, **values))
+    home.config_path.write_text(config.to_toml())
+
+
+def set_federation(home: NodeHome, **values: Any) -> None:
+    """Change [federation] of a site (read for every task, like [policy])."""
+    config = load_config(home)
+    section = dict(config.extra.get("federation", {})) | values
+    config = dataclasses.replace(config, extra=config.extra | {"federation": section})
     home.config_path.write_text(config.to_toml())
 
 
@@ -123,10 +142,43 @@ def federation_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteH
             home=home,
         )
         homes[site] = home
+    _onboard(homes)
     try:
         yield SiteHomes(trial=trial, homes=homes)
     finally:
         shutil.rmtree(venv, ignore_errors=True)
+
+
+def approve_researcher(home: NodeHome, account: str, dataset: str = DATASET) -> None:
+    """``account`` asks for ``dataset`` and the site's steward approves (hub access rules)."""
+    from insitu.hub import access
+    from insitu.hub.accounts import AccountStore
+
+    with AccountStore(home) as accounts:
+        for name, role in ((account, "researcher"), (STEWARD, "steward")):
+            if accounts.get(name) is None:
+                accounts.add(name, role, None, actor="test")
+    found = access.request(home, account, dataset, "federated tests", "trial", 30)
+    access.approve(home, STEWARD, found.id, "ok")
+
+
+def _onboard(homes: dict[str, NodeHome]) -> None:
+    """Every site trusts every other's researcher identities; researchers approved."""
+    from insitu.federation.identity import identity_public_key
+    from insitu.federation.trust import add_visitor, trust_home
+
+    keys = {site: identity_public_key(home) for site, home in homes.items()}
+    for site, home in homes.items():
+        for other, key in keys.items():
+            if other != site:
+                trust_home(home, other, key)
+        researcher = (
+            RESEARCHER
+            if site == "site-a"
+            else add_visitor(home, RESEARCHER, "site-a", actor="test")
+        )
+        approve_researcher(home, researcher)
+    approve_researcher(homes["site-b"], "mallory")
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +191,10 @@ def federation(
     coordinator = NodeHome(tmp_path_factory.mktemp("coordinator"))
     init_home(coordinator, "coordinator")
     address = f"127.0.0.1:{processes.free_port()}"
+    from insitu.federation.control_auth import issue_token
+
     fed = Federation(address, coordinator, federation_sites.homes, federation_sites.trial)
+    fed.tokens = {name: issue_token(coordinator, name) for name in (RESEARCHER, "mallory")}
     pgids: set[int] = set()
     try:
         pgids.add(processes.start_coordinator(coordinator, address, insecure=True).pgid)

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +21,7 @@ from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.datasets.reader import open_dataset
 from insitu.federation import analytics_fingerprint, analyze, approvals, processes
-from insitu.federation.analytics import AnalysisSpec, feature_frame
+from insitu.federation.analytics import AnalysisSpec, analytics_fab, feature_frame
 from insitu.federation.apps import build_fab, fingerprint, run_fab
 from insitu.federation.node_data import SiteData
 
@@ -49,6 +50,7 @@ serverapp = "leaky_app:server"
 clientapp = "leaky_app:client"
 
 [tool.flwr.app.config]
+insitu-identity = ""
 superlink = ""
 
 [tool.insitu.egress]
@@ -248,6 +250,7 @@ def test_approved_sites_give_pooled_statistics_and_an_unapproved_site_refuses(fe
         creators=[parse_creator("Lovelace, Ada;0000-0002-1825-0097")], licence="CC-BY-4.0",
     )  # fmt: skip
     result = analyze(
+        **federation.researcher(),
         address=federation.address,
         insecure=True,
         dataset=DATASET,
@@ -283,6 +286,107 @@ def test_approved_sites_give_pooled_statistics_and_an_unapproved_site_refuses(fe
     replies = read_audit(federation.homes["site-a"], "federation.reply")
     assert replies[-1]["details"]["decision"] == "allowed"
     assert replies[-1]["details"]["subjects"] == 12
+    # Audit entries name the researcher, verified at each site (S10).
+    for site in ("site-a", "site-b"):
+        assert read_audit(federation.homes[site], "federation.run")[-1]["user"] == "alice@site-a"
+
+
+def test_researchers_see_and_stop_only_their_own_runs(federation):
+    from flwr.proto.control_pb2 import ListRunsRequest, StopRunRequest, StreamLogsRequest
+
+    from insitu.federation.apps import RunHandle, _connection, _control
+
+    # alice's run waits for a fourth site that never comes: it keeps running.
+    alice = federation.researcher()
+    handle = RunHandle.submit(
+        analytics_fab(),
+        address=federation.address,
+        insecure=True,
+        run_config={"dataset": DATASET, "feature": "hu_mean", "min-sites": 4, "timeout": 600.0},
+        **alice,
+    )
+    connection = _connection(None, federation.address, True)
+    with _control(connection, federation.tokens["mallory"]) as mallory:
+        assert handle.run_id not in mallory.ListRuns(ListRunsRequest()).run_dict
+        for call, request in (
+            (mallory.ListRuns, ListRunsRequest(run_id=handle.run_id)),
+            (mallory.StopRun, StopRunRequest(run_id=handle.run_id)),
+            (lambda r: list(mallory.StreamLogs(r)), StreamLogsRequest(run_id=handle.run_id)),
+        ):
+            with pytest.raises(httpx.HTTPStatusError, match="403 Forbidden"):
+                call(request)
+    for token in ("insitu-not-a-token", ""):
+        with (
+            _control(connection, token) as stranger,
+            pytest.raises(httpx.HTTPStatusError, match="401 Unauthorized"),
+        ):
+            stranger.ListRuns(ListRunsRequest())
+    assert handle.status()["state"] in ("pending", "running")  # mallory did not stop it
+    with _control(connection, alice["token"]) as own:
+        assert handle.run_id in own.ListRuns(ListRunsRequest()).run_dict
+        assert own.StopRun(StopRunRequest(run_id=handle.run_id)).success
+    refusals = read_audit(federation.coordinator, "control.refuse")
+    assert {r["user"] for r in refusals} == {"mallory"} and len(refusals) >= 3
+
+
+def test_unsigned_or_forged_identities_are_refused_and_audited(federation, tmp_path):
+    import json
+
+    from insitu.config import NodeHome, init_home
+    from insitu.errors import ServiceError
+    from insitu.federation import identity
+
+    ask = {
+        "address": federation.address,
+        "insecure": True,
+        "dataset": DATASET,
+        "feature": "hu_mean",
+        "timeout": 200,
+        "token": federation.tokens["alice"],
+    }
+    with pytest.raises(ServiceError, match="carries no researcher identity"):
+        analyze(**ask, identity="")
+    # A home that is not trusted signs "alice of site-a": the signature is not site-a's.
+    evil = NodeHome(tmp_path / "evil")
+    init_home(evil, "site-a")
+    from insitu.hub.accounts import AccountStore
+
+    with AccountStore(evil) as accounts:
+        accounts.add("alice", "researcher", None, actor="mallory")
+    with pytest.raises(ServiceError, match="forged or altered"):
+        analyze(**ask, identity=identity.signer(evil, "alice"))
+    site_a = federation.homes["site-a"]
+    refusals = read_audit(site_a, "federation.refuse")[-2:]
+    assert [r["user"] for r in refusals] == ["unknown (no identity)", "alice@site-a (unverified)"]
+    assert "eyJ" not in json.dumps(refusals)  # no token (base64 JSON) in the audit log
+
+
+def test_a_site_that_has_not_approved_the_researcher_refuses_and_the_others_go_on(federation):
+    from insitu.federation import analytics_fingerprint
+
+    for home in federation.homes.values():
+        approvals.approve(home, analytics_fingerprint(), DATASET, days=1, user="sam")
+    # mallory (home site-b) is approved for the dataset at site-b only.
+    result = analyze(
+        **federation.researcher("mallory", home="site-b"),
+        address=federation.address,
+        insecure=True,
+        dataset=DATASET,
+        feature="hu_mean",
+        min_sites=1,
+        timeout=300,
+    )
+    assert result.attrs["sites"] == ["site-b"]
+    reasons = sorted(r["reason"] for r in result.attrs["refused"])
+    assert len(reasons) == 2
+    assert all("mallory@site-b is not approved for dataset 'locat'" in r for r in reasons)
+    for site in ("site-a", "site-c"):
+        (entry,) = [
+            e
+            for e in read_audit(federation.homes[site], "federation.refuse")
+            if e["user"] == "mallory@site-b"
+        ]
+        assert "not approved" in entry["details"]["reason"]
 
 
 def test_a_leaky_app_is_stopped_by_each_site(federation):
@@ -302,6 +406,7 @@ def test_a_leaky_app_is_stopped_by_each_site(federation):
             insecure=True,
             timeout=900,
             run_config={"superlink": federation.address},
+            **federation.researcher(),
         )
     finally:
         set_policy(site_c, secure_aggregation=False, differential_privacy=False)
@@ -387,7 +492,12 @@ def test_secure_aggregation_with_local_dp_completes(federation):
         set_policy(home, secure_aggregation=True, differential_privacy=True)
     try:
         outcome = run_training(
-            address=federation.address, insecure=True, rounds=1, min_sites=3, secagg=True
+            **federation.researcher(),
+            address=federation.address,
+            insecure=True,
+            rounds=1,
+            min_sites=3,
+            secagg=True,
         )
     finally:
         for home in federation.homes.values():
@@ -417,6 +527,7 @@ def test_training_goes_on_when_a_site_drops_and_takes_it_back(federation):
 
     def train() -> None:
         outcome["run"] = run_training(
+            **federation.researcher(),
             address=federation.address,
             insecure=True,
             rounds=3,
@@ -465,6 +576,7 @@ def test_coordinator_restart_keeps_site_state(federation, capsys):
     approvals.approve(site_c, analytics_fingerprint(), DATASET, days=1, user="sam")
     # An image feature grouped by the arm from each site's ingested measurement table.
     result = analyze(
+        **federation.researcher(),
         address=federation.address,
         insecure=True,
         dataset=DATASET,

@@ -293,6 +293,24 @@ def test_client_api_through_the_gate(hub, monkeypatch):
     assert insitu.catalog().loc[0, "access"] == "pending"
 
 
+def test_a_researchers_server_gets_its_federated_identity_from_the_home_site(hub, monkeypatch):
+    from insitu.config import load_config
+    from insitu.federation import identity
+
+    monkeypatch.delenv("INSITU_HOME", raising=False)
+    monkeypatch.setenv("INSITU_ACCESS_URL", hub.service_url("access"))
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", hub.token("bob"))
+    sign = identity.default_signer()
+    assert sign is not None
+    token = sign("ab" * 32, {"dataset": "trial-a"})
+    who = identity.verify(hub.home, token, fab_hash="ab" * 32, run_config={"dataset": "trial-a"},
+                          run_id="1")  # fmt: skip
+    assert who.qualified == f"bob@{load_config(hub.home).site.name}"
+    # The hub token decides who is signed for: no field of the request names the user.
+    refused = _access(hub, "bob", "POST", "federation/identity", {"fab_hash": 1})
+    assert refused.status_code == 400
+
+
 def test_reads_are_audited_coalesced(hub):
     _approve(hub, "root_admin")
     keys = [k for k in _gate(hub, "root_admin", "list/trial-a/v1", timeout=30).json()["keys"]

@@ -28,11 +28,11 @@ def _small_cells(home: NodeHome) -> None:
 @pytest.fixture(scope="module")
 def federation(
     demo_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, dict[str, NodeHome]]]:
+) -> Iterator[tuple[str, dict[str, NodeHome], dict[str, str]]]:
     """`insitu demo --federation`'s loopback federation, on a copy of the session's demo."""
     from fixtures_experience import DEMO_SPEC
 
-    from insitu.demo import prepare, start_federation, stop_federation
+    from insitu.demo import federation_env, prepare, start_federation, stop_federation
 
     root = tmp_path_factory.mktemp("fed-demo") / "demo"
     shutil.copytree(demo_root, root, symlinks=True)
@@ -42,17 +42,18 @@ def federation(
         _small_cells(home)
     address = start_federation(setup)
     try:
-        yield address, homes
+        # alice of site-a submits: her identity signed by site-a, her coordinator token.
+        yield address, homes, federation_env(setup)
     finally:
         stop_federation(setup)
 
 
 def test_federated_analysis_notebook(federation, tmp_path: Path) -> None:
-    address, _homes = federation
+    address, _homes, env = federation
     nb = run_notebook(
         "04-federated-analysis.ipynb",
         tmp_path,
-        {},
+        env,
         params=f'FEDERATION = None\nADDRESS = "{address}"\nDATASET = "locat"',
     )
     text = outputs(nb)
@@ -63,11 +64,11 @@ def test_federated_analysis_notebook(federation, tmp_path: Path) -> None:
 
 def test_federated_training_notebook(federation, tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    address, homes = federation
+    address, homes, env = federation
     nb = run_notebook(
         "05-federated-training.ipynb",
         tmp_path,
-        {},
+        env,
         params=f'FEDERATION = None\nADDRESS = "{address}"\nROUNDS = 1',
     )
     text = outputs(nb)
@@ -77,3 +78,4 @@ def test_federated_training_notebook(federation, tmp_path: Path) -> None:
     for home in homes.values():
         replies = AuditLog(home).query(kind="federation.reply")
         assert replies and all(r["details"]["decision"] == "allowed" for r in replies)
+        assert {r["user"] for r in replies} == {"alice@site-a"}

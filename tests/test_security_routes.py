@@ -102,6 +102,7 @@ ROUTES = [
     ("access", "POST", "api/requests/1/deny", False),
     ("access", "POST", "api/requests/1/revoke", False),
     ("access", "GET", "api/me", False),
+    ("access", "POST", "api/federation/identity", False),
     ("access", "GET", "", True),
     ("gate", "GET", "datasets", False),
     ("gate", "GET", "datasets/trial-a", False),

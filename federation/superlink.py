@@ -1,0 +1,42 @@
+"""insitu's entry point around Flower's SuperLink: per-researcher Control API.
+
+``python -m insitu.federation.superlink --insitu-home HOME [flower-superlink args]``
+installs insitu's Control API authentication (tokens from ``insitu federation
+token issue``) and the owner checks of :mod:`insitu.federation.control_auth`,
+then runs Flower's own ``flower-superlink`` main with the remaining arguments.
+``insitu federation coordinator`` starts the SuperLink this way; nothing else
+about Flower changes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2 or args[0] != "--insitu-home":
+        print("usage: python -m insitu.federation.superlink --insitu-home HOME [ARGS]")
+        return 2
+    import importlib
+
+    from insitu.config import NodeHome
+    from insitu.federation.control_auth import TokenAuthn, install_owner_checks
+
+    # The module (the package's attribute of that name is the function).
+    cli = importlib.import_module("flwr.superlink.cli.flower_superlink")
+    home = NodeHome(Path(args[1]))
+    install_owner_checks(home)
+    # Flower's main reads its account plugin through this module-level name.
+    setattr(cli, "load_control_authn_plugin", lambda: TokenAuthn(home))  # noqa: B010
+    sys.argv = ["flower-superlink", *args[2:]]
+    cli.flower_superlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

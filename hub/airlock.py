@@ -45,6 +45,7 @@ from insitu.hub.airlock_checks import (
     overall_status,
     run_checks,
 )
+from insitu.hub.airlock_preview import Preview, build_preview
 
 __all__ = ["STATES", "TRANSITIONS", "Airlock", "ReleaseRequest"]
 
@@ -405,22 +406,17 @@ class Airlock:
         )
         return self.get(request.id)
 
-    def preview(self, request_id: int | str, *, limit: int = 4000) -> str:
-        """What the steward reads: the start of a text output, or an image's size."""
-        request = self.get(request_id)
-        path = self.path(request)
-        if request.kind in ("table", "json", "text"):
-            text = path.read_text(errors="replace")
-            return text[:limit] + ("\n... (truncated)" if len(text) > limit else "")
-        if request.kind == "image":
-            from PIL import Image
+    def preview(self, request_id: int | str) -> str:
+        """What the steward reads: sniffed type, every rule's finding, the content's text."""
+        return self.preview_details(request_id).summary()
 
-            with Image.open(path) as image:
-                return f"PNG image {image.size[0]}x{image.size[1]} ({image.mode})"
-        if request.kind == "notebook":
-            cells = json.loads(path.read_text()).get("cells", [])
-            return f"notebook with {len(cells)} cells"
-        return f"{request.kind} file of {request.size} bytes"
+    def preview_details(self, request_id: int | str) -> Preview:
+        """The steward's preview (:class:`insitu.hub.airlock_preview.Preview`): the real
+        image downscaled, table head, notebook outputs, sniffed type, every finding."""
+        request = self.get(request_id)
+        return build_preview(
+            self.path(request).read_bytes(), declared=request.kind, findings=request.checks
+        )
 
     # --- state machine ------------------------------------------------------
 

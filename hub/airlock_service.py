@@ -6,7 +6,8 @@ Under ``/services/airlock/``:
     POST api/releases                        submit {filename, purpose, content (base64), evidence?}
     GET  api/releases                        mine; a steward or admin adds ?all=1 for everyone's
     GET  api/releases/<id>                   mine, or any for a steward/admin
-    GET  api/releases/<id>/preview           steward/admin: what to read before deciding
+    GET  api/releases/<id>/preview           steward/admin: sniffed type, findings, the image
+                                             downscaled (base64 PNG), table head, outputs
     POST api/releases/<id>/approve           steward/admin {reason, override?}
     POST api/releases/<id>/deny              steward/admin {reason}
     GET  api/releases/<id>/download          the researcher's own approved output, as a file
@@ -140,8 +141,8 @@ class ReleaseHandler(AirlockHandler):
 class PreviewHandler(AirlockHandler):
     async def get(self, request_id: str) -> None:
         self.require_decider()
-        preview = await self.call("preview", request_id)
-        self.write_json({"id": int(request_id), "preview": preview})
+        preview = await self.call("preview_details", request_id)
+        self.write_json({"id": int(request_id), "preview": preview.summary(), **preview.to_json()})
 
 
 class DecisionHandler(AirlockHandler):

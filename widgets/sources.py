@@ -8,6 +8,7 @@ returns plain dicts; the widgets never see tokens, URLs or paths.
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Protocol, runtime_checkable
 
 from insitu.config import NodeHome, resolve_home
@@ -211,7 +212,8 @@ class HubStewardSource:
 
     def release_preview(self, release_id: int) -> tuple[str, bytes | None]:
         answer = _service_call("INSITU_AIRLOCK_URL", "GET", f"api/releases/{release_id}/preview")
-        return str(answer.get("preview", "")), None
+        image = answer.get("image")
+        return str(answer.get("preview", "")), base64.b64decode(image) if image else None
 
     def decide_release(
         self, release_id: int, *, approve: bool, reason: str, override: str | None = None
@@ -300,9 +302,8 @@ class NodeSource:
 
         self._require_steward()
         with Airlock(self.home) as airlock:
-            request = airlock.get(release_id)
-            image = airlock.path(request).read_bytes() if request.kind == "image" else None
-            return airlock.preview(release_id), image
+            preview = airlock.preview_details(release_id)  # the image downscaled, never raw
+            return preview.summary(), preview.image
 
     def decide_release(
         self, release_id: int, *, approve: bool, reason: str, override: str | None = None

@@ -115,36 +115,63 @@ def resolve_home(path: str | os.PathLike[str] | None = None) -> NodeHome:
 # --- insitu.toml ---------------------------------------------------------
 
 
+# Each key's help text is the string right below it (the config reference,
+# docs/reference/config.md, is generated from them: `python -m insitu.config --markdown`).
+
+
 @dataclass(frozen=True)
 class SiteSection:
+    """The site itself."""
+
     name: str = "site"
+    """The site's name in federations, audit entries and the hub's pages: lower-case
+    letters, digits and dashes."""
     title: str = "An insitu site node"
+    """The site's name for people: the login and landing pages show it."""
 
 
 @dataclass(frozen=True)
 class HubSection:
+    """The site's JupyterHub (`insitu up`)."""
+
     host: str = "127.0.0.1"
+    """The address the hub listens on; keep loopback behind a TLS reverse proxy."""
     port: int = 8765
-    # "local" (hashed passwords in hub/) or "oidc" (the institution's SSO).
+    """The hub's port (0: a free one); `insitu up --port` overrides it."""
     authenticator: str = "local"
+    """How people log in: "local" (accounts with hashed passwords in hub/, `insitu users`)
+    or "oidc" (the institution's single sign-on, the oidc_* keys)."""
     oidc_client_id: str = ""
+    """OIDC: this site's client id at the identity provider (the secret comes from
+    $INSITU_OIDC_CLIENT_SECRET or private/oidc-client-secret, never from this file)."""
     oidc_authorize_url: str = ""
+    """OIDC: the provider's authorization endpoint."""
     oidc_token_url: str = ""
+    """OIDC: the provider's token endpoint."""
     oidc_userdata_url: str = ""
+    """OIDC: the provider's userinfo endpoint."""
     oidc_username_claim: str = "preferred_username"
+    """OIDC: the claim that becomes the hub user name."""
     oidc_admin_groups: list[str] = field(default_factory=list)
+    """OIDC: members of these groups are admins."""
     oidc_steward_groups: list[str] = field(default_factory=list)
-    # Where researchers' servers run: "local" (processes of the node's account),
-    # "accounts" (one Unix account each, needs user_accounts_dir) or "kubernetes"
-    # (a pod each, KubeSpawner: the Helm chart's hub). Setting user_accounts_dir
-    # alone also means "accounts".
+    """OIDC: members of these groups are data stewards."""
     spawner: str = "local"
-    # Embedded node as root: run each researcher as their own Unix account with a folder
-    # here (outside the node home). Empty: everyone runs as the node's account (S1).
+    """Where researchers' servers run: "local" (processes of the node's account),
+    "accounts" (one Unix account each, needs user_accounts_dir) or "kubernetes" (a pod
+    each, KubeSpawner: the Helm chart's hub). Setting user_accounts_dir alone also means
+    "accounts"."""
     user_accounts_dir: str = ""
-    # The Python those accounts run (servers, kernels, dask); empty: this one. It must be
-    # executable by other accounts (not under a 0700 folder such as /root).
+    """Embedded node as root: run each researcher as their own Unix account
+    (insitu-<name>) with a folder here, outside the node home, so their servers and dask
+    workers cannot read the node's files. `insitu init` and `insitu demo` set it when run
+    as root. Empty: everyone runs as the node's account (finding S1, a warning at every
+    start)."""
     user_python: str = ""
+    """The Python those accounts run (servers, kernels, dask workers); it must be
+    executable by other accounts. Empty: the hub's own, or, when that one is closed to
+    them (e.g. under /root), a small venv built in user_accounts_dir from the system's
+    Python with insitu's packages."""
 
     @property
     def spawner_kind(self) -> str:
@@ -162,18 +189,35 @@ class PolicySection:
     """What may leave the site (airlock checks and federated replies)."""
 
     min_cell_count: int = 10
+    """Smallest count a released table cell (or a federated per-group statistic) may
+    rest on."""
     min_subjects: int = 10
+    """Fewest subjects a federated reply may be computed from."""
     p_ratio: float = 0.1
+    """Dominance, p% rule: a cell fails when the others' total would let its largest
+    contributor be estimated to within this fraction, in (0, 1]."""
     nk_n: int = 2
+    """Dominance, n-k rule: the n largest contributors of a cell ..."""
     nk_k: float = 0.9
+    """... may not make up more than this share of its total, in (0, 1]."""
     zeros_disclosive: bool = True
+    """Whether an empty cell counts as disclosive (it tells that nobody has it)."""
     max_release_bytes: int = 20 * 1024 * 1024
+    """Largest file the airlock releases, in bytes."""
     max_reply_bytes: int = 200 * 1024 * 1024
+    """Largest federated reply the site sends, in bytes."""
     allow_model_updates_shaped_like_images: bool = False
+    """Whether a federated reply may carry arrays shaped like the site's images (off:
+    such replies are refused as possible image exports)."""
     differential_privacy: bool = False
+    """Add Gaussian noise to the site's federated replies (client-side DP)."""
     dp_noise_multiplier: float = 1.0
+    """DP: noise standard deviation as a multiple of the clipping norm."""
     dp_clipping_norm: float = 1.0
+    """DP: updates are clipped to this L2 norm before the noise."""
     secure_aggregation: bool = False
+    """Require secure aggregation (SecAgg+) for federated training: the coordinator sees
+    only the sum of the sites' updates."""
 
 
 def _help(default: Any, text: str) -> Any:
@@ -233,18 +277,30 @@ class DisclosureSection:
 
 @dataclass(frozen=True)
 class ComputeSection:
+    """Researchers' dask clusters (dask-gateway at the site)."""
+
     max_workers: int = 4
+    """Most workers one researcher's cluster may have."""
     worker_memory: str = "2 GiB"
+    """Memory of each worker, e.g. "2 GiB" or "512 MiB"."""
     worker_cores: int = 1
-    gateway_port: int = 0  # 0: pick a free loopback port at `insitu up`
+    """CPU cores of each worker."""
+    gateway_port: int = 0
+    """dask-gateway's port on loopback (0: a free one at `insitu up`)."""
 
 
 @dataclass(frozen=True)
 class DeidSection:
+    """De-identification at ingest."""
+
     retain_device_identity: bool = False
-    # Modalities with burned-in text are held back unless the admin opts in.
+    """Keep the scanner's make, model and serial number (off: removed, as the DICOM
+    basic profile says)."""
     allow_burned_in: bool = False
+    """Ingest modalities that often carry burned-in text (ultrasound, secondary captures);
+    off: such images are held back for review."""
     deface_head_scans: bool = True
+    """Deface head CT/MR at ingest (faces can be reconstructed from them)."""
 
 
 @dataclass(frozen=True)
@@ -436,3 +492,11 @@ def _dump_toml(data: dict[str, dict[str, Any]]) -> str:
 
 def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+
+
+if __name__ == "__main__":  # python -m insitu.config --markdown > docs/reference/config.md
+    import sys
+
+    from insitu.config_doc import main
+
+    sys.exit(main(sys.argv[1:]))

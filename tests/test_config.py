@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,17 @@ def test_hub_spawner_in_effect():
     assert parse_config({"hub": {"user_accounts_dir": "/srv/u"}}).hub.spawner_kind == "accounts"
     kube = parse_config({"hub": {"spawner": "kubernetes"}})
     assert kube.hub.spawner_kind == "kubernetes"
+
+
+def test_the_config_reference_is_generated_from_the_code():
+    """docs/reference/config.md is what `python -m insitu.config --markdown` prints."""
+    from insitu.config_doc import COMMAND, markdown, missing_help
+
+    assert missing_help() == [], (
+        "give each new insitu.toml key its help text: a string literal on the line below "
+        f"the field in insitu/config.py; then run `.venv/bin/{COMMAND}`"
+    )
+    page = Path(__file__).parents[1] / "docs" / "reference" / "config.md"
+    assert page.read_text() == markdown(), (
+        f"docs/reference/config.md is out of date: run `.venv/bin/{COMMAND}` and commit it"
+    )

@@ -15,6 +15,7 @@ after :func:`prepare` installed the ``insitu`` kernel spec.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
@@ -83,24 +84,60 @@ class EnclaveContentsManager(AsyncLargeFileManager):
         return model
 
 
-def server_args() -> list[str]:
-    """Command-line settings for the single-user server (``Spawner.args``)."""
+# JupyterLab settings every researcher's server starts with: an enclave is offline, so
+# no "official Jupyter news?" question, no news feed and no update check.
+LAB_OVERRIDES = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}
+}
+
+
+def lab_settings_dir(prefix: str | None = None) -> Path:
+    return Path(prefix or sys.prefix) / "share" / "jupyter" / "insitu-lab-settings"
+
+
+def write_lab_settings(folder: Path) -> Path:
+    """``folder/overrides.json`` with :data:`LAB_OVERRIDES` (replaced atomically)."""
+    import json
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(LAB_OVERRIDES, indent=2) + "\n"
+    target = folder / "overrides.json"
+    if not target.exists() or target.read_text() != text:
+        partial = folder / f".overrides.json.{os.getpid()}"
+        partial.write_text(text)
+        partial.replace(target)
+    return folder
+
+
+def server_args(lab_settings: Path | None = None) -> list[str]:
+    """Command-line settings for the single-user server (``Spawner.args``).
+
+    One kernel in the launcher, the site's (the default ``python3`` spec is hidden), and
+    JupyterLab's news and update checks off (:data:`LAB_OVERRIDES` in ``lab_settings``,
+    default :func:`lab_settings_dir`).
+    """
     return [
         f"--ServerApp.contents_manager_class={__name__}.EnclaveContentsManager",
         f"--ServerApp.extra_services={__name__}",
         "--ServerApp.terminals_enabled=False",
         "--MappingKernelManager.default_kernel_name=insitu",
+        "--KernelSpecManager.ensure_native_kernel=False",
+        "--KernelSpecManager.allowed_kernelspecs=insitu",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--LabApp.app_settings_dir={lab_settings or lab_settings_dir()}",
     ]
 
 
 def prepare(prefix: str | None = None) -> str:
-    """Install the ``insitu`` kernel spec where user servers find it (default: sys.prefix).
+    """Install the ``insitu`` kernel spec where user servers find it (default: sys.prefix),
+    and the enclave's JupyterLab settings (:func:`lab_settings_dir`).
 
     Written in place (atomically) rather than with jupyter_client's installer,
     which deletes and copies the folder and so races when hubs start together.
     """
-    from pathlib import Path
-
     from insitu.kernels.kernelspec import write_kernelspec
 
+    write_lab_settings(lab_settings_dir(prefix))
     return str(write_kernelspec(Path(prefix or sys.prefix) / "share" / "jupyter"))

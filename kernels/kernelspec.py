@@ -3,7 +3,8 @@
 The spec is written into a folder on the user server's ``JUPYTER_PATH``
 (``home.run/jupyter`` for the hub's spawner) or installed with
 ``insitu kernel install [--prefix P | --user]``. The kernel starts with
-``import insitu``, so ``insitu.catalog()`` works in the first cell; the gate,
+``import insitu``, so ``insitu.catalog()`` works in the first cell, and shows
+insitu's errors (a refused read) as one line (:mod:`insitu.kernels.display`); the gate,
 airlock and gateway addresses and the researcher's token come from the
 server's environment, never from the researcher.
 """
@@ -21,7 +22,11 @@ __all__ = ["DISPLAY_NAME", "KERNEL_NAME", "install_kernelspec", "kernel_spec", "
 
 KERNEL_NAME = "insitu"
 DISPLAY_NAME = "Python 3 (insitu)"
-STARTUP = "import insitu"
+# ``import insitu``, and insitu's errors shown as one clear line (insitu.kernels.display).
+STARTUP = (
+    "import insitu; import insitu.kernels.display as _insitu_display; "
+    "_insitu_display.install(); del _insitu_display"
+)
 
 
 def kernel_spec(python: str | None = None) -> dict[str, Any]:

@@ -161,11 +161,22 @@ FEDERATED_TRAINING = [
     "run = RunHandle.submit(\n"
     '    training_fab(), **where, run_config={"num-rounds": ROUNDS, "min-sites": 2}\n'
     ")\n"
-    'monitor = JobMonitor(title=f"FedAvg across three sites (run {run.run_id})")\n'
+    'monitor = JobMonitor(title=f"FedAvg across three sites (run {run.run_id})", '
+    "rounds=ROUNDS)\n"
     "monitor.watch(run.status)\nmonitor",
     "outcome = run.wait()\nmonitor.thread.join(timeout=60)\n"
     'for r in outcome.result["rounds"]:\n'
     "    print(f\"round {r['round']}: sites {r['sites']}, train loss {r['train_loss']:.3f}\")",
+]
+
+STEWARD_REVIEW = [
+    "md:# Steward: access requests and releases\n\nFor data stewards. The panel lists the "
+    "access requests and the releases waiting for a decision; every decision needs a reason "
+    "(the researcher and the public register see it), and a release whose automatic checks "
+    "failed can only be approved with a written override. Researchers who open this "
+    "notebook are refused by the site's services.",
+    "from insitu.widgets import StewardPanel\nfrom insitu.widgets.sources import "
+    "HubStewardSource\n\nStewardPanel(HubStewardSource())",
 ]
 
 NOTEBOOKS = {
@@ -174,14 +185,16 @@ NOTEBOOKS = {
     "03-release-through-the-airlock.ipynb": RELEASE,
     "04-federated-analysis.ipynb": FEDERATED_ANALYSIS,
     "05-federated-training.ipynb": FEDERATED_TRAINING,
+    "06-steward-review.ipynb": STEWARD_REVIEW,
 }
 
 
 def build(cells: list[str]) -> nbformat.NotebookNode:
     nb = new_notebook()
+    # The site's kernel (insitu.kernels.kernelspec), so notebooks open in it.
     nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
+        "name": "insitu",
+        "display_name": "Python 3 (insitu)",
         "language": "python",
     }
     nb.cells = [

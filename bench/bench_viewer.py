@@ -56,11 +56,11 @@ def _viewer_moves(image, plane: str, moves: int) -> list[float]:
     viewer = SliceViewer(image, plane=plane)
     n = int(image.sizes[PLANES[plane][0]])
     order = np.random.default_rng(1).permutation(n)[: min(moves, n - 1)]
-    order = [int(k) for k in order if int(k) != viewer.slider.value]
+    order = [int(k) for k in order if int(k) != viewer.index()]
     times = []
     for k in order:
         start = time.perf_counter()
-        viewer.slider.value = k  # the observer reads, windows and encodes
+        viewer.slider.value = k + 1  # 1-based; the observer reads, windows and encodes
         times.append(time.perf_counter() - start)
     return times
 

@@ -33,21 +33,27 @@ def _check_name(kind: str, name: str) -> str:
 
 def datasets(home: NodeHome) -> list[dict[str, Any]]:
     """Published datasets: name, title, citation (the steward's, see docs/credit.md),
-    versions (oldest first), newest."""
+    versions (oldest first), newest, and the newest version's subject and series counts
+    (what a catalog shows before access)."""
     from insitu.datasets.catalog import Catalog
 
+    found = []
     with Catalog(home) as catalog:
-        rows = catalog.datasets()
-        return [
-            {
-                "name": row["name"],
-                "title": row.get("title", ""),
-                "citation": _cite_as(home, row["name"], row.get("citation", "")),
-                "versions": [v["version"] for v in catalog.versions(row["name"])],
-                "newest": row.get("newest"),
-            }
-            for row in rows
-        ]
+        for row in catalog.datasets():
+            versions = catalog.versions(row["name"])
+            newest = versions[-1] if versions else {}
+            found.append(
+                {
+                    "name": row["name"],
+                    "title": row.get("title", ""),
+                    "citation": _cite_as(home, row["name"], row.get("citation", "")),
+                    "versions": [v["version"] for v in versions],
+                    "newest": row.get("newest"),
+                    "subjects": newest.get("n_subjects"),
+                    "series": newest.get("n_series"),
+                }
+            )
+    return found
 
 
 def _cite_as(home: NodeHome, dataset: str, ingest_citation: str) -> str:

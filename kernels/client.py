@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["catalog", "open_dataset", "request_access"]
 
-CATALOG_COLUMNS = ["name", "title", "versions", "newest", "access", "request", "expires"]
+CATALOG_COLUMNS = [
+    "name", "title", "citation", "versions", "newest", "subjects", "series",
+    "access", "request", "expires",
+]  # fmt: skip
 
 
 def _through_gate() -> bool:

@@ -63,6 +63,7 @@ class Release:
     reason: str | None = None
     download_url: str = ""
     bundle_url: str = ""  # the output zipped with CITATIONS.cff/.bib/.md of the data it used
+    submitted: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any], base: str) -> Release:
@@ -76,6 +77,7 @@ class Release:
             reason=data.get("reason"),
             download_url=f"{base}api/releases/{data['id']}/download",
             bundle_url=f"{base}api/releases/{data['id']}/bundle",
+            submitted=data.get("submitted"),
         )
 
     def __str__(self) -> str:
@@ -140,7 +142,23 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
     raise _ERRORS.get(answer.status_code, ServiceError)(message)
 
 
-def _payload(obj: Any, filename: str | None) -> tuple[bytes, str, dict[str, Any] | None]:
+def default_filename(purpose: str, suffix: str, fallback: str) -> str:
+    """A file name from the purpose ("Noise by dose arm" -> noise-by-dose-arm.csv), so that
+    a researcher's releases are told apart without naming each one."""
+    import re
+
+    words = re.findall(r"[a-z0-9]+", purpose.lower())
+    stem = ""
+    for word in words:
+        if len(stem) + len(word) + 1 > 40:
+            break
+        stem = f"{stem}-{word}" if stem else word
+    return f"{stem or fallback}{suffix}"
+
+
+def _payload(
+    obj: Any, filename: str | None, purpose: str = ""
+) -> tuple[bytes, str, dict[str, Any] | None]:
     """The bytes, file name and (for insitu.kernels.sdc tables) ACRO evidence of ``obj``."""
     kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
     if isinstance(obj, str | os.PathLike):
@@ -157,12 +175,12 @@ def _payload(obj: Any, filename: str | None) -> tuple[bytes, str, dict[str, Any]
         evidence = frame.attrs.get(EVIDENCE_ATTR)
         keep_index = not isinstance(frame.index, pd.RangeIndex)
         data = (frame.reset_index() if keep_index else frame).to_csv(index=False).encode()
-        return data, filename or "table.csv", evidence
+        return data, filename or default_filename(purpose, ".csv", "table"), evidence
     figure = getattr(obj, "figure", None) if kind.startswith("matplotlib.axes") else obj
     if type(figure).__module__.startswith("matplotlib.figure"):
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")  # at the figure's own size and dpi
-        return buffer.getvalue(), filename or "figure.png", None
+        return buffer.getvalue(), filename or default_filename(purpose, ".png", "figure"), None
     if isinstance(obj, dict) and obj.get("nbformat"):
         import json
 
@@ -187,7 +205,7 @@ def release(obj_or_path: Any, purpose: str, *, filename: str | None = None) -> R
     """
     if not isinstance(purpose, str) or not purpose.strip():
         raise InvalidRequestError("say what the output is for: release(obj, purpose='...')")
-    data, name, evidence = _payload(obj_or_path, filename)
+    data, name, evidence = _payload(obj_or_path, filename, purpose)
     body: dict[str, Any] = {
         "filename": name,
         "purpose": purpose,

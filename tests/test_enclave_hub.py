@@ -116,7 +116,7 @@ def test_a_figure_and_a_notebook_are_released_as_png_and_ipynb(as_ada):
     figure = Figure(figsize=(4, 3), dpi=50)
     figure.add_subplot().plot([1, 2, 3])
     plot = insitu.release(figure, purpose="a plot of means")
-    assert plot.filename == "figure.png" and plot.status == "pass", plot.checks
+    assert plot.filename == "a-plot-of-means.png" and plot.status == "pass", plot.checks
     notebook = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     shown = insitu.release(notebook, purpose="the analysis")
     assert shown.filename == "notebook.ipynb" and shown.state == "submitted"

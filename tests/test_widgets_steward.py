@@ -33,7 +33,7 @@ def test_access_requests_are_decided_with_a_reason(site_node) -> None:
     first = access.request(site_node, "bob", "locat-site-a", "noise study", "p1", 30)
     second = access.request(site_node, "alice", "locat-site-a", "appendix sizes", "p2", 60)
     panel = StewardPanel(NodeSource("sam", site_node))
-    assert panel.tabs.get_title(0) == "Access requests (2)"
+    assert panel.tabs.get_title(0) == "Access (2)"
     panel.access_select.value = first.id
     assert "noise study" in panel.access_details.value and panel.access_days.value == 30
     panel.access_approve.click()
@@ -44,7 +44,7 @@ def test_access_requests_are_decided_with_a_reason(site_node) -> None:
     panel.access_approve.click()
     decided = access.get_request(site_node, first.id)
     assert decided.status == "approved" and decided.decision_reason == "fits the trial's consent"
-    assert panel.tabs.get_title(0) == "Access requests (1)"
+    assert panel.tabs.get_title(0) == "Access (1)"
     panel.access_select.value = second.id
     panel.access_reason.value = "purpose too vague"
     panel.access_deny.click()

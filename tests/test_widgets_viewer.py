@@ -60,7 +60,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 def test_opens_in_the_middle_reading_only_that_slice(counted) -> None:
     image, source = counted
     viewer = SliceViewer(image)
-    assert viewer.slider.max == 9 and viewer.slider.value == 5
+    assert viewer.slider.max == 10 and viewer.slider.value == 6  # 1-based, like its label
     assert sorted(set(source.z_reads)) == [5]
     assert bytes(viewer.view.value[:4]) == b"\x89PNG"
     assert "z = <b>5.0 mm</b>" in viewer.position.value
@@ -72,14 +72,14 @@ def test_slider_change_updates_the_image_and_reads_one_slice(counted) -> None:
     viewer = SliceViewer(image)
     before = viewer.view.value
     source.z_reads.clear()
-    viewer.slider.value = 2
+    viewer.slider.value = 3
     assert set(source.z_reads) == {2}
     assert viewer.view.value != before
     assert "z = <b>-10.0 mm</b> · slice 3 of 10" in viewer.position.value
     np.testing.assert_array_equal(viewer.plane_values(), _volume()[2])
     # Going back is served from the few planes kept: no read at all.
     source.z_reads.clear()
-    viewer.slider.value = 5
+    viewer.slider.value = 6
     assert source.z_reads == []
     assert viewer.reads == 2
 
@@ -100,7 +100,7 @@ def test_window_presets_and_free_window(counted) -> None:
     viewer.width.value = 200
     assert "window 0/200 HU" in viewer.position.value
     # A narrow window around a known value makes that value mid-grey.
-    viewer.slider.value = 0
+    viewer.slider.value = 1
     viewer.center.value, viewer.width.value = -500.0, 2.0
     pixels = np.asarray(Image.open(io.BytesIO(bytes(viewer.view.value))))
     assert pixels.min() <= 128 and pixels.max() == 255
@@ -112,7 +112,7 @@ def test_plane_switch_keeps_the_physical_aspect(counted) -> None:
     assert _png_size(viewer.view.value) == (200, 150)  # 32x1.5 mm wide, 24x1.5 mm tall
     source.z_reads.clear()
     viewer.plane.value = "coronal"
-    assert viewer.slider.max == 23 and viewer.slider.description == "y slice"
+    assert viewer.slider.max == 24 and viewer.slider.description == "y slice"
     values = viewer.plane_values()
     assert values.shape == (10, 32)
     np.testing.assert_array_equal(values, _volume()[::-1, 12, :])  # superior up
@@ -166,9 +166,9 @@ def test_on_a_real_store_a_slice_move_reads_one_row_of_chunks(site_node) -> None
     image = ds.image(series_id)
     store.keys.clear()
     viewer = SliceViewer(image)
-    assert image.sizes["z"] == 10 and viewer.slider.value == 5
+    assert image.sizes["z"] == 10 and viewer.slider.value == 6
     store.keys.clear()
-    viewer.slider.value = 9  # the last chunk row (the store keeps 4 slices per chunk)
+    viewer.slider.value = 10  # the last chunk row (the store keeps 4 slices per chunk)
     prefix = f"series/{series_id}/0/c/"
     chunks = {k for k in store.keys if k.startswith(prefix)}
     assert chunks, store.keys
@@ -184,7 +184,7 @@ def test_a_coronal_sweep_reads_the_series_once(counted) -> None:
     assert sorted(set(source.z_reads)) == list(range(10)), "a coronal plane needs every slice"
     source.z_reads.clear()
     for j in (0, 7, 23):
-        viewer.slider.value = j
+        viewer.slider.value = j + 1
         np.testing.assert_array_equal(viewer.plane_values(), _volume()[::-1, j, :])
     viewer.plane.value = "sagittal"
     np.testing.assert_array_equal(viewer.plane_values(), _volume()[::-1, :, 16])
@@ -192,6 +192,6 @@ def test_a_coronal_sweep_reads_the_series_once(counted) -> None:
     # A series too large to hold reads plane by plane instead.
     small = SliceViewer(image, plane="coronal", max_volume_bytes=0)
     source.z_reads.clear()
-    small.slider.value = 3
+    small.slider.value = 4
     assert sorted(set(source.z_reads)) == list(range(10))
     np.testing.assert_array_equal(small.plane_values(), _volume()[::-1, 3, :])

@@ -33,6 +33,21 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+def _download_link(url: str, filename: str, bundle_url: str = "") -> str:
+    """A link that looks like a button and saves the file (one click); with ``bundle_url``,
+    a second link to the same output zipped with the citations of its data."""
+    link = (
+        f"<a href='{_e(url)}' download='{_e(filename)}' target='_blank' rel='noopener' "
+        "style='display:inline-block;background:#1a7f37;color:white;border-radius:4px;"
+        f"padding:4px 12px;text-decoration:none'>&#x2B07; Download {_e(filename)}</a>"
+    )
+    if bundle_url:
+        link += (
+            f" · <a href='{_e(bundle_url)}' target='_blank' rel='noopener'>with citations (zip)</a>"
+        )
+    return link
+
+
 def _state(state: str) -> str:
     return f"<b style='color:{_STATE_COLOURS.get(state, '#57606a')}'>{_e(state)}</b>"
 
@@ -110,6 +125,7 @@ class AirlockPanel:
     def _show(self) -> None:
         row = self.row()
         self.link.value = ""
+        self.download.layout.display = None
         if row is None:
             self.details.value = ""
             self.download.disabled = True
@@ -128,6 +144,12 @@ class AirlockPanel:
             if row["state"] in DOWNLOADABLE
             else "only outputs a steward approved can be downloaded"
         )
+        if row.get("download_url") and row["state"] in DOWNLOADABLE:
+            # In a hosted notebook the hub serves it: one click on this link downloads it.
+            self.download.layout.display = "none"
+            self.link.value = _download_link(
+                row["download_url"], row["filename"], row.get("bundle_url", "")
+            )
 
     def fetch(self) -> bytes | None:
         """Download the selected approved output; returns its bytes and offers a link."""
@@ -138,15 +160,9 @@ class AirlockPanel:
             return None
         if row.get("download_url") and row["state"] in DOWNLOADABLE:
             # In a hosted notebook the hub serves approved outputs to the browser.
-            self.link.value = (
-                f"<a href='{_e(row['download_url'])}' target='_blank' rel='noopener'>"
-                f"download {_e(row['filename'])}</a>"
+            self.link.value = _download_link(
+                row["download_url"], row["filename"], row.get("bundle_url", "")
             )
-            if row.get("bundle_url"):  # the same output with the citations of its data
-                self.link.value += (
-                    f" · <a href='{_e(row['bundle_url'])}' target='_blank' rel='noopener'>"
-                    "with citations (zip)</a>"
-                )
             return None
         try:
             filename, data = self.source.download_release(row["id"])

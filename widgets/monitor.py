@@ -55,10 +55,14 @@ def _site(value: Any) -> tuple[str, str]:
 class JobMonitor:
     """An ipywidgets view of one federated run; feed it with update() or watch()."""
 
-    def __init__(self, *, title: str = "Federated job", interval: float = 1.0) -> None:
+    def __init__(
+        self, *, title: str = "Federated job", interval: float = 1.0, rounds: int | None = None
+    ) -> None:
+        """``rounds``: the run's number of rounds, shown until the status names it."""
         import ipywidgets as w
 
         self.interval = interval
+        self.expected_rounds = rounds
         self.status: dict[str, Any] = {}
         self.updates = 0
         self.errors: list[str] = []
@@ -69,7 +73,7 @@ class JobMonitor:
         self.rounds = w.IntProgress(value=0, min=0, max=1, description="Rounds")
         self.rounds_label = w.HTML()
         self.sites = w.HTML()
-        self.plot = w.Image(format="png")
+        self.plot = w.Image(format="png", width=400)  # 2x pixels shown at 400 px: crisp
         self.message = w.HTML()
         self.widget = w.VBox(
             [
@@ -96,11 +100,15 @@ class JobMonitor:
         colour = _JOB_COLOURS.get(job, "#9a6700")
         run = f"run {_e(status['run_id'])} · " if status.get("run_id") else ""
         self.state.value = f"{run}<b style='color:{colour}'>{_e(job)}</b>"
-        total = max(int(status.get("rounds") or 1), 1)
+        known = status.get("rounds") or self.expected_rounds
+        total = max(int(known or 1), 1)
         done = min(max(int(status.get("round") or 0), 0), total)
         self.rounds.max, self.rounds.value = total, done
         self.rounds.bar_style = {"finished": "success", "failed": "danger"}.get(job, "info")
-        self.rounds_label.value = f"round {done} of {total}"
+        if known:
+            self.rounds_label.value = f"round {done} of {total}"
+        else:  # the number of rounds is not known yet: never "of 1"
+            self.rounds_label.value = f"round {done}" if done else "waiting for the first round"
         self.sites.value = self._sites_html(status.get("sites") or {})
         metrics = status.get("metrics") or {}
         if metrics:
@@ -164,9 +172,12 @@ class JobMonitor:
     @staticmethod
     def _plot(metrics: dict[str, Any]) -> bytes:
         from matplotlib.figure import Figure  # no pyplot: safe off the main thread
+        from matplotlib.ticker import MaxNLocator
 
-        fig = Figure(figsize=(5.0, 2.6), dpi=80)
+        # Drawn at twice the shown size and scaled down by the browser: crisp on any screen.
+        fig = Figure(figsize=(5.0, 2.6), dpi=160)
         ax = fig.add_subplot()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         for name, points in sorted(metrics.items()):
             pairs = [
                 (float(r), float(v)) for r, v in points if v is not None and math.isfinite(float(v))

@@ -85,7 +85,7 @@ class StewardPanel:
             ]
         )
         self.tabs = w.Tab(children=[access_tab, release_tab])
-        self.tabs.set_title(0, "Access requests")
+        self.tabs.set_title(0, "Access")
         self.tabs.set_title(1, "Releases")
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.widget = w.VBox(
@@ -127,7 +127,11 @@ class StewardPanel:
             (f"#{r['id']} {r['user']}: {r['filename']} [{r['status']}]", r["id"])
             for r in self.release_rows
         ]
-        self.tabs.set_title(0, f"Access requests ({len(self.access_rows)})")
+        # The first waiting request is selected, so what is listed is what is shown and its
+        # buttons work at once. Short titles: JupyterLab's tabs cut long ones.
+        _keep_or_first(self.access_select)
+        _keep_or_first(self.release_select)
+        self.tabs.set_title(0, f"Access ({len(self.access_rows)})")
         self.tabs.set_title(1, f"Releases ({len(self.release_rows)})")
         self._show_access()
         self._show_release()
@@ -244,6 +248,12 @@ class StewardPanel:
         self.release_reason.value = self.release_override.value = ""
         self.refresh()
         return answer
+
+
+def _keep_or_first(select: Any) -> None:
+    values = [value for _label, value in select.options]
+    if select.value not in values:
+        select.value = values[0] if values else None
 
 
 def _error(text: Any) -> str:

@@ -104,13 +104,14 @@ class SliceViewer:
         start = PRESETS.get(preset) or self._auto_window()
 
         self.plane = w.ToggleButtons(options=list(PLANES), value=plane, description="Plane")
+        # 1-based, like the "slice k of n" label beside it; index() is the 0-based position.
         self.slider = w.IntSlider(
-            min=0,
-            max=1,
-            value=0,
+            min=1,
+            max=2,
+            value=1,
             description="Slice",
             continuous_update=True,
-            layout=w.Layout(width="100%"),
+            layout=w.Layout(width="auto"),
         )
         self.preset = w.Dropdown(options=[*PRESETS, FREE], value=preset, description="Window")
         self.center = w.FloatText(
@@ -190,11 +191,15 @@ class SliceViewer:
         n = int(self.image.sizes[dim])
         # Hold the observer off while the range changes: one render, not three.
         with self.slider.hold_trait_notifications():
-            self.slider.max = max(n - 1, 0)
-            self.slider.value = n // 2
+            self.slider.max = max(n, 1)
+            self.slider.value = n // 2 + 1
         self.slider.description = f"{dim} slice"
 
     # -- reading and drawing ------------------------------------------------
+
+    def index(self) -> int:
+        """The 0-based position of the shown plane along the slider's dimension."""
+        return int(self.slider.value) - 1
 
     @property
     def window(self) -> Window:
@@ -204,7 +209,7 @@ class SliceViewer:
         """The 2-D array shown now (rows top to bottom as drawn), read lazily."""
         plane = self.plane.value
         dim, (vertical, horizontal) = PLANES[plane]
-        key = (plane, int(self.slider.value))
+        key = (plane, self.index())
         cached = self._cache.get(key)
         if cached is None:
             source = self._volume_for(plane)
@@ -241,7 +246,7 @@ class SliceViewer:
 
     def position_mm(self) -> float:
         dim = PLANES[self.plane.value][0]
-        return float(self.image[dim].values[int(self.slider.value)])
+        return float(self.image[dim].values[self.index()])
 
     def _display_shape(self, rows: int, cols: int) -> tuple[int, int]:
         """(width, height) in screen pixels with the physical aspect ratio kept."""
@@ -265,7 +270,7 @@ class SliceViewer:
         n = int(self.image.sizes[dim])
         units = self.image.attrs.get("units", "")
         self.position.value = (
-            f"{dim} = <b>{self.position_mm():.1f} mm</b> · slice {self.slider.value + 1} of {n}"
+            f"{dim} = <b>{self.position_mm():.1f} mm</b> · slice {self.index() + 1} of {n}"
             f" · window {self.center.value:g}/{self.width.value:g} {_escape(str(units))}"
         )
         top, bottom, left, right = _EDGES[self.plane.value]

@@ -243,6 +243,7 @@ def hub_service(ctx: ServiceContext) -> HubService:
         port=port,
         user_environment={"INSITU_ACCESS_URL": f"http://127.0.0.1:{port}/services/{NAME}/"},
         ready_path="health",
+        display=True,  # the public register of decisions
     )
 
 

@@ -151,7 +151,12 @@ def _services(c: Any, home: NodeHome, services: list[HubService]) -> list[dict[s
     specs: list[dict[str, Any]] = []
     roles: list[dict[str, Any]] = []
     for service in services:
-        spec: dict[str, Any] = {"name": service.name, "oauth_no_confirm": True}
+        # Only services with a page of their own are listed in the hub's Services menu.
+        spec: dict[str, Any] = {
+            "name": service.name,
+            "oauth_no_confirm": True,
+            "display": service.display,
+        }
         if service.url:
             spec["url"] = service.url
         if service.managed and service.command:
@@ -165,12 +170,31 @@ def _services(c: Any, home: NodeHome, services: list[HubService]) -> list[dict[s
                 {"name": f"service-{service.name}", "scopes": service.scopes,
                  "services": [service.name]}
             )  # fmt: skip
-    specs.append({"name": OPERATOR_SERVICE, "api_token": operator_token(home)})
+    specs.append({"name": OPERATOR_SERVICE, "api_token": operator_token(home), "display": False})
     roles.append(
         {"name": "insitu-operator", "scopes": OPERATOR_SCOPES, "services": [OPERATOR_SERVICE]}
     )
     c.JupyterHub.services = specs
     return roles
+
+
+TEMPLATES = Path(__file__).parent / "templates"
+LANDING_SERVICE = "site"
+
+
+def _branding(c: Any, config: SiteConfig, services: list[HubService]) -> None:
+    """The login page names the site; after login, users land on the site's page."""
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
+    c.JupyterHub.logo_file = str(TEMPLATES / "insitu-logo.svg")
+    c.JupyterHub.template_vars = {
+        "insitu_site_title": config.site.title,
+        "insitu_site_name": config.site.name,
+        "insitu_landing": f"/services/{LANDING_SERVICE}/"
+        if any(s.name == LANDING_SERVICE for s in services)
+        else "",
+    }
+    if any(s.name == LANDING_SERVICE for s in services):
+        c.JupyterHub.default_url = f"/services/{LANDING_SERVICE}/"
 
 
 def _copy_example_notebooks(spawner: Any) -> None:
@@ -180,7 +204,9 @@ def _copy_example_notebooks(spawner: Any) -> None:
     copy_examples(spawner.home_dir_template.format(username=spawner.user.name))
 
 
-def _researcher_settings(c: Any, user_services: list[str], *, root: bool = False) -> list[str]:
+def _researcher_settings(
+    c: Any, user_services: list[str], *, root: bool = False, lab_settings: Path | None = None
+) -> list[str]:
     """What every researcher's server gets, whatever spawns it; returns the access scopes.
 
     The enclave's server settings (no download or export routes, the insitu
@@ -189,7 +215,7 @@ def _researcher_settings(c: Any, user_services: list[str], *, root: bool = False
     """
     from insitu.kernels.enclave import server_args
 
-    c.Spawner.args = (["--allow-root"] if root else []) + server_args()
+    c.Spawner.args = (["--allow-root"] if root else []) + server_args(lab_settings)
     access_scopes = [f"access:services!service={name}" for name in user_services]
     c.Spawner.server_token_scopes = SERVER_SCOPES + access_scopes
     # Admins manage users; they do not get into researchers' servers (their data).
@@ -224,18 +250,27 @@ def configure(c: Any, home_root: str | Path) -> None:
     c.ConfigurableHTTPProxy.pid_file = str(home.run / "proxy.pid")
 
     _authenticator(c, home, config)
+    _branding(c, config, services)
 
     accounts_env: dict[str, str] = {}
+    lab_settings: Path | None = None
     if config.hub.spawner_kind == "accounts":
         # Finding S1 closed: one Unix account per researcher, the node home root-only.
-        from insitu.hub.local_users import accounts_dir, protect_home, user_kernels, user_python
+        from insitu.hub.local_users import (
+            accounts_dir,
+            protect_home,
+            user_kernels,
+            user_lab_settings,
+            user_python,
+        )
 
         users_dir = accounts_dir(home, config.hub.user_accounts_dir)
-        python = user_python(config.hub.user_python)
+        python = user_python(config.hub.user_python, users_dir)
         c.JupyterHub.spawner_class = "insitu.hub.local_users.AccountsSpawner"
         c.AccountsSpawner.users_dir = str(users_dir)
         c.AccountsSpawner.cmd = [python, "-m", "jupyterhub.singleuser"]
         accounts_env = {"JUPYTER_PATH": user_kernels(users_dir, python)}
+        lab_settings = user_lab_settings(users_dir)
         protect_home(home)
     else:
         c.JupyterHub.spawner_class = "jupyterhub.spawner.SimpleLocalProcessSpawner"
@@ -247,7 +282,10 @@ def configure(c: Any, home_root: str | Path) -> None:
 
     prepare()
     access_scopes = _researcher_settings(
-        c, [s.name for s in services if s.user_access], root=os.geteuid() == 0
+        c,
+        [s.name for s in services if s.user_access],
+        root=os.geteuid() == 0,
+        lab_settings=lab_settings,
     )
     c.Spawner.start_timeout = 180
     c.Spawner.http_timeout = 120

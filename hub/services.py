@@ -56,6 +56,7 @@ SERVICE_PROVIDERS: tuple[str, ...] = (
     "insitu.hub.access_service:hub_service",
     "insitu.hub.airlock_service:hub_service",
     "insitu.hub.gateway:hub_service",
+    "insitu.hub.site_service:hub_service",
 )
 
 PLAN_NAME = "services.json"
@@ -75,6 +76,7 @@ class HubService:
     user_environment: dict[str, str] = field(default_factory=dict)
     api_token: str = ""  # filled in by plan_services for services outside the hub
     ready_path: str = ""  # GET this (under url) until it answers to know it is up
+    display: bool = False  # listed in the hub's Services menu (only services with a page)
 
     @property
     def url(self) -> str:

@@ -50,9 +50,10 @@ DB_NAME = "access.sqlite"
 DECIDERS = ("steward", "admin")
 MAX_DAYS = 3 * 365
 _DATASET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Said to researchers in their notebooks: what they can do there, never node commands.
 HOW_TO_REQUEST = (
-    "request access with insitu.request_access({dataset!r}, purpose=..., project=..., days=...) "
-    "in a notebook, or `insitu access request {dataset}` on the node"
+    "request access in the dataset browser, or with insitu.request_access({dataset!r}, "
+    "purpose=..., project=..., days=...) in a notebook"
 )
 
 _SCHEMA = """

@@ -100,7 +100,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     # Finding S1: say it every time, on stderr so scripts reading the URL are unaffected.
     warning = local_mode_warning(load_config(home).hub.user_accounts_dir)
     if warning:
-        print(warning, file=sys.stderr)
+        print(f"{'!' * 78}\n{warning}\n{'!' * 78}", file=sys.stderr)
     logins = lifecycle.demo_logins(home)
     if logins:
         print("demo logins:\n" + logins.rstrip())

@@ -95,7 +95,7 @@ def configure_gateway(c: Any, home: NodeHome, ports: tuple[int, int, int]) -> No
         users = accounts_dir(home, hub.user_accounts_dir)
         c.DaskGateway.backend_class = "insitu.hub.local_users.AccountsLocalBackend"
         c.AccountsLocalBackend.clusters_directory = str(clusters_dir(users))
-        accounts_python = user_python(hub.user_python)
+        accounts_python = user_python(hub.user_python, users)
 
     cluster = c.ClusterConfig
     cluster.scheduler_cmd = _dask_command("scheduler")

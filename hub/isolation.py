@@ -10,18 +10,23 @@ databases and the audit log directly, bypassing the gate and its audit, read
 other users' tokens from ``/proc``, and run the CLI as anyone. File modes do
 not help against the same user id.
 
-Unless ``hub.user_accounts_dir`` is set (as root: one Unix account per
-researcher, :mod:`insitu.hub.local_users`), `insitu up` says so every time it
-starts a node; the Kubernetes chart is the other isolation boundary (non-root
-pods, no store mounts, egress closed).
+As root, `insitu init` and `insitu demo` set ``hub.user_accounts_dir``
+(:func:`isolate`: one Unix account per researcher, :mod:`insitu.hub.local_users`);
+otherwise `insitu up` and `insitu demo` say so every time they start a node; the
+Kubernetes chart is the other isolation boundary (non-root pods, no store
+mounts, egress closed).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import pwd
+from pathlib import Path
+from typing import Any
 
-__all__ = ["local_mode_warning", "node_account"]
+__all__ = ["default_accounts_dir", "isolate", "local_mode_warning", "node_account"]
 
 
 def node_account(uid: int | None = None) -> str:
@@ -48,3 +53,28 @@ def local_mode_warning(user_accounts_dir: str = "", uid: int | None = None) -> s
         "as root, set hub.user_accounts_dir in insitu.toml to run each researcher as their "
         "own Unix account, or use the Kubernetes chart (docs/security.md, finding S1)."
     )
+
+
+ACCOUNTS_ROOT = Path("/var/lib/insitu/accounts")
+
+
+def default_accounts_dir(home: Any) -> str:
+    """Where a node run as root keeps its researchers' folders unless insitu.toml says:
+    ``/var/lib/insitu/accounts/<site folder>-<hash of the home path>`` (outside every
+    home, reachable by the accounts, one per node home on a machine)."""
+    root = Path(home.root).resolve()
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return str(ACCOUNTS_ROOT / f"{root.name}-{digest}")
+
+
+def isolate(home: Any) -> str:
+    """As root, give the node home per-user accounts (``hub.user_accounts_dir``) unless
+    insitu.toml already names a folder; returns the folder, or "" when not root."""
+    from insitu.config import load_config
+
+    config = load_config(home)
+    if config.hub.user_accounts_dir or os.geteuid() != 0:
+        return config.hub.user_accounts_dir
+    hub = dataclasses.replace(config.hub, user_accounts_dir=default_accounts_dir(home))
+    home.config_path.write_text(dataclasses.replace(config, hub=hub).to_toml())
+    return hub.user_accounts_dir

@@ -27,7 +27,7 @@ from typing import Any
 
 from insitu.audit import AuditLog
 from insitu.config import NodeHome, load_config
-from insitu.errors import ServiceError
+from insitu.errors import PortInUseError, ServiceError
 from insitu.hub.hub_config import operator_token, write_config_file
 from insitu.hub.services import (
     HubService,
@@ -193,11 +193,12 @@ def up(home: NodeHome, *, port: int | None = None, actor: str | None = None) -> 
         # not with a service that did not answer.
         from insitu.hub.local_users import accounts_dir, user_python
 
-        accounts_dir(home, config.hub.user_accounts_dir)
-        user_python(config.hub.user_python)
+        users_dir = accounts_dir(home, config.hub.user_accounts_dir)
+        user_python(config.hub.user_python, users_dir)
     port = config.hub.port if port is None else port
     port = port or free_port()
     host = "127.0.0.1" if config.hub.host in ("127.0.0.1", "0.0.0.0", "") else config.hub.host  # noqa: S104
+    require_free_port(config.hub.host or "127.0.0.1", port)
     url = f"http://{host}:{port}"
     hub_api_port = free_port()
     ctx = ServiceContext(
@@ -239,7 +240,12 @@ def up(home: NodeHome, *, port: int | None = None, actor: str | None = None) -> 
             outside_pids=outside,
         )
         (home.run / STATE_NAME).write_text(json.dumps(state.__dict__))
-        ok = _wait(lambda: hub.poll() is None and _answers(state.api_url), START_TIMEOUT)
+        ok = _wait(lambda: hub.poll() is not None or _answers(state.api_url), START_TIMEOUT)
+        if hub.poll() is not None:
+            raise ServiceError(
+                f"the hub exited during start-up (code {hub.returncode}); end of "
+                f"{home.run / 'hub.log'}:\n{_log_tail(home.run / 'hub.log')}"
+            )
         if not ok:
             raise ServiceError(
                 f"the hub did not answer at {state.api_url} within {START_TIMEOUT:.0f} s; "
@@ -257,11 +263,30 @@ def up(home: NodeHome, *, port: int | None = None, actor: str | None = None) -> 
     return state
 
 
+def require_free_port(host: str, port: int) -> None:
+    """Refuse at once, naming the port, when another program listens on it (a hub
+    started there would fail only after its start-up timeout)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"port {port} on {host} is already in use by another program ({exc.strerror}); "
+                "choose a free one: `insitu up --port N`, `insitu demo --port N` or "
+                "`make demo PORT=N`"
+            ) from None
+
+
 def _ready(service: HubService, proc: subprocess.Popen[bytes], home: NodeHome) -> None:
     if not service.ready_path:
         return
     target = service.url + service.prefix + service.ready_path
-    if not _wait(lambda: proc.poll() is None and _answers(target), START_TIMEOUT):
+    if not _wait(lambda: proc.poll() is not None or _answers(target), START_TIMEOUT) or (
+        proc.poll() is not None
+    ):
         raise ServiceError(
             f"service {service.name} did not answer at {target}; see {home.run}/*.log:\n"
             f"{_log_tail(home.run / 'hub.log')}"

@@ -19,6 +19,7 @@ same way (:class:`AccountsLocalBackend`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -42,6 +43,7 @@ __all__ = [
 ACCOUNT_PREFIX = "insitu-"
 _MAX_NAME = 32  # useradd's limit on Linux
 NOLOGIN = "/usr/sbin/nologin"
+SHIM_NAME = ".python"  # the accounts' Python, when the hub's is closed to them
 
 
 def system_name(hub_name: str) -> str:
@@ -103,15 +105,21 @@ def prepare_folder(root: Path, hub_name: str, account: pwd.struct_passwd) -> Pat
     return folder
 
 
-def _preexec(account: pwd.struct_passwd, folder: str) -> Any:
-    """Drop to the account (gid, groups, uid) and start in its folder, after fork."""
+def _preexec(account: pwd.struct_passwd, folder: str, *, examples: bool = False) -> Any:
+    """Drop to the account (gid, groups, uid) and start in its folder, after fork; with
+    ``examples``, copy the example notebooks there (a researcher's edits are kept)."""
     uid, gid = account.pw_uid, account.pw_gid
+    from insitu.demo import copy_examples  # imported before the fork, never in the child
 
     def preexec() -> None:
         os.setgid(gid)
         os.setgroups([gid])
         os.setuid(uid)
         os.chdir(folder)
+        if examples:
+            # As the account, so root never writes through a link the account planted.
+            with contextlib.suppress(OSError):
+                copy_examples(folder)
 
     return preexec
 
@@ -140,7 +148,7 @@ class AccountsSpawner(_spawner_base()):  # type: ignore[misc]
     def make_preexec_fn(self, name: str) -> Any:
         account = ensure_account(name)
         prepare_folder(Path(self.users_dir), name, account)
-        return _preexec(account, self._folder())
+        return _preexec(account, self._folder(), examples=True)
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         env["USER"] = system_name(self.user.name)
@@ -220,12 +228,48 @@ def _reachable_by_others(path: Path) -> bool:
     return all(parent.stat().st_mode & 0o001 for parent in real.parents)
 
 
-def user_python(configured: str) -> str:
-    """The Python the researchers' accounts run (``hub.user_python``, else this one)."""
+def _shim_python(users_dir: Path) -> str | None:
+    """A Python the accounts can run, with this environment's packages: a small venv
+    from the system's Python of the same minor version whose .pth adds our
+    site-packages (ours may live under a 0700 folder such as /root/.pyenv).
+    None when the system has no such Python."""
+    import sys
+    import sysconfig
+
+    minor = f"python3.{sys.version_info.minor}"
+    base = shutil.which(minor, path="/usr/bin:/usr/local/bin")
+    if base is None or not _reachable_by_others(Path(base)):
+        return None
+    where = users_dir / SHIM_NAME
+    python = where / "bin" / "python"
+    pth = where / "lib" / minor / "site-packages" / "insitu-site.pth"
+    line = f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n"
+    if not (python.exists() and pth.exists() and pth.read_text() == line):
+        users_dir.mkdir(parents=True, exist_ok=True)
+        users_dir.chmod(0o711)
+        subprocess.run(
+            [base, "-m", "venv", "--without-pip", "--clear", str(where)],
+            check=True,
+            capture_output=True,
+        )
+        pth.write_text(line)
+    for path in [where, *where.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() or path.name.startswith("python") else 0o644)
+    return str(python)
+
+
+def user_python(configured: str, users_dir: Path | None = None) -> str:
+    """The Python the researchers' accounts run: ``hub.user_python``, else this one, else
+    (this one is closed to other accounts) a small venv in ``users_dir`` built from the
+    system's Python with this environment's packages."""
     import sys
 
     python = configured or sys.executable
     if not _reachable_by_others(Path(python)):
+        shim = _shim_python(users_dir) if users_dir is not None and not configured else None
+        if shim is not None:
+            return shim
         raise ConfigError(
             f"the researchers' accounts cannot run {python} (it, or a folder above "
             f"{Path(python).resolve()}, is closed to other accounts): install insitu where "
@@ -233,6 +277,16 @@ def user_python(configured: str) -> str:
             "with insitu's packages"
         )
     return python
+
+
+def user_lab_settings(users_dir: Path) -> Path:
+    """The enclave's JupyterLab settings where the accounts can read them."""
+    from insitu.kernels.enclave import write_lab_settings
+
+    folder = write_lab_settings(users_dir / ".jupyter" / "lab-settings")
+    folder.chmod(0o755)
+    (folder / "overrides.json").chmod(0o644)
+    return folder
 
 
 def user_kernels(users_dir: Path, python: str) -> str:

@@ -55,7 +55,7 @@ def add_as_option(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from insitu.audit import AuditLog
-    from insitu.config import init_home, resolve_home
+    from insitu.config import init_home, load_config, resolve_home
 
     home = resolve_home()
     existed = home.config_path.exists()
@@ -65,8 +65,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
     Catalog(home).close()
     if not existed:
         AuditLog(home).append("config", user=os.environ.get("USER"), action="init", site=args.site)
+        # As root the embedded node isolates researchers by default (finding S1).
+        from insitu.hub.isolation import isolate
+
+        isolate(home)
     state = "already initialised" if existed else "initialised"
     print(f"{home.root}: site {config.site.name!r} {state}")
+    accounts = load_config(home).hub.user_accounts_dir
+    if accounts:
+        print(f"researchers run as their own Unix accounts, folders in {accounts}")
     return 0
 
 

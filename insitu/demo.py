@@ -9,9 +9,19 @@ What it does, each step safe to run again (a second run reuses everything):
    ``ingest-table``;
 4. adds the demo users at every site: a researcher with access (approved by the
    steward through the hub's access rules), a researcher without, a steward and
-   an admin; passwords are random, kept in ``<dir>/logins.json`` (mode 0600);
+   an admin; passwords are random;
 5. starts the hub of ``site-a`` on 127.0.0.1 and prints the URL and the logins.
-   Ctrl-C (or ``insitu down`` with ``INSITU_HOME=<dir>/site-a``) stops it.
+   Ctrl-C (or the printed ``insitu down`` command) stops it.
+
+Run as root, every site gets per-user Unix accounts (``hub.user_accounts_dir``,
+:mod:`insitu.hub.local_users`): researchers' servers and dask workers cannot
+read the node homes, and the passwords are kept in ``<dir>/logins.json``
+(root, 0600). Otherwise everything runs as one account, the demo says so
+loudly, and the passwords live only in memory (new ones every run): a
+researcher's code could read any file the demo wrote.
+
+One demo per ``--dir`` at a time: a second one finds the first's lock
+(``<dir>/demo.lock``) and refuses without touching it.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ HUB_SITE = "site-a"
 # name, role, what the demo lets them show
 DEMO_USERS = (
     ("alice", "researcher", "approved for the trial at every site"),
-    ("bob", "researcher", "no access yet: request it in the dataset browser"),
+    ("bob", "researcher", "asks for access in the dataset browser"),
     ("sam", "steward", "decides access and release requests"),
     ("ada", "admin", "runs the node"),
 )
@@ -45,6 +55,8 @@ APPROVED_RESEARCHER = "alice"
 STEWARD = "sam"
 ADMIN = "ada"
 LOGINS_NAME = "logins.json"
+LOCK_NAME = "demo.lock"
+FEDERATION_NAME = "federation.json"
 
 
 def example_notebooks() -> list[Path]:
@@ -100,9 +112,19 @@ def _say(quiet: bool, text: str) -> None:
         print(text, flush=True)
 
 
-def _logins(root: Path) -> dict[str, str]:
-    """Random demo passwords, generated once and kept beside the sites (0600)."""
+def isolated() -> bool:
+    """Whether the demo's researchers get their own Unix accounts (the demo runs as root)."""
+    return os.geteuid() == 0
+
+
+def _logins(root: Path, *, keep: bool) -> dict[str, str]:
+    """Random demo passwords: with ``keep``, generated once and kept beside the sites
+    (0600, root's: the researchers' accounts cannot read it); else new every run and
+    written nowhere."""
     path = root / LOGINS_NAME
+    if not keep:
+        path.unlink(missing_ok=True)
+        return {name: secrets.token_urlsafe(9) for name, _r, _w in DEMO_USERS}
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -116,7 +138,7 @@ def _logins(root: Path) -> dict[str, str]:
     return logins
 
 
-def _users(home: NodeHome, logins: dict[str, str]) -> None:
+def _users(home: NodeHome, logins: dict[str, str], *, renew: bool) -> None:
     from insitu.hub.accounts import AccountStore
 
     with AccountStore(home) as accounts:
@@ -124,8 +146,11 @@ def _users(home: NodeHome, logins: dict[str, str]) -> None:
             existing = accounts.get(name)
             if existing is None:
                 accounts.add(name, role, logins[name], actor="insitu-demo")
-            elif existing.role != role:
+                continue
+            if existing.role != role:
                 accounts.set_role(name, role, actor="insitu-demo")
+            if renew:  # passwords kept nowhere: this run's are the valid ones
+                accounts.set_password(name, logins[name], actor="insitu-demo")
 
 
 def _approve(home: NodeHome, dataset: str, user: str = APPROVED_RESEARCHER) -> None:
@@ -195,9 +220,13 @@ def prepare(
     spec = spec or TrialSpec()
     root = Path(root).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
+    accounts = isolated()
     _say(quiet, f"insitu demo: synthetic LOCAT-like trial in {root / 'trial'}")
     trial = generate_trial(root / "trial", spec, show_progress=None if not quiet else False)
-    logins = _logins(root)
+    if accounts:
+        # The source DICOM is the source zone: root's only, like the node homes.
+        (root / "trial").chmod(0o700)
+    logins = _logins(root, keep=accounts)
     setup = DemoSetup(root=root, trial=trial, logins=logins)
     for index, site in enumerate(spec.sites):
         home = NodeHome(root / site)
@@ -219,32 +248,59 @@ def prepare(
             )
         table = _ingest_table(home, dataset, trial.table_path(site), quiet=quiet)
         _demo_policy(home)
-        _users(home, logins)
+        _users(home, logins, renew=not accounts)
         _approve(home, dataset)
-        # Each user's server starts in hub/users/<name> (the hub's home_dir_template).
-        for name, _role, _why in DEMO_USERS:
-            copy_examples(home.hub / "users" / name)
+        if accounts:
+            from insitu.hub.isolation import isolate
+
+            isolate(home)  # the spawner copies the notebooks into each account's folder
+        else:
+            # Each user's server starts in hub/users/<name> (the hub's home_dir_template).
+            for name, _role, _why in DEMO_USERS:
+                copy_examples(home.hub / "users" / name)
         setup.sites.append(DemoSite(site, home, dataset, report.status, table))
+        # The newest version: the table's ingest publishes one after the images' own.
         _say(
             quiet,
-            f"  {site}: {dataset} {report.version} ({report.status}, "
-            f"{len(trial.site_subjects(site))} subjects); table {table}",
+            f"  {site}: {dataset} {_newest(home, dataset)} ({len(trial.site_subjects(site))} "
+            f"subjects; images {report.status}, measurement table {table})",
         )
     return setup
 
 
+def _newest(home: NodeHome, dataset: str) -> str:
+    from insitu.datasets.catalog import Catalog
+
+    with Catalog(home) as catalog:
+        return str(catalog.version(dataset)["version"])
+
+
+def _access_now(setup: DemoSetup, name: str) -> str:
+    """A researcher's access to the hub site's trial as it is now (it changes in the tour)."""
+    from insitu.hub import access
+
+    site = setup.site(HUB_SITE)
+    state, _found = access.status_for(site.home, name, site.dataset)
+    return {"none": "no access yet"}.get(state, state)
+
+
 def logins_text(setup: DemoSetup) -> str:
     width = max(len(n) for n, _r, _w in DEMO_USERS)
-    return "\n".join(
-        f"  {name:<{width}}  {setup.logins[name]:<14} {role:<10} {why}"
-        for name, role, why in DEMO_USERS
-    )
+    lines = []
+    for name, role, why in DEMO_USERS:
+        now = f" (now: {_access_now(setup, name)})" if role == "researcher" else ""
+        lines.append(f"  {name:<{width}}  {setup.logins[name]:<14} {role:<10} {why}{now}")
+    return "\n".join(lines)
 
 
 def _write_hub_logins(setup: DemoSetup) -> None:
-    """Leave the logins in site-a's private/ so that `insitu up` there prints them too."""
+    """Leave the logins in site-a's private/ so that `insitu up` there prints them too;
+    only when researchers cannot read the node home (their own accounts)."""
     home = setup.site(HUB_SITE).home
     path = home.private / "demo-logins.txt"
+    if not isolated():
+        path.unlink(missing_ok=True)
+        return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(logins_text(setup) + "\n")
@@ -252,6 +308,50 @@ def _write_hub_logins(setup: DemoSetup) -> None:
 
 def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _command(*args: str) -> str:
+    """An `insitu` command line that works as typed here (the script is in .venv/bin)."""
+    script = Path(sys.executable).parent / "insitu"
+    shown = os.path.relpath(script) if script.is_relative_to(Path.cwd()) else str(script)
+    return " ".join([shown, *args])
+
+
+def claim(root: Path) -> Any:
+    """Hold ``<root>/demo.lock`` for this process's life; a demo already running from
+    ``root`` is refused with what it is and how to reach or stop it."""
+    import fcntl
+
+    from insitu.errors import DemoRunningError
+
+    root.mkdir(parents=True, exist_ok=True)
+    fh = open(root / LOCK_NAME, "a+")  # noqa: SIM115 - held open until the process ends
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        raise DemoRunningError(_running_text(root, pid)) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def _running_text(root: Path, pid: str) -> str:
+    from insitu.config import NodeHome
+    from insitu.hub import lifecycle
+
+    state = lifecycle.read_state(NodeHome(root / HUB_SITE))
+    where = f" at {state.url}" if state else " (still starting)"
+    return (
+        f"an insitu demo is already running from {root}{where}, process {pid}; this one "
+        "leaves it alone. Use that one (its terminal shows the logins), stop it with Ctrl-C "
+        f"there or `{_command('--home', str(root / HUB_SITE), 'down')}`, or start another "
+        "with its own --dir and --port."
+    )
 
 
 def _start_hub(setup: DemoSetup, port: int, *, extra: str = "") -> int:
@@ -268,8 +368,22 @@ def _start_hub(setup: DemoSetup, port: int, *, extra: str = "") -> int:
             "this build has no site hub yet (`insitu up`); the three sites are ready under "
             f"{setup.root}. Run with --no-hub to skip the hub."
         ) from None
+    from insitu.errors import DemoRunningError
+    from insitu.hub.isolation import local_mode_warning
+
     home = setup.site(HUB_SITE).home
+    running = lifecycle.read_state(home)
+    if running is not None:  # started by hand (`insitu up`): not this demo's to stop
+        raise DemoRunningError(
+            f"the hub of {HUB_SITE} is already running at {running.url} (process "
+            f"{running.pid}), started outside this demo; this demo leaves it alone. Use it, "
+            f"or stop it with `{_command('--home', str(home.root), 'down')}` and run again."
+        )
     _write_hub_logins(setup)
+    warning = local_mode_warning(_accounts_dir(home))
+    if warning:
+        print(f"\n{'!' * 78}\n{warning}\nThe demo passwords are kept nowhere: new ones every "
+              f"run.\n{'!' * 78}", file=sys.stderr, flush=True)  # fmt: skip
     print(f"\nStarting the hub of {HUB_SITE} (first start takes a little while) ...", flush=True)
     # SIGTERM (e.g. from a service manager) stops the demo like Ctrl-C does; both are
     # caught from the start, so an interrupt during start-up stops what was started.
@@ -279,7 +393,7 @@ def _start_hub(setup: DemoSetup, port: int, *, extra: str = "") -> int:
         print(
             f"\ninsitu demo is running: {state.url}\n\nLog in as (user, password, role):\n"
             f"{logins_text(setup)}\n{extra}\n\nStop with Ctrl-C, or "
-            f"`INSITU_HOME={home.root} insitu down`.",
+            f"`{_command('--home', str(home.root), 'down')}`.",
             flush=True,
         )
         while lifecycle.read_state(home) is not None:  # `insitu down` removes the state
@@ -290,6 +404,12 @@ def _start_hub(setup: DemoSetup, port: int, *, extra: str = "") -> int:
     finally:
         lifecycle.down(home, actor=ADMIN)
     return 0
+
+
+def _accounts_dir(home: NodeHome) -> str:
+    from insitu.config import load_config
+
+    return load_config(home).hub.user_accounts_dir
 
 
 # Each demo arm has 6 subjects per site: let cells of 5 out so per-arm federated statistics
@@ -327,7 +447,7 @@ def start_federation(setup: DemoSetup) -> str:
     coordinator = NodeHome(setup.root / "coordinator")
     init_home(coordinator, "coordinator")
     _federated_researcher(setup, coordinator)
-    address = f"127.0.0.1:{processes.free_port()}"
+    address = coordinator_address(setup.root)
     try:
         processes.start_coordinator(coordinator, address, insecure=True)
         for site in setup.sites:
@@ -379,6 +499,31 @@ def federation_env(setup: DemoSetup) -> dict[str, str]:
     }
 
 
+def coordinator_address(root: Path) -> str:
+    """The demo's coordinator address, the same every run (kept in ``<dir>/federation.json``)
+    so that ADDRESS in notebooks 04/05 is set once; a new port only when that one is taken."""
+    import socket
+
+    from insitu.federation.processes import free_port
+
+    path = root / FEDERATION_NAME
+    try:
+        port = int(json.loads(path.read_text())["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        port = 0
+    if port:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                port = 0
+    if not port:
+        port = free_port()
+        path.write_text(json.dumps({"port": port}) + "\n")
+    return f"127.0.0.1:{port}"
+
+
 def stop_federation(setup: DemoSetup) -> None:
     from insitu.config import NodeHome
     from insitu.federation import processes
@@ -398,7 +543,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(
             "--federation runs with the hub in the foreground (Ctrl-C stops both): drop --no-hub"
         )
-    setup = prepare(args.dir, spec_from_args(args), port=args.port)
+    spec = spec_from_args(args)
+    lock = claim(Path(args.dir).expanduser().resolve())  # before anything is touched
+    try:
+        return _run_demo(args, spec)
+    finally:
+        lock.close()
+
+
+def _run_demo(args: argparse.Namespace, spec: TrialSpec) -> int:
+    setup = prepare(args.dir, spec, port=args.port)
     if args.no_hub:
         print(
             f"\nThe three sites are ready under {setup.root} "

@@ -25,6 +25,8 @@
     ├── ReleaseNotFoundError (LookupError)   no airlock request with that id       exit 4
     ├── ReleaseStateError (ValueError)  airlock: not allowed in the request's state exit 1
     └── ServiceError                 a service could not start, stop or answer     exit 7
+        ├── PortInUseError           the hub's port is taken by another program    exit 7
+        └── DemoRunningError         a demo (or hub) already runs from that folder exit 7
 
 Every subclass that mirrors a built-in also inherits it, so callers that
 catch ``LookupError`` or ``PermissionError`` keep working (zarr does the same).
@@ -42,6 +44,7 @@ __all__ = [
     "ConfigError",
     "DatasetNotFoundError",
     "DefacingError",
+    "DemoRunningError",
     "EgressRefusedError",
     "HeldBack",
     "HomeNotInitializedError",
@@ -52,6 +55,7 @@ __all__ = [
     "InvalidRequestError",
     "OutputTooLargeError",
     "PolicyViolationError",
+    "PortInUseError",
     "QueryRefusedError",
     "ReleaseNotFoundError",
     "ReleaseStateError",
@@ -200,3 +204,11 @@ class ServiceError(InsituError):
     """A node service could not start, stop or answer."""
 
     exit_code = 7
+
+
+class PortInUseError(ServiceError):
+    """The port the hub should listen on is taken (the message names it)."""
+
+
+class DemoRunningError(ServiceError):
+    """A demo already runs from that folder, or its hub was started by hand."""

@@ -17,9 +17,12 @@ from tornado.websocket import websocket_connect
 class KernelError(Exception):
     """The code raised in the kernel: ``ename`` and ``evalue`` as the kernel reported."""
 
-    def __init__(self, ename: str, evalue: str, output: str) -> None:
+    def __init__(
+        self, ename: str, evalue: str, output: str, traceback: list[str] | None = None
+    ) -> None:
         super().__init__(f"{ename}: {evalue}")
         self.ename, self.evalue, self.output = ename, evalue, output
+        self.traceback = traceback or []  # the lines the notebook shows
 
 
 class Kernel:
@@ -64,7 +67,7 @@ class Kernel:
             message = self._message(code)
             await conn.write_message(json.dumps(message))
             out: list[str] = []
-            error: tuple[str, str] | None = None
+            error: tuple[str, str, list[str]] | None = None
             idle = replied = False
             while not (idle and replied):
                 raw = await asyncio.wait_for(conn.read_message(), timeout)
@@ -79,14 +82,14 @@ class Kernel:
                 elif kind in ("execute_result", "display_data"):
                     out.append(content["data"].get("text/plain", "") + "\n")
                 elif kind == "error":
-                    error = (content["ename"], content["evalue"])
+                    error = (content["ename"], content["evalue"], content.get("traceback", []))
                 elif kind == "status" and content["execution_state"] == "idle":
                     idle = True
                 elif kind == "execute_reply":
                     replied = True
             text = "".join(out)
             if error is not None:
-                raise KernelError(error[0], error[1], text)
+                raise KernelError(error[0], error[1], text, error[2])
             return text
         finally:
             conn.close()

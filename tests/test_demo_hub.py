@@ -1,28 +1,28 @@
 """`insitu demo` with its hub: URL and logins work, the notebooks run through the gate and the
-airlock as the approved researcher, and Ctrl-C stops everything."""
+airlock as the approved researcher, a second demo or a busy port is refused at once without
+touching the first, a researcher's kernel runs as their own account (root: it cannot read the
+node home or the passwords), a refused read is one line, and Ctrl-C stops everything."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import pwd
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
 from insitu.audit import AuditLog
-from insitu.config import NodeHome
 
 pytest.importorskip("insitu.hub.lifecycle", reason="the hub's `insitu up` is not in this build")
 
+from demo_running import Demo, alive, copy_demo, free_port, remove_accounts, running_demo
 from fixtures_experience import DEMO_SIZE_FLAGS
 from test_notebooks_examples import outputs, run_notebook, widget_views
 
@@ -30,67 +30,10 @@ pytestmark = pytest.mark.slow
 USER_SERVICES = ("gate", "access", "airlock")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-@dataclass
-class Demo:
-    root: Path
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def home(self) -> NodeHome:
-        return NodeHome(self.root / "site-a")
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Iterator[Demo]:
-    tmp = tmp_path_factory.mktemp("demo-hub")
-    # A copy of the session's demo: `insitu demo` finds the same trial and reuses it.
-    shutil.copytree(demo_root, tmp / "demo", symlinks=True)
-    port = _free_port()
-    script = Path(sys.executable).with_name("insitu")
-    log = tmp / "demo.log"
-    cmd = [str(script), "demo", "--dir", str(tmp / "demo"), "--port", str(port),
-           *DEMO_SIZE_FLAGS]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "INSITU_HOME"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
-        )
-    running = Demo(tmp / "demo", f"http://127.0.0.1:{port}", proc, log)
-    try:
-        deadline = time.monotonic() + 240
-        while "insitu demo is running" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+def demo(demo_root: Path) -> Iterator[Demo]:
+    with running_demo(demo_root) as running:
         yield running
-    finally:
-        state = running.home.run / "hub.json"
-        hub_pid = json.loads(state.read_text())["pid"] if state.exists() else None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        if hub_pid is not None and _alive(hub_pid):
-            os.killpg(hub_pid, signal.SIGKILL)
 
 
 def _login_token(demo: Demo, user: str) -> str:
@@ -169,6 +112,37 @@ def test_the_researcher_without_access_is_refused_by_the_gate(
         run_notebook("01-explore-a-dataset.ipynb", tmp_path, _server_env(demo, "bob"))
 
 
+def test_a_refused_read_is_one_clear_line(demo: Demo, tmp_path: Path) -> None:
+    """Item 8: bob (no access) opens the trial in the site's kernel: one line, which says
+    what to do in the notebook, never a command on the node."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell('ds = insitu.open_dataset("locat")\nds.series')])
+    saved = dict(os.environ)
+    os.environ.pop("INSITU_HOME", None)  # a user server never knows it
+    os.environ.update(_server_env(demo, "bob"))
+    try:
+        with pytest.raises(CellExecutionError):
+            NotebookClient(
+                nb,
+                timeout=180,
+                kernel_name="insitu",
+                resources={"metadata": {"path": str(tmp_path)}},
+            ).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    (error,) = [o for o in nb.cells[0].outputs if o.output_type == "error"]
+    assert error.ename == "AccessDeniedError"
+    assert len(error.traceback) == 1, "\n".join(error.traceback)
+    line = error.traceback[0]
+    assert "AccessDeniedError" in line and "no approval to read 'locat'" in line
+    assert "dataset browser" in line and "insitu.request_access('locat'" in line
+    assert "on the node" not in line and "`insitu " not in line
+
+
 def test_widgets_request_decide_and_download_through_the_hub(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -224,18 +198,126 @@ def test_widgets_request_decide_and_download_through_the_hub(
     assert mine.download.disabled, "the failed table was not approved"
 
 
+def _demo_cmd(root: Path, port: int) -> list[str]:
+    script = Path(sys.executable).with_name("insitu")
+    return [str(script), "demo", "--dir", str(root), "--port", str(port), *DEMO_SIZE_FLAGS]
+
+
+def test_a_second_demo_refuses_and_leaves_the_first_running(demo: Demo) -> None:
+    """Item 1: the same --dir, another terminal: refused at once, naming the running one."""
+    hub_pid = int(json.loads((demo.home.run / "hub.json").read_text())["pid"])
+    env = {k: v for k, v in os.environ.items() if k != "INSITU_HOME"}
+    second = subprocess.run(
+        _demo_cmd(demo.root, free_port()), capture_output=True, text=True, env=env, timeout=120
+    )
+    assert second.returncode == 7, second.stdout + second.stderr
+    said = second.stderr
+    assert "already running from" in said and demo.url in said and str(demo.proc.pid) in said
+    assert "down" in said and "/bin/insitu" in said
+    assert "Starting the hub" not in second.stdout, "it must not even start"
+    assert alive(hub_pid) and requests.get(demo.url + "/hub/login", timeout=30).ok
+    assert demo.proc.poll() is None, "the first demo still runs"
+
+
+def test_a_demo_on_a_busy_port_names_the_port_at_once(
+    demo: Demo, demo_root: Path, tmp_path: Path
+) -> None:
+    """Item 2: another --dir on the first demo's port: the port is named, no start-up wait."""
+    existing = {p.pw_name for p in pwd.getpwall()}
+    other = copy_demo(demo_root, tmp_path / "other")
+    port = int(demo.url.rsplit(":", 1)[1])
+    env = {k: v for k, v in os.environ.items() if k != "INSITU_HOME"}
+    try:
+        busy = subprocess.run(
+            _demo_cmd(other, port), capture_output=True, text=True, env=env, timeout=300
+        )
+    finally:
+        remove_accounts(other, existing)
+    assert busy.returncode == 7, busy.stdout + busy.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in busy.stderr
+    assert "--port" in busy.stderr and "PORT=" in busy.stderr
+    assert not (other / "site-a" / "run" / "hub.json").exists(), "nothing was started"
+    assert requests.get(demo.url + "/hub/login", timeout=30).ok, "the first demo still answers"
+
+
+PROBE = """
+import json, os, pwd
+found = {"account": pwd.getpwuid(os.geteuid()).pw_name, "examples": sorted(os.listdir("."))}
+for name, path in LIST.items():
+    try:
+        os.listdir(path)
+        found[name] = "listed"
+    except OSError as exc:
+        found[name] = type(exc).__name__
+for name, path in READ.items():
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+        found[name] = "read"
+    except OSError as exc:
+        found[name] = type(exc).__name__
+print(json.dumps(found))
+"""
+
+
+def _spawn(demo: Demo, user: str) -> tuple[str, str]:
+    """Start ``user``'s server through the hub API; (server URL, a token of the user)."""
+    from insitu.hub.lifecycle import hub_api
+
+    token = hub_api(demo.home, "POST", f"/users/{user}/tokens", {"note": "demo test"})["token"]
+    if "" not in hub_api(demo.home, "GET", f"/users/{user}")["servers"]:
+        hub_api(demo.home, "POST", f"/users/{user}/server")
+    deadline = time.monotonic() + 300
+    while not hub_api(demo.home, "GET", f"/users/{user}")["servers"].get("", {}).get("ready"):
+        assert time.monotonic() < deadline, f"{user}'s server did not start"
+        time.sleep(0.5)  # polling the hub API for readiness
+    return f"{demo.url}/user/{user}/", token
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-user accounts need root")
+def test_a_researchers_kernel_cannot_read_the_node_home_or_the_passwords(demo: Demo) -> None:
+    """Item 3: as root, alice's kernel runs as insitu-alice; private/ and the demo's
+    password files are closed to it; the example notebooks wait in her folder."""
+    from kernel_driver import Kernel
+
+    from insitu.hub.local_users import system_name
+
+    home = demo.home
+    listing = {"private": home.private, "node home": home.root}
+    reading = {
+        "site key": home.site_key_path,
+        "demo passwords": demo.root / "logins.json",
+        "demo passwords (hub)": home.private / "demo-logins.txt",
+        "accounts": home.hub / "accounts.sqlite",
+    }
+    for path in [*listing.values(), *reading.values()]:
+        assert path.exists(), path  # the probe must not pass on a typo
+    code = f"LIST = { ({k: str(v) for k, v in listing.items()})!r}\n"
+    code += f"READ = { ({k: str(v) for k, v in reading.items()})!r}\n" + PROBE
+    url, token = _spawn(demo, "alice")
+    kernel = Kernel(url, token)
+    try:
+        found = json.loads(kernel.run(code).strip().splitlines()[-1])
+    finally:
+        kernel.close()
+    assert found.pop("account") == system_name("alice")
+    assert "01-explore-a-dataset.ipynb" in found.pop("examples")
+    assert found == dict.fromkeys([*listing, *reading], "PermissionError")
+    assert "not an isolation boundary" not in demo.log.read_text()
+
+
 def test_ctrl_c_stops_the_hub(demo: Demo) -> None:
     state = demo.home.run / "hub.json"
     hub_pid = int(json.loads(state.read_text())["pid"])
-    assert _alive(hub_pid)
+    assert alive(hub_pid)
     demo.proc.send_signal(signal.SIGINT)
     assert demo.proc.wait(timeout=120) == 0, demo.log.read_text()
     assert "stopping the hub" in demo.log.read_text()
     assert not state.exists()
     deadline = time.monotonic() + 30
-    while _alive(hub_pid) and time.monotonic() < deadline:
+    while alive(hub_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(hub_pid), "Ctrl-C stops the hub too"
+    assert not alive(hub_pid), "Ctrl-C stops the hub too"
     # The gate flushes its coalesced read records at shutdown: alice's reads are there.
     log = AuditLog(demo.home)
     reads = [e for e in log.query(user="alice", kind="read") if e["kind"] == "read"]

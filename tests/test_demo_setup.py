@@ -81,7 +81,7 @@ def test_running_again_reuses_everything(demo_dir: Path, capsys: pytest.CaptureF
     logins = (demo_dir / "logins.json").read_text()
     assert main(["demo", "--no-hub", "--dir", str(demo_dir), *DEMO_SIZE_FLAGS]) == 0
     out = capsys.readouterr().out
-    assert out.count("(unchanged, 4 subjects); table") == 3
+    assert out.count("locat v2 (4 subjects; images unchanged") == 3
     assert (demo_dir / "logins.json").read_text() == logins
     home = NodeHome(demo_dir / "site-a")
     assert len(access.register(home, user="alice")) == 1, "no second request on a re-run"
@@ -95,9 +95,15 @@ def test_bad_sizes_are_refused_before_anything_is_written(tmp_path: Path) -> Non
 
 
 def test_example_notebooks_wait_in_every_demo_users_server(demo_dir: Path, tmp_path: Path) -> None:
-    users = demo_dir / "site-a" / "hub" / "users"
-    for name in ("alice", "bob", "sam", "ada"):
-        assert (users / name / "01-explore-a-dataset.ipynb").is_file()
+    from insitu.config import load_config
+    from insitu.demo import isolated
+
+    if isolated():  # own accounts: the spawner copies them (tests/test_demo_hub.py)
+        assert load_config(NodeHome(demo_dir / "site-a")).hub.user_accounts_dir
+    else:
+        users = demo_dir / "site-a" / "hub" / "users"
+        for name in ("alice", "bob", "sam", "ada"):
+            assert (users / name / "01-explore-a-dataset.ipynb").is_file()
     assert main(["notebooks", "copy", str(tmp_path / "mine")]) == 0
     edited = tmp_path / "mine" / "02-noise-by-dose-arm.ipynb"
     edited.write_text("{}")

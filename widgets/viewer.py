@@ -137,7 +137,11 @@ class SliceViewer:
             [
                 w.HTML(f"<b>{_escape(heading)}</b>") if heading else w.HTML(),
                 self.plane,
-                w.HBox([self.preset, self.center, self.width]),
+                # Wraps instead of overflowing the viewer (a stray scrollbar under it).
+                w.HBox(
+                    [self.preset, self.center, self.width],
+                    layout=w.Layout(flex_flow="row wrap"),
+                ),
                 self.slider,
                 self.position,
                 self.view,

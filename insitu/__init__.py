@@ -4,8 +4,8 @@ The researcher's API (the same inside a hosted notebook and on the node)::
 
     import insitu
     insitu.catalog()                          # datasets, and my access to each
-    ds = insitu.open_dataset("locat-site-a")  # series, subjects, tables; lazy images
-    insitu.request_access("locat-site-b", purpose=..., project=..., days=90)
+    ds = insitu.open_dataset("locat")         # series, subjects, tables; lazy images
+    insitu.request_access("locat", purpose=..., project=..., days=90)
     client = insitu.compute(workers=2)        # a dask-gateway cluster at the site
     insitu.release(table, purpose="...")      # through the airlock
 

@@ -69,11 +69,11 @@ def default_accounts_dir(home: Any) -> str:
 
 def isolate(home: Any) -> str:
     """As root, give the node home per-user accounts (``hub.user_accounts_dir``) unless
-    insitu.toml already names a folder; returns the folder, or "" when not root."""
+    insitu.toml already names a folder or another spawner; returns the folder, or ""."""
     from insitu.config import load_config
 
     config = load_config(home)
-    if config.hub.user_accounts_dir or os.geteuid() != 0:
+    if config.hub.user_accounts_dir or config.hub.spawner != "local" or os.geteuid() != 0:
         return config.hub.user_accounts_dir
     hub = dataclasses.replace(config.hub, user_accounts_dir=default_accounts_dir(home))
     home.config_path.write_text(dataclasses.replace(config, hub=hub).to_toml())

@@ -417,15 +417,24 @@ def _accounts_dir(home: NodeHome) -> str:
 DEMO_MIN_CELL_COUNT = 5
 
 
+def demo_title(site: str) -> str:
+    """What the login and landing pages call a demo site: site-a -> Hospital A (...)."""
+    return f"Hospital {site.rsplit('-', 1)[-1].upper()} (insitu demo, synthetic data)"
+
+
 def _demo_policy(home: NodeHome) -> None:
+    """The demo's small cells (see DEMO_MIN_CELL_COUNT) and a title naming the hospital."""
     import dataclasses
 
-    from insitu.config import load_config
+    from insitu.config import SiteSection, load_config
 
     config = load_config(home)
-    if config.policy.min_cell_count != DEMO_MIN_CELL_COUNT:
-        policy = dataclasses.replace(config.policy, min_cell_count=DEMO_MIN_CELL_COUNT)
-        home.config_path.write_text(dataclasses.replace(config, policy=policy).to_toml())
+    policy = dataclasses.replace(config.policy, min_cell_count=DEMO_MIN_CELL_COUNT)
+    site = config.site
+    if site.title == SiteSection().title:
+        site = dataclasses.replace(site, title=demo_title(site.name))
+    if (policy, site) != (config.policy, config.site):
+        home.config_path.write_text(dataclasses.replace(config, policy=policy, site=site).to_toml())
 
 
 def start_federation(setup: DemoSetup) -> str:

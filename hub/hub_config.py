@@ -199,7 +199,7 @@ def _branding(c: Any, config: SiteConfig, services: list[HubService]) -> None:
 
 def _copy_example_notebooks(spawner: Any) -> None:
     """Every researcher finds the example notebooks in their folder (edits are kept)."""
-    from insitu.demo import copy_examples
+    from insitu.kernels.examples import copy_examples
 
     copy_examples(spawner.home_dir_template.format(username=spawner.user.name))
 

@@ -109,7 +109,9 @@ def _preexec(account: pwd.struct_passwd, folder: str, *, examples: bool = False)
     """Drop to the account (gid, groups, uid) and start in its folder, after fork; with
     ``examples``, copy the example notebooks there (a researcher's edits are kept)."""
     uid, gid = account.pw_uid, account.pw_gid
-    from insitu.demo import copy_examples  # imported before the fork, never in the child
+    from insitu.kernels.examples import (
+        copy_examples,  # imported before the fork, never in the child
+    )
 
     def preexec() -> None:
         os.setgid(gid)

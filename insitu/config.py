@@ -116,7 +116,7 @@ def resolve_home(path: str | os.PathLike[str] | None = None) -> NodeHome:
 
 
 # Each key's help text is the string right below it (the config reference,
-# docs/reference/config.md, is generated from them: `python -m insitu.config --markdown`).
+# docs/reference/config.md, is generated from them: `python -m insitu.config_doc`).
 
 
 @dataclass(frozen=True)
@@ -492,11 +492,3 @@ def _dump_toml(data: dict[str, dict[str, Any]]) -> str:
 
 def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
-
-
-if __name__ == "__main__":  # python -m insitu.config --markdown > docs/reference/config.md
-    import sys
-
-    from insitu.config_doc import main
-
-    sys.exit(main(sys.argv[1:]))

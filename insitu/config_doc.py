@@ -5,7 +5,7 @@ Each key of insitu.toml is a field of a section dataclass in
 the string literal right below it (an attribute docstring). Regenerate the page
 with::
 
-    .venv/bin/python -m insitu.config --markdown > docs/reference/config.md
+    .venv/bin/python -m insitu.config_doc > docs/reference/config.md
 
 tests/test_config.py checks that the committed page equals the generated one
 and that every key has help text.
@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["help_texts", "main", "markdown"]
 
-COMMAND = "python -m insitu.config --markdown > docs/reference/config.md"
+COMMAND = "python -m insitu.config_doc > docs/reference/config.md"
 # Sections owned by one component, read from SiteConfig.extra, documented with it.
 COMPONENT_SECTIONS = {
     "pacs": "pacs.md",
@@ -133,8 +133,14 @@ def missing_help() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if argv != ["--markdown"]:
+    if argv:
         print(textwrap.dedent(f"usage: {COMMAND}"))
         return 2
     print(markdown(), end="")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from insitu.kernels.examples import copy_examples, example_notebooks
+
 if TYPE_CHECKING:
     from insitu.config import NodeHome
     from insitu.datasets.synthetic import Trial, TrialSpec
@@ -57,29 +59,6 @@ ADMIN = "ada"
 LOGINS_NAME = "logins.json"
 LOCK_NAME = "demo.lock"
 FEDERATION_NAME = "federation.json"
-
-
-def example_notebooks() -> list[Path]:
-    """The example notebooks shipped with insitu (package data of insitu.kernels)."""
-    import insitu.kernels
-
-    folder = Path(insitu.kernels.__file__).parent / "notebooks"
-    return sorted(folder.glob("*.ipynb"))
-
-
-def copy_examples(dest: str | Path, *, overwrite: bool = False) -> list[Path]:
-    """Copy the example notebooks into ``dest``; a researcher's edited copy is kept."""
-    import shutil
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for source in example_notebooks():
-        target = dest / source.name
-        if overwrite or not target.exists():
-            shutil.copyfile(source, target)
-            copied.append(target)
-    return copied
 
 
 def dataset_name(site: str) -> str:

@@ -96,7 +96,7 @@ def test_hub_spawner_in_effect():
 
 
 def test_the_config_reference_is_generated_from_the_code():
-    """docs/reference/config.md is what `python -m insitu.config --markdown` prints."""
+    """docs/reference/config.md is what `python -m insitu.config_doc` prints."""
     from insitu.config_doc import COMMAND, markdown, missing_help
 
     assert missing_help() == [], (

@@ -63,7 +63,7 @@ def register(sub: Any) -> None:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.datasets.cli_pacs import pulled_paths
     from insitu.datasets.ingest import ingest
 
@@ -90,7 +90,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.config import resolve_home
     from insitu.datasets.catalog import Catalog
 
@@ -128,7 +128,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.datasets.verify import verify
 
     results = verify(args.name, args.version)

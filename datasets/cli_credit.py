@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from insitu.cli import add_as_option
+from insitu.cli_options import add_as_option
 
 __all__ = ["register"]
 
@@ -135,7 +135,7 @@ def _cmd_cite(args: argparse.Namespace) -> int:
 
 
 def _cmd_citation(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.datasets.citation import bibtex, cff, datacite
     from insitu.datasets.citations_db import citation_for
 
@@ -154,7 +154,7 @@ def _cmd_citation(args: argparse.Namespace) -> int:
 
 
 def _cmd_credit_report(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.hub.credit import usage_report
 
     rows = usage_report(_home())

@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 def _cmd_rebuild(args: argparse.Namespace) -> int:
     from insitu.audit import AuditLog
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.config import resolve_home
     from insitu.datasets.fingerprints import rebuild
 

@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 
 def _cmd_ingest_table(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.datasets.tables_ingest import ingest_table
 
     report = ingest_table(
@@ -38,7 +38,7 @@ def _cmd_ingest_table(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest_derived(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.datasets.derived import ingest_derived
 
     report = ingest_derived(args.dataset, args.paths)

@@ -77,7 +77,7 @@ def _cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_token_list(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.federation.control_auth import token_holders
 
     rows = token_holders(_home())
@@ -179,7 +179,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.federation import processes
 
     home = _home()
@@ -244,7 +244,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 def _cmd_pending(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.federation import approvals
 
     rows = approvals.pending(_home())
@@ -272,7 +272,7 @@ def _cmd_pending(args: argparse.Namespace) -> int:
 def _cmd_approvals(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.federation import approvals
 
     rows = approvals.approvals(_home())

@@ -19,7 +19,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from insitu.cli import add_as_option
+from insitu.cli_options import add_as_option
 from insitu.errors import AccessDeniedError, InvalidRequestError
 
 __all__ = ["register"]
@@ -142,7 +142,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.hub import lifecycle
 
     info = lifecycle.status(_home())
@@ -179,7 +179,7 @@ def _cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_users_list(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.hub.accounts import AccountStore
 
     home = _home()
@@ -236,7 +236,7 @@ def _cmd_users_password(args: argparse.Namespace) -> int:
 
 
 def _print_requests(requests: list[Any], as_json: bool) -> None:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
 
     now = datetime.now(UTC)
     if as_json:
@@ -350,7 +350,7 @@ def _cmd_audit_show(args: argparse.Namespace) -> int:
     import json
 
     from insitu.audit import AuditLog
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.hub.accounts import require_role
 
     home = _home()

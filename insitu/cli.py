@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from insitu.errors import EXIT_ERROR, InsituError
 
-__all__ = ["add_as_option", "build_parser", "main", "print_json"]
+__all__ = ["build_parser", "main"]
 
 # Component command modules, in the order their commands appear in --help.
 COMMAND_MODULES = (
@@ -35,22 +33,6 @@ COMMAND_MODULES = (
 )
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def print_json(data: Any) -> None:
-    """Machine-readable output for ``--json`` flags."""
-    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
-
-
-def add_as_option(parser: argparse.ArgumentParser) -> None:
-    """``--as NAME``: the site account acting; role checks apply as at the REST API."""
-    parser.add_argument(
-        "--as",
-        dest="as_user",
-        metavar="NAME",
-        help="the site account acting (default: $INSITU_USER, else the node operator)",
-    )
 
 
 def _cmd_init(args: argparse.Namespace) -> int:

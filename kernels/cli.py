@@ -14,7 +14,7 @@ import argparse
 import os
 from typing import Any
 
-from insitu.cli import add_as_option
+from insitu.cli_options import add_as_option
 from insitu.errors import AccessDeniedError
 
 __all__ = ["register"]
@@ -62,7 +62,7 @@ def _line(request: Any) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.hub.airlock import Airlock
 
     home = _home()
@@ -82,7 +82,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from insitu.cli import print_json
+    from insitu.cli_options import print_json
     from insitu.hub.airlock import Airlock
 
     home = _home()

@@ -58,14 +58,6 @@ KNOWN_BREACHES = {
     ("insitu.kernels.client", "insitu.hub"),
     ("insitu.kernels.client", "insitu.hub.access"),
     ("insitu.kernels.client", "insitu.hub.stores"),
-    # Shared command-line helpers (--as, --json) live in the orchestrator insitu.cli;
-    # they belong in a ground module every component CLI can import.
-    ("insitu.datasets.cli", "insitu.cli"),
-    ("insitu.datasets.cli_credit", "insitu.cli"),
-    ("insitu.datasets.cli_sources", "insitu.cli"),
-    ("insitu.federation.cli", "insitu.cli"),
-    ("insitu.hub.cli", "insitu.cli"),
-    ("insitu.kernels.cli", "insitu.cli"),
     # The steward's role check for `insitu dataset cite` and archive export's register
     # entries: role checks and the register belong on a floor both can reach.
     ("insitu.datasets.archive", "insitu.hub.access"),

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "insitu.datasets.cli_credit",
     "insitu.datasets.cli_fingerprints",
     "insitu.hub.cli",
+    "insitu.hub.cli_airlock",
     "insitu.kernels.cli",
     "insitu.federation.cli",
     "insitu.demo",

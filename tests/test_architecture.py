@@ -51,10 +51,8 @@ ALLOWED_EDGES = {
 }
 # Known breaches (source module, imported module): remove a line when it is fixed.
 KNOWN_BREACHES = {
-    # The airlock CLI and the node-local client path still live in kernels/ (issue 14:
-    # the airlock CLI moves to hub/, local reads go through the gate).
-    ("insitu.kernels.cli", "insitu.hub.accounts"),
-    ("insitu.kernels.cli", "insitu.hub.airlock"),
+    # The node-local client path still lives in kernels/ (issue 14: local reads go
+    # through the gate).
     ("insitu.kernels.client", "insitu.hub"),
     ("insitu.kernels.client", "insitu.hub.access"),
     ("insitu.kernels.client", "insitu.hub.stores"),

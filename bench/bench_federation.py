@@ -105,6 +105,7 @@ def main() -> None:
     from insitu.federation.node_data import SiteData
     from insitu.federation.train_app import run_training, training_fingerprint
     from insitu.federation.train_cnn import evaluate, make_model, set_weights
+    from insitu.net import free_port
 
     subjects, size, slices = (
         _env("BENCH_SUBJECTS", 24),
@@ -124,7 +125,7 @@ def main() -> None:
 
     coordinator = NodeHome(root / "coordinator")
     init_home(coordinator, "coordinator")
-    address = f"127.0.0.1:{processes.free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     results: dict[str, object] = {}
     try:
         processes.start_coordinator(coordinator, address, insecure=True)

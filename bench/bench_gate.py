@@ -87,8 +87,9 @@ def main() -> None:
     from insitu.config import NodeHome, init_home
     from insitu.hub import access, lifecycle
     from insitu.hub.accounts import AccountStore
-    from insitu.hub.services import free_port, load_plan
+    from insitu.hub.services import load_plan
     from insitu.kernels.gate_store import GateStore
+    from insitu.net import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="insitu-bench-gate-"))
     home = NodeHome(tmp / "home")

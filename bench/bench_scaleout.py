@@ -114,7 +114,7 @@ def main() -> None:
     import insitu
     from insitu.datasets.reader import open_dataset
     from insitu.hub import lifecycle
-    from insitu.hub.services import free_port
+    from insitu.net import free_port
 
     root = Path(tempfile.mkdtemp(prefix="insitu-bench-scaleout-"))
     saved = dict(os.environ)

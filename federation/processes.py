@@ -37,11 +37,12 @@ from insitu.federation.node_data import (
     NODE_CONFIG_HOME,
     NODE_CONFIG_SITE,
 )
+from insitu.net import free_port
 
 __all__ = [
     "ServiceRecord",
     "TlsOptions",
-    "free_port",
+    "free_port",  # re-exported from insitu.net
     "is_loopback",
     "running",
     "start_coordinator",
@@ -79,12 +80,6 @@ class ServiceRecord:
     started_at: str
     insecure: bool
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def split_address(address: str) -> tuple[str, int]:

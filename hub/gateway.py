@@ -33,7 +33,8 @@ from typing import Any
 from insitu.audit import AuditLog
 from insitu.config import NodeHome, load_config, resolve_home
 from insitu.errors import ConfigError
-from insitu.hub.services import HubService, ServiceContext, free_port, load_plan
+from insitu.hub.services import HubService, ServiceContext, load_plan
+from insitu.net import free_port
 
 __all__ = ["IDLE_TIMEOUT", "NAME", "configure_gateway", "hub_service"]
 

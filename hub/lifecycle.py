@@ -32,11 +32,11 @@ from insitu.hub.hub_config import operator_token, write_config_file
 from insitu.hub.services import (
     HubService,
     ServiceContext,
-    free_port,
     load_plan,
     plan_services,
     write_plan,
 )
+from insitu.net import free_port
 
 __all__ = ["HubState", "demo_logins", "down", "hub_api", "read_state", "status", "up"]
 

@@ -31,7 +31,6 @@ import importlib
 import json
 import os
 import secrets
-import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,12 +38,13 @@ from typing import Any
 
 from insitu.config import NodeHome, SiteConfig
 from insitu.errors import ConfigError
+from insitu.net import free_port
 
 __all__ = [
     "SERVICE_PROVIDERS",
     "HubService",
     "ServiceContext",
-    "free_port",
+    "free_port",  # re-exported from insitu.net
     "load_plan",
     "plan_services",
     "write_plan",
@@ -98,13 +98,6 @@ class ServiceContext:
 
     def port(self) -> int:
         return free_port()
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _load_provider(spec: str) -> Callable[[ServiceContext], Any] | None:

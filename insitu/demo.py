@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from insitu.kernels.examples import copy_examples, example_notebooks
+from insitu.net import free_port
 
 if TYPE_CHECKING:
     from insitu.config import NodeHome
@@ -491,8 +492,6 @@ def coordinator_address(root: Path) -> str:
     """The demo's coordinator address, the same every run (kept in ``<dir>/federation.json``)
     so that ADDRESS in notebooks 04/05 is set once; a new port only when that one is taken."""
     import socket
-
-    from insitu.federation.processes import free_port
 
     path = root / FEDERATION_NAME
     try:

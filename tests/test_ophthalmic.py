@@ -167,3 +167,25 @@ def test_a_fundus_photograph_or_oct_scan_is_refused_at_the_airlock(eye_home) -> 
             assert "image-resolution" in request.failed_rules or any(
                 "provenance" in rule for rule in request.failed_rules
             ), (name, request.failed_rules)
+
+
+def test_a_resized_or_cropped_fundus_is_refused_by_its_fingerprint(eye_home) -> None:
+    """Not the plane's size: the provenance fingerprints recognise the retina."""
+    from insitu.hub.airlock import Airlock
+
+    ds = open_dataset("eyes", home=eye_home)
+    fundus = ds.image(_synthetic_fundus(eye_home)).isel(z=0).values
+    rows, cols = fundus.shape[:2]
+    image = Image.fromarray(fundus)
+    attempts = {
+        "fundus-half.png": np.asarray(image.resize((cols // 2, rows // 2))),
+        "fundus-resized-grey.png": np.asarray(
+            image.convert("L").resize((cols * 2 // 3, rows // 2))
+        ),
+        "fundus-centre.png": fundus[rows // 8 : rows * 7 // 8, cols // 8 : cols * 7 // 8].copy(),
+    }
+    with Airlock(eye_home) as airlock:
+        for name, pixels in attempts.items():
+            request = airlock.submit("ada", _png(pixels), name, purpose="a figure for the paper")
+            assert request.status == "fail", (name, request.checks)
+            assert "pixel-provenance" in request.failed_rules, (name, request.failed_rules)

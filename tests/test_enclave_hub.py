@@ -342,7 +342,8 @@ def test_a_raw_slice_dump_and_bad_input_are_refused(enclave):
         "open('big.csv', 'w').write('a\\n' + '1\\n' * 150000)\n"
     )
     lines = kernel.run(DUMP).splitlines()
-    assert lines[0] == "DUMP fail ['image-resolution']"
+    # A slice is refused by its size and recognised by its fingerprint.
+    assert lines[0] == "DUMP fail ['image-resolution', 'pixel-provenance']"
     assert lines[1].startswith("UnsupportedOutputError | a raw ndarray cannot be released")
     assert lines[2].startswith("UnsupportedOutputError | the airlock does not release .sh")
     assert lines[3].startswith("OutputTooLargeError |") and "release limit" in lines[3]

@@ -379,9 +379,14 @@ def start_site(
 
 def superexec_secret(folder: Path) -> Path:
     """A fresh random SuperExec secret for this SuperNode, 0600 (the site's account only)."""
+    return new_secret_file(folder / "superexec.secret")
+
+
+def new_secret_file(path: Path) -> Path:
+    """Write 32 fresh random bytes to ``path`` (replacing it), readable by this account only."""
     import secrets
 
-    path = folder / "superexec.secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:

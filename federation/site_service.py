@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 __all__ = ["main"]
@@ -44,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
+    if args.superexec_auth_secret_file and not Path(args.superexec_auth_secret_file).exists():
+        # A pod starts here without `insitu federation join`: make the secret now.
+        from insitu.federation.processes import new_secret_file
+
+        new_secret_file(Path(args.superexec_auth_secret_file))
     supernode = subprocess.Popen(command)
     children.append(supernode)
     while supernode.poll() is None:

@@ -209,6 +209,7 @@ def test_superlink_runs_what_insitu_federation_coordinator_starts(home, tmp_path
 
     paths = {f"{federation_dir(home)}/coordinator/state.db": "/var/lib/superlink/state.db"}
     paths |= {str(f): f"/etc/insitu/tls/{n}" for n, f in files.items()}
+    paths |= {str(home.root): "/var/lib/superlink/home"}
     paths |= {"127.0.0.1": "0.0.0.0", str(port): "9092"}
     objects = render(
         COORDINATOR_CHART,

@@ -57,7 +57,14 @@ def test_lint_finds_no_errors():
 def test_superlink_serves_tls_with_node_authentication(objects):
     pod = by_kind(objects, "Deployment")["insitu-superlink"]["spec"]["template"]["spec"]
     command = pod["containers"][0]["command"]
-    assert command[0] == "flower-superlink"
+    # insitu's entry point around flower-superlink (per-researcher Control API tokens)
+    assert command[:5] == [
+        "python",
+        "-m",
+        "insitu.federation.superlink",
+        "--insitu-home",
+        "/var/lib/superlink/home",
+    ]
     assert "--insecure" not in command
     for flag, path in [
         ("--ssl-certfile", "/etc/insitu/tls/tls.crt"),

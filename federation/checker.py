@@ -289,6 +289,13 @@ def _flat_sizes(image_shapes: Iterable[tuple[int, ...]]) -> set[int]:
     return {s for s in sizes if s >= 16}
 
 
+# An array whose manifest entry fixes a small shape (e.g. the 4 moments of a
+# feature) does not grow with the subjects served: at a tiny site its length may
+# equal their number by coincidence. Larger fixed shapes are still checked, since
+# an app could declare the length of a site's published subject count.
+FIXED_SUMMARY_MAX = 8
+
+
 def check_parsed(
     parsed: ParsedReply,
     *,
@@ -344,7 +351,17 @@ def check_parsed(
                 f"array #{i} holds {array.size} values, as many as an image plane or volume "
                 "of this site's store (a flattened image)"
             )
-        if int(array.size) in per_subject and sum(1 for s in shape if s > 1) == 1:
+        fixed_summary = (
+            spec is not None
+            and spec.shape is not None
+            and -1 not in spec.shape
+            and int(array.size) <= FIXED_SUMMARY_MAX
+        )
+        if (
+            int(array.size) in per_subject
+            and sum(1 for s in shape if s > 1) == 1
+            and not fixed_summary
+        ):
             reasons.append(
                 f"array #{i} has one entry per subject or series served ({array.size}): "
                 "per-subject values may not leave the site"

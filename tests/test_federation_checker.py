@@ -215,3 +215,43 @@ def test_manifest_round_trip_and_refusals():
         )
     with pytest.raises(InvalidRequestError, match="no egress manifest"):
         manifest_from_toml("[project]\nname = 'x'\n")
+
+
+def test_a_small_fixed_summary_may_equal_the_subjects_served_but_a_declared_long_one_may_not():
+    """At a site of 4 subjects, the 4 moments of a feature are not per-subject values.
+
+    The attack: an app declares a fixed shape equal to a site's published subject
+    count (12 here) to carry one value per subject; fixed shapes above a few values
+    are still checked against the tally.
+    """
+    manifest = manifest_from_toml(
+        """
+[tool.insitu.egress]
+message-types = ["train"]
+max-values-per-reply = 500
+max-values-per-run = 800
+
+[[tool.insitu.egress.arrays]]
+name = "arrays/moments"
+dtype = "float64"
+shape = [4]
+
+[[tool.insitu.egress.arrays]]
+name = "arrays/per-site"
+dtype = "float64"
+shape = [12]
+"""
+    )
+    four = {f"sub-{i:04d}" for i in range(4)}
+    tiny = Tally(subjects=four, series=four, identifiers=four, image_shapes=[(8, 32, 32)] * 4)
+    policy = EgressPolicy(min_subjects=4, max_reply_bytes=1 << 20)
+
+    def check(content: dict, tally: Tally) -> list[str]:
+        parsed = parse_reply(_bytes(content), max_bytes=1 << 20)
+        return check_parsed(
+            parsed, message_type="train", manifest=manifest, policy=policy, tally=tally
+        ).reasons
+
+    assert check({"arrays": {"moments": np.arange(4.0)}}, tiny) == []
+    leak = check({"arrays": {"per-site": np.arange(12.0)}}, TALLY)
+    assert any("one entry per subject" in r for r in leak), leak

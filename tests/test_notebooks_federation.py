@@ -54,7 +54,10 @@ def test_federated_analysis_notebook(federation, tmp_path: Path) -> None:
         "04-federated-analysis.ipynb",
         tmp_path,
         env,
-        params=f'FEDERATION = None\nADDRESS = "{address}"\nDATASET = "locat"',
+        # 5 bins: the test sites serve 4 subjects each, and a 4-bin histogram would have one
+        # entry per subject served, which each site's checker refuses (the demo has 12).
+        params=f'FEDERATION = None\nADDRESS = "{address}"\nDATASET = "locat"\n'
+        "BINS = [0, 50, 100, 150, 200, 400]",
     )
     text = outputs(nb)
     assert "sites: ['site-a', 'site-b', 'site-c']" in text, text

@@ -136,7 +136,7 @@ def test_viewer_shows_fundus_in_colour_and_oct_in_grey(eye_home) -> None:
     assert (pixels[..., 0] - pixels[..., 2]).mean() > 40  # a red-orange retina, not grey
     oct_view = SliceViewer(ds.image(rows["OPT"][0]["series_id"]))
     assert Image.open(io.BytesIO(bytes(oct_view.view.value))).mode == "L"
-    oct_view.slider.value = 3  # scrubbing through the B-scans
+    oct_view.slider.value = 4  # the fourth B-scan (the slider counts from 1)
     assert oct_view.position_mm() == pytest.approx(3 * 0.12, abs=1e-6)
 
 

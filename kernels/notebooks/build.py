@@ -126,7 +126,8 @@ FEDERATED_ANALYSIS = [
     "value leaves a site. Each site's steward must have approved the analytics app.",
     'FEDERATION = "locat"  # a coordinator connection in $FLWR_HOME/config.toml, or:\n'
     'ADDRESS = None  # "host:port" of the coordinator (the loopback demo runs it insecure)\n'
-    'DATASET = "locat"  # each site answers with the dataset its steward joined',
+    'DATASET = "locat"  # each site answers with the dataset its steward joined\n'
+    "BINS = [0, 50, 100, 200, 400]  # histogram edges of the noise feature (HU)",
     "from insitu.federation import analyze\n\n"
     'where = {"federation": FEDERATION} if ADDRESS is None else '
     '{"address": ADDRESS, "insecure": True}',
@@ -134,7 +135,7 @@ FEDERATED_ANALYSIS = [
     "central region of each series) per tube voltage, which is the dose arm here (100 kV "
     "low dose, 120 kV standard dose): read from each series' de-identified header.",
     "table = analyze(\n"
-    '    **where, dataset=DATASET, feature="hu_std", by="KVP", bins=[0, 50, 100, 200, 400]\n'
+    '    **where, dataset=DATASET, feature="hu_std", by="KVP", bins=BINS\n'
     ")\ntable",
     "md:Who answered, who refused (and why), and how many cells each site withheld "
     "(never which: a withheld cell must not be told apart from an empty one):",

@@ -48,10 +48,28 @@ def _series_fingerprint(group: Any) -> Any:
     return fingerprint_series(volume, spacing=spacing, level_shapes=shapes, native_shape=shapes[0])
 
 
+def _never_leave(group: Any) -> str:
+    """Why a series' pixels may never leave (its ingest attrs, else its modality), or ""."""
+    from insitu.never_leave import never_leave_reason
+
+    try:
+        attrs = dict(group.attrs.get("insitu") or {})
+    except (AttributeError, TypeError, ValueError):
+        return ""
+    reason = str(attrs.get("never_leave") or "")
+    if not reason:
+        header = attrs.get("header") or {}
+        sop = header.get("00080016", {}).get("Value", [""]) if isinstance(header, dict) else [""]
+        reason = never_leave_reason(str(attrs.get("modality") or ""), str((sop or [""])[0]))
+    return reason
+
+
 def record_store(home: NodeHome, store_path: Path, *, dataset: str, version: str) -> int:
     """Fingerprint every series of a (staged or published) store; returns how many are new.
 
     A series already in the index (a new version that shares it) only gains a reference.
+    Never-leave series (fundus, OCT) are recorded as such, so that a match names the rule
+    the airlock never overrides (also for an index written before it kept the flag).
     """
     from insitu.datasets.store_write import open_root
 
@@ -62,10 +80,12 @@ def record_store(home: NodeHome, store_path: Path, *, dataset: str, version: str
     new = 0
     series = root["series"]
     for series_id in sorted(series.group_keys()):
+        group = series[series_id]
+        never_leave = _never_leave(group)
         if index.has(series_id):
-            index.reference(dataset, version, series_id)
+            index.reference(dataset, version, series_id, never_leave=never_leave)
             continue
-        index.add(dataset, version, series_id, _series_fingerprint(series[series_id]))
+        index.add(dataset, version, series_id, _series_fingerprint(group), never_leave=never_leave)
         new += 1
     return new
 

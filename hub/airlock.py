@@ -11,7 +11,9 @@ records its SHA-256, runs the disclosure engine (:mod:`insitu.hub.airlock_checks
 and only then marks it submitted; from then on the file and its checks never
 change. A steward approves or denies with a reason; a request whose checks
 failed can only be approved with a written override reason, and never by the
-researcher who asked. Only the researcher's own approved requests can be
+researcher who asked; one that carries pixels of a never-leave series (fundus,
+OCT: rule ``never-leave``) cannot be approved at all (the attempt is audited as
+``release.override_refused``). Only the researcher's own approved requests can be
 downloaded, and every download re-checks the SHA-256. Every step is audited
 (``release.submit``, ``release.approve``, ``release.deny``, ``release.download``).
 
@@ -36,6 +38,7 @@ from insitu.audit import AuditLog
 from insitu.config import NodeHome, SiteConfig, load_config
 from insitu.errors import (
     AccessDeniedError,
+    NeverLeaveError,
     ReleaseNotFoundError,
     ReleaseStateError,
 )
@@ -58,6 +61,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "released": frozenset(),
 }
 DOWNLOADABLE = ("approved", "released")
+NEVER_LEAVE_RULE = "never-leave"  # a failed check no steward override can approve
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -363,6 +367,21 @@ class Airlock:
             raise ReleaseStateError(
                 f"release request {request.id} is {request.state}: only submitted requests "
                 "can be approved"
+            )
+        if NEVER_LEAVE_RULE in request.failed_rules:
+            self.audit.append(
+                "release.override_refused",
+                user=steward,
+                request=request.id,
+                researcher=request.user,
+                sha256=request.sha256,
+                rule=NEVER_LEAVE_RULE,
+                override=override,
+            )
+            raise NeverLeaveError(
+                f"release request {request.id} carries pixels of a never-leave series (rule "
+                f"{NEVER_LEAVE_RULE}: fundus/OCT images identify a person): no override can "
+                "approve it; deny it"
             )
         if not reason:
             raise ReleaseStateError("give a reason for the approval (it is audited)")

@@ -33,6 +33,7 @@ from insitu.config import NodeHome
 from insitu.errors import (
     AccessDeniedError,
     InvalidRequestError,
+    NeverLeaveError,
     OutputTooLargeError,
     ReleaseNotFoundError,
     ReleaseStateError,
@@ -59,6 +60,8 @@ def _status(exc: BaseException) -> int | None:
         return 413
     if isinstance(exc, ReleaseStateError):
         return 409
+    if isinstance(exc, NeverLeaveError):
+        return 403
     return None
 
 

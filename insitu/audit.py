@@ -34,8 +34,8 @@ LOG_NAME = "audit.jsonl"
 KINDS = (
     "login", "user", "config", "ingest", "access.request", "access.approve", "access.deny",
     "access.revoke", "read", "release.submit", "release.approve", "release.deny",
-    "release.download", "federation.approve", "federation.revoke", "federation.run",
-    "federation.refuse", "federation.reply", "compute",
+    "release.override_refused", "release.download", "federation.approve",
+    "federation.revoke", "federation.run", "federation.refuse", "federation.reply", "compute",
 )  # fmt: skip
 
 

@@ -21,7 +21,8 @@
     │   ├── OutputTooLargeError      airlock: over policy.max_release_bytes        exit 6
     │   ├── EgressRefusedError       federation: a reply stopped by the site's mod  exit 6
     │   ├── BudgetExhaustedError     federation: a researcher's budget is used up   exit 6
-    │   └── QueryRefusedError        analytics: bins/levels, too fine, differencing exit 6
+    │   ├── QueryRefusedError        analytics: bins/levels, too fine, differencing exit 6
+    │   └── NeverLeaveError (PermissionError)  airlock: never-leave pixels, no override exit 6
     ├── ReleaseNotFoundError (LookupError)   no airlock request with that id       exit 4
     ├── ReleaseStateError (ValueError)  airlock: not allowed in the request's state exit 1
     └── ServiceError                 a service could not start, stop or answer     exit 7
@@ -53,6 +54,7 @@ __all__ = [
     "InputNotFoundError",
     "InsituError",
     "InvalidRequestError",
+    "NeverLeaveError",
     "OutputTooLargeError",
     "PolicyViolationError",
     "PortInUseError",
@@ -188,6 +190,11 @@ class QueryRefusedError(PolicyViolationError):
     """A federated analytics query the site's disclosure settings refuse: too many
     bins or groups, bins narrower than allowed, or a query that differs from an
     earlier one by fewer subjects than the minimum cell count (differencing)."""
+
+
+class NeverLeaveError(PolicyViolationError, PermissionError):
+    """An output carries pixels of a never-leave series (fundus, OCT): no steward
+    override can release it (rule ``never-leave``)."""
 
 
 class ReleaseNotFoundError(InsituError, LookupError):

@@ -189,3 +189,56 @@ def test_a_resized_or_cropped_fundus_is_refused_by_its_fingerprint(eye_home) -> 
             request = airlock.submit("ada", _png(pixels), name, purpose="a figure for the paper")
             assert request.status == "fail", (name, request.checks)
             assert "pixel-provenance" in request.failed_rules, (name, request.failed_rules)
+
+
+def test_a_never_leave_match_cannot_be_overridden_and_the_attempt_is_audited(eye_home) -> None:
+    """Issue 17: the index carries the series' never-leave flag into the finding, and the
+    airlock refuses every approval of it (with or without an override), audited."""
+    from insitu.audit import AuditLog
+    from insitu.disclosure.provenance import FingerprintIndex
+    from insitu.errors import NeverLeaveError, PolicyViolationError
+    from insitu.hub.airlock import Airlock
+    from insitu.hub.airlock_service import _status
+
+    series_id = _synthetic_fundus(eye_home)
+    index = FingerprintIndex.for_home(eye_home)
+    assert "identify a person" in index.never_leave(series_id)
+    fundus = open_dataset("eyes", home=eye_home).image(series_id).isel(z=0).values
+    rows, cols = fundus.shape[:2]
+    crop = fundus[rows // 6 : rows * 5 // 6, cols // 5 : cols * 4 // 5]
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((150, 110)))
+    with Airlock(eye_home) as airlock:
+        request = airlock.submit("ada", _png(small), "retina.png", purpose="figure 2")
+        assert {"pixel-provenance", "never-leave"} <= set(request.failed_rules), request.checks
+        check = next(c for c in request.checks if c["rule"] == "never-leave")
+        assert series_id in check["summary"] and "identify a person" in check["summary"]
+        for override in ("the ethics board agreed", None):
+            with pytest.raises(NeverLeaveError) as refused:
+                airlock.approve(request.id, steward="sam", reason="ok", override=override)
+            message = str(refused.value)
+            assert "\n" not in message and "never-leave" in message and "deny" in message
+            assert isinstance(refused.value, PolicyViolationError | PermissionError)
+            assert _status(refused.value) == 403  # the REST API's answer
+        assert airlock.get(request.id).state == "submitted"
+        assert airlock.deny(request.id, steward="sam", reason="retina").state == "denied"
+    log = AuditLog(eye_home).entries()
+    refusals = [e["details"] for e in log if e["kind"] == "release.override_refused"]
+    assert [e["override"] for e in refusals[-2:]] == ["the ethics board agreed", None]
+    assert all(e["request"] == request.id and e["rule"] == "never-leave" for e in refusals[-2:])
+
+
+def test_rebuild_carries_the_never_leave_flag_into_an_older_index(eye_home) -> None:
+    import json
+
+    from insitu.datasets.fingerprints import rebuild
+    from insitu.disclosure.provenance import FingerprintIndex, fingerprints_dir
+
+    manifest = fingerprints_dir(eye_home) / "index.json"
+    data = json.loads(manifest.read_text())
+    flagged = set(data.pop("never_leave"))
+    assert flagged == {r["series_id"] for rows in _by_modality(eye_home).values() for r in rows}
+    manifest.write_text(json.dumps(data))  # an index written before it kept the flag
+    assert not FingerprintIndex.for_home(eye_home).never_leave(_synthetic_fundus(eye_home))
+    assert rebuild(eye_home).series == 0  # nothing new to fingerprint ...
+    index = FingerprintIndex.for_home(eye_home)
+    assert {s for s in index.series_ids() if index.never_leave(s)} == flagged  # ... flags back

@@ -118,11 +118,23 @@ def _provenance(array: np.ndarray, ctx: DisclosureContext, where: str) -> list[F
                 where,
             )
         ]
-    return [
-        finding("pixel-provenance", Verdict.FAIL, _match_text(match, part), where)
-        for part, match in matches
-        if match is not None
-    ]
+    found: list[Finding] = []
+    for part, match in matches:
+        if match is None:
+            continue
+        found.append(finding("pixel-provenance", Verdict.FAIL, _match_text(match, part), where))
+        if reason := str(getattr(match, "never_leave", "") or ""):
+            found.append(
+                finding(
+                    "never-leave",
+                    Verdict.FAIL,
+                    f"{part + ': ' if part else ''}pixels of never-leave series "
+                    f"{getattr(match, 'series_id', '?')} ({reason}): no override can "
+                    "release them",
+                    where,
+                )
+            )
+    return found
 
 
 def _match_text(match: Any, part: str) -> str:

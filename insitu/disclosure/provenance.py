@@ -35,6 +35,7 @@ module constants measured by ``bench/run.py provenance`` (bench/BENCHMARKS.md).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import threading
@@ -297,6 +298,7 @@ class ProvenanceMatch:
     plane: int  # plane index in the native volume (approximate for reformats)
     score: float  # normalised cross-correlation, 0..1
     how: str = ""  # e.g. "crop 0.45 x 0.55, flipped left-right"
+    never_leave: str = ""  # why the series' pixels may never leave (fundus, OCT), or ""
 
     def describe(self) -> str:
         return (
@@ -318,6 +320,7 @@ class FingerprintIndex:
         self.folder = folder
         self._series: dict[str, SeriesFingerprint] = {}
         self._refs: dict[str, list[tuple[str, str]]] = {}
+        self._never: dict[str, str] = {}  # series id -> why its pixels never leave
         self._built: _Built | None = None
         self._lock = threading.Lock()
 
@@ -344,6 +347,9 @@ class FingerprintIndex:
             if path.is_file():
                 index._series[series_id] = _load(path)
                 index._refs[series_id] = [(str(d), str(v)) for d, v in entries]
+        for series_id, reason in refs.get("never_leave", {}).items():
+            if series_id in index._series and reason:
+                index._never[series_id] = str(reason)
         with _CACHE_LOCK:
             _CACHE[str(folder)] = (key, index)
         return index
@@ -359,8 +365,20 @@ class FingerprintIndex:
     def series_ids(self) -> list[str]:
         return sorted(self._series)
 
-    def add(self, dataset: str, version: str, series_id: str, fp: SeriesFingerprint) -> None:
-        """Add (or re-reference) a series; written through when the index has a folder."""
+    def add(
+        self,
+        dataset: str,
+        version: str,
+        series_id: str,
+        fp: SeriesFingerprint,
+        *,
+        never_leave: str = "",
+    ) -> None:
+        """Add (or re-reference) a series; written through when the index has a folder.
+
+        ``never_leave``: why the series' pixels may never leave the site (fundus,
+        OCT: :func:`insitu.never_leave.never_leave_reason`); a match then carries it.
+        """
         if not series_id or "/" in series_id or series_id.startswith("."):
             raise ConfigError(f"{series_id!r} is not a series id to fingerprint")
         with self._lock:
@@ -368,6 +386,8 @@ class FingerprintIndex:
             refs = self._refs.setdefault(series_id, [])
             if (dataset, version) not in refs:
                 refs.append((dataset, version))
+            if never_leave:
+                self._never[series_id] = never_leave
             self._built = None
             if self.folder is not None:
                 self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -377,22 +397,35 @@ class FingerprintIndex:
     def has(self, series_id: str) -> bool:
         return series_id in self._series
 
-    def reference(self, dataset: str, version: str, series_id: str) -> None:
-        """Record that another version holds an already fingerprinted series."""
+    def never_leave(self, series_id: str) -> str:
+        """Why the series' pixels may never leave the site, or "" (may leave as aggregates)."""
+        return self._never.get(series_id, "")
+
+    def reference(
+        self, dataset: str, version: str, series_id: str, *, never_leave: str = ""
+    ) -> None:
+        """Record that another version holds an already fingerprinted series (and, for an
+        index written before it kept them, the series' never-leave reason)."""
         if series_id not in self._series:
             raise ConfigError(f"series {series_id} has no fingerprint yet: add it first")
         with self._lock:
             refs = self._refs.setdefault(series_id, [])
+            changed = False
             if (dataset, version) not in refs:
                 refs.append((dataset, version))
-                if self.folder is not None:
-                    self._write_manifest()
+                changed = True
+            if never_leave and self._never.get(series_id) != never_leave:
+                self._never[series_id] = never_leave
+                changed = True
+            if changed and self.folder is not None:
+                self._write_manifest()
 
     def _write_manifest(self) -> None:
         assert self.folder is not None
         data = {
             "format": FORMAT,
             "series": {s: [list(r) for r in refs] for s, refs in sorted(self._refs.items())},
+            "never_leave": dict(sorted(self._never.items())),
         }
         tmp = self.folder / (INDEX_NAME + ".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -419,6 +452,7 @@ class FingerprintIndex:
             plane=plane,
             score=round(float(min(score, 1.0)), 4),
             how=how,
+            never_leave=self._never.get(series_id, ""),
         )
 
     def match_grid(self, grid: np.ndarray) -> ProvenanceMatch | None:
@@ -488,10 +522,7 @@ class FingerprintIndex:
 
 def _with_how(match: ProvenanceMatch, extra: str) -> ProvenanceMatch:
     how = f"{extra}, {match.how}" if match.how else extra
-    return ProvenanceMatch(
-        match.dataset, match.version, match.series_id, match.orientation, match.plane,
-        match.score, how,
-    )  # fmt: skip
+    return dataclasses.replace(match, how=how)
 
 
 def _query_planes(grid: np.ndarray) -> list[tuple[str, np.ndarray]]:

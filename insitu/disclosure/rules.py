@@ -65,6 +65,10 @@ _ALL = [
     Rule("pixel-provenance", _F, "A grid, image or vector that matches the fingerprint of a series "
          "held here (after crop, resize, flip, transpose or rescaling of values) fails, naming "
          "the series.", group="images and arrays"),
+    Rule("never-leave", _F, "Pixels of a never-leave series (fundus photographs, OCT: retinal "
+         "vessels identify a person) found in an output by their fingerprint, however "
+         "transformed: no steward override can release them; the airlock refuses and audits "
+         "the attempt.", group="images and arrays"),
     Rule("identifiers-in-text", _F, "Pseudonyms, UIDs and study dates of the site's data, and any "
          "DICOM UID, fail wherever text can hide (cells, column names, keys, metadata, notebook "
          "outputs and tracebacks, PDF text, image text chunks), after Unicode normalisation "

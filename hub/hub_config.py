@@ -182,18 +182,17 @@ TEMPLATES = Path(__file__).parent / "templates"
 LANDING_SERVICE = "site"
 
 
-def _branding(c: Any, config: SiteConfig, services: list[HubService]) -> None:
+def _branding(c: Any, config: SiteConfig, service_names: list[str]) -> None:
     """The login page names the site; after login, users land on the site's page."""
+    landing = LANDING_SERVICE in service_names
     c.JupyterHub.template_paths = [str(TEMPLATES)]
     c.JupyterHub.logo_file = str(TEMPLATES / "insitu-logo.svg")
     c.JupyterHub.template_vars = {
         "insitu_site_title": config.site.title,
         "insitu_site_name": config.site.name,
-        "insitu_landing": f"/services/{LANDING_SERVICE}/"
-        if any(s.name == LANDING_SERVICE for s in services)
-        else "",
+        "insitu_landing": f"/services/{LANDING_SERVICE}/" if landing else "",
     }
-    if any(s.name == LANDING_SERVICE for s in services):
+    if landing:
         c.JupyterHub.default_url = f"/services/{LANDING_SERVICE}/"
 
 
@@ -250,7 +249,7 @@ def configure(c: Any, home_root: str | Path) -> None:
     c.ConfigurableHTTPProxy.pid_file = str(home.run / "proxy.pid")
 
     _authenticator(c, home, config)
-    _branding(c, config, services)
+    _branding(c, config, [s.name for s in services])
 
     accounts_env: dict[str, str] = {}
     lab_settings: Path | None = None
@@ -320,6 +319,7 @@ def _configure_kubernetes(c: Any, home: NodeHome, config: SiteConfig) -> None:
             "hub.spawner = 'kubernetes' but no hub service has a URL: register insitu's "
             "services under jupyterhub.hub.services in the chart's values"
         )
+    _branding(c, config, user_services)
     access_scopes = _researcher_settings(c, user_services)
     roles = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
     roles = [r for r in roles if r.get("name") != "user"]

@@ -309,6 +309,7 @@ def test_full_node_renders_every_command_from_the_node_image():
         ("python", "-m", "insitu.hub.access_service"),
         ("python", "-m", "insitu.hub.gate_service"),
         ("python", "-m", "insitu.hub.airlock_service"),
+        ("python", "-m", "insitu.hub.site_service"),
         ("python", "-m", "insitu.federation.site_service"),
         ("python", "-m", "insitu.hub.dask_controller"),
         ("insitu", "ingest", "/source"),

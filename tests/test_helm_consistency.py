@@ -276,7 +276,7 @@ def test_ingest_job_publishes_on_the_charts_volume_layout(tmp_path):
     assert (volumes["private"] / "staging").is_dir()  # work in progress stays private
 
 
-@pytest.mark.parametrize("name", ["access", "gate", "airlock"])
+@pytest.mark.parametrize("name", ["access", "gate", "airlock", "site"])
 def test_service_starts_with_the_charts_environment_and_answers_its_probe(home, name):
     """The Deployment's command and environment start the service; its probe path answers.
 

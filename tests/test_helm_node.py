@@ -192,7 +192,7 @@ def test_user_pods_get_no_node_volume():
 def test_no_rendered_pod_outside_the_node_mounts_node_volumes(node_objects):
     """Every pod of the node, the subcharts' included: only these mount node volumes."""
     allowed = {
-        "insitu-state": {"access", "gate", "airlock", "ingest", "supernode", "hub"},
+        "insitu-state": {"access", "gate", "airlock", "site", "ingest", "supernode", "hub"},
         "insitu-stores": {"gate", "ingest", "supernode"},
         "insitu-private": {"ingest"},
     }
@@ -397,6 +397,11 @@ def test_services_accept_only_hub_proxy_and_researchers(node_objects):
     # access and airlock are not for dask workers.
     access_sources = [p for r in pols["insitu-access"]["spec"]["ingress"] for p in r["from"]]
     assert not any("matchExpressions" in p["podSelector"] for p in access_sources)
+    # The landing page is for browsers (through the proxy): no researcher's pod reaches it.
+    site = pols["insitu-site"]["spec"]
+    site_sources = [p["podSelector"] for r in site["ingress"] for p in r["from"]]
+    assert {"matchLabels": {"component": "singleuser-server"}} not in site_sources
+    assert {"matchLabels": {"component": "proxy"}} in site_sources
     # The ingest takes no connections and, by default, reaches only DNS.
     ingest = pols["insitu-ingest"]["spec"]
     assert ingest["ingress"] == []
@@ -448,6 +453,7 @@ def test_insitu_pods_have_no_api_token_and_a_writable_tmp(node_objects):
         "access",
         "gate",
         "airlock",
+        "site",
         "ingest",
         "supernode",
     }
@@ -526,7 +532,7 @@ def test_secrets_come_from_existing_secrets_by_reference(node_objects):
 
 def test_services_take_their_hub_token_from_z2jh_secret(node_objects):
     deployments = by_kind(node_objects, "Deployment")
-    for name in ("access", "gate", "airlock"):
+    for name in ("access", "gate", "airlock", "site"):
         env = {
             e["name"]: e
             for e in deployments[f"insitu-{name}"]["spec"]["template"]["spec"]["containers"][0][
@@ -545,7 +551,7 @@ def test_services_take_their_hub_token_from_z2jh_secret(node_objects):
 def test_hub_services_point_at_rendered_services(node_objects):
     values = chart_values(NODE_CHART, MINIMAL)["jupyterhub"]["hub"]
     services = by_kind(node_objects, "Service")
-    for name in ("access", "gate", "airlock"):
+    for name in ("access", "gate", "airlock", "site"):
         url = values["services"][name]["url"]
         port = services[f"insitu-{name}"]["spec"]["ports"][0]["port"]
         assert url == f"http://insitu-{name}:{port}"
@@ -673,7 +679,7 @@ def test_ingest_is_a_cronjob_when_scheduled():
 
 def test_services_may_reach_the_hub_through_z2jh_policy(node_objects):
     """z2jh's hub policy admits only labelled pods; the services check tokens there."""
-    for name in ("access", "gate", "airlock"):
+    for name in ("access", "gate", "airlock", "site"):
         pod = by_kind(node_objects, "Deployment")[f"insitu-{name}"]["spec"]["template"]
         assert pod["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"
     for name in ("ingest", "supernode"):

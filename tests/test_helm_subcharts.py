@@ -196,16 +196,25 @@ def test_hub_config_matches_the_local_configure(hub_config, site_objects, home):
         assert k8s.InsituOIDCAuthenticator[key] == local.InsituOIDCAuthenticator[key], key
     # (--allow-root only where the local hub runs as root, as here in CI.)
     assert k8s.Spawner.args == [a for a in local.Spawner.args if a != "--allow-root"]
-    # The chart deploys no landing-page service yet (issue 16 built it for the local hub).
-    landing = "access:services!service=site"
-    local_scopes = [s for s in local.Spawner.server_token_scopes if s != landing]
-    assert sorted(k8s.Spawner.server_token_scopes) == sorted(local_scopes)
+    assert sorted(k8s.Spawner.server_token_scopes) == sorted(local.Spawner.server_token_scopes)
 
     def user_role(c: Any) -> list[str]:
         (role,) = [r for r in c.JupyterHub.load_roles if r["name"] == "user"]
         return sorted(role["scopes"])
 
-    assert user_role(k8s) == [s for s in user_role(local) if s != landing]
+    assert user_role(k8s) == user_role(local)
+
+    # The same proxied services, the same ones in the Services menu, the same landing page
+    # and branded login page (the site's page at /services/site/). (z2jh's idle culler
+    # and insitu's operator token have no page.)
+    def menu(c: Any) -> dict[str, bool]:
+        return {s["name"]: bool(s.get("display", True)) for s in c.JupyterHub.services
+                if s.get("url")}  # fmt: skip
+
+    assert menu(k8s) == menu(local)
+    assert k8s.JupyterHub.default_url == local.JupyterHub.default_url == "/services/site/"
+    assert k8s.JupyterHub.template_vars == local.JupyterHub.template_vars
+    assert k8s.JupyterHub.template_paths == local.JupyterHub.template_paths
     user_insitu = k8s.KubeSpawner.environment["INSITU_USER"]
     assert user_insitu is local.Spawner.environment["INSITU_USER"]
     # The researcher's server reaches the same services, by cluster address.

@@ -418,7 +418,7 @@ def import_package(home: NodeHome, folder: Path, *, actor: str = "") -> dict[str
     """
     from insitu.audit import AuditLog
     from insitu.datasets.citations_db import SCHEMA as CITATIONS_SCHEMA
-    from insitu.datasets.ingest import ingest_lock, recover
+    from insitu.datasets.publish import publish_lock, recover
 
     folder = Path(folder)
     check = verify(folder)
@@ -432,7 +432,7 @@ def import_package(home: NodeHome, folder: Path, *, actor: str = "") -> dict[str
     dataset, version = check.dataset, check.version
     expected = {r["key"]: (r["sha256"], r["size"]) for r in rows["checksums"]}
     target = home.stores / dataset / f"{version}.zarr"
-    with ingest_lock(home), Catalog(home) as catalog:
+    with publish_lock(home), Catalog(home) as catalog:
         catalog.db.executescript(CITATIONS_SCHEMA)
         recover(home, catalog)
         here = catalog.db.execute(

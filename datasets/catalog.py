@@ -2,7 +2,7 @@
 
 SQLite at ``home.catalog_path``. A version row is inserted as ``pending``
 before its store is moved into place and marked ``published`` after, so a
-crash between the two is finished by the next ingest (see ingest.recover).
+crash between the two is finished by the next ingest (see publish.recover).
 Only published versions are listed. Identifiers here are pseudonyms and
 de-identified UIDs only.
 """

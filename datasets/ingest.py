@@ -18,7 +18,6 @@ with a reason file (sources are never modified), and the exit code says so.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -27,7 +26,6 @@ import secrets
 import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,24 +44,17 @@ from insitu.datasets.dicom_read import (
     scan_one,
     walk_inputs,
 )
-from insitu.datasets.fingerprints import record_store
-from insitu.datasets.store_write import (
-    checksum_tree,
-    freeze_tree,
-    open_root,
-    write_root_attrs,
-    write_series,
-)
+from insitu.datasets.publish import crash_point, index_rows, publish, publish_lock, recover
+from insitu.datasets.store_write import open_root, write_root_attrs, write_series
 from insitu.datasets.volume import UndecodableObjectError, decode_volume, plan_geometry
 from insitu.errors import EXIT_ERROR, EXIT_OK, EXIT_QUARANTINED, IngestError
 from insitu.progress import progress
 
-__all__ = ["FileFate", "IngestReport", "ingest", "publish", "recover"]
+__all__ = ["FileFate", "IngestReport", "ingest"]
 
 STORE_FORMAT = (
     2  # bump when the same input would produce a different store (2: zstd 1 + byte shuffle)
 )
-CRASH_ENV = "INSITU_INGEST_CRASH_AT"  # test hook: os._exit() at a named step
 _DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -133,82 +124,6 @@ class IngestReport:
             "quarantine": self.quarantine,
             "exit_code": self.exit_code,
         }
-
-
-def _crash_point(step: str) -> None:
-    if os.environ.get(CRASH_ENV) == step:
-        os._exit(70)
-
-
-@contextmanager
-def ingest_lock(home: NodeHome) -> Iterator[None]:
-    """One ingest at a time per node home (they share version numbers)."""
-    home.staging.mkdir(parents=True, exist_ok=True)
-    with open(home.staging / ".ingest.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def recover(home: NodeHome, catalog: Catalog) -> list[str]:
-    """Finish or forget versions an interrupted ingest left ``pending``."""
-    done = []
-    for row in catalog.pending():
-        target = home.stores / row["dataset"] / f"{row['version']}.zarr"
-        staged = Path(row["staging"]) if row["staging"] else None
-        if not target.exists() and staged is not None and staged.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staged.rename(target)
-        if target.exists():
-            freeze_tree(target)
-            catalog.mark_published(row["dataset"], row["version"])
-            if staged is not None:
-                shutil.rmtree(staged.parent, ignore_errors=True)
-            done.append(f"{row['dataset']} {row['version']}")
-        else:
-            catalog.drop_pending(row["dataset"], row["version"])
-    return done
-
-
-def publish(
-    home: NodeHome,
-    catalog: Catalog,
-    store_path: Path,
-    *,
-    dataset: str,
-    version: str,
-    title: str,
-    citation: str,
-    fingerprint: str,
-    subjects: list[dict[str, Any]],
-    studies: list[dict[str, Any]],
-    series: list[dict[str, Any]],
-    provenance: dict[str, Any],
-    tables: Sequence[tuple[str, int, list[str]]] = (),
-) -> Path:
-    """Checksum a complete staged store and move it into place as ``version``.
-
-    The catalog row is ``pending`` before the rename and ``published`` after,
-    so :func:`recover` can finish the job whenever the process dies.
-    """
-    checksums = checksum_tree(store_path)
-    # Pixel provenance: every series is fingerprinted before its version becomes visible.
-    record_store(home, store_path, dataset=dataset, version=version)
-    _crash_point("checksummed")
-    catalog.add_pending(
-        dataset=dataset, version=version, title=title, citation=citation,
-        fingerprint=fingerprint, staging=store_path, subjects=subjects, studies=studies,
-        series=series, checksums=checksums, provenance=provenance, tables=tables,
-    )  # fmt: skip
-    _crash_point("pending")
-    target = home.stores / dataset / f"{version}.zarr"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    store_path.rename(target)
-    _crash_point("renamed")
-    recover(home, catalog)
-    return target
 
 
 class _Quarantine:
@@ -470,26 +385,6 @@ def _build_series(
     return row, str(first.original_patient_id)
 
 
-def _index(series_rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
-    subjects: dict[str, dict[str, Any]] = {}
-    studies: dict[str, dict[str, Any]] = {}
-    for row in series_rows:
-        studies.setdefault(
-            row["study_id"],
-            {"study_id": row["study_id"], "subject_id": row["subject_id"], "study_date": ""},
-        )["study_date"] = row["study_date"]
-        subject = subjects.setdefault(
-            row["subject_id"], {"subject_id": row["subject_id"], "studies": set(), "n_series": 0}
-        )
-        subject["studies"].add(row["study_id"])
-        subject["n_series"] += 1
-    subject_rows = [
-        {"subject_id": s["subject_id"], "n_studies": len(s["studies"]), "n_series": s["n_series"]}
-        for s in sorted(subjects.values(), key=lambda s: s["subject_id"])
-    ]
-    return subject_rows, sorted(studies.values(), key=lambda s: s["study_id"])
-
-
 def ingest(
     paths: Sequence[str | os.PathLike[str]],
     dataset: str,
@@ -521,7 +416,7 @@ def ingest(
         deface_head_scans=deface_on,
         deface_opt_out_reason=deface_reason,
     )
-    with ingest_lock(home), Catalog(home) as catalog:
+    with publish_lock(home), Catalog(home) as catalog:
         recover(home, catalog)
         report = _ingest_locked(
             home, catalog, paths, dataset, title, citation, options, make_profile(options),
@@ -650,7 +545,7 @@ def _ingest_locked(
             _inside_home(home, s) or scan_one(s)
             for s in progress(sources, desc="scan", enabled=show_progress)
         ]
-    _crash_point("scanned")
+    crash_point("scanned")
     first_seen: dict[str, str] = {}
     for item in scanned:  # the same file given twice (a folder and a file in it, a re-export)
         if item.kind == "image" and item.digest in first_seen:
@@ -739,7 +634,7 @@ def _ingest_locked(
         marker.write_text(json.dumps(row))
         written += 1
         if written == 1:
-            _crash_point("series-written")
+            crash_point("series-written")
         rows.append(row)
         for item in items:
             fates[position[id(item)]] = FileFate(
@@ -752,9 +647,9 @@ def _ingest_locked(
         _audit(home, dataset, status="nothing-published", report=report)
         return report
 
-    _crash_point("staged")
+    crash_point("staged")
     rows.sort(key=lambda r: (r["subject_id"], r["study_id"], r["series_id"]))
-    subjects, studies = _index(rows)
+    subjects, studies = index_rows(rows)
     version = catalog.next_version(dataset)
     provenance = {
         "ingest_id": ingest_id,

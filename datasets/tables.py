@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from insitu import __version__
 from insitu.config import NodeHome, resolve_home
 from insitu.datasets.catalog import Catalog
-from insitu.datasets.ingest import _index, ingest_lock, publish, recover
+from insitu.datasets.publish import index_rows, publish, publish_lock, recover
 from insitu.datasets.reader import write_table
 from insitu.datasets.store_write import open_root
 from insitu.errors import IngestError
@@ -85,7 +85,7 @@ def add_tables(
     if not tables and write_extra is None:
         raise IngestError("no tables given: pass a mapping of table name -> DataFrame")
     node = (home or resolve_home()).require_initialized()
-    with ingest_lock(node), Catalog(node) as catalog:
+    with publish_lock(node), Catalog(node) as catalog:
         recover(node, catalog)
         base = catalog.version(dataset, base_version)
         base_path = catalog.store_path(dataset, base["version"])
@@ -124,7 +124,7 @@ def add_tables(
                 table_digests={**attrs.get("table_digests", {}), **digests},
             )
             root.attrs["insitu"] = attrs
-            subjects, studies = _index(attrs["series"])
+            subjects, studies = index_rows(attrs["series"])
             table_rows = []
             for name in attrs.get("tables", []):
                 info: dict[str, Any] = root[f"tables/{name}"].attrs["insitu"]

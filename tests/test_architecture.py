@@ -78,14 +78,6 @@ KNOWN_CYCLES = {
     # Removing an account closes its approvals; access checks roles (issue 14: the
     # removal cascade moves out of accounts).
     ("insitu.hub.access", "insitu.hub.accounts"),
-    # Ingest publishes tables and derived objects through each other's private
-    # functions (issue 14: datasets/publish.py owns publishing).
-    (
-        "insitu.datasets.derived",
-        "insitu.datasets.ingest",
-        "insitu.datasets.tables",
-        "insitu.datasets.tables_ingest",
-    ),
 }
 
 

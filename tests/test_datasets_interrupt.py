@@ -17,7 +17,8 @@ from fixtures_datasets import make_series
 
 from insitu.config import NodeHome
 from insitu.datasets.catalog import Catalog
-from insitu.datasets.ingest import CRASH_ENV, ingest
+from insitu.datasets.ingest import ingest
+from insitu.datasets.publish import CRASH_ENV
 from insitu.datasets.reader import open_dataset
 from insitu.datasets.verify import verify
 

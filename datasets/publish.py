@@ -71,7 +71,9 @@ def recover(home: NodeHome, catalog: Catalog) -> list[str]:
     return done
 
 
-def index_rows(series_rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+def index_rows(
+    series_rows: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The catalog's subject and study rows for a version's series rows."""
     subjects: dict[str, dict[str, Any]] = {}
     studies: dict[str, dict[str, Any]] = {}

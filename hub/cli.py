@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from insitu.cli_options import add_as_option
-from insitu.errors import AccessDeniedError, InvalidRequestError
+from insitu.errors import AccessDeniedError, ConfigError, InvalidRequestError
 
 __all__ = ["register"]
 
@@ -91,10 +91,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     from insitu.config import load_config
     from insitu.hub import lifecycle
-    from insitu.hub.isolation import local_mode_warning
+    from insitu.hub.isolation import local_mode_warning, needs_isolation, shared_home_refusal
 
     home = _home()
     already = lifecycle.read_state(home)
+    if already is None and needs_isolation(load_config(home)):
+        # As root, a home from before per-user accounts would run researchers as root.
+        raise ConfigError(shared_home_refusal(home))
     state = lifecycle.up(home, port=args.port, actor=_acting(args) or _operator())
     print(f"hub {'already running' if already else 'running'} at {state.url}/")
     # Finding S1: say it every time, on stderr so scripts reading the URL are unaffected.

@@ -11,7 +11,9 @@ other users' tokens from ``/proc``, and run the CLI as anyone. File modes do
 not help against the same user id.
 
 As root, `insitu init` and `insitu demo` set ``hub.user_accounts_dir``
-(:func:`isolate`: one Unix account per researcher, :mod:`insitu.hub.local_users`);
+(:func:`isolate`: one Unix account per researcher, :mod:`insitu.hub.local_users`),
+on a new home or one made before that default (`insitu init` again migrates it);
+`insitu up` as root refuses to start such a home (:func:`shared_home_refusal`);
 otherwise `insitu up` and `insitu demo` say so every time they start a node; the
 Kubernetes chart is the other isolation boundary (non-root pods, no store
 mounts, egress closed).
@@ -26,7 +28,14 @@ import pwd
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_accounts_dir", "isolate", "local_mode_warning", "node_account"]
+__all__ = [
+    "default_accounts_dir",
+    "isolate",
+    "local_mode_warning",
+    "needs_isolation",
+    "node_account",
+    "shared_home_refusal",
+]
 
 
 def node_account(uid: int | None = None) -> str:
@@ -67,13 +76,31 @@ def default_accounts_dir(home: Any) -> str:
     return str(ACCOUNTS_ROOT / f"{root.name}-{digest}")
 
 
+def needs_isolation(config: Any, uid: int | None = None) -> bool:
+    """True for a node run as root whose researchers would share the node's account (a
+    home made before per-user accounts were the default, or by ``init_home`` alone)."""
+    uid = os.geteuid() if uid is None else uid
+    return uid == 0 and config.hub.spawner == "local" and not config.hub.user_accounts_dir
+
+
+def shared_home_refusal(home: Any) -> str:
+    """The one line `insitu up` (as root) answers on such a home, with the command that
+    moves it to per-user accounts."""
+    return (
+        f"{home.root} predates per-user accounts: as root, researchers' servers would run as "
+        f"root and could read private/; run `insitu --home {home.root} init` once (it gives "
+        "each researcher their own Unix account, audited), then `insitu up` again"
+    )
+
+
 def isolate(home: Any) -> str:
     """As root, give the node home per-user accounts (``hub.user_accounts_dir``) unless
-    insitu.toml already names a folder or another spawner; returns the folder, or ""."""
+    insitu.toml already names a folder or another spawner; returns the folder, or "".
+    Idempotent: `insitu init` calls it on new and existing homes."""
     from insitu.config import load_config
 
     config = load_config(home)
-    if config.hub.user_accounts_dir or config.hub.spawner != "local" or os.geteuid() != 0:
+    if not needs_isolation(config):
         return config.hub.user_accounts_dir
     hub = dataclasses.replace(config.hub, user_accounts_dir=default_accounts_dir(home))
     home.config_path.write_text(dataclasses.replace(config, hub=hub).to_toml())

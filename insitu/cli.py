@@ -48,15 +48,26 @@ def _cmd_init(args: argparse.Namespace) -> int:
     Catalog(home).close()
     if not existed:
         AuditLog(home).append("config", user=os.environ.get("USER"), action="init", site=args.site)
-        # As root the embedded node isolates researchers by default (finding S1).
-        from insitu.hub.isolation import isolate
+    # As root the embedded node isolates researchers by default (finding S1); a home made
+    # before that default is moved to per-user accounts here (once: nothing to do after).
+    from insitu.hub.isolation import isolate, needs_isolation
 
-        isolate(home)
+    migrate = existed and needs_isolation(load_config(home))
+    isolate(home)
+    accounts = load_config(home).hub.user_accounts_dir
+    if migrate and accounts:
+        AuditLog(home).append(
+            "config", user=os.environ.get("USER"), action="isolate", accounts_dir=accounts
+        )
     state = "already initialised" if existed else "initialised"
     print(f"{home.root}: site {config.site.name!r} {state}")
-    accounts = load_config(home).hub.user_accounts_dir
     if accounts:
         print(f"researchers run as their own Unix accounts, folders in {accounts}")
+    if migrate and accounts and (home.hub / "users").is_dir():
+        print(
+            f"their old folders stay in {home.hub / 'users'} (root only now): copy what a "
+            f"researcher needs into {accounts}/<name> after their first login"
+        )
     return 0
 
 

@@ -38,7 +38,12 @@ from insitu.config import NodeHome, load_config
 from insitu.errors import ConfigError
 from insitu.hub.gateway import configure_gateway
 from insitu.hub.hub_config import configure
-from insitu.hub.isolation import local_mode_warning, node_account
+from insitu.hub.isolation import (
+    default_accounts_dir,
+    local_mode_warning,
+    needs_isolation,
+    node_account,
+)
 from insitu.hub.local_users import ACCOUNT_PREFIX, accounts_dir, system_name
 from insitu.hub.services import ServiceContext, plan_services, write_plan
 
@@ -66,6 +71,36 @@ def test_the_warning_names_the_account_the_exposure_and_the_way_out():
 
 def test_an_unnamed_uid_is_named_by_number():
     assert node_account(2**31 - 7) == f"uid {2**31 - 7}"
+
+
+def test_up_as_root_refuses_a_shared_home_and_init_moves_it_to_own_accounts(
+    home, monkeypatch, capsys
+):
+    """A home made before per-user accounts were the default (``init_home`` alone, as the
+    old `insitu init` did): `insitu up` as root starts nothing and says, in one line, the
+    command that fixes it; that command gives researchers their own accounts, audited,
+    once; afterwards `up` no longer refuses. Not as root: only the warning (no accounts)."""
+    from insitu.audit import AuditLog
+    from insitu.cli import main
+
+    assert not needs_isolation(load_config(home), uid=1000)  # warned about, not refused
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert needs_isolation(load_config(home))
+    assert main(["up"]) == ConfigError.exit_code
+    said = capsys.readouterr().err.strip()
+    assert len(said.splitlines()) == 1, said
+    assert f"`insitu --home {home.root} init`" in said and "root" in said
+    assert not list(home.run.iterdir()), "nothing was started or planned"
+
+    assert main(["--home", str(home.root), "init"]) == 0
+    out = capsys.readouterr().out
+    accounts = load_config(home).hub.user_accounts_dir
+    assert accounts == default_accounts_dir(home) and accounts in out
+    assert not needs_isolation(load_config(home))
+    assert main(["--home", str(home.root), "init"]) == 0  # again: nothing more to do
+    moved = [e for e in AuditLog(home).entries() if e["details"].get("action") == "isolate"]
+    assert [e["details"]["accounts_dir"] for e in moved] == [accounts]
+    AuditLog(home).verify()  # the chain still holds
 
 
 def test_user_servers_and_dask_clusters_run_as_the_node_account(hub_home):

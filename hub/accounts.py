@@ -161,15 +161,12 @@ class AccountStore:
             )
         return self._require(name)
 
-    def remove(self, name: str, *, actor: str | None) -> None:
+    def delete(self, name: str, *, actor: str | None) -> None:
+        """Delete the account's row only. Its approvals stay open: remove an account
+        with ``insitu.hub.account_removal.remove_account``, which closes them too."""
         self._require(name)
         self._conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
         self._audit.append("user", user=actor, action="remove", account=name)
-        # Approvals are keyed by name: close them, or a new account of the same name
-        # would inherit them.
-        from insitu.hub.access import close_for_removed_account
-
-        close_for_removed_account(self.home, name, actor)
 
     def sync_sso(self, name: str, role: str) -> Account:
         """Record (or update) an SSO user's role at login; never touches passwords."""

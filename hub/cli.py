@@ -200,12 +200,11 @@ def _cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_users_remove(args: argparse.Namespace) -> int:
-    from insitu.hub.accounts import AccountStore
+    from insitu.hub.account_removal import remove_account
 
     home = _home()
     actor = _require_admin_or_operator(args, home)
-    with AccountStore(home) as store:
-        store.remove(args.name, actor=actor)
+    remove_account(home, args.name, actor=actor)
     print(f"removed {args.name}")
     return 0
 

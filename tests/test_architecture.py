@@ -75,9 +75,6 @@ KNOWN_CYCLES = {
     ("insitu.federation.apps", "insitu.federation.control_auth"),
     # The engine dispatches text to text.py, which hands embedded content back to the engine.
     ("insitu.disclosure.engine", "insitu.disclosure.text"),
-    # Removing an account closes its approvals; access checks roles (issue 14: the
-    # removal cascade moves out of accounts).
-    ("insitu.hub.access", "insitu.hub.accounts"),
 }
 
 

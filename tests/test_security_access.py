@@ -19,6 +19,7 @@ from insitu.errors import (
     ReleaseNotFoundError,
 )
 from insitu.hub import access
+from insitu.hub.account_removal import remove_account
 from insitu.hub.accounts import AccountStore
 from insitu.hub.airlock import Airlock
 from insitu.hub.service_app import ServiceHandler
@@ -36,8 +37,7 @@ def test_a_removed_account_reads_nothing_more(hub_home):
     next read, even while their hub token still exists (finding S2)."""
     _approved(hub_home)
     assert access.check_read(hub_home, "ada", "trial-a").user == "ada"
-    with AccountStore(hub_home) as store:
-        store.remove("ada", actor="root_admin")
+    remove_account(hub_home, "ada", actor="root_admin")
     with pytest.raises(AccessDeniedError, match="account was removed"):
         access.check_read(hub_home, "ada", "trial-a")
     # An account that vanished otherwise (a restored or edited accounts.sqlite) while its
@@ -58,8 +58,8 @@ def test_a_new_account_with_a_removed_name_inherits_nothing(hub_home):
     """Approvals are keyed by name: removing an account closes them (finding S4)."""
     approval = _approved(hub_home, "bob")
     pending = access.request(hub_home, "bob", "trial-a", "more", "P2", 5)
+    remove_account(hub_home, "bob", actor="root_admin")
     with AccountStore(hub_home) as store:
-        store.remove("bob", actor="root_admin")
         store.add("bob", "researcher", None, actor="root_admin")  # someone else, same name
     with pytest.raises(AccessDeniedError, match="account was removed"):
         access.check_read(hub_home, "bob", "trial-a")

@@ -28,6 +28,7 @@ from fixtures_hub import publish_tiny_store
 
 from insitu.audit import AuditLog
 from insitu.hub import access
+from insitu.hub.account_removal import remove_account
 
 pytestmark = pytest.mark.slow
 
@@ -324,8 +325,7 @@ def test_a_removed_account_is_refused_at_the_next_read(site):
     site.secrets.append(token)
     headers = {"Authorization": f"token {token}"}
     assert call(site, None, "GET", "gate", "stores/trial-a/v1/" + CHUNK, headers=headers).ok
-    with AccountStore(site.home) as store:
-        store.remove("dora", actor="root_admin")
+    remove_account(site.home, "dora", actor="root_admin")
     r = call(site, None, "GET", "gate", "stores/trial-a/v1/" + CHUNK, headers=headers)
     assert r.status_code == 403 and "account was removed" in r.json()["message"]
 

@@ -325,7 +325,8 @@ def _edge(profile: np.ndarray) -> np.ndarray:
     edge = (
         4 * p - np.roll(p, 1, 0) - np.roll(p, -1, 0) - np.roll(p, 1, 1) - np.roll(p, -1, 1)
     ) != 0
-    return edge & profile
+    result: np.ndarray = edge & profile
+    return result
 
 
 def _lower_hull(points: np.ndarray) -> np.ndarray:
@@ -382,7 +383,7 @@ def deface(
         brain = brain_mask(volume, affine, modality)
     perm, flip, spacing = _to_rps(affine)
     brain_rps = _reorient(brain, perm, flip)
-    profile = brain_rps.any(axis=0)  # (P, S)
+    profile = np.asarray(brain_rps.any(axis=0))  # (P, S)
     points = np.argwhere(_edge(profile))
     if len(points) < 2:
         raise DefacingError("the brain mask is too small to place a shearing plane")

@@ -380,9 +380,11 @@ class Deidentifier:
         src = getattr(ds, "file_meta", None) or FileMetaDataset()
         tsuid = src.get("TransferSyntaxUID")
         if not tsuid:
-            tsuid = {(True, True): ImplicitVRLittleEndian, (False, False): ExplicitVRBigEndian}.get(
-                ds.original_encoding, ExplicitVRLittleEndian
-            )
+            encodings: dict[tuple[bool | None, bool | None], UID] = {
+                (True, True): ImplicitVRLittleEndian,
+                (False, False): ExplicitVRBigEndian,
+            }
+            tsuid = encodings.get(ds.original_encoding, ExplicitVRLittleEndian)
         meta = FileMetaDataset()
         sop_class = out.get("SOPClassUID") or src.get("MediaStorageSOPClassUID")
         if sop_class:

@@ -55,7 +55,8 @@ class Repeating:
 def load_table() -> dict[str, Any]:
     """The generated JSON document (package data, read once)."""
     text = resources.files("insitu.datasets").joinpath("profile_e1_1.json").read_text("utf-8")
-    return json.loads(text)
+    table: dict[str, Any] = json.loads(text)
+    return table
 
 
 def _single(action: str) -> str:

@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -175,7 +175,7 @@ def seg_labels(
         frames = frames[None]
     fractional = str(seg.get("SegmentationType", "BINARY")) == "FRACTIONAL"
     limit = float(seg.get("MaximumFractionalValue", 1) or 1)
-    segments = [
+    segments: list[dict[str, Any]] = [
         {
             "number": int(s.SegmentNumber),
             "label": str(s.get("SegmentLabel", "")),
@@ -384,7 +384,7 @@ def _series_grid(base: Any, series_id: str) -> tuple[np.ndarray, list[int]]:
     import zarr
 
     group = zarr.open_group(base.store, path=f"series/{series_id}", mode="r")
-    info = group.attrs["insitu"]
+    info = cast("dict[str, Any]", group.attrs["insitu"])  # written by ingest (a JSON object)
     return np.array(info["affine"], dtype=float), list(info["shape"])
 
 

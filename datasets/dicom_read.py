@@ -91,6 +91,12 @@ class Scanned:
     pixels: PixelExtent | None = None  # where the pixel data lie in the file's bytes
 
     @property
+    def dicom(self) -> DicomDataset:
+        """The header of an image input (the header pass read it)."""
+        assert self.header is not None
+        return self.header
+
+    @property
     def series_uid(self) -> str:
         assert self.header is not None
         return str(self.header.get("SeriesInstanceUID", "") or "")

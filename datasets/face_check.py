@@ -67,7 +67,8 @@ def render_face(
     shade = np.where(hit, 1.0 / np.sqrt(gr**2 + gs**2 + 1.0), 0.0)
     # viewer faces the subject: subject's right on the image left, superior up
     image = np.flipud(shade.T)
-    return np.clip(image * 255, 0, 255).astype(np.uint8)
+    rendered: np.ndarray = np.clip(image * 255, 0, 255).astype(np.uint8)
+    return rendered
 
 
 def detect_faces(image: np.ndarray, cascades: tuple[str, ...] = CASCADES) -> FaceCheck:
@@ -80,6 +81,7 @@ def detect_faces(image: np.ndarray, cascades: tuple[str, ...] = CASCADES) -> Fac
     (e.g. the sinuses exposed by the cut, which look like eyes).
     """
     import cv2
+    import cv2.data  # the cascades' folder; a submodule the package does not import for us
 
     ys, xs = np.nonzero(image)
     if not len(ys):
@@ -92,7 +94,7 @@ def detect_faces(image: np.ndarray, cascades: tuple[str, ...] = CASCADES) -> Fac
     img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     min_size = max(int(0.6 * head_width * scale), 24)
     for name in cascades:
-        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+        cascade = cv2.CascadeClassifier(str(cv2.data.haarcascades) + name)
         found = cascade.detectMultiScale(
             img, scaleFactor=1.05, minNeighbors=4, minSize=(min_size, min_size)
         )

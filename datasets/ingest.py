@@ -164,7 +164,9 @@ def _inside_home(home: NodeHome, source: InputFile) -> Scanned | None:
     return Scanned(source, kind="skipped", reason="inside the insitu node home")
 
 
-def _fingerprint(images: Sequence[Scanned], profile: dict[str, Any], options: dict) -> str:
+def _fingerprint(
+    images: Sequence[Scanned], profile: dict[str, Any], options: dict[str, Any]
+) -> str:
     body = {
         "format": STORE_FORMAT,
         "inputs": sorted(i.digest for i in images),
@@ -295,7 +297,7 @@ def _build_series(
     """
     from insitu.datasets.deid import HeldBack
 
-    geometry = plan_geometry([i.header for i in items])  # raises InconsistentSeriesError
+    geometry = plan_geometry([i.dicom for i in items])  # raises InconsistentSeriesError
     originals = []
     for item in items:
         try:
@@ -425,7 +427,8 @@ def ingest(
         )  # fmt: skip
     from insitu.datasets.derived import attach_derived
 
-    return attach_derived(home, report)  # SEG/SR files join their images (issue 6)
+    attached: IngestReport = attach_derived(home, report)  # SEG/SR files join their images
+    return attached
 
 
 Outcome = tuple[Any, ...]  # ("ok", row, original_id) | ("refused", fate, reason, index) | ...

@@ -10,8 +10,9 @@ just works. Written by :mod:`insitu.datasets.derived`.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -70,8 +71,8 @@ def read_labels(dataset: Any, series_id: str, name: str | None = None) -> xr.Dat
         raise KeyError(f"no label volume {name!r} for series {series_id}: choose one of {names}")
     image = dataset.image(series_id)
     array = zarr.open_array(dataset.store, path=f"labels/{series_id}/{name}", mode="r")
-    info = dict(array.attrs.get("insitu", {}))
-    data = da.from_zarr(array, chunks=array.chunks)
+    info = dict(cast(Mapping[str, Any], array.attrs.get("insitu", {})))
+    data = da.from_zarr(array, chunks=array.chunks)  # type: ignore[no-untyped-call]  # dask
     return xr.DataArray(
         data,
         dims=("z", "y", "x"),

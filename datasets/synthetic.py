@@ -185,9 +185,10 @@ def _segment_distance(
     ab = b - a
     t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / float(ab @ ab)
     t = np.clip(t, 0.0, 1.0)
-    return np.sqrt(
+    distance: np.ndarray = np.sqrt(
         (x - a[0] - t * ab[0]) ** 2 + (y - a[1] - t * ab[1]) ** 2 + (z - a[2] - t * ab[2]) ** 2
     )
+    return distance
 
 
 def phantom_hu(
@@ -375,7 +376,7 @@ def _write_series(
     import numpy as np
     from pydicom.dataset import Dataset as DicomDataset
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     site = spec.sites[site_index]
     key = [str(spec.seed), site, subject_id]
@@ -390,7 +391,7 @@ def _write_series(
     low = subj["arm"] == "low-dose"
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
+    meta.MediaStorageSOPClassUID = UID(_CT_IMAGE_STORAGE)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = DicomDataset()
     ds.file_meta = meta

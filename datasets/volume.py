@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset as DicomDataset
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.processing import apply_modality_lut
 
 from insitu.errors import InconsistentSeriesError
 
@@ -100,6 +100,16 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
+def _xyz(value: Any) -> tuple[float, float, float] | None:
+    out = _floats(value, 3)
+    return None if out is None else (out[0], out[1], out[2])
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    out = _floats(value, 2)
+    return None if out is None else (out[0], out[1])
+
+
 def _first(seq_owner: DicomDataset | None, seq: str, keyword: str) -> Any:
     if seq_owner is None or not seq_owner.get(seq):
         return None
@@ -134,9 +144,9 @@ def frames_of(obj: int, ds: DicomDataset) -> list[Frame]:
                 index=i,
                 rows=int(ds.Rows),
                 columns=int(ds.Columns),
-                position=_floats(pick("PlanePositionSequence", "ImagePositionPatient"), 3),
+                position=_xyz(pick("PlanePositionSequence", "ImagePositionPatient")),
                 orientation=_floats(pick("PlaneOrientationSequence", "ImageOrientationPatient"), 6),
-                pixel_spacing=_floats(spacing, 2),
+                pixel_spacing=_pair(spacing),
                 slope=None if slope is None else float(slope),
                 intercept=None if intercept is None else float(intercept),
                 instance=instance,
@@ -218,7 +228,7 @@ def plan_geometry(headers: Sequence[DicomDataset]) -> Geometry:
     return Geometry(
         shape=(len(order), rows, columns),
         spacing=(step, pixel_spacing[0], pixel_spacing[1]),
-        origin=tuple(float(v) for v in positions[order_idx[0]]),
+        origin=_xyz(positions[order_idx[0]]) or (0.0, 0.0, 0.0),  # every frame has a position
         orientation=tuple(float(v) for v in orientations[0]),
         patient_geometry=True,
         order=order,
@@ -247,13 +257,22 @@ def _frame_step(headers: Sequence[DicomDataset]) -> float:
 
 
 def _close_all(values: set[tuple[float, float] | None], tol: float) -> bool:
-    if None in values:
+    known = [v for v in values if v is not None]
+    if len(known) < len(values):
         return False
-    arr = np.array(sorted(values))
+    arr = np.array(sorted(known))
     return bool(np.abs(arr - arr[0]).max() <= tol * max(1.0, float(np.abs(arr).max())))
 
 
-_INT_TYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64]
+_INT_TYPES: list[type[np.integer[Any]]] = [
+    np.uint8,
+    np.int8,
+    np.uint16,
+    np.int16,
+    np.uint32,
+    np.int32,
+    np.int64,
+]
 
 
 def _smallest_int(lo: float, hi: float) -> np.dtype:
@@ -295,16 +314,16 @@ def _modality(raw: np.ndarray, frame: Frame, ds: DicomDataset) -> np.ndarray:
         wide = np.int32 if bound * abs(slope) + abs(intercept) < 2**31 else np.int64
         values = raw.astype(wide)
         if slope != 1:
-            values *= slope
-        values += intercept
+            np.multiply(values, slope, out=values)
+        np.add(values, intercept, out=values)
         return values
     if ds.get("ModalityLUTSequence"):
         return apply_modality_lut(raw, ds)
     if frame.slope is None and frame.intercept is None:
         return raw
-    slope = 1.0 if frame.slope is None else frame.slope
-    intercept = 0.0 if frame.intercept is None else frame.intercept
-    return raw.astype(np.float64) * slope + intercept
+    factor = 1.0 if frame.slope is None else frame.slope
+    offset = 0.0 if frame.intercept is None else frame.intercept
+    return raw.astype(np.float64) * factor + offset
 
 
 class UndecodableObjectError(Exception):

@@ -91,7 +91,11 @@ def _image_feature(array: Any, feature: str) -> float:
     if feature == "volume_ml":
         spacing = 1.0
         for dim in getattr(array, "dims", ()):
-            coord = np.asarray(array.coords[dim].values, dtype=float) if dim in array.coords else []
+            coord = (
+                np.asarray(array.coords[dim].values, dtype=float)
+                if dim in array.coords
+                else np.empty(0)
+            )
             spacing *= float(abs(coord[1] - coord[0])) if len(coord) > 1 else 1.0
         return float((values > -500).sum() * spacing / 1000.0)
     region = tuple(slice(s // 4, s - s // 4) if s >= 4 else slice(None) for s in values.shape)

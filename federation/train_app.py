@@ -72,7 +72,7 @@ def client_app() -> Any:
 
     @app.train()
     def train(msg: Message, context: Any) -> Message:
-        arrays = msg.content["arrays"]
+        arrays = msg.content.array_records["arrays"]
         config = dict(msg.content["config"]) if "config" in msg.content else {}
         config.update(context.run_config)
         weights, n, loss = _local_fit(context, arrays.to_numpy_ndarrays(), config)
@@ -112,7 +112,7 @@ def legacy_client_app() -> Any:
 def _weighted_average(parts: Sequence[tuple[Sequence[np.ndarray], int]]) -> list[np.ndarray]:
     total = sum(n for _, n in parts)
     return [
-        sum(np.asarray(w[i], dtype=np.float64) * n for w, n in parts) / total
+        np.asarray(sum(np.asarray(w[i], dtype=np.float64) * n for w, n in parts) / total)
         for i in range(len(parts[0][0]))
     ]
 
@@ -121,7 +121,7 @@ def _reply_site(reply: Any) -> str | None:
     for record in reply.content.metric_records.values():
         for key in record:
             if key.startswith("site:"):
-                return key.split(":", 1)[1]
+                return str(key).split(":", 1)[1]
     return None
 
 

@@ -9,6 +9,7 @@ stored. Every change is written to the audit log (kind ``user``).
 
 from __future__ import annotations
 
+import builtins
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -104,12 +105,12 @@ class AccountStore:
             has_password=row["password_hash"] is not None,
         )
 
-    def list(self) -> list[Account]:
+    def list(self) -> builtins.list[Account]:
         names = [r["name"] for r in self._conn.execute("SELECT name FROM accounts ORDER BY name")]
         return [a for a in (self.get(n) for n in names) if a is not None]
 
-    def names_by_role(self) -> dict[str, list[str]]:
-        groups: dict[str, list[str]] = {role: [] for role in ROLES}
+    def names_by_role(self) -> dict[str, builtins.list[str]]:
+        groups: dict[str, builtins.list[str]] = {role: [] for role in ROLES}
         for account in self.list():
             groups[account.role].append(account.name)
         return groups

@@ -27,7 +27,7 @@ from insitu.hub.accounts import AccountStore
 __all__ = ["InsituAuthenticator", "InsituOIDCAuthenticator", "role_from_groups"]
 
 
-class InsituAuthenticator(Authenticator):
+class InsituAuthenticator(Authenticator):  # type: ignore[misc]  # jupyterhub is untyped
     """Username and password checked against ``hub/accounts.sqlite``."""
 
     insitu_home = Unicode(help="the node home (default: $INSITU_HOME)").tag(config=True)
@@ -60,7 +60,7 @@ def role_from_groups(groups: set[str], admin_groups: set[str], steward_groups: s
     return "researcher"
 
 
-class InsituOIDCAuthenticator(GenericOAuthenticator):
+class InsituOIDCAuthenticator(GenericOAuthenticator):  # type: ignore[misc]  # untyped
     """The institution's OIDC single sign-on; roles from SSO groups."""
 
     insitu_home = Unicode(help="the node home (default: $INSITU_HOME)").tag(config=True)

@@ -129,7 +129,8 @@ def _preexec(account: pwd.struct_passwd, folder: str, *, examples: bool = False)
 def _spawner_base() -> type:
     from jupyterhub.spawner import LocalProcessSpawner
 
-    return LocalProcessSpawner
+    base: type = LocalProcessSpawner  # jupyterhub is untyped
+    return base
 
 
 class AccountsSpawner(_spawner_base()):  # type: ignore[misc]
@@ -165,7 +166,8 @@ class AccountsSpawner(_spawner_base()):  # type: ignore[misc]
 def _backend_base() -> type:
     from dask_gateway_server.backends.local import LocalBackend
 
-    return LocalBackend
+    base: type = LocalBackend  # dask-gateway-server is untyped
+    return base
 
 
 class AccountsLocalBackend(_backend_base()):  # type: ignore[misc]

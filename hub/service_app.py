@@ -51,7 +51,7 @@ def http_status(exc: BaseException) -> int:
     return 500
 
 
-class ServiceHandler(HubOAuthenticated, web.RequestHandler):
+class ServiceHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]  # jupyterhub is untyped
     """Base handler: the hub user in ``self.user``, errors as JSON."""
 
     user: str = ""
@@ -142,7 +142,8 @@ def run_service(
     home = resolve_home().require_initialized()
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    if not url.port:
+    port = url.port
+    if not port:
         raise SystemExit("JUPYTERHUB_SERVICE_URL is not set: the hub starts this service")
     # Token lookups are cached (every chunk read carries the token); a token the hub
     # deletes stops working here within this many seconds. Access decisions are
@@ -156,7 +157,7 @@ def run_service(
         address = url.hostname or "127.0.0.1"
         # A service may lower Tornado's 100 MB body limit with the setting max_body_size.
         server = app.listen(
-            url.port,
+            port,
             address=address,
             xheaders=False,
             max_body_size=app.settings.get("max_body_size", 100 * 2**20),

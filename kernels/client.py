@@ -77,7 +77,12 @@ def request_access(dataset: str, purpose: str, project: str, days: int = 90) -> 
     if access_url:
         from insitu.kernels.gate_store import gate_session, raise_for_gate
 
-        body = {"dataset": dataset, "purpose": purpose, "project": project, "days": days}
+        body: dict[str, Any] = {
+            "dataset": dataset,
+            "purpose": purpose,
+            "project": project,
+            "days": days,
+        }
         with gate_session(os.environ.get("JUPYTERHUB_API_TOKEN", "")) as session:
             response = session.post(access_url.rstrip("/") + "/api/requests", json=body, timeout=60)
             raise_for_gate(response)

@@ -74,10 +74,11 @@ class EnclaveContentsManager(AsyncLargeFileManager):
         content: bool = True,
         type: str | None = None,
         format: str | None = None,
-        **kwargs: Any,
+        require_hash: bool = False,
     ) -> dict[str, Any]:
-        model: dict[str, Any] = await super().get(
-            path, content=content, type=type, format=format, **kwargs
+        # jupyter_server's contents managers carry no type hints.
+        model: dict[str, Any] = await super().get(  # type: ignore[no-untyped-call]
+            path, content=content, type=type, format=format, require_hash=require_hash
         )
         if content and model.get("type") == "file" and model.get("format") == "base64":
             raise web.HTTPError(403, f"{path}: binary files cannot be opened here; " + REFUSAL)

@@ -121,7 +121,7 @@ class GateStore(Store):
         self._open_pool()
         self.dataset = dataset
         # Pin "latest" once, so every key of this store comes from one version.
-        info = self._get_json(f"datasets/{quote(dataset, safe='')}")
+        info = self._gate_json(f"datasets/{quote(dataset, safe='')}")
         self.version = info["newest"] if version in (None, "latest") else version
         if self.version not in info["versions"]:
             raise DatasetNotFoundError(
@@ -160,7 +160,7 @@ class GateStore(Store):
                 "site's admin whether the hub is up (`insitu status`)"
             ) from None
 
-    def _get_json(self, path: str, **params: str) -> Any:
+    def _gate_json(self, path: str, **params: str) -> Any:
         url = self.url + path
         if params:
             url += "?" + urlencode(params)
@@ -264,19 +264,19 @@ class GateStore(Store):
         if children:
             params["dir"] = "1"
         path = f"list/{quote(self.dataset, safe='')}/{quote(self.version, safe='')}"
-        keys: list[str] = self._get_json(path, **params)["keys"]
+        keys: list[str] = self._gate_json(path, **params)["keys"]
         return keys
 
-    async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
+    async def list(self) -> AsyncIterator[str]:
         for key in await asyncio.to_thread(self._list_sync, "", False):
             yield key
 
-    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         for key in await asyncio.to_thread(self._list_sync, "", False):
             if key.startswith(prefix):
                 yield key
 
-    async def list_dir(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         for key in await asyncio.to_thread(self._list_sync, prefix.rstrip("/"), True):
             yield key
 

@@ -177,7 +177,7 @@ def _payload(
         data = (frame.reset_index() if keep_index else frame).to_csv(index=False).encode()
         return data, filename or default_filename(purpose, ".csv", "table"), evidence
     figure = getattr(obj, "figure", None) if kind.startswith("matplotlib.axes") else obj
-    if type(figure).__module__.startswith("matplotlib.figure"):
+    if figure is not None and type(figure).__module__.startswith("matplotlib.figure"):
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png")  # at the figure's own size and dpi
         return buffer.getvalue(), filename or default_filename(purpose, ".png", "figure"), None

@@ -19,7 +19,8 @@ def apply_window(plane: np.ndarray, center: float, width: float) -> np.ndarray:
     width = max(float(width), 1e-6)
     low = float(center) - width / 2.0
     scaled = (np.asarray(plane, dtype=np.float32) - low) * (255.0 / width)
-    return np.clip(scaled, 0.0, 255.0).astype(np.uint8)
+    windowed: np.ndarray = np.clip(scaled, 0.0, 255.0).astype(np.uint8)
+    return windowed
 
 
 def gray_png(pixels: np.ndarray, size: tuple[int, int] | None = None) -> bytes:

@@ -28,6 +28,7 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,16 +193,27 @@ def _part(rel: str, name: str, fmt: str, data: Path) -> dict[str, Any]:
     }
 
 
-def export(home: NodeHome, dataset: str, version: str | None, out: Path) -> Path:
-    """Write the archive package of a published version into ``out`` (new or empty)."""
+def export(
+    home: NodeHome,
+    dataset: str,
+    version: str | None,
+    out: Path,
+    *,
+    register: Sequence[dict[str, Any]] = (),
+    releases: Sequence[dict[str, Any]] = (),
+) -> Path:
+    """Write the archive package of a published version into ``out`` (new or empty).
+
+    ``register`` (the access register's entries for the dataset) and
+    ``releases`` (approved releases that used the version) are the hub's
+    records: ``insitu.hub.archive_package.export_package`` gathers them.
+    """
     import zarr
     from zarr.storage import LocalStore
 
     from insitu.audit import AuditLog
     from insitu.datasets.citation import cff, datacite
     from insitu.datasets.citations_db import citation_for, citation_row
-    from insitu.hub.access import register
-    from insitu.hub.credit import releases_using
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -237,13 +249,13 @@ def export(home: NodeHome, dataset: str, version: str | None, out: Path) -> Path
             "register.json",
             "access register entries for the dataset",
             "application/json",
-            [r.to_json() for r in register(home, dataset=dataset)],
+            list(register),
         ),
         (
             "releases.json",
             "approved releases that used this version",
             "application/json",
-            releases_using(home, dataset, version),
+            list(releases),
         ),
         (
             "deidentification.json",

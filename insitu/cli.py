@@ -24,7 +24,7 @@ COMMAND_MODULES = (
     "insitu.datasets.cli",
     "insitu.datasets.cli_pacs",
     "insitu.datasets.cli_sources",
-    "insitu.datasets.cli_credit",
+    "insitu.hub.cli_credit",
     "insitu.datasets.cli_fingerprints",
     "insitu.hub.cli",
     "insitu.hub.cli_airlock",

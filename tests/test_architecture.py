@@ -56,12 +56,6 @@ KNOWN_BREACHES = {
     ("insitu.kernels.client", "insitu.hub"),
     ("insitu.kernels.client", "insitu.hub.access"),
     ("insitu.kernels.client", "insitu.hub.stores"),
-    # The steward's role check for `insitu dataset cite` and archive export's register
-    # entries: role checks and the register belong on a floor both can reach.
-    ("insitu.datasets.archive", "insitu.hub.access"),
-    ("insitu.datasets.archive", "insitu.hub.credit"),
-    ("insitu.datasets.cli_credit", "insitu.hub.accounts"),
-    ("insitu.datasets.cli_credit", "insitu.hub.credit"),
     # Researcher identity (issue 13): the access service signs run identities with
     # federation/identity.py, and the researcher's server asks for one through the
     # gate's HTTP session. Signing and the HTTP client helper belong on the ground floor.

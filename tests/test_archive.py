@@ -47,9 +47,9 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> NodeHome:
 
 @pytest.fixture(scope="module")
 def package(origin: NodeHome, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from insitu.datasets.archive import export
+    from insitu.hub.archive_package import export_package
 
-    return export(origin, "trial-ct", None, tmp_path_factory.mktemp("pkg") / "trial-ct-v1")
+    return export_package(origin, "trial-ct", None, tmp_path_factory.mktemp("pkg") / "trial-ct-v1")
 
 
 def _other_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> NodeHome:

@@ -176,9 +176,9 @@ def _cmd_credit_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from insitu.datasets.archive import export
+    from insitu.hub.archive_package import export_package
 
-    out = export(_home(), args.name, args.version, Path(args.out))
+    out = export_package(_home(), args.name, args.version, Path(args.out))
     print(f"package written to {out}: check it with `insitu archive verify {out}`")
     return 0
 

@@ -8,6 +8,8 @@ Editing, dropping or reordering any entry breaks the chain at that entry and
 interleave or get lost.
 
 Entries hold pseudonyms and dataset names only, never original identifiers.
+Every kind of entry is declared, with the detail fields it requires, in
+:mod:`insitu.audit_events`; new entries carry its ``schema`` version.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from insitu.audit_events import EVENTS, SCHEMA_VERSION, check_event
 from insitu.config import NodeHome
 from insitu.errors import AuditChainError
 
@@ -30,13 +33,8 @@ __all__ = ["GENESIS", "AuditLog", "VerifyReport"]
 GENESIS = "0" * 64
 LOG_NAME = "audit.jsonl"
 
-# The kinds of event; new kinds are fine, these are the ones the docs list.
-KINDS = (
-    "login", "user", "config", "ingest", "access.request", "access.approve", "access.deny",
-    "access.revoke", "read", "release.submit", "release.approve", "release.deny",
-    "release.override_refused", "release.download", "federation.approve",
-    "federation.revoke", "federation.run", "federation.refuse", "federation.reply", "compute",
-)  # fmt: skip
+# The kinds of event (declared with their required fields in insitu.audit_events).
+KINDS = tuple(EVENTS)
 
 
 def _canonical(entry: dict[str, Any]) -> bytes:
@@ -70,9 +68,14 @@ class AuditLog:
         dataset: str | None = None,
         **details: Any,
     ) -> dict[str, Any]:
-        """Write one entry and return it (with its seq and hash)."""
+        """Write one entry and return it (with its seq and hash).
+
+        ValueError when ``kind`` is not declared in :mod:`insitu.audit_events` or
+        ``details`` lacks a field the kind requires: a programming error, found by tests.
+        """
         if not kind or not isinstance(kind, str):
             raise ValueError("an audit entry needs a kind, e.g. 'read' or 'access.approve'")
+        check_event(kind, details)
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self._lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -86,6 +89,7 @@ class AuditLog:
                     "dataset": dataset,
                     "details": details,
                     "prev": GENESIS if last is None else last["hash"],
+                    "schema": SCHEMA_VERSION,
                 }
                 entry["hash"] = _digest(entry)
                 line = _canonical(entry) + b"\n"

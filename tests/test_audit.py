@@ -12,12 +12,15 @@ import pytest
 from insitu.audit import AuditLog
 from insitu.errors import AuditChainError
 
+# The fields a "read" entry requires (insitu.audit_events).
+READ = {"version": "v1", "via": "gate", "requests": 1}
+
 
 def test_chain_verifies_and_query_filters(home):
     log = AuditLog(home)
-    log.append("access.request", user="ada", dataset="trial", purpose="noise")
-    log.append("access.approve", user="steward", dataset="trial", for_user="ada")
-    log.append("read", user="ada", dataset="trial", series="s1", bytes=10)
+    log.append("access.request", user="ada", dataset="trial", request=1, purpose="noise")
+    log.append("access.approve", user="steward", dataset="trial", request=1, for_user="ada")
+    log.append("read", user="ada", dataset="trial", series="s1", bytes=10, **READ)
     report = log.verify()
     assert report.entries == 3
     assert [e["kind"] for e in log.query(kind="access")] == ["access.request", "access.approve"]
@@ -33,7 +36,7 @@ def _lines(log):
 def test_tampering_names_the_first_bad_entry(home, tmp_path, tamper):
     log = AuditLog(home)
     for i in range(5):
-        log.append("read", user="ada", dataset="trial", bytes=i)
+        log.append("read", user="ada", dataset="trial", bytes=i, **READ)
     lines = _lines(log)
     if tamper == "edit":
         entry = json.loads(lines[2])
@@ -58,7 +61,7 @@ def _writer(root: str, worker: int, count: int) -> None:
 
     log = AuditLog(NodeHome(__import__("pathlib").Path(root)))
     for i in range(count):
-        log.append("read", user=f"w{worker}", dataset="trial", i=i)
+        log.append("read", user=f"w{worker}", dataset="trial", i=i, **READ)
 
 
 def test_concurrent_writers_never_interleave_or_lose(home):

@@ -41,6 +41,7 @@ __all__ = [
     "quiet_pydicom",
     "read_full",
     "scan",
+    "scan_all",
     "walk_inputs",
 ]
 
@@ -178,22 +179,31 @@ def _looks_like_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def scan_one(source: InputFile) -> Scanned:
-    """Read one input's header (no pixel data) and classify it; never raises."""
-    item = Scanned(source)
+def _read_hashed(source: InputFile) -> tuple[bytes, str] | Scanned:
+    """The input's bytes and their sha256, or its "bad" record when it cannot be read."""
     try:
         data = source.read()
     except _InputError as exc:
-        item.kind, item.reason = "bad", str(exc)
-        return item
+        return Scanned(source, kind="bad", reason=str(exc))
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        item.kind, item.reason = "bad", f"corrupt zip archive: {exc}"
-        return item
+        return Scanned(source, kind="bad", reason=f"corrupt zip archive: {exc}")
     except (OSError, RuntimeError, ValueError) as exc:
-        item.kind, item.reason = "bad", f"unreadable: {exc}"
-        return item
+        return Scanned(source, kind="bad", reason=f"unreadable: {exc}")
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def scan_one(source: InputFile, read: tuple[bytes, str] | Scanned | None = None) -> Scanned:
+    """Read one input's header (no pixel data) and classify it; never raises.
+
+    ``read``: what :func:`_read_hashed` gave for it, when that ran ahead (:func:`scan_all`).
+    """
+    got = _read_hashed(source) if read is None else read
+    if isinstance(got, Scanned):
+        return got
+    data, digest = got
+    item = Scanned(source)
     item.size = len(data)
-    item.digest = hashlib.sha256(data).hexdigest()
+    item.digest = digest
     if Path(source.name.split("!")[-1]).name.upper() == "DICOMDIR":
         item.kind, item.reason = "skipped", "DICOMDIR (a media index, not an image)"
         return item
@@ -203,6 +213,30 @@ def scan_one(source: InputFile) -> Scanned:
         item.kind, item.header = "bad", None
         item.reason = f"malformed DICOM header: {type(exc).__name__}: {exc}"
     return item
+
+
+READ_AHEAD = 8  # inputs read and hashed ahead of the header parse
+
+
+def scan_all(sources: Iterable[InputFile]) -> Iterator[Scanned]:
+    """:func:`scan_one` of every source, in order; reading and hashing (which release
+    the GIL) run a few files ahead in a thread while this one parses headers."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    todo = iter(sources)
+    with ThreadPoolExecutor(1) as pool:
+        ahead: deque[tuple[InputFile, Future[tuple[bytes, str] | Scanned]]] = deque()
+        for source in todo:
+            ahead.append((source, pool.submit(_read_hashed, source)))
+            if len(ahead) >= READ_AHEAD:
+                break
+        while ahead:
+            source, future = ahead.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                ahead.append((nxt, pool.submit(_read_hashed, nxt)))
+            yield scan_one(source, future.result())
 
 
 def _classify(item: Scanned, data: bytes) -> None:

@@ -25,7 +25,8 @@ import re
 import secrets
 import shutil
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +42,7 @@ from insitu.datasets.dicom_read import (
     group_series,
     quiet_pydicom,
     read_full,
-    scan_one,
+    scan_all,
     walk_inputs,
 )
 from insitu.datasets.publish import crash_point, index_rows, publish, publish_lock, recover
@@ -289,8 +290,9 @@ def _split_unstackable(groups: dict[str, list[Scanned]]) -> dict[str, tuple[list
 
 def _build_series(
     home: NodeHome, deid: Any, items: list[Scanned], root: Any, split: bool = False
-) -> tuple[dict[str, Any], str]:
-    """De-identify, decode and write one series; return its index row and original id.
+) -> tuple[dict[str, Any], str, Callable[[], None]]:
+    """De-identify and decode one series; return its index row, original id and the
+    function that writes it (pyramid, compression: mostly outside the GIL).
 
     ``split``: one object of an unstackable series; its id is then the object's
     de-identified SOP Instance UID (the series UID stays in ``series_uid``).
@@ -381,10 +383,13 @@ def _build_series(
         "header": _header_json(header),
         "deface": defacing,
     }
-    series_path = Path(root.store.root) / "series" / series_id
-    shutil.rmtree(series_path, ignore_errors=True)  # a half-written try of this series
-    write_series(root, series_id, volume, geometry, attrs)
-    return row, str(first.original_patient_id)
+
+    def write() -> None:
+        series_path = Path(root.store.root) / "series" / series_id
+        shutil.rmtree(series_path, ignore_errors=True)  # a half-written try of this series
+        write_series(root, series_id, volume, geometry, attrs)
+
+    return row, str(first.original_patient_id), write
 
 
 def ingest(
@@ -436,19 +441,52 @@ WORKERS_ENV = "INSITU_INGEST_WORKERS"  # series built in N processes (default 1)
 _WORKER: dict[str, Any] = {}
 
 
-def _outcome(home: NodeHome, deid: Any, root: Any, items: list[Scanned], split: bool) -> Outcome:
-    """Build one series; its result as plain data (it may cross a process boundary)."""
+def _outcome(
+    home: NodeHome,
+    deid: Any,
+    root: Any,
+    items: list[Scanned],
+    split: bool,
+    writer: ThreadPoolExecutor | None = None,
+) -> Outcome:
+    """Build one series; its result as plain data (it may cross a process boundary).
+
+    With ``writer`` the series is written in that thread and the outcome is
+    ``("pending", row, original_id, future)`` until :func:`_settle` waits for it.
+    """
     try:
         with quiet_pydicom():
-            row, original_id = _build_series(home, deid, items, root, split)
+            row, original_id, write = _build_series(home, deid, items, root, split)
+            if writer is None:
+                write()
     except _SeriesRefused as exc:
         culprit = next((k for k, item in enumerate(items) if item is exc.culprit), None)
         return ("refused", exc.fate, exc.reason, culprit)
     except IngestError as exc:
         return ("error", str(exc))
     except Exception as exc:  # a malformed input no check foresaw: quarantine, never a traceback
-        reason = f"cannot be ingested: {type(exc).__name__}: {exc}"
-        return ("refused", "quarantined", reason, 0 if len(items) == 1 else None)
+        return _unforeseen(exc, items)
+    if writer is not None:
+        return ("pending", row, original_id, writer.submit(write))
+    return ("ok", row, original_id)
+
+
+def _unforeseen(exc: Exception, items: list[Scanned]) -> Outcome:
+    reason = f"cannot be ingested: {type(exc).__name__}: {exc}"
+    return ("refused", "quarantined", reason, 0 if len(items) == 1 else None)
+
+
+def _settle(outcome: Outcome, items: list[Scanned]) -> Outcome:
+    """The final outcome of a series whose write ran in the writer thread."""
+    if outcome[0] != "pending":
+        return outcome
+    _, row, original_id, future = outcome
+    try:
+        future.result()
+    except IngestError as exc:
+        return ("error", str(exc))
+    except Exception as exc:
+        return _unforeseen(exc, items)
     return ("ok", row, original_id)
 
 
@@ -499,8 +537,18 @@ def _outcomes(
     """
     workers = min(_worker_count(todo), len(todo))
     if workers <= 1:
-        for items, split, _ in todo:
-            yield _outcome(home, deid, root, items, split)
+        # One series is written (pyramid, compression, files) while the next is read,
+        # de-identified and decoded: the two cores overlap, each series is complete before
+        # its outcome (and its resume marker) is given.
+        with ThreadPoolExecutor(1) as writer:
+            previous: tuple[Outcome, list[Scanned]] | None = None
+            for items, split, _ in todo:
+                outcome = _outcome(home, deid, root, items, split, writer)
+                if previous is not None:
+                    yield _settle(*previous)
+                previous = (outcome, items)
+            if previous is not None:
+                yield _settle(*previous)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -543,11 +591,13 @@ def _ingest_locked(
     ingest_id = _new_ingest_id()
     report = IngestReport(ingest_id=ingest_id, dataset=dataset, status="nothing-published")
     sources = list(walk_inputs(paths))
+    inside = {k: r for k, s in enumerate(sources) if (r := _inside_home(home, s)) is not None}
+    readable = [s for k, s in enumerate(sources) if k not in inside]
     with quiet_pydicom():
-        scanned = [
-            _inside_home(home, s) or scan_one(s)
-            for s in progress(sources, desc="scan", enabled=show_progress)
-        ]
+        parsed = progress(
+            scan_all(readable), total=len(readable), desc="scan", enabled=show_progress
+        )
+        scanned = [inside[k] if k in inside else next(parsed) for k in range(len(sources))]
     crash_point("scanned")
     first_seen: dict[str, str] = {}
     for item in scanned:  # the same file given twice (a folder and a file in it, a re-export)
@@ -555,10 +605,11 @@ def _ingest_locked(
             item.kind, item.reason = "skipped", f"the same bytes as {first_seen[item.digest]}"
         elif item.kind == "image":
             first_seen[item.digest] = item.source.name
-    from insitu.datasets.duplicates import resolve_duplicates
+    from insitu.datasets.duplicates import resolve_duplicates, resolve_lossy_copies
 
     with quiet_pydicom():
         resolve_duplicates(scanned)  # copies of one instance: keep the decodable one
+    resolve_lossy_copies(scanned)  # a lossy derivative beside its original: keep the original
     incomplete = _refuse_incomplete_series(scanned)
     images = [s for s in scanned if s.kind == "image"]
     option_dict = asdict(options)

@@ -43,6 +43,7 @@ CHUNK_PLANE = 256
 BLOSC_LEVEL = 1  # zstd 1 + byte shuffle: smaller than level 2-3 + bit shuffle on CT, faster
 MAX_BLOCK_BYTES = 1 << 20
 WRITE_THREADS = 2  # Blosc releases the GIL; one block per chunk, so parallel across chunks
+DOWNSAMPLE_SLICES = 2  # output slices per block of the pyramid's averaging
 MIN_LEVEL_SIZE = 64  # stop the pyramid when y or x would fall below this
 MAX_LEVELS = 3
 
@@ -79,8 +80,30 @@ def _factors(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def _downsample(level: np.ndarray, fz: int) -> np.ndarray:
-    """Average blocks of fz x 2 x 2 voxels; integers round half up, in integer arithmetic."""
+    """Average blocks of fz x 2 x 2 voxels; integers round half up, in integer arithmetic.
+
+    Computed a few output slices at a time in ``WRITE_THREADS`` threads: the blocks
+    stay in cache and numpy releases the GIL (the whole-volume version cost 3x more).
+    """
     nz, ny, nx = level.shape[0] // fz, level.shape[1] // 2, level.shape[2] // 2
+    out = np.empty((nz, ny, nx, *level.shape[3:]), dtype=level.dtype)
+    if not out.size:
+        return out
+
+    def block(z0: int) -> None:
+        z1 = min(z0 + DOWNSAMPLE_SLICES, nz)
+        part = level[z0 * fz : z1 * fz]
+        out[z0:z1] = _downsample_block(part, fz, ny, nx)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        list(pool.map(block, range(0, nz, DOWNSAMPLE_SLICES)))
+    return out
+
+
+def _downsample_block(level: np.ndarray, fz: int, ny: int, nx: int) -> np.ndarray:
+    nz = level.shape[0] // fz
     views = [
         level[dz : nz * fz : fz, dy : ny * 2 : 2, dx : nx * 2 : 2]
         for dz in range(fz)

@@ -38,7 +38,10 @@ REASON_CLASSES = {
     "corrupt-header": r"(corrupt DICOM header|malformed header|malformed DICOM header):",
     "corrupt-pixels": r"corrupt pixel data:",
     "undecodable": r"pixel data cannot be decoded:",
-    "duplicate": r"(the same bytes as|a copy of the same instance|conflicting copy:)",
+    "duplicate": (
+        r"(the same bytes as|a copy of the same instance|conflicting copy:"
+        r"|a lossy-compressed copy of)"
+    ),
     "series": r"(series refused:|refused with its series:|one series holds)",
     "held-back": r"(held back|burned|Burned)",
     "no-series-uid": r"no Series Instance UID",
@@ -66,6 +69,8 @@ KNOWN = {
     "SC_ybr_full_422_uncompressed.dcm": ("skipped", "duplicate"),
     "GREYSCALE_CINE.dcm": ("held-back", "held-back"),  # a zip member (deid-data)
     "DICOMDIR": ("skipped", "dicomdir"),
+    # a lossy JPEG 2000 derivative of 693_UNCR (its Source Image Sequence) at the same position
+    "693_J2KI.dcm": ("skipped", "duplicate"),
     "README.txt": ("skipped", "not-dicom"),
 }
 

@@ -139,7 +139,8 @@ def _resize_axis(volume: np.ndarray, axis: int, m: int) -> np.ndarray:
     if n <= m:
         return volume
     moved = np.moveaxis(volume, axis, -1)
-    return np.moveaxis(moved @ _area_matrix(n, m).T, -1, axis)
+    # _mm, not `@`: at publish on a busy machine BLAS threads spun ~0.3 s CPU per series
+    return np.moveaxis(_mm(moved, np.ascontiguousarray(_area_matrix(n, m).T)), -1, axis)
 
 
 def _finite(grid: np.ndarray) -> np.ndarray:

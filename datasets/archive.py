@@ -222,6 +222,12 @@ def export(
         row = catalog.version(dataset, version)
         version = str(row["version"])
         store = catalog.store_path(dataset, version)
+        retired = catalog.retirement(dataset, version)
+        if not store.is_dir() and retired and retired["data_deleted_at"]:
+            raise InvalidRequestError(
+                f"{dataset} {version} was retired and its store deleted on "
+                f"{retired['data_deleted_at']}: its package is {retired['archive'] or 'elsewhere'}"
+            )
         rows = catalog_rows(catalog, dataset, version)
         steward_row = citation_row(catalog, dataset, version)
     citation = citation_for(home, dataset, version)
@@ -279,7 +285,7 @@ def export(
     _write_bag(out, data, citation, dataset, version)
     AuditLog(home).append(
         "archive.export", user=os.environ.get("USER"), dataset=dataset, version=version,
-        files=len(_files(data)),
+        files=len(_files(data)), out=str(out.resolve()),
     )  # fmt: skip
     return out
 
@@ -425,8 +431,8 @@ def import_package(home: NodeHome, folder: Path, *, actor: str = "") -> dict[str
     """Bring a verified package in as the same dataset version; all or nothing.
 
     Status ``imported`` (a new version here), ``unchanged`` (already here, same
-    checksums) or ``restored`` (a retired version: its catalog rows stayed as a
-    tombstone, its store comes back).
+    checksums) or ``restored`` (a retired version whose store was deleted: its catalog
+    rows stayed as a tombstone, its store comes back and the retirement is lifted).
     """
     from insitu.audit import AuditLog
     from insitu.datasets.citations_db import SCHEMA as CITATIONS_SCHEMA
@@ -462,6 +468,10 @@ def import_package(home: NodeHome, folder: Path, *, actor: str = "") -> dict[str
             if target.exists():
                 return {"dataset": dataset, "version": version, "status": "unchanged"}
             _restore(home, data / "store" / f"{version}.zarr", target, expected)
+            # The store is back and checked: the version is readable again.
+            catalog.db.execute(
+                "DELETE FROM retirements WHERE dataset = ? AND version = ?", (dataset, version)
+            )
             status = "restored"
         else:
             if target.exists():

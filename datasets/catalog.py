@@ -5,6 +5,10 @@ before its store is moved into place and marked ``published`` after, so a
 crash between the two is finished by the next ingest (see publish.recover).
 Only published versions are listed. Identifiers here are pseudonyms and
 de-identified UIDs only.
+
+A retired version (``insitu dataset retire``, :mod:`insitu.datasets.retirement`)
+keeps every row (the tombstone its citation resolves to) plus one row in
+``retirements``; :meth:`Catalog.readable` is what every reader asks.
 """
 
 from __future__ import annotations
@@ -17,11 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from insitu.config import NodeHome
-from insitu.errors import DatasetNotFoundError
+from insitu.errors import DatasetNotFoundError, VersionRetiredError
 
-__all__ = ["Catalog"]
+__all__ = ["RETIREMENTS_SCHEMA", "Catalog", "retired_error"]
 
-SCHEMA = """
+RETIREMENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS retirements (
+    dataset TEXT NOT NULL, version TEXT NOT NULL,
+    retired_at TEXT NOT NULL, retired_by TEXT NOT NULL, reason TEXT NOT NULL,
+    archive TEXT NOT NULL DEFAULT '', data_deleted_at TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (dataset, version)
+);
+"""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS datasets (
     name TEXT PRIMARY KEY,
     title TEXT NOT NULL DEFAULT '',
@@ -72,8 +86,19 @@ CREATE TABLE IF NOT EXISTS provenance (
     PRIMARY KEY (dataset, version, key)
 );
 """
+    + RETIREMENTS_SCHEMA
+)
 
 _VERSION_TABLES = ("subjects", "studies", "series", "tables", "checksums", "provenance")
+
+
+def retired_error(row: dict[str, Any]) -> VersionRetiredError:
+    """One line for a reader of a retired version: when, why, and that it stays citable."""
+    return VersionRetiredError(
+        f"{row['dataset']} {row['version']} was retired on {row['retired_at']} "
+        f"({row['reason']}): its data is no longer read here; it stays citable, and the "
+        "site's steward can say how to obtain its archived package"
+    )
 
 
 def _now() -> str:
@@ -145,6 +170,28 @@ class Catalog:
             f"dataset {name!r} has no version {version!r}; versions: "
             + ", ".join(r["version"] for r in published)
         )
+
+    def retirement(self, name: str, version: str) -> dict[str, Any] | None:
+        """The retirement row of a version, or None while it is readable."""
+        row = self.db.execute(
+            "SELECT * FROM retirements WHERE dataset = ? AND version = ?", (name, version)
+        ).fetchone()
+        return None if row is None else dict(row)
+
+    def readable(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """A version whose data may be read: the named one unless it was retired
+        (VersionRetiredError: when, why), else the newest one not retired."""
+        if version is not None:
+            row = self.version(name, version)
+            retired = self.retirement(name, row["version"])
+            if retired is not None:
+                raise retired_error(retired)
+            return row
+        newest = self.version(name)
+        for candidate in reversed(self.versions(name)):
+            if self.retirement(name, candidate["version"]) is None:
+                return dict(candidate)
+        raise retired_error(self.retirement(name, newest["version"]) or {})
 
     def store_path(self, name: str, version: str | None = None) -> Path:
         """Where a published version's store lies (newest when version is None)."""

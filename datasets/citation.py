@@ -162,7 +162,8 @@ class Citation:
     date: str = ""  # YYYY-MM-DD: the version's publication date
     recommended: str = ""  # the steward's own wording; generated when empty
     set_by: str = ""  # "" for a citation derived from the catalog only
-    retired: bool = False
+    retired: bool = False  # ``insitu dataset retire``: still cited, its data no longer read
+    retired_on: str = ""  # YYYY-MM-DD
 
     def __post_init__(self) -> None:
         if self.licence:
@@ -186,6 +187,16 @@ class Citation:
         return (
             f"{self.authors()} ({self.year}). {self.title or self.dataset} "
             f"(version {self.version}) [Data set]. {self.site}.{doi}"
+        )
+
+    def status(self) -> str:
+        """'' for a version in use; for a retired one, the sentence its landing page says."""
+        if not self.retired:
+            return ""
+        on = f" on {self.retired_on}" if self.retired_on else ""
+        return (
+            f"Retired{on}: this version stays citable, but its data is no longer served "
+            f"at {self.site}; ask {self.site} for its archived package."
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -228,7 +239,7 @@ def cff(c: Citation) -> str:
         "title": c.title or c.dataset,
         "version": c.version,
         "authors": _cff_authors(c),
-        "abstract": c.text(),
+        "abstract": f"{c.text()} {c.status()}".strip(),
         "identifiers": [
             {
                 "type": "other",
@@ -243,6 +254,8 @@ def cff(c: Citation) -> str:
         data["license"] = c.licence
     if c.doi:
         data["doi"] = c.doi
+    if c.retired:
+        data["keywords"] = ["retired"]
     return _yaml(data)
 
 
@@ -253,7 +266,7 @@ def _reference(c: Citation) -> dict[str, Any]:
         "authors": _cff_authors(c),
         "version": c.version,
         "publisher": {"name": c.site},
-        "notes": c.text(),
+        "notes": f"{c.text()} {c.status()}".strip(),
     }
     if c.date:
         ref["date-released"] = c.date
@@ -317,7 +330,8 @@ def datacite(c: Citation) -> dict[str, Any]:
                 "alternateIdentifierType": "insitu",
             }
         ],
-        "descriptions": [{"description": c.text(), "descriptionType": "Other"}],
+        "descriptions": [{"description": c.text(), "descriptionType": "Other"}]
+        + ([{"description": c.status(), "descriptionType": "TechnicalInfo"}] if c.retired else []),
         "rightsList": [],
     }
     if c.date:
@@ -379,7 +393,11 @@ def markdown(
     """A human-readable CITATIONS.md: what to cite, and each site's contribution."""
     lines = [f"# {title}", "", "This result used the following data. Please cite:", ""]
     for c in citations:
-        lines.append(f"- {c.text()}" + (f" Licence: {c.licence}." if c.licence else ""))
+        lines.append(
+            f"- {c.text()}"
+            + (f" Licence: {c.licence}." if c.licence else "")
+            + (f" ({c.status()})" if c.retired else "")
+        )
     if not citations:
         lines.append("- (no dataset reads were recorded for this result)")
     if contributions:

@@ -58,9 +58,18 @@ def citation_for(home: NodeHome, dataset: str, version: str | None = None) -> Ci
             )
             .fetchone()
         )
-        if row is None:
-            return _derived(catalog, site, dataset, version)
-    return Citation.from_json(json.loads(row["meta"]))
+        citation = (
+            _derived(catalog, site, dataset, version)
+            if row is None
+            else Citation.from_json(json.loads(row["meta"]))
+        )
+        retired = catalog.retirement(dataset, version)
+    # Retirement is the catalog's fact of this node, never a stored (or imported) field.
+    return replace(
+        citation,
+        retired=retired is not None,
+        retired_on=str(retired["retired_at"])[:10] if retired else "",
+    )
 
 
 def citations_for(home: NodeHome, pairs: Iterable[tuple[str, str]]) -> list[Citation]:

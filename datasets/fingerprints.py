@@ -114,6 +114,8 @@ def rebuild(home: NodeHome, *, fresh: bool = False) -> RebuildReport:
         for row in catalog.datasets():
             for version in catalog.versions(row["name"]):
                 path = catalog.store_path(row["name"], version["version"])
+                if not path.is_dir() and catalog.retirement(row["name"], version["version"]):
+                    continue  # retired, store deleted: its fingerprints stay in the index
                 report.series += record_store(
                     home, path, dataset=row["name"], version=version["version"]
                 )

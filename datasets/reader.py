@@ -341,12 +341,16 @@ def read_table(root: Any, name: str) -> pd.DataFrame:
 
 
 def open_dataset(name: str, version: str | None = None, *, home: NodeHome | None = None) -> Dataset:
-    """Open a published dataset of this node (newest version unless one is named)."""
+    """Open a published dataset of this node (newest version unless one is named).
+
+    A retired version is refused (VersionRetiredError); unnamed means the newest one
+    not retired.
+    """
     from zarr.storage import LocalStore
 
     from insitu.datasets.catalog import Catalog
 
     node = home or resolve_home()
     with Catalog(node) as catalog:
-        path = catalog.store_path(name, version)
+        path = catalog.store_path(name, catalog.readable(name, version)["version"])
     return Dataset(LocalStore(path, read_only=True))

@@ -148,6 +148,12 @@ def _conn(home: NodeHome) -> _Conn:
     return _Conn(home)
 
 
+def node_db(home: NodeHome, path: Path, schema: str) -> _Conn:
+    """``with node_db(home, path, schema) as conn``: another of the node's SQLite files,
+    its connection kept like the access database's (see :func:`keep_connections`)."""
+    return _Conn(home, str(path), schema)
+
+
 def _now(now: datetime | None) -> datetime:
     when = now or datetime.now(UTC)
     if when.tzinfo is None:
@@ -338,9 +344,22 @@ def close_for_removed_account(home: NodeHome, user: str, actor: str | None) -> l
     """When an account is removed: revoke its approvals and deny its pending requests, so
     that a later account with the same name starts with nothing. The removal itself was
     authorised (an admin or the node operator), so no steward role is asked here."""
-    reason = "the account was removed"
+    return _close(home, register(home, user=user), actor, "the account was removed")
+
+
+def close_for_dataset(
+    home: NodeHome, dataset: str, actor: str | None, reason: str
+) -> list[Request]:
+    """Revoke every approval and deny every pending request for ``dataset`` (its last
+    readable version was retired). The retirement was authorised by its caller."""
+    return _close(home, register(home, dataset=dataset), actor, reason)
+
+
+def _close(
+    home: NodeHome, requests: list[Request], actor: str | None, reason: str
+) -> list[Request]:
     when = _iso(_now(None))
-    closed = [r for r in register(home, user=user) if r.status in ("approved", "pending")]
+    closed = [r for r in requests if r.status in ("approved", "pending")]
     for found in closed:
         with _conn(home) as conn:
             if found.status == "approved":
@@ -357,7 +376,7 @@ def close_for_removed_account(home: NodeHome, user: str, actor: str | None) -> l
                 )
         kind = "access.revoke" if found.status == "approved" else "access.deny"
         AuditLog(home).append(
-            kind, user=actor, dataset=found.dataset, request=found.id, for_user=user,
+            kind, user=actor, dataset=found.dataset, request=found.id, for_user=found.user,
             reason=reason,
         )  # fmt: skip
     return [get_request(home, r.id) for r in closed]

@@ -178,8 +178,9 @@ def credit_page(home: NodeHome, *, user: str) -> str:
     )  # fmt: skip
     rows = []
     for u in usage_report(home):
+        version = f"{u.version} (retired {u.retired})" if u.retired else u.version
         cells = [
-            u.dataset, u.version, u.citation, u.unique_researchers,
+            u.dataset, version, u.citation, u.unique_researchers,
             f"{u.total_investigations} ({u.unique_investigations} unique)",
             f"{u.total_requests} ({u.unique_requests} unique)", u.federated_runs,
             u.subjects_contributed, u.approved_releases,

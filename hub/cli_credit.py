@@ -15,7 +15,7 @@ from typing import Any
 
 from insitu.cli_options import add_as_option
 
-__all__ = ["register"]
+__all__ = ["dataset_actions", "register"]
 
 FORMATS = ("text", "cff", "datacite", "bibtex", "json")
 
@@ -38,13 +38,25 @@ def _actor(args: argparse.Namespace, home: Any) -> str:
     return actor
 
 
+def dataset_actions(sub: Any) -> Any:
+    """The ``insitu dataset`` group's actions (made on first use): other components add
+    theirs (the hub: ``retire``)."""
+    if "dataset" not in sub.choices:
+        dataset = sub.add_parser(
+            "dataset",
+            help="one dataset version's citation and retirement (the credit ledger)",
+            description="Set and show how a dataset version is cited; retire a version.",
+        )
+        dataset.set_defaults(
+            dataset_actions=dataset.add_subparsers(
+                dest="dataset_command", metavar="ACTION", required=True
+            )
+        )
+    return sub.choices["dataset"].get_default("dataset_actions")
+
+
 def register(sub: Any) -> None:
-    dataset = sub.add_parser(
-        "dataset",
-        help="one dataset's citation (the credit ledger)",
-        description="Set and show how a dataset version is cited.",
-    )
-    actions = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    actions = dataset_actions(sub)
     cite = actions.add_parser(
         "cite",
         help="set a version's citation: title, creators with ORCID, licence, DOI (steward)",
@@ -150,6 +162,8 @@ def _cmd_citation(args: argparse.Namespace) -> int:
         print_json(citation.to_json())
     else:
         print(citation.text())
+        if citation.retired:
+            print(citation.status())
     return 0
 
 
@@ -164,7 +178,9 @@ def _cmd_credit_report(args: argparse.Namespace) -> int:
     if not rows:
         print("no published datasets yet")
     for r in rows:
-        print(f"{r.dataset} {r.version} ({r.site})")
+        print(
+            f"{r.dataset} {r.version} ({r.site})" + (f" retired {r.retired}" if r.retired else "")
+        )
         print(f"  cite: {r.citation}")
         print(
             f"  researchers {r.unique_researchers}; investigations {r.total_investigations} "

@@ -43,6 +43,7 @@ class Usage:
     version: str
     site: str
     citation: str = ""
+    retired: str = ""  # the retirement's date (YYYY-MM-DD) when the version was retired
     unique_researchers: int = 0
     total_investigations: int = 0
     unique_investigations: int = 0
@@ -122,7 +123,9 @@ def usage_report(home: NodeHome, *, entries: Iterable[dict[str, Any]] | None = N
     versions = _published_versions(home)
     rows: dict[tuple[str, str], Usage] = {}
     for c in all_citations(home):
-        rows[(c.dataset, c.version)] = Usage(c.dataset, c.version, site, citation=c.text())
+        rows[(c.dataset, c.version)] = Usage(
+            c.dataset, c.version, site, citation=c.text(), retired=c.retired_on if c.retired else ""
+        )
 
     def row(dataset: str, version: str) -> Usage | None:
         return rows.get((dataset, version))

@@ -3,14 +3,15 @@
 Routes under the service prefix (``/services/gate/``):
 
     GET       datasets                         the catalog, with my access to each
-    GET       datasets/<dataset>               versions, newest, my access
+    GET       datasets/<dataset>               versions, newest, retired versions, my access
     GET|HEAD  stores/<dataset>/<version>/<key> one Zarr key (Range requests honoured)
     GET       list/<dataset>/<version>?prefix=P[&dir=1]   keys under P (or its children)
     GET       health                           unauthenticated liveness for `insitu up`
 
 ``<version>`` may be ``latest``. Each store request is authenticated with the
 user's JupyterHub token (401 without a valid one), the dataset must exist
-(404), :func:`insitu.hub.access.check_read` must pass *now* (403, with the
+(404), not retired (410 Gone, saying when and why; asked on every read),
+:func:`insitu.hub.access.check_read` must pass *now* (403, with the
 reason as JSON; nothing is cached, so a revocation stops the next read), and
 the key must name a file inside the store after resolving symlinks (400 for a
 malformed key, 404 otherwise). Reads and refusals are summed by a
@@ -32,7 +33,12 @@ from typing import Any
 from tornado import ioloop, web
 
 from insitu.config import NodeHome
-from insitu.errors import AccessDeniedError, DatasetNotFoundError, InvalidRequestError
+from insitu.errors import (
+    AccessDeniedError,
+    DatasetNotFoundError,
+    InvalidRequestError,
+    VersionRetiredError,
+)
 from insitu.hub import access, stores
 from insitu.hub.read_ledger import ReadLedger
 from insitu.hub.service_app import ServiceHandler, app_settings, oauth_routes, run_service
@@ -57,9 +63,14 @@ class _GateHandler(ServiceHandler):
     def store(self, dataset: str, version: str) -> tuple[str, Path]:
         """(concrete version, root) for a published store; cached for fixed versions."""
         cache: dict[tuple[str, str], tuple[str, Path]] = self.settings["store_cache"]
-        if version != stores.LATEST and (dataset, version) in cache:
-            return cache[(dataset, version)]
-        resolved = stores.resolve(self.home, dataset, version)
+        try:
+            if version != stores.LATEST and (dataset, version) in cache:
+                check_not_retired(self.home, dataset, version)
+                return cache[(dataset, version)]
+            resolved = stores.resolve(self.home, dataset, version)
+        except VersionRetiredError:
+            self.ledger.refuse(self.user, dataset, "retired")
+            raise
         cache[(dataset, resolved[0])] = resolved
         return resolved
 
@@ -71,6 +82,19 @@ class _GateHandler(ServiceHandler):
             # An approval that still stands was refused because the account is gone.
             self.ledger.refuse(self.user, dataset, "no-account" if state == "approved" else state)
             raise exc from None
+
+
+def check_not_retired(home: NodeHome, dataset: str, version: str) -> None:
+    """VersionRetiredError if ``version`` was retired; asked on every read (the store
+    path is cached, this answer never: a retirement stops the very next read)."""
+    from insitu.datasets.catalog import RETIREMENTS_SCHEMA, retired_error
+
+    with access.node_db(home, home.catalog_path, RETIREMENTS_SCHEMA) as conn:
+        row = conn.execute(
+            "SELECT * FROM retirements WHERE dataset = ? AND version = ?", (dataset, version)
+        ).fetchone()
+    if row is not None:
+        raise retired_error(dict(row))
 
 
 def _describe(home: NodeHome, user: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +114,12 @@ class DatasetsHandler(_GateHandler):
 class DatasetHandler(_GateHandler):
     async def get(self, dataset: str) -> None:
         versions = stores.list_versions(self.home, dataset)
-        row = {"name": dataset, "versions": versions, "newest": versions[-1]}
+        row = {
+            "name": dataset,
+            "versions": versions,
+            "newest": versions[-1],
+            "retired": stores.retired_versions(self.home, dataset),
+        }
         self.write_json(_describe(self.home, self.user, row))
 
 

@@ -30,6 +30,7 @@ from insitu.errors import (
     DatasetNotFoundError,
     InsituError,
     InvalidRequestError,
+    VersionRetiredError,
 )
 
 __all__ = ["ServiceHandler", "http_status", "run_service"]
@@ -44,6 +45,8 @@ def http_status(exc: BaseException) -> int:
         return 401
     if isinstance(exc, AccessDeniedError):
         return 403
+    if isinstance(exc, VersionRetiredError):
+        return 410
     if isinstance(exc, DatasetNotFoundError):
         return 404
     if isinstance(exc, InvalidRequestError):

@@ -18,7 +18,15 @@ from typing import Any
 from insitu.config import NodeHome
 from insitu.errors import DatasetNotFoundError, InvalidRequestError
 
-__all__ = ["LATEST", "datasets", "key_path", "list_versions", "resolve", "safe_key"]
+__all__ = [
+    "LATEST",
+    "datasets",
+    "key_path",
+    "list_versions",
+    "resolve",
+    "retired_versions",
+    "safe_key",
+]
 
 LATEST = "latest"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -33,14 +41,16 @@ def _check_name(kind: str, name: str) -> str:
 
 def datasets(home: NodeHome) -> list[dict[str, Any]]:
     """Published datasets: name, title, citation (the steward's, see docs/credit.md),
-    versions (oldest first), newest, and the newest version's subject and series counts
-    (what a catalog shows before access)."""
+    readable versions (oldest first), retired versions, newest readable, and its subject
+    and series counts (what a catalog shows before access)."""
     from insitu.datasets.catalog import Catalog
 
     found = []
     with Catalog(home) as catalog:
         for row in catalog.datasets():
-            versions = catalog.versions(row["name"])
+            every = catalog.versions(row["name"])
+            retired = [v["version"] for v in every if catalog.retirement(row["name"], v["version"])]
+            versions = [v for v in every if v["version"] not in retired]
             newest = versions[-1] if versions else {}
             found.append(
                 {
@@ -48,7 +58,8 @@ def datasets(home: NodeHome) -> list[dict[str, Any]]:
                     "title": row.get("title", ""),
                     "citation": _cite_as(home, row["name"], row.get("citation", "")),
                     "versions": [v["version"] for v in versions],
-                    "newest": row.get("newest"),
+                    "retired": retired,
+                    "newest": newest.get("version"),
                     "subjects": newest.get("n_subjects"),
                     "series": newest.get("n_series"),
                 }
@@ -66,17 +77,36 @@ def _cite_as(home: NodeHome, dataset: str, ingest_citation: str) -> str:
 
 
 def list_versions(home: NodeHome, dataset: str) -> list[str]:
-    """The published versions of a dataset; DatasetNotFoundError naming what exists."""
+    """The readable versions of a dataset; DatasetNotFoundError naming what exists,
+    VersionRetiredError when every version was retired."""
     from insitu.datasets.catalog import Catalog
 
     _check_name("dataset", dataset)
     with Catalog(home) as catalog:
-        catalog.version(dataset)  # raises, naming the datasets that exist
-        return [v["version"] for v in catalog.versions(dataset)]
+        catalog.readable(dataset)  # raises, naming the datasets that exist or the retirement
+        return [
+            v["version"]
+            for v in catalog.versions(dataset)
+            if catalog.retirement(dataset, v["version"]) is None
+        ]
+
+
+def retired_versions(home: NodeHome, dataset: str) -> list[str]:
+    """The retired versions of a dataset (still cited, no longer read)."""
+    from insitu.datasets.catalog import Catalog
+
+    _check_name("dataset", dataset)
+    with Catalog(home) as catalog:
+        return [
+            v["version"]
+            for v in catalog.versions(dataset)
+            if catalog.retirement(dataset, v["version"]) is not None
+        ]
 
 
 def resolve(home: NodeHome, dataset: str, version: str | None = None) -> tuple[str, Path]:
-    """(concrete version, store folder); ``None`` or ``"latest"`` mean the newest."""
+    """(concrete version, store folder); ``None`` or ``"latest"`` mean the newest one not
+    retired; a retired version raises VersionRetiredError (when, why)."""
     from insitu.datasets.catalog import Catalog
 
     _check_name("dataset", dataset)
@@ -85,7 +115,7 @@ def resolve(home: NodeHome, dataset: str, version: str | None = None) -> tuple[s
     if version is not None:
         _check_name("version", version)
     with Catalog(home) as catalog:
-        row = catalog.version(dataset, version)
+        row = catalog.readable(dataset, version)
         path = catalog.store_path(dataset, row["version"])
     if not path.is_dir():
         raise DatasetNotFoundError(

@@ -10,6 +10,7 @@
     │   ├── SourceError              a PACS or table source failed or was refused   exit 1
     │   └── HeldBack                 de-id held an image back (burned-in text)      exit 1
     ├── DatasetNotFoundError (LookupError)   no such dataset / version             exit 4
+    │   └── VersionRetiredError      the version was retired: cited, no longer read exit 4
     ├── AccessDeniedError (PermissionError)  no approval, expired, revoked, role    exit 4
     │   ├── AuthenticationError      missing or bad token                          exit 4
     │   └── AppNotApprovedError      federation: the site has not approved this app exit 4
@@ -65,6 +66,7 @@ __all__ = [
     "SourceError",
     "UnsupportedOutputError",
     "VerificationError",
+    "VersionRetiredError",
 ]
 
 # Exit codes of the `insitu` command. 2 is argparse's usage error and 3 is an
@@ -129,6 +131,11 @@ class DatasetNotFoundError(InsituError, LookupError):
     """No dataset or version of that name at this site."""
 
     exit_code = 4
+
+
+class VersionRetiredError(DatasetNotFoundError):
+    """The version was retired (``insitu dataset retire``): its citation stays, its data
+    is no longer read. HTTP 410 Gone at the gate."""
 
 
 class AccessDeniedError(InsituError, PermissionError):

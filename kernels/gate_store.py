@@ -10,7 +10,8 @@ gate's access check and lands in the audit log.
 
 The gate's refusals become insitu errors carrying the gate's reason:
 401 -> AuthenticationError, 403 -> AccessDeniedError (how to request access,
-the expiry date), 404 -> DatasetNotFoundError; a missing key is simply absent.
+the expiry date), 404 -> DatasetNotFoundError, 410 -> VersionRetiredError (when
+and why it was retired); a missing key is simply absent.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from insitu.errors import (
     DatasetNotFoundError,
     InvalidRequestError,
     ServiceError,
+    VersionRetiredError,
 )
 
 __all__ = ["GateStore", "gate_session", "raise_for_gate", "raise_for_status"]
@@ -82,6 +84,8 @@ def raise_for_status(status: int, body: bytes, reason: str = "") -> None:
         raise AccessDeniedError(message)
     if status == 404:
         raise DatasetNotFoundError(message)
+    if status == 410:
+        raise VersionRetiredError(message)
     if status == 400:
         raise InvalidRequestError(message)
     raise ServiceError(f"the site's gate answered {status}: {message}")
@@ -123,6 +127,9 @@ class GateStore(Store):
         # Pin "latest" once, so every key of this store comes from one version.
         info = self._gate_json(f"datasets/{quote(dataset, safe='')}")
         self.version = info["newest"] if version in (None, "latest") else version
+        if self.version in info.get("retired", []):
+            # The gate says when and why (410 -> VersionRetiredError).
+            self._get_json(f"stores/{quote(dataset, safe='')}/{quote(self.version, safe='')}/")
         if self.version not in info["versions"]:
             raise DatasetNotFoundError(
                 f"dataset {dataset!r} has no version {self.version!r}; versions: "

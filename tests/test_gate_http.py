@@ -377,6 +377,51 @@ def test_researchers_cannot_use_the_hub_admin_api(hub):
         assert r.status_code in (403, 404), (method, path, r.status_code)
 
 
+def test_a_retired_version_is_refused_at_the_next_read(hub):
+    """`insitu dataset retire`: the gate answers 410 with when and why, also for a version
+    whose store it has cached; 'latest' moves to the newest version not retired."""
+    from fixtures_hub import publish_tiny_store
+
+    from insitu.errors import VersionRetiredError
+    from insitu.hub.retire import retire
+    from insitu.kernels.gate_store import GateStore
+
+    for version in ("v1", "v2"):
+        publish_tiny_store(hub.home, "trial-r", version=version, seed=int(version[1]))
+    r = _access(hub, "ada", "POST", "requests", {
+        "dataset": "trial-r", "purpose": "p", "project": "P", "days": 30})  # fmt: skip
+    rid = r.json()["id"]
+    assert _access(hub, "sam", "POST", f"requests/{rid}/approve", {"reason": "ok"}).ok
+    assert _gate(hub, "ada", "stores/trial-r/v1/" + CHUNK).status_code == 200  # cached now
+    why = "withdrawn: the sponsor re-read the baseline"
+    retire(hub.home, actor="sam", dataset="trial-r", version="v1", reason=why, only_copy=True)
+    r = _gate(hub, "ada", "stores/trial-r/v1/" + CHUNK)
+    assert r.status_code == 410, r.text
+    message = r.json()["message"]
+    assert message.startswith("trial-r v1 was retired on 20") and f"({why})" in message
+    assert "\n" not in message and str(hub.home.root) not in message
+    assert _gate(hub, "ada", "list/trial-r/v1").status_code == 410
+    r = _gate(hub, "ada", "stores/trial-r/latest/zarr.json")
+    assert r.status_code == 200 and r.headers["X-Insitu-Version"] == "v2"
+    info = _gate(hub, "ada", "datasets/trial-r").json()
+    assert info["versions"] == ["v2"] and info["retired"] == ["v1"]
+    gate_url = hub.service_url("gate")
+    with pytest.raises(VersionRetiredError, match=why):
+        GateStore("trial-r", "v1", url=gate_url, token=hub.token("ada"))
+    # The last readable version retired: the approval closes, every read says why.
+    retire(hub.home, actor="sam", dataset="trial-r", version="v2", reason=why, only_copy=True)
+    r = _gate(hub, "ada", "stores/trial-r/latest/zarr.json")
+    assert r.status_code == 410 and "trial-r v2 was retired" in r.json()["message"]
+    (found,) = [x for x in _access(hub, "ada", "GET", "requests").json() if x["id"] == rid]
+    assert found["state"] == "revoked" and why in found["revoke_reason"]
+    log = AuditLog(hub.home)
+    deadline = time.monotonic() + 30
+    while not log.query(kind="read.denied", user="ada") and time.monotonic() < deadline:
+        time.sleep(0.2)  # the gate flushes its ledger every 0.3 s in tests
+    denied = log.query(kind="read.denied", user="ada", dataset="trial-r")
+    assert denied and denied[0]["details"]["reason"] == "retired"
+
+
 def test_foreground_up_stops_everything_on_ctrl_c(hub):
     """Last in the module: `insitu up --foreground` attaches to the running hub and
     Ctrl-C stops it (the module fixture's own `down` then finds nothing left)."""

@@ -380,68 +380,11 @@ def _cmd_audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_dataset_retire(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from insitu.hub.retire import retire
-
-    home = _home()
-    actor = _acting(args)
-    done = retire(
-        home, actor=actor or _operator(), dataset=args.name, version=args.version,
-        reason=args.reason, delete_data=args.delete_data,
-        archive=Path(args.archive) if args.archive else None, only_copy=args.only_copy,
-        check_role=actor is not None,
-    )  # fmt: skip
-    kept = f"archive package {done['archive']}" if done["archive"] else "no archive package"
-    store = "store deleted" if done["data_deleted"] else "store kept on disk, not readable"
-    print(f"{done['dataset']} {done['version']} retired ({store}; {kept}); its citation stays")
-    if done["closed_requests"]:
-        print(
-            f"no readable version of {done['dataset']} is left: closed access requests "
-            + ", ".join(f"#{i}" for i in done["closed_requests"])
-        )
-    return 0
-
-
-def _register_retire(sub: Any) -> None:
-    from insitu.datasets.cli_credit import dataset_actions
-
-    retire = dataset_actions(sub).add_parser(
-        "retire",
-        help="retire a version: its data is no longer read, its citation stays (steward)",
-        description="Retire a dataset version: reads of it are refused (saying when and "
-        "why), its catalog rows, citation, register entries and credit counts stay. The "
-        "dataset's open access requests close when no readable version is left. Needs an "
-        "archive package of the version (insitu archive export) or --only-copy; "
-        "--delete-data also removes its store, only when a package exists. Stewards and "
-        "admins only; audited as dataset.retire. See docs/archiving.md.",
-    )
-    retire.add_argument("name", help="the dataset")
-    retire.add_argument("--version", required=True, help="the version to retire, e.g. v1")
-    retire.add_argument("--reason", required=True, help="why (shown to anyone who reads it)")
-    retire.add_argument(
-        "--archive", default=None, metavar="DIR",
-        help="the version's archive package (default: those `insitu archive export` wrote)",
-    )  # fmt: skip
-    retire.add_argument(
-        "--delete-data", action="store_true",
-        help="also delete the store (only when an intact archive package exists)",
-    )  # fmt: skip
-    retire.add_argument(
-        "--only-copy", action="store_true",
-        help="retire although no archive package exists (the store stays the only copy)",
-    )  # fmt: skip
-    add_as_option(retire)
-    retire.set_defaults(handler=_cmd_dataset_retire)
-
-
 # --- registration -----------------------------------------------------------
 
 
 def register(sub: Any) -> None:
     """Add the hub's commands to the ``insitu`` parser."""
-    _register_retire(sub)
     up = sub.add_parser(
         "up",
         help="start the site hub and its services",

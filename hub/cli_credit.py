@@ -15,7 +15,7 @@ from typing import Any
 
 from insitu.cli_options import add_as_option
 
-__all__ = ["dataset_actions", "register"]
+__all__ = ["register"]
 
 FORMATS = ("text", "cff", "datacite", "bibtex", "json")
 
@@ -38,25 +38,13 @@ def _actor(args: argparse.Namespace, home: Any) -> str:
     return actor
 
 
-def dataset_actions(sub: Any) -> Any:
-    """The ``insitu dataset`` group's actions (made on first use): other components add
-    theirs (the hub: ``retire``)."""
-    if "dataset" not in sub.choices:
-        dataset = sub.add_parser(
-            "dataset",
-            help="one dataset version's citation and retirement (the credit ledger)",
-            description="Set and show how a dataset version is cited; retire a version.",
-        )
-        dataset.set_defaults(
-            dataset_actions=dataset.add_subparsers(
-                dest="dataset_command", metavar="ACTION", required=True
-            )
-        )
-    return sub.choices["dataset"].get_default("dataset_actions")
-
-
 def register(sub: Any) -> None:
-    actions = dataset_actions(sub)
+    dataset = sub.add_parser(
+        "dataset",
+        help="one dataset version's citation and retirement (the credit ledger)",
+        description="Set and show how a dataset version is cited; retire a version.",
+    )
+    actions = dataset.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     cite = actions.add_parser(
         "cite",
         help="set a version's citation: title, creators with ORCID, licence, DOI (steward)",
@@ -88,6 +76,8 @@ def register(sub: Any) -> None:
     show.add_argument("--version", default=None, help="a version (default: newest)")
     show.add_argument("--format", choices=FORMATS, default="text", help="default: text")
     show.set_defaults(handler=_cmd_citation)
+
+    _register_retire(actions)
 
     credit = sub.add_parser(
         "credit",
@@ -228,3 +218,57 @@ def _cmd_import(args: argparse.Namespace) -> int:
     done = import_package(home, Path(args.folder), actor=actor)
     print(f"{done['dataset']} {done['version']}: {done['status']}")
     return 0
+
+
+def _cmd_dataset_retire(args: argparse.Namespace) -> int:
+    import getpass
+
+    from insitu.hub.retire import retire
+
+    home = _home()
+    actor = getattr(args, "as_user", None) or os.environ.get("INSITU_USER") or None
+    done = retire(
+        home, actor=actor or f"{getpass.getuser()}@node", dataset=args.name, version=args.version,
+        reason=args.reason, delete_data=args.delete_data,
+        archive=Path(args.archive) if args.archive else None, only_copy=args.only_copy,
+        check_role=actor is not None,
+    )  # fmt: skip
+    kept = f"archive package {done['archive']}" if done["archive"] else "no archive package"
+    store = "store deleted" if done["data_deleted"] else "store kept on disk, not readable"
+    print(f"{done['dataset']} {done['version']} retired ({store}; {kept}); its citation stays")
+    if done["closed_requests"]:
+        print(
+            f"no readable version of {done['dataset']} is left: closed access requests "
+            + ", ".join(f"#{i}" for i in done["closed_requests"])
+        )
+    return 0
+
+
+def _register_retire(actions: Any) -> None:
+    retire = actions.add_parser(
+        "retire",
+        help="retire a version: its data is no longer read, its citation stays (steward)",
+        description="Retire a dataset version: reads of it are refused (saying when and "
+        "why), its catalog rows, citation, register entries and credit counts stay. The "
+        "dataset's open access requests close when no readable version is left. Needs an "
+        "archive package of the version (insitu archive export) or --only-copy; "
+        "--delete-data also removes its store, only when a package exists. Stewards and "
+        "admins only; audited as dataset.retire. See docs/archiving.md.",
+    )
+    retire.add_argument("name", help="the dataset")
+    retire.add_argument("--version", required=True, help="the version to retire, e.g. v1")
+    retire.add_argument("--reason", required=True, help="why (shown to anyone who reads it)")
+    retire.add_argument(
+        "--archive", default=None, metavar="DIR",
+        help="the version's archive package (default: those `insitu archive export` wrote)",
+    )  # fmt: skip
+    retire.add_argument(
+        "--delete-data", action="store_true",
+        help="also delete the store (only when an intact archive package exists)",
+    )  # fmt: skip
+    retire.add_argument(
+        "--only-copy", action="store_true",
+        help="retire although no archive package exists (the store stays the only copy)",
+    )  # fmt: skip
+    add_as_option(retire)
+    retire.set_defaults(handler=_cmd_dataset_retire)

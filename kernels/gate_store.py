@@ -129,7 +129,7 @@ class GateStore(Store):
         self.version = info["newest"] if version in (None, "latest") else version
         if self.version in info.get("retired", []):
             # The gate says when and why (410 -> VersionRetiredError).
-            self._get_json(f"stores/{quote(dataset, safe='')}/{quote(self.version, safe='')}/")
+            self._gate_json(f"stores/{quote(dataset, safe='')}/{quote(self.version, safe='')}/")
         if self.version not in info["versions"]:
             raise DatasetNotFoundError(
                 f"dataset {dataset!r} has no version {self.version!r}; versions: "

@@ -58,6 +58,11 @@ _KINDS = (
     EventKind("fingerprints.rebuild", "the series fingerprint index rebuilt", ("versions",)),
     EventKind("dataset.cite", "a dataset version's citation set", ("version", "title")),
     EventKind(
+        "dataset.retire",
+        "a dataset version retired (its data no longer read), or an attempt refused",
+        ("version", "reason"),
+    ),
+    EventKind(
         "archive.export", "a dataset version exported as an archive package", ("version", "files")
     ),
     EventKind("archive.import", "an archive package imported", ("version", "source", "status")),

@@ -37,7 +37,14 @@ def site(hub_home: NodeHome) -> NodeHome:
     found = access.request(hub_home, "ada", "trial-a", "tumour size", "P1", 30)
     access.approve(hub_home, "sam", found.id, "ok")
     AuditLog(hub_home).append(
-        "read", user="ada", dataset="trial-a", version="v1", series="s1", requests=3, bytes=9
+        "read",
+        user="ada",
+        dataset="trial-a",
+        version="v1",
+        via="gate",
+        series="s1",
+        requests=3,
+        bytes=9,
     )
     return hub_home
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from insitu.config import NodeHome, load_config, resolve_home
-from insitu.datasets.dicom_read import SEG_SOP_CLASS
+from insitu.datasets.dicom_read import LABEL_MAP_SEG_SOP_CLASS, SEG_SOP_CLASS
 from insitu.errors import SourceError
 
 if TYPE_CHECKING:
@@ -188,7 +188,13 @@ def seg_labels(
     labels = np.zeros((n_z, n_y, n_x), dtype=np.uint8 if top < 256 else np.uint16)
     inverse = np.linalg.inv(np.asarray(affine_xyz, dtype=float))
     shared = seg.get("SharedFunctionalGroupsSequence", [None])[0]
-    for i, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+    per_frame = seg.get("PerFrameFunctionalGroupsSequence") or []
+    if len(per_frame) != len(frames):
+        raise SourceError(
+            f"the SEG describes {len(per_frame)} of its {len(frames)} frames (Per-frame "
+            "Functional Groups): cannot place its frames on the series"
+        )
+    for i, group in enumerate(per_frame):
         position = _frame_attr(group, shared, "PlanePositionSequence")
         number = int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         if position is None:
@@ -318,7 +324,10 @@ def _ingest_objects(
                 if unknown:
                     raise SourceError("it measures a series that is not in this dataset")
                 rows.extend(found)
-            elif modality == "SEG" or str(ds.SOPClassUID) == SEG_SOP_CLASS:
+            elif modality == "SEG" or str(ds.SOPClassUID) in (
+                SEG_SOP_CLASS,
+                LABEL_MAP_SEG_SOP_CLASS,
+            ):
                 refs = ds.get("ReferencedSeriesSequence") or []
                 if len(refs) != 1:
                     raise SourceError("it must reference exactly one source series")
@@ -334,6 +343,10 @@ def _ingest_objects(
                 report.refused.append((name, f"modality {modality or '?'} is not SR or SEG"))
         except SourceError as exc:
             report.refused.append((name, str(exc)))
+        except Exception as exc:  # a malformed SR/SEG no check foresaw: refused, never a traceback
+            report.refused.append(
+                (name, f"cannot be read as an SR or SEG: {type(exc).__name__}: {exc}")
+            )
     if not rows and not labels:
         reasons = "; ".join(f"{f}: {r}" for f, r in report.refused) or "no files"
         raise SourceError(f"nothing to publish for {dataset}: {reasons}")

@@ -48,6 +48,7 @@ __all__ = [
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 # Derived objects go through `insitu ingest-derived` (insitu.datasets.derived).
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+LABEL_MAP_SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"  # Label Map Segmentation (2024)
 SR_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 DERIVED_REASON = (
     "a derived object (DICOM SEG or SR): add it with `insitu ingest-derived DATASET FILES`"
@@ -260,7 +261,7 @@ def _classify(item: Scanned, data: bytes) -> None:
     if sop_class == DICOMDIR_SOP_CLASS:
         item.kind, item.reason = "skipped", "DICOMDIR (a media index, not an image)"
         return
-    if sop_class == SEG_SOP_CLASS or sop_class.startswith(SR_SOP_PREFIX):
+    if sop_class in (SEG_SOP_CLASS, LABEL_MAP_SEG_SOP_CLASS) or sop_class.startswith(SR_SOP_PREFIX):
         item.kind, item.reason = "skipped", DERIVED_REASON  # issue 6: insitu ingest-derived
         return
     problem = ""
@@ -285,7 +286,32 @@ def _classify(item: Scanned, data: bytes) -> None:
     if not header.get("SeriesInstanceUID"):
         item.kind, item.reason = "bad", "no Series Instance UID: cannot group the image"
         return
+    if tiled := _tiled_reason(header, sop_class):
+        item.kind, item.reason = "bad", tiled
+        return
     item.header, item.pixels = header, extent
+
+
+TILED = ("TILED_FULL", "TILED_SPARSE")
+
+
+def _tiled_reason(header: DicomDataset, sop_class: str) -> str:
+    """Why a multi-frame image whose frames are tiles of one plane (a whole-slide
+    image) is not published: stacked as slices, its tiles would make a wrong volume."""
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    rows, columns = int(header.Rows), int(header.Columns)
+    total = (
+        int(header.get("TotalPixelMatrixRows", 0) or 0),
+        int(header.get("TotalPixelMatrixColumns", 0) or 0),
+    )
+    organised = str(header.get("DimensionOrganizationType", "") or "")
+    if frames < 2 or (organised not in TILED and total[0] <= rows and total[1] <= columns):
+        return ""
+    return (
+        f"a tiled whole-slide image ({_sop_name(sop_class)}: {frames} tiles of {rows}x"
+        f"{columns} of a {total[0]}x{total[1]} plane): its frames are tiles, not slices, "
+        "and insitu does not assemble slides (never stacks tiles as a volume)"
+    )
 
 
 def _no_pixels_reason(header: DicomDataset, sop_class: str, has_size: bool) -> str:

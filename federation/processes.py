@@ -5,7 +5,9 @@ Each service gets its own process group (its pid), recorded with its ports in
 a JSON pid file under ``$INSITU_HOME/run``. Flower's children (the SuperLink's
 ``flower-superexec`` and ``flwr-serverapp``, our executor and its runners)
 stay in that group, so :func:`stop` ends them too, even when the leader is
-already gone (an orphaned superexec is exactly that case).
+already gone (an orphaned superexec is exactly that case). Processes are
+started, polled and stopped by :mod:`insitu.supervisor`; a record carries the
+leader's start time, so a pid reused by another program is never taken for ours.
 
 Insecure (plain HTTP) mode is allowed only on loopback addresses; anywhere
 else the coordinator needs TLS certificates and a site needs the CA.
@@ -18,7 +20,6 @@ import ipaddress
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from insitu.federation.node_data import (
     NODE_CONFIG_SITE,
 )
 from insitu.net import free_port
+from insitu.supervisor import group_alive, log_tail, spawn, start_time, stop_tree
 
 __all__ = [
     "ServiceRecord",
@@ -52,8 +54,6 @@ __all__ = [
 ]
 
 DEFAULT_COORDINATOR = "127.0.0.1:9093"
-# Popen objects of the services this process started, so stop() can reap them.
-_STARTED: dict[int, subprocess.Popen[bytes]] = {}
 READY_TIMEOUT = 60.0
 
 
@@ -80,6 +80,15 @@ class ServiceRecord:
     started_at: str
     insecure: bool
     extra: dict[str, Any] = field(default_factory=dict)
+    # The leader's start time (insitu.supervisor.start_time); None in older records.
+    started: int | None = None
+
+    def alive(self) -> bool:
+        """Its process group still runs and the pid was not reused by another program."""
+        now = start_time(self.pid)
+        if self.started is not None and now is not None and now != self.started:
+            return False
+        return group_alive(self.pgid)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -132,33 +141,13 @@ def _flower_env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServiceError(
                 f"the Flower process exited with code {proc.returncode} before it was "
-                f"ready; its log is {log}:\n{_tail(log)}"
+                f"ready; its log is {log}:\n{log_tail(log)}"
             )
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
@@ -172,7 +161,8 @@ def _wait_log(text: str, proc: subprocess.Popen[bytes], log: Path, offset: int) 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServiceError(
-                f"the SuperNode exited with code {proc.returncode}; its log is {log}:\n{_tail(log)}"
+                f"the SuperNode exited with code {proc.returncode}; its log is {log}:\n"
+                f"{log_tail(log)}"
             )
         with open(log, "rb") as fh:
             fh.seek(offset)
@@ -181,15 +171,8 @@ def _wait_log(text: str, proc: subprocess.Popen[bytes], log: Path, offset: int) 
         time.sleep(0.1)
     raise ServiceError(
         f"the SuperNode did not connect within {READY_TIMEOUT:.0f} s; its log is {log}:\n"
-        f"{_tail(log)}"
+        f"{log_tail(log)}"
     )
-
-
-def _tail(log: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 def _write_record(home: NodeHome, record: ServiceRecord) -> None:
@@ -205,7 +188,7 @@ def running(home: NodeHome, role: str) -> ServiceRecord | None:
         record = ServiceRecord(**json.loads(path.read_text()))
     except FileNotFoundError:
         return None
-    return record if _group_alive(record.pgid) else None
+    return record if record.alive() else None
 
 
 def _refuse_if_running(home: NodeHome, role: str) -> None:
@@ -271,7 +254,7 @@ def start_coordinator(
         command += ["--ssl-ca-certfile", str(tls.ca_certfile)]
     if node_auth:
         command.append("--enable-supernode-auth")
-    proc = _spawn(command, log, _flower_env(folder / "flwr"))
+    proc = spawn(command, log, _flower_env(folder / "flwr"))
     record = ServiceRecord(
         role="coordinator",
         pid=proc.pid,
@@ -281,6 +264,7 @@ def start_coordinator(
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         insecure=insecure,
         extra={"node_auth": node_auth, "command": shlex.join(command)},
+        started=start_time(proc.pid),
     )
     _write_record(home, record)
     try:
@@ -352,7 +336,7 @@ def start_site(
     service += ["--runtime-port", str(port), "--superexec-auth-secret-file", str(secret)]
     service += ["--", *command]
     offset = log.stat().st_size if log.exists() else 0
-    proc = _spawn(service, log, _flower_env(folder / "flwr"))
+    proc = spawn(service, log, _flower_env(folder / "flwr"))
     record = ServiceRecord(
         role="site",
         pid=proc.pid,
@@ -367,6 +351,7 @@ def start_site(
             "runtime_port": port,
             "site": config.site.name,
         },
+        started=start_time(proc.pid),
     )
     _write_record(home, record)
     try:
@@ -394,17 +379,6 @@ def new_secret_file(path: Path) -> Path:
     return path
 
 
-def _spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        # A new session: the service and every child it starts share one process group.
-        proc = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    _STARTED[proc.pid] = proc
-    return proc
-
-
 def stop(
     home: NodeHome, roles: tuple[str, ...] = ("site", "coordinator"), timeout: float = 10.0
 ) -> list[str]:
@@ -417,72 +391,11 @@ def stop(
         except FileNotFoundError:
             continue
         # Flower starts some children (the SuperLink's superexec) in their own
-        # session: find every descendant's group before the leader goes away.
-        groups = {record.pgid} | {_pgid(pid) for pid in _descendants(record.pid)}
-        groups.discard(0)
-        groups.discard(os.getpgid(0))
-        alive = [g for g in sorted(groups) if _group_alive(g)]
-        _kill_groups(alive, timeout)
-        if record.pid in _STARTED:
-            _STARTED.pop(record.pid).wait(timeout=timeout)
-        if alive:
+        # session: stop_tree finds every descendant's group before the leader goes.
+        if stop_tree(record.pid, timeout, started=record.started):
             stopped.append(f"{role} (process group {record.pgid}, {record.address})")
         path.unlink(missing_ok=True)
     return stopped
-
-
-def _descendants(root: int) -> list[int]:
-    """Every live process below ``root`` (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Field 4 (ppid) follows the parenthesised command name.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _pgid(pid: int) -> int:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return 0
-
-
-def _kill_groups(pgids: list[int], timeout: float) -> None:
-    """SIGTERM every group at once, SIGKILL what is left after ``timeout``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pgid in pgids:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for pgid in pgids:
-                _reap(pgid)
-            if not any(_group_alive(g) for g in pgids):
-                return
-            time.sleep(0.05)
-
-
-def _reap(pgid: int) -> None:
-    # Our own children (when this process started them) must be waited for.
-    with contextlib.suppress(ChildProcessError):
-        while True:
-            pid, _ = os.waitpid(-pgid, os.WNOHANG)
-            if pid == 0:
-                break
 
 
 def write_flower_connection(
@@ -529,7 +442,3 @@ def _dump(data: dict[str, Any]) -> str:
                 lines.extend(f"{k} = {json.dumps(v)}" for k, v in subtable.items())
                 lines.append("")
     return "\n".join(lines)
-
-
-def process_alive(pid: int) -> bool:
-    return _alive(pid)

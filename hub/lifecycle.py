@@ -4,8 +4,10 @@
 starts the services that run outside the hub, then JupyterHub (which starts
 its proxy and managed services) in its own process group, and polls until
 ``/hub/api`` and every service's health route answer. State lives in
-``run/hub.json``; logs in ``run/*.log``. `down` stops the hub (JupyterHub stops
-its proxy, services and user servers), then anything of ours still alive.
+``run/hub.json`` (pids with their start times); logs in ``run/*.log``. `down`
+stops the hub (JupyterHub stops its proxy, services and user servers), then
+anything of ours still alive. Processes are started, polled and stopped by
+:mod:`insitu.supervisor`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,15 +36,21 @@ from insitu.hub.services import (
     write_plan,
 )
 from insitu.net import free_port
+from insitu.supervisor import (
+    is_alive,
+    log_tail,
+    reap_finished,
+    spawn,
+    start_time,
+    stop_tree,
+    wait_until,
+)
 
 __all__ = ["HubState", "demo_logins", "down", "hub_api", "read_state", "status", "up"]
 
 STATE_NAME = "hub.json"
 DEMO_LOGINS = "demo-logins.txt"
 START_TIMEOUT = 180.0
-# Processes this Python process started, kept so they are reaped by `down` (no zombies,
-# no "still running" warnings when a Popen object is collected).
-_STARTED: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -54,51 +59,14 @@ class HubState:
     url: str
     started: str
     outside_pids: dict[str, int]
+    # Start times (insitu.supervisor.start_time) of the hub and the outside services:
+    # a pid reused by another program is never taken for ours. None in older state files.
+    started_at: int | None = None
+    outside_started: dict[str, int] | None = None
 
     @property
     def api_url(self) -> str:
         return self.url + "/hub/api"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return False
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def _descendants(pid: int) -> list[int]:
-    children = _children_map()
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _wait(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``check`` until it is true or ``timeout`` passes (readiness, never a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()
 
 
 def _answers(url: str, token: str | None = None) -> bool:
@@ -140,7 +108,11 @@ def read_state(home: NodeHome) -> HubState | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     state = HubState(**data)
-    return state if _alive(state.pid) and _is(state.pid, b"jupyterhub") else None
+    return state if _hub_alive(state) else None
+
+
+def _hub_alive(state: HubState) -> bool:
+    return is_alive(state.pid, state.started_at) and _is(state.pid, b"jupyterhub")
 
 
 def _is(pid: int, name: bytes) -> bool:
@@ -163,22 +135,6 @@ def _service_env(
         "JUPYTERHUB_SERVICE_PREFIX": service.prefix,
         **service.environment,
     }
-
-
-def _start(cmd: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
-        )
-    _STARTED[proc.pid] = proc
-    return proc
-
-
-def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 def up(home: NodeHome, *, port: int | None = None, actor: str | None = None) -> HubState:
@@ -220,7 +176,7 @@ def up(home: NodeHome, *, port: int | None = None, actor: str | None = None) -> 
         for service in services:
             if service.managed or not service.command:
                 continue
-            proc = _start(
+            proc = spawn(
                 service.command,
                 home.run / f"{service.name}.log",
                 _service_env(home, service, ctx.hub_api_url),
@@ -231,32 +187,36 @@ def up(home: NodeHome, *, port: int | None = None, actor: str | None = None) -> 
             _ready(service, proc, home)
         hub_cmd = [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config_file)]
         env = os.environ | {"INSITU_HOME": str(home.root)}
-        hub = _start(hub_cmd, home.run / "hub.log", env, home.hub)
+        hub = spawn(hub_cmd, home.run / "hub.log", env, home.hub)
         started.append(hub)
         state = HubState(
             pid=hub.pid,
             url=url,
             started=datetime.now(UTC).isoformat(timespec="seconds"),
             outside_pids=outside,
+            started_at=start_time(hub.pid),
+            outside_started={
+                name: ticks for name, pid in outside.items() if (ticks := start_time(pid))
+            },
         )
         (home.run / STATE_NAME).write_text(json.dumps(state.__dict__))
-        ok = _wait(lambda: hub.poll() is not None or _answers(state.api_url), START_TIMEOUT)
+        ok = wait_until(lambda: hub.poll() is not None or _answers(state.api_url), START_TIMEOUT)
         if hub.poll() is not None:
             raise ServiceError(
                 f"the hub exited during start-up (code {hub.returncode}); end of "
-                f"{home.run / 'hub.log'}:\n{_log_tail(home.run / 'hub.log')}"
+                f"{home.run / 'hub.log'}:\n{log_tail(home.run / 'hub.log')}"
             )
         if not ok:
             raise ServiceError(
                 f"the hub did not answer at {state.api_url} within {START_TIMEOUT:.0f} s; "
-                f"end of {home.run / 'hub.log'}:\n{_log_tail(home.run / 'hub.log')}"
+                f"end of {home.run / 'hub.log'}:\n{log_tail(home.run / 'hub.log')}"
             )
         for service in services:
             if service.managed and service.ready_path:
                 _ready(service, hub, home)
     except BaseException:
         for proc in reversed(started):
-            _stop_tree(proc.pid)
+            stop_tree(proc.pid)
         (home.run / STATE_NAME).unlink(missing_ok=True)
         raise
     AuditLog(home).append("config", user=actor, action="hub.up", url=url)
@@ -284,41 +244,13 @@ def _ready(service: HubService, proc: subprocess.Popen[bytes], home: NodeHome) -
     if not service.ready_path:
         return
     target = service.url + service.prefix + service.ready_path
-    if not _wait(lambda: proc.poll() is not None or _answers(target), START_TIMEOUT) or (
+    if not wait_until(lambda: proc.poll() is not None or _answers(target), START_TIMEOUT) or (
         proc.poll() is not None
     ):
         raise ServiceError(
             f"service {service.name} did not answer at {target}; see {home.run}/*.log:\n"
-            f"{_log_tail(home.run / 'hub.log')}"
+            f"{log_tail(home.run / 'hub.log')}"
         )
-
-
-def _stop_group(pid: int, timeout: float = 20.0) -> None:
-    """SIGTERM the process group led by ``pid``, then SIGKILL what is left."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    if not _wait(lambda: not _alive(pid), timeout):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-    proc = _STARTED.pop(pid, None)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-
-
-def _stop_tree(pid: int, timeout: float = 20.0) -> None:
-    """Stop a process, its group and every descendant (user servers, the proxy and
-    managed services run in sessions of their own)."""
-    leftovers = _descendants(pid) if _alive(pid) else []
-    _stop_group(pid, timeout=timeout)
-    for child in leftovers:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(child, signal.SIGTERM)
-    _wait(lambda: not any(_alive(p) for p in leftovers), 10.0)
-    for child in leftovers:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if _alive(child):
-                os.kill(child, signal.SIGKILL)
 
 
 _HUB_PROCESSES = (b"insitu.hub.", b"jupyterhub", b"configurable-http-proxy")
@@ -373,26 +305,25 @@ def down(home: NodeHome, *, actor: str | None = None) -> bool:
     except (FileNotFoundError, json.JSONDecodeError):
         return False
     state = HubState(**data)
-    was_running = _alive(state.pid) and _is(state.pid, b"jupyterhub")
+    was_running = _hub_alive(state)
     if was_running:
-        _stop_tree(state.pid, timeout=30.0)
-    for pid in state.outside_pids.values():
-        if _alive(pid):
-            _stop_group(pid)
+        stop_tree(state.pid, timeout=30.0, started=state.started_at)
+    recorded = state.outside_started or {}
+    for name, pid in state.outside_pids.items():
+        if is_alive(pid, recorded.get(name)):
+            stop_tree(pid, started=recorded.get(name))
     # A hub that crashed leaves its proxy behind (it runs in a session of its own).
     proxy_pid = home.run / "proxy.pid"
     with contextlib.suppress(OSError, ValueError):
         pid = int(proxy_pid.read_text().strip())
-        if _alive(pid) and _is(pid, b"configurable-http-proxy"):
-            _stop_group(pid)
+        if is_alive(pid) and _is(pid, b"configurable-http-proxy"):
+            stop_tree(pid)
     # Last, anything of this node's hub still alive (a crashed hub orphans its services).
     for pid in _orphans(home):
-        _stop_group(pid, timeout=10.0)
+        stop_tree(pid, timeout=10.0)
     path.unlink(missing_ok=True)
     proxy_pid.unlink(missing_ok=True)
-    for pid, proc in list(_STARTED.items()):  # reap what ended (e.g. a crashed hub)
-        if proc.poll() is not None:
-            del _STARTED[pid]
+    reap_finished()  # what ended (e.g. a crashed hub)
     if was_running:
         AuditLog(home).append("config", user=actor, action="hub.down", url=state.url)
     return was_running

@@ -24,6 +24,7 @@ from insitu.federation import analytics_fingerprint, analyze, approvals, process
 from insitu.federation.analytics import AnalysisSpec, analytics_fab, feature_frame
 from insitu.federation.apps import build_fab, fingerprint, run_fab
 from insitu.federation.node_data import SiteData
+from insitu.supervisor import descendants
 
 pytestmark = pytest.mark.slow
 
@@ -477,7 +478,7 @@ def test_a_local_process_cannot_take_a_task(federation):
     finally:
         client.close()
     # No command line of this site's processes carries a task token.
-    for pid in [record.pid, *processes._descendants(record.pid)]:
+    for pid in [record.pid, *descendants(record.pid)]:
         with contextlib.suppress(OSError):
             assert b"--token" not in Path(f"/proc/{pid}/cmdline").read_bytes()
 

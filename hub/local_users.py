@@ -257,9 +257,20 @@ def _shim_python(users_dir: Path) -> str | None:
             capture_output=True,
         )
         pth.write_text(line)
-    for path in [where, *where.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod(0o755 if path.is_dir() or path.name.startswith("python") else 0o644)
+    # Jupyter looks for its config (server extensions: JupyterLab itself) and data (the
+    # lab's static files, widget extensions) under sys.prefix: the shim's are ours.
+    for sub in ("etc", "share"):
+        link, target = where / sub / "jupyter", Path(sys.prefix) / sub / "jupyter"
+        if target.is_dir() and not link.is_symlink():
+            link.parent.mkdir(exist_ok=True)
+            link.symlink_to(target)
+    for folder, dirs, files in os.walk(where):  # not into the links: ours stay as they are
+        Path(folder).chmod(0o755)
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                path.chmod(0o755 if name.startswith("python") else 0o644)
+        dirs[:] = [d for d in dirs if not (Path(folder) / d).is_symlink()]
     return str(python)
 
 

@@ -21,6 +21,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from tornado import web
 
@@ -69,6 +70,13 @@ def _badge(state: str) -> str:
     return f"<span class='badge' style='background:{colour}'>{_e(label)}</span>"
 
 
+def _lab(base_url: str, user: str, notebook: str = "") -> str:
+    """A link into the user's JupyterLab that starts their server first when it is not
+    running (the hub's spawn page, then on to the lab), instead of a "not running" page."""
+    target = f"{base_url}user/{quote(user)}/lab" + (f"/tree/{quote(notebook)}" if notebook else "")
+    return _e(f"{base_url}hub/spawn/{quote(user)}?next={quote(target, safe='')}")
+
+
 def _table(head: list[str], rows: list[list[str]], empty: str) -> str:
     if not rows:
         return f"<p class='muted'>{empty}</p>"
@@ -84,7 +92,7 @@ def page(home: NodeHome, user: str, base_url: str = "/") -> str:
     config = load_config(home)
     role = role_of(home, user) or "researcher"
     now = datetime.now(UTC)
-    lab = f"{base_url}user/{_e(user)}/lab"
+    lab = _lab(base_url, user)
     datasets = []
     for row in stores.datasets(home):
         state, _found = access.status_for(home, user, row["name"])
@@ -182,8 +190,8 @@ def page(home: NodeHome, user: str, base_url: str = "/") -> str:
                 review,
                 "No release is waiting for review.",
             )
-            + f"<a class='button' href='{lab}/tree/{STEWARD_NOTEBOOK}'>Review in the steward "
-            "panel</a></section>"
+            + f"<a class='button' href='{_lab(base_url, user, STEWARD_NOTEBOOK)}'>Review in "
+            "the steward panel</a></section>"
         )
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"

@@ -73,6 +73,30 @@ def test_an_unnamed_uid_is_named_by_number():
     assert node_account(2**31 - 7) == f"uid {2**31 - 7}"
 
 
+def test_the_accounts_shim_python_runs_jupyterlab(tmp_path):
+    """The accounts' own small Python (when ours sits in a closed folder) finds what
+    Jupyter keeps under sys.prefix: JupyterLab's server extension and its static files
+    (without them every researcher's /lab was a 404)."""
+    from insitu.hub.local_users import _shim_python
+
+    python = _shim_python(tmp_path / "users")
+    assert python is not None, "needs the system's python3 of our minor version"
+    probe = (
+        "import os, jupyterlab\n"
+        "from jupyter_core.paths import jupyter_config_path, jupyter_path\n"
+        "conf = [os.path.join(p, 'jupyter_server_config.d', 'jupyterlab.json') "
+        "for p in jupyter_config_path()]\n"
+        "static = [os.path.join(p, 'lab', 'static') for p in jupyter_path()]\n"
+        "print(any(map(os.path.isfile, conf)), any(map(os.path.isdir, static)))\n"
+    )
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    found = subprocess.run(
+        [python, "-c", probe], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
+    assert found == ["True", "True"]
+    assert _shim_python(tmp_path / "users") == python  # again: kept as it is
+
+
 def test_up_as_root_refuses_a_shared_home_and_init_moves_it_to_own_accounts(
     home, monkeypatch, capsys
 ):

@@ -18,7 +18,8 @@ def test_a_researcher_sees_datasets_requests_and_releases(hub_home) -> None:
     assert "pending" in shown and "<script>alert" not in shown and "&lt;script&gt;" in shown
     assert "Nothing submitted yet" in shown, "ada's release is not bob's"
     assert "Waiting for a steward" not in shown
-    assert "/user/bob/lab" in shown
+    # Into JupyterLab through the hub's spawn page (the server starts if it is not running).
+    assert "/hub/spawn/bob?next=%2Fuser%2Fbob%2Flab" in shown
 
 
 def test_a_steward_sees_what_waits_for_them(hub_home) -> None:
@@ -28,5 +29,5 @@ def test_a_steward_sees_what_waits_for_them(hub_home) -> None:
     shown = page(hub_home, "sam")
     assert "Waiting for a steward (2)" in shown
     assert f"#{filed.id}" in shown and "noise study" in shown and "counts.csv" in shown
-    assert "06-steward-review.ipynb" in shown
+    assert "/hub/spawn/sam?next=%2Fuser%2Fsam%2Flab%2Ftree%2F06-steward-review.ipynb" in shown
     assert "no access" in shown, "sam has no approval himself"

@@ -246,7 +246,8 @@ def test_ingest_job_publishes_on_the_charts_volume_layout(tmp_path):
     (container,) = job["containers"]
     config = by_kind(objects, "ConfigMap")["insitu-config"]["data"]["insitu.toml"]
     # One folder per volume, placed where the pod mounts it.
-    volumes = {name: tmp_path / "volumes" / name for name in ("state", "stores", "private")}
+    names = ("state", "stores", "private", "fingerprints")
+    volumes = {name: tmp_path / "volumes" / name for name in names}
     for folder in volumes.values():
         folder.mkdir(parents=True)
     home = tmp_path / "pod" / "var" / "lib" / "insitu"
@@ -258,6 +259,8 @@ def test_ingest_job_publishes_on_the_charts_volume_layout(tmp_path):
     (home / "stores").symlink_to(volumes["stores"])
     (home / "private").symlink_to(volumes["private"])
     (volumes["private"] / "site.key").write_text("ab" * 32 + "\n")  # the Secret's item
+    assert mounts["/var/lib/insitu/private/fingerprints"]["name"] == "fingerprints"
+    (volumes["private"] / "fingerprints").symlink_to(volumes["fingerprints"])
     command = [
         str(trial.dicom_dir("site-a")) if word == "/source" else word
         for word in container["command"]
@@ -274,6 +277,8 @@ def test_ingest_job_publishes_on_the_charts_volume_layout(tmp_path):
     assert (volumes["state"] / "catalog.sqlite").exists()
     assert list((volumes["state"] / "audit").iterdir())
     assert (volumes["private"] / "staging").is_dir()  # work in progress stays private
+    # the pixel-provenance index on its own claim, where the airlock and SuperNode read it
+    assert (volumes["fingerprints"] / "index.json").is_file()
 
 
 @pytest.mark.parametrize("name", ["access", "gate", "airlock", "site"])

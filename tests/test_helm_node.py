@@ -38,7 +38,8 @@ from helm_render import (
 from insitu.config import parse_config
 
 MINIMAL = {"site": {"name": "hospital-a"}}
-INSITU_CLAIMS = {"insitu-state", "insitu-stores", "insitu-private"}
+INSITU_CLAIMS = {"insitu-state", "insitu-stores", "insitu-private", "insitu-fingerprints"}
+FINGERPRINTS = "/var/lib/insitu/private/fingerprints"  # fingerprints_dir() of the node home
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +159,11 @@ def test_private_area_and_site_key_only_in_ingest(node_objects):
     for owner, pod in pod_specs(insitu_only(node_objects)):
         claims = {c for c, _ in _claims(pod).values()}
         secrets = {v["secret"]["secretName"] for v in pod["spec"]["volumes"] if "secret" in v}
-        private_mounts = [m for m in _mounts(pod) if "/private" in m["mountPath"]]
+        private_mounts = [
+            m
+            for m in _mounts(pod)
+            if "/private" in m["mountPath"] and m["mountPath"] != FINGERPRINTS
+        ]
         if component(owner) == "ingest":
             assert "insitu-private" in claims
             assert "insitu-site-key" in secrets
@@ -166,6 +171,22 @@ def test_private_area_and_site_key_only_in_ingest(node_objects):
             assert "insitu-private" not in claims, component(owner)
             assert "insitu-site-key" not in secrets, component(owner)
             assert not private_mounts, component(owner)
+
+
+def test_fingerprint_index_is_read_only_in_airlock_and_supernode_only(node_objects):
+    """Their disclosure checks read private/fingerprints (else the index is empty there and
+    pixel provenance checks nothing); only the ingest writes it; nobody else sees it."""
+    seen: dict[str, bool] = {}
+    for owner, pod in pod_specs(insitu_only(node_objects)):
+        claims = _claims(pod)
+        for container in pod["spec"]["containers"]:
+            for mount in container.get("volumeMounts", []):
+                claim, vol_ro = claims.get(mount["name"], (None, False))
+                if claim != "insitu-fingerprints":
+                    continue
+                assert mount["mountPath"] == FINGERPRINTS and "subPath" not in mount
+                seen[component(owner)] = bool(mount.get("readOnly")) and vol_ro
+    assert seen == {"ingest": False, "airlock": True, "supernode": True}
 
 
 def test_user_pods_get_no_node_volume():
@@ -178,7 +199,7 @@ def test_user_pods_get_no_node_volume():
     )
     for claim in INSITU_CLAIMS:
         assert claim not in text
-    assert "/var/lib/insitu" not in text
+    assert "/var/lib/insitu" not in text and "fingerprints" not in text  # nor the index
     # dask workers and schedulers run researchers' code too.
     backend = values["dask-gateway"]["gateway"]["backend"]
     for role in ("scheduler", "worker"):
@@ -195,6 +216,7 @@ def test_no_rendered_pod_outside_the_node_mounts_node_volumes(node_objects):
         "insitu-state": {"access", "gate", "airlock", "site", "ingest", "supernode", "hub"},
         "insitu-stores": {"gate", "ingest", "supernode"},
         "insitu-private": {"ingest"},
+        "insitu-fingerprints": {"ingest", "airlock", "supernode"},
     }
     seen = set()
     for owner, pod in pod_specs(node_objects):

@@ -78,7 +78,7 @@ seccompProfile:
 {{/*
 Volumes. "state" is the node home (catalog, audit log, airlock, federation
 approvals); "stores" the published stores; "private" the site key, pseudonym
-links and quarantine. The templates decide per component which of them a pod
+links and quarantine; "fingerprints" the pixel-provenance index. The templates decide per component which of them a pod
 gets, and how: see docs/deploy.md ("What is mounted where").
 */}}
 {{- define "insitu.stateVolume" -}}
@@ -91,6 +91,25 @@ gets, and how: see docs/deploy.md ("What is mounted where").
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.security.tmpSizeLimit }}
+{{- end -}}
+
+{{/*
+The pixel-provenance index (private/fingerprints) for the pods whose disclosure
+checks read it (airlock, SuperNode): its own claim, read-only, at the path the
+engine reads (insitu.disclosure.provenance.fingerprints_dir). No other part of
+the private area comes with it.
+*/}}
+{{- define "insitu.fingerprintsMount" -}}
+- name: fingerprints
+  mountPath: {{ include "insitu.home" . }}/private/fingerprints
+  readOnly: true
+{{- end -}}
+
+{{- define "insitu.fingerprintsVolume" -}}
+- name: fingerprints
+  persistentVolumeClaim:
+    claimName: {{ include "insitu.claimName" (dict "root" . "volume" "fingerprints") }}
+    readOnly: true
 {{- end -}}
 
 {{- define "insitu.stateMounts" -}}

@@ -69,6 +69,8 @@ spec:
           mountPath: {{ include "insitu.home" . }}/stores
         - name: private
           mountPath: {{ include "insitu.home" . }}/private
+        - name: fingerprints
+          mountPath: {{ include "insitu.home" . }}/private/fingerprints
         - name: site-key
           mountPath: {{ include "insitu.home" . }}/private/site.key
           subPath: site.key
@@ -94,6 +96,9 @@ spec:
     - name: private
       persistentVolumeClaim:
         claimName: {{ include "insitu.claimName" (dict "root" . "volume" "private") }}
+    - name: fingerprints
+      persistentVolumeClaim:
+        claimName: {{ include "insitu.claimName" (dict "root" . "volume" "fingerprints") }}
     - name: site-key
       secret:
         secretName: {{ .Values.siteKey.existingSecret | quote }}

@@ -172,3 +172,37 @@ def test_published_pixels_still_match_pydicom_after_single_parse(
         values = ds.image(ds.series.iloc[0]["series_id"]).values
         expected = pydicom.dcmread(dicom_file(name)).pixel_array
         np.testing.assert_array_equal(values[0], expected, err_msg=name)
+
+
+def _lossy_copy(original: Path, dst: Path, *, linked: bool) -> Path:
+    """Another instance at the original's position (as pydicom-data's 693_J2KI): with
+    ``linked`` it declares itself a lossy copy naming the original in Source Image Sequence."""
+    ds = pydicom.dcmread(original)
+    source_uid = ds.SOPInstanceUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    if linked:
+        ds.LossyImageCompression = "01"
+        ref = pydicom.Dataset()
+        ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = ds.SOPClassUID, source_uid
+        ds.SourceImageSequence = [ref]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def test_lossy_copy_beside_its_original_is_skipped_an_unlinked_one_refuses(
+    home: NodeHome, series: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = sorted(series.iterdir())[0]
+    linked = _lossy_copy(first, tmp_path / "a" / "lossy.dcm", linked=True)
+    code, report = run_json(["ingest", str(series), str(linked), "--dataset", "ct"], capsys)
+    fates = _fates(report)
+    assert code == 0 and report["series_counts"] == {"published": 1, "not_published": 0}
+    assert fates["lossy.dcm"]["fate"] == "skipped"
+    assert fates["lossy.dcm"]["reason"].startswith(f"a lossy-compressed copy of {first}")
+    assert open_dataset("ct").series.iloc[0]["shape"] == (6, 128, 128)
+    # the same without the link: two images at one position, the series is refused
+    unlinked = _lossy_copy(first, tmp_path / "b" / "other.dcm", linked=False)
+    code, report = run_json(["ingest", str(series), str(unlinked), "--dataset", "ct2"], capsys)
+    assert code == EXIT_QUARANTINED and report["series_counts"]["published"] == 0
+    assert "duplicate slice position" in _fates(report)["other.dcm"]["reason"]

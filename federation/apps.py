@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 RESULT_PREFIX = "INSITU-RESULT "
+# How often a ServerApp looks for the sites' replies and a researcher's client for the
+# run's end (Flower's own Grid.send_and_receive waits 3 s between looks).
+POLL_SECONDS = 0.2
 TOKEN_ENV = "INSITU_COORDINATOR_TOKEN"  # noqa: S105 (a variable name, not a secret)
 
 
@@ -192,7 +195,7 @@ class RunHandle:
                         f"run {self.run_id} did not finish within {timeout:.0f} s (status "
                         f"{status}); stop it with `flwr stop` or wait and read `flwr log`"
                     )
-                time.sleep(0.5)
+                time.sleep(POLL_SECONDS)
             logs = "".join(
                 r.log_output for r in client.StreamLogs(StreamLogsRequest(run_id=self.run_id))
             )
@@ -306,7 +309,7 @@ def online_nodes(grid: Any) -> list[int]:
 
 
 def send_and_collect(
-    grid: Any, messages: list[Any], *, timeout: float, poll: float = 1.0
+    grid: Any, messages: list[Any], *, timeout: float, poll: float = POLL_SECONDS
 ) -> list[Any]:
     """Like ``Grid.send_and_receive``, but stop waiting for sites that left.
 

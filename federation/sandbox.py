@@ -75,6 +75,10 @@ class RemoteSiteData:
 
 
 def _run(channel: Channel) -> bytes:
+    # Libraries every shipped app uses, loaded before the task (a sandbox may be started
+    # ahead of it): installed site code, not the app's.
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
     from flwr.cli.install import install_from_fab
     from flwr.clientapp.utils import get_load_client_app_fn
     from flwr.common.serde import context_from_proto, message_from_proto, message_to_proto

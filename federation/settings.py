@@ -61,6 +61,16 @@ HELP: dict[str, str] = {
         "seconds an approved app may take for one message in its sandbox before the site "
         "stops it and replies with an error (code 4004)"
     ),
+    "poll_interval": (
+        "seconds the site's SuperNode waits between asking the coordinator for work when it "
+        "has none, and between looks for a finished reply to send (Flower 1.42 waits 3 s and "
+        "0.5 s); read when the site starts"
+    ),
+    "prestart": (
+        "start the next task's runner and sandbox processes while the site is idle, so a "
+        "message does not wait for Python start-up and imports; they run no app code before "
+        "a task's app is approved (one idle pair per site); read when the site starts"
+    ),
     "max_values_per_reply": (
         "most numbers (array entries and metrics) one reply may carry, whatever the app's "
         "egress manifest allows"
@@ -88,6 +98,8 @@ class FederationSettings:
     require_identity: bool = True
     identity_max_age: int = 24 * 3600
     sandbox_timeout: float = 900.0
+    poll_interval: float = 0.5
+    prestart: bool = True
     max_values_per_reply: int = 1_000_000
     max_values_per_run: int = 10_000_000
     trusted_homes: dict[str, str] = field(default_factory=dict)
@@ -147,6 +159,8 @@ def _validate(settings: FederationSettings, source: str) -> None:
         fail("identity_max_age", "must be at least 60 seconds")
     if settings.sandbox_timeout <= 0:
         fail("sandbox_timeout", "must be positive")
+    if not 0.05 <= settings.poll_interval <= 60:
+        fail("poll_interval", f"must lie in [0.05, 60] seconds, not {settings.poll_interval}")
     for key in ("max_values_per_reply", "max_values_per_run"):
         if getattr(settings, key) < 1:
             fail(key, "must be at least 1")

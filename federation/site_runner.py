@@ -22,13 +22,21 @@ For one task it:
 Every failure (the app raising, hanging, sending garbage, a mod breaking on
 the reply) ends in an error reply with a code and a fixed text, and the task
 is always finished, so the site goes on serving other runs.
+
+A runner may be started ahead of its task (``--insitu-home``, the site
+executor's ``prestart``): it imports what it needs and starts its sandbox
+(which imports Flower and waits for its task), then waits for the token. No
+app code runs before step 2 has passed. One line per task in the site's log
+says where the time went (pull, admission, app, check, push).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import pickle
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +47,73 @@ from typing import Any
 __all__ = ["main"]
 
 NODE_HOME_KEY = "insitu-home"
+# A sandbox started ahead of the task ("python": the hub.user_python it was started with).
+_SPARE: dict[str, Any] = {}
+# Seconds per step of this task, for the site log's line.
+_TIMES: dict[str, float] = {}
+
+
+def _prestart(home: str) -> None:
+    """Start this task's sandbox now (it imports Flower, then waits for the task)."""
+    from insitu.config import NodeHome, load_config
+    from insitu.federation import sandbox_launch
+
+    try:
+        python = load_config(NodeHome(Path(home))).hub.user_python
+        _SPARE["box"], _SPARE["python"] = sandbox_launch.start(python), python
+    except Exception as exc:  # only costs time: the task then starts its own sandbox
+        what = type(exc).__name__
+        print(f"insitu site runner: no sandbox started ahead ({what})", file=sys.stderr)
+
+
+def _take_sandbox(configured_python: str) -> Any:
+    """The sandbox started ahead when it still fits the site's config, else a new one."""
+    from insitu.federation import sandbox_launch
+
+    box = _SPARE.pop("box", None)
+    python = _SPARE.pop("python", None)
+    if box is not None:
+        if python == configured_python and box.process.poll() is None:
+            _TIMES["prestarted"] = 1.0
+            return box
+        box.stop()
+    return sandbox_launch.start(configured_python)
+
+
+def _drop_spare() -> None:
+    box = _SPARE.pop("box", None)
+    _SPARE.clear()
+    if box is not None:
+        box.stop()
+
+
+def _preload() -> None:
+    """Import what a task needs before the task comes (a runner started ahead is ready)."""
+
+    import insitu.federation.admission
+    import insitu.federation.approvals
+    import insitu.federation.checker
+    import insitu.federation.data_service
+    import insitu.federation.ledger
+    import insitu.federation.manifest
+    import insitu.federation.policy
+    import insitu.federation.run_budget
+    import insitu.federation.sandbox_launch
+    import insitu.federation.site_mod
+
+    with contextlib.suppress(ImportError):
+        import insitu.disclosure  # noqa: F401
+
+
+def _timing_line(run_id: Any, message_type: str) -> str:
+    names = [name for name in ("pull", "admit", "app", "push") if name in _TIMES]
+    steps = ", ".join(f"{name} {_TIMES[name]:.2f} s" for name in names)
+    check = f", check {_TIMES['check'] * 1000:.1f} ms" if "check" in _TIMES else ""
+    ahead = "yes" if _TIMES.get("prestarted") else "no"
+    return (
+        f"insitu site runner: run {run_id} {message_type}: {steps}{check} "
+        f"(sandbox started ahead: {ahead})"
+    )
 
 
 def _error(code: int, reason: str, reply_to: Any) -> Any:
@@ -63,10 +138,17 @@ class AppCall:
         self.isolation: dict[str, Any] = {}
 
     def __call__(self, message: Any, context: Any) -> Any:
+        entered = _TIMES["enter"] = time.perf_counter()
+        try:
+            return self._call(message, context)
+        finally:
+            _TIMES["app"] = time.perf_counter() - entered - _TIMES.get("check", 0.0)
+
+    def _call(self, message: Any, context: Any) -> Any:
         from flwr.app import Context, RecordDict
         from flwr.common.serde import context_to_proto, message_to_proto
 
-        from insitu.federation import node_data, sandbox_launch
+        from insitu.federation import node_data
         from insitu.federation.channel import ChannelClosedError
         from insitu.federation.data_service import DataService
 
@@ -98,7 +180,7 @@ class AppCall:
                 "settings": data.settings,
             },
         }
-        box = sandbox_launch.start(self.config.hub.user_python)
+        box = _take_sandbox(self.config.hub.user_python)
         self.isolation = box.isolation
         limits = {b"Q": 1 << 20, b"R": self.config.policy.max_reply_bytes + 65536, b"E": 65536}
         deadline = time.monotonic() + self.timeout
@@ -113,7 +195,11 @@ class AppCall:
                 if service.refusal is not None:
                     return self._refuse(message, [str(service.refusal)], 0)
                 if kind == b"R":
-                    return self._check(message, payload, service)
+                    started = time.perf_counter()
+                    try:
+                        return self._check(message, payload, service)
+                    finally:
+                        _TIMES["check"] = time.perf_counter() - started
                 return self._app_failed(message, "the app raised an exception")
         except TimeoutError:
             return self._app_failed(
@@ -391,11 +477,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--root-certificates", default=None)
     parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument("--insitu-home", default=None, help="start the sandbox ahead")
     args = parser.parse_args(argv)
-    token = sys.stdin.readline().strip()  # from the site executor, never on argv
-
-    from flwr.common.constant import ErrorCode, SubStatus
+    # `insitu federation stop` (SIGTERM) while waiting: still remove the sandbox's folder.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     from flwr.supercore.app_utils import start_parent_process_monitor
+
+    if args.parent_pid is not None:
+        start_parent_process_monitor(args.parent_pid)
+    try:
+        _preload()
+        if args.insitu_home:
+            _prestart(args.insitu_home)
+        token = sys.stdin.readline().strip()  # from the site executor, never on argv
+        if not token:  # the executor stopped before it had a task for this runner
+            return 0
+        return _serve(args, token)
+    finally:
+        _drop_spare()
+
+
+def _serve(args: argparse.Namespace, token: str) -> int:
+    """Pull the task, handle it, push the reply and the task's status."""
+    from flwr.common.constant import ErrorCode, SubStatus
     from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
     from flwr.supercore.interceptors import (
         RuntimeTokenHttpInterceptor,
@@ -410,8 +514,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         push_task_output,
     )
 
-    if args.parent_pid is not None:
-        start_parent_process_monitor(args.parent_pid)
     retry = make_simple_http_retry_invoker()
     client = RuntimeHttpClient.from_server_address(
         server_address=args.runtime_api_address,
@@ -429,8 +531,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     heartbeat.start()
     context = None
     sub_status, details, code = SubStatus.FAILED, "site runner failed", 1
+    run_id: Any = "?"
+    message_type = "?"
     try:
+        started = time.perf_counter()
         message, context, run, fab = pull_task_input(client)
+        run_id, message_type = run.run_id, message.metadata.message_type
+        pulled = time.perf_counter()
+        _TIMES["pull"] = pulled - started
         try:
             reply = _handle(message, context, run, fab)
             sub_status, details, code = SubStatus.COMPLETED, "", 0
@@ -443,13 +551,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        if "enter" in _TIMES:
+            _TIMES["admit"] = _TIMES.pop("enter") - pulled
+        pushing = time.perf_counter()
         push_message(client, reply, context)
+        _TIMES["push"] = time.perf_counter() - pushing
     finally:
         retry.max_tries = 1
         push_task_output(client=client, context=context, sub_status=sub_status, details=details)
         if heartbeat.is_running:
             heartbeat.stop()
         client.close()
+        print(_timing_line(run_id, message_type), file=sys.stderr, flush=True)
     return code
 
 

@@ -1,0 +1,77 @@
+"""Flower's SuperNode (``flower-supernode``) with the site's poll interval.
+
+Flower 1.42's SuperNode asks the coordinator for a message, and when there is
+none waits 3 s before asking again; after handing a message to the site's
+executor it looks for the finished reply every 0.5 s. Both waits are literals
+in ``flwr.supernode.start_client_internal`` (``time.sleep(3)``,
+``time.sleep(0.5)``): no flag or environment variable sets them. Every
+federated message therefore waited up to 3 s at each site before it started.
+
+This entry point runs the same SuperNode (Flower's own ``flower_supernode``,
+same arguments) with every wait of that module capped at
+``[federation] poll_interval`` (default 0.5 s): one small request per
+interval from an idle site to the coordinator. :mod:`insitu.federation.site_service`
+starts the SuperNode through it.
+
+    python -m insitu.federation.supernode --poll-interval 0.5 -- ARGS OF flower-supernode
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+__all__ = ["CappedClock", "cap_waits", "main"]
+
+POLL_OPTION = "--poll-interval"
+
+
+class CappedClock:
+    """The ``time`` module, except that ``sleep`` waits at most ``cap`` seconds."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, self.cap))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def cap_waits(cap: float) -> ModuleType:
+    """Cap the waits of Flower's SuperNode loop at ``cap`` seconds; return the module."""
+    from flwr.supernode import start_client_internal as loop
+
+    setattr(loop, "time", CappedClock(cap))  # noqa: B010 (the module's `time`, not exported)
+    return loop
+
+
+def split_argv(argv: Sequence[str]) -> tuple[float | None, list[str]]:
+    """``--poll-interval X [--] REST`` -> (X, REST); (None, argv) without the option."""
+    args = list(argv)
+    cap = None
+    if args[:1] == [POLL_OPTION] and len(args) >= 2:
+        cap = float(args[1])
+        args = args[2:]
+    if args[:1] == ["--"]:
+        args = args[1:]
+    return cap, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cap, rest = split_argv(sys.argv[1:] if argv is None else argv)
+    if cap is not None:
+        cap_waits(cap)
+    from flwr.supernode.cli import flower_supernode
+
+    sys.argv = ["flower-supernode", *rest]
+    flower_supernode()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

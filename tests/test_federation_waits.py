@@ -1,0 +1,111 @@
+"""The site's waits: the SuperNode's poll interval and the runner started ahead.
+
+Flower 1.42's SuperNode waits a fixed 3 s between polls; the site runs it through
+insitu.federation.supernode with the wait capped at [federation] poll_interval.
+A runner started ahead (prestart) imports and starts its sandbox before a task
+exists; without a task it ends and leaves nothing behind. (Timings are measured
+in bench/bench_round.py, never here.)
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from insitu.config import NodeHome, init_home
+from insitu.errors import ConfigError
+from insitu.federation import site_service, supernode
+from insitu.federation.settings import parse_federation
+
+
+def test_the_pinned_supernode_loop_still_waits_through_its_module_clock():
+    # If a Flower upgrade changes the loop, the cap no longer applies: this says so.
+    from flwr.supernode import start_client_internal as loop
+
+    source = inspect.getsource(loop)
+    assert "time.sleep(3)" in source
+    assert "time.sleep(0.5)" in source
+
+
+def test_the_cap_shortens_long_waits_only(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(supernode.time, "sleep", slept.append)
+    clock = supernode.CappedClock(0.25)
+    clock.sleep(3)
+    clock.sleep(0.1)
+    assert slept == [0.25, 0.1]
+    assert clock.monotonic is time.monotonic  # everything else is the time module
+
+
+def test_cap_waits_replaces_the_loop_modules_clock(monkeypatch):
+    from flwr.supernode import start_client_internal as loop
+
+    monkeypatch.setattr(loop, "time", loop.time)  # restored afterwards
+    assert supernode.cap_waits(0.5) is loop
+    assert isinstance(loop.time, supernode.CappedClock) and loop.time.cap == 0.5
+
+
+def test_supernode_arguments_pass_through():
+    assert supernode.split_argv(["--poll-interval", "0.2", "--", "--insecure"]) == (
+        0.2,
+        ["--insecure"],
+    )
+    plain = ["--insecure", "--port", "1"]
+    assert supernode.split_argv(plain) == (None, plain)
+
+
+def test_the_site_service_runs_flower_supernode_with_the_sites_interval(tmp_path):
+    home = NodeHome(tmp_path / "site")
+    init_home(home, "site-a")
+    command = [
+        "/venv/bin/flower-supernode",
+        "--insecure",
+        "--node-config",
+        f'insitu-home="{home.root}" insitu-dataset="locat"',
+    ]
+    assert site_service.node_home_of(command) == str(home.root)
+    settings = site_service._settings(site_service.node_home_of(command))
+    assert settings.poll_interval == 0.5 and settings.prestart
+    rewritten = site_service.supernode_command(command, 0.5)
+    assert rewritten[:3] == [sys.executable, "-m", "insitu.federation.supernode"]
+    assert rewritten[3:6] == ["--poll-interval", "0.5", "--"]
+    assert rewritten[6:] == command[1:]
+    # Anything else (a wrapper the operator chose) is left alone.
+    assert site_service.supernode_command(["other", "--x"], 0.5) == ["other", "--x"]
+    assert site_service.node_home_of(["flower-supernode", "--insecure"]) is None
+
+
+def test_poll_interval_and_prestart_are_validated():
+    assert parse_federation({"poll_interval": 2, "prestart": False}).poll_interval == 2.0
+    with pytest.raises(ConfigError, match="poll_interval must lie in"):
+        parse_federation({"poll_interval": 0})
+    with pytest.raises(ConfigError, match="prestart must be true or false"):
+        parse_federation({"prestart": "yes"})
+
+
+def test_a_runner_started_ahead_ends_without_a_task_and_leaves_no_sandbox(tmp_path):
+    home = NodeHome(tmp_path / "site")
+    init_home(home, "site-a")
+    before = set(Path("/tmp").glob("insitu-app-*"))
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "insitu.federation.site_runner",
+            "--runtime-api-address",
+            "127.0.0.1:1",
+            "--insecure",
+            "--insitu-home",
+            str(home.root),
+        ],
+        stdin=subprocess.DEVNULL,  # the executor ended before it had a task for this runner
+        stderr=subprocess.PIPE,
+    )
+    _, err = runner.communicate(timeout=300)
+    assert runner.returncode == 0, err.decode()[-2000:]
+    assert set(Path("/tmp").glob("insitu-app-*")) <= before

@@ -102,7 +102,12 @@ def _env(name: str, what: str) -> str:
 
 
 class GateStore(Store):
-    """Read-only access to one dataset version through the gate."""
+    """Read-only access to one dataset version through the gate.
+
+    It passes zarr's own store conformance tests (``zarr.testing.store.StoreTests``,
+    tests/test_gate_store_conformance.py) against a real gate, every write refused.
+    Reads need no ``open()``: the version is pinned when the store is made.
+    """
 
     supports_writes = False
     supports_deletes = False
@@ -116,7 +121,10 @@ class GateStore(Store):
         *,
         url: str | None = None,
         token: str | None = None,
+        read_only: bool = True,
     ) -> None:
+        if not read_only:
+            raise ValueError("a GateStore is read-only: data at a site is never changed remotely")
         super().__init__(read_only=True)
         self.url = (url or _env("INSITU_GATE_URL", "the gate's URL")).rstrip("/") + "/"
         token = token or _env("JUPYTERHUB_API_TOKEN", "the hub token of this server")
@@ -136,7 +144,6 @@ class GateStore(Store):
                 + ", ".join(info["versions"])
             )
         self._base = f"{self.url}stores/{quote(dataset, safe='')}/{quote(self.version, safe='')}/"
-        self._is_open = True
 
     def _open_pool(self) -> None:
         retries = urllib3.Retry(total=2, redirect=0, status=0, raise_on_status=False)
@@ -208,6 +215,8 @@ class GateStore(Store):
             headers["Range"] = f"bytes={byte_range.offset}-"
         elif isinstance(byte_range, SuffixByteRequest):
             headers["Range"] = f"bytes=-{byte_range.suffix}"
+        elif byte_range is not None:
+            raise TypeError(f"Unexpected byte_range, got {byte_range!r}")
         return self._request(method, self._base + quote(key, safe="/"), headers)
 
     @staticmethod

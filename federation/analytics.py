@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from insitu.errors import DatasetNotFoundError, InvalidRequestError
+from insitu.federation.app_package import AppPackage, entry_module
 
 __all__ = [
     "IMAGE_FEATURES",
@@ -515,29 +516,17 @@ def _wait_for_nodes(grid: Any, minimum: int, timeout: float) -> list[int]:
 # The FAB: a tiny module pointing at this installed code (sites are offline and
 # run only pre-installed code; the fingerprint pins the app's name, version
 # and configuration).
-_PYPROJECT = f"""\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "{APP_NAME}"
-version = "{APP_VERSION}"
-description = "insitu built-in federated analytics: counts, moments, histograms, quantiles"
-license = "Apache-2.0"
-dependencies = ["flwr>=1.42", "insitu"]
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "insitu"
-
-[tool.flwr.app.components]
-serverapp = "insitu_analytics_app:server"
-clientapp = "insitu_analytics_app:client"
-
-[tool.flwr.app.config]
+PACKAGE = AppPackage(
+    name=APP_NAME,
+    version=APP_VERSION,
+    description="insitu built-in federated analytics: counts, moments, histograms, quantiles",
+    dependencies=("flwr>=1.42", "insitu"),
+    module="insitu_analytics_app",
+    entry=entry_module(
+        "insitu built-in federated analytics (the code is insitu.federation.analytics).",
+        "insitu.federation.analytics",
+    ),
+    config="""\
 dataset = ""
 feature = ""
 by = ""
@@ -548,6 +537,8 @@ timeout = 120.0
 # The researcher's identity, signed by their home site (insitu.federation.identity).
 insitu-identity = ""
 
+""",
+    egress="""\
 [tool.insitu.egress]
 message-types = ["query"]
 max-replies = 1
@@ -601,15 +592,8 @@ name = "summary/g:*/sketch_counts"
 dtype = "int64"
 shape = [-1]
 max-count = 64
-"""
-
-_MODULE = '''"""insitu built-in federated analytics (the code is insitu.federation.analytics)."""
-
-from insitu.federation.analytics import client_app, server_app
-
-client = client_app()
-server = server_app()
-'''
+""",
+)
 
 
 def client_app() -> Any:
@@ -621,7 +605,7 @@ def server_app() -> Any:
 
 
 def analytics_fab_files() -> dict[str, bytes]:
-    return {"pyproject.toml": _PYPROJECT.encode(), "insitu_analytics_app.py": _MODULE.encode()}
+    return PACKAGE.files()
 
 
 def analytics_fab() -> bytes:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from insitu.federation.app_package import AppPackage, entry_module
+
 __all__ = ["run_training", "training_fab", "training_fingerprint"]
 
 APP_NAME = "insitu-train-cnn"
@@ -261,30 +263,20 @@ def secagg_server_app() -> Any:
 # --- the FABs -------------------------------------------------------------
 
 
-def _pyproject(name: str, module: str) -> str:
-    return f"""\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
+def _package(name: str, module: str, entry: str) -> AppPackage:
+    return AppPackage(
+        name=name,
+        version=APP_VERSION,
+        description="insitu example: federated CNN on CT slices (upper vs lower abdomen)",
+        dependencies=("flwr>=1.42", "insitu[torch]"),
+        module=module,
+        entry=entry,
+        config=_CONFIG,
+        egress=_egress(name),
+    )
 
-[project]
-name = "{name}"
-version = "{APP_VERSION}"
-description = "insitu example: federated CNN on CT slices (upper vs lower abdomen)"
-license = "Apache-2.0"
-dependencies = ["flwr>=1.42", "insitu[torch]"]
 
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "insitu"
-
-[tool.flwr.app.components]
-serverapp = "{module}:server"
-clientapp = "{module}:client"
-
-[tool.flwr.app.config]
+_CONFIG = """\
 num-rounds = 3
 min-sites = 2
 wait-for-sites = 0
@@ -295,7 +287,7 @@ proximal-mu = 0.0
 slices-per-subject = 8
 # The researcher's identity, signed by their home site (insitu.federation.identity).
 insitu-identity = ""
-""" + _egress(name)
+"""
 
 
 # The demo CNN's parameters (train_cnn.make_model), in state-dict order.
@@ -327,37 +319,25 @@ metrics = {metrics}
 {arrays}"""
 
 
-_MODULE = '''"""insitu example app (the code is insitu.federation.train_app)."""
-
-from insitu.federation.train_app import client_app, server_app
-
-client = client_app()
-server = server_app()
-'''
-
-_SECAGG_MODULE = '''"""insitu example app with SecAgg+ (the code is insitu.federation.train_app)."""
-
-from insitu.federation.train_app import legacy_client_app, secagg_server_app
-
-client = legacy_client_app()
-server = secagg_server_app()
-'''
+_MODULE = entry_module(
+    "insitu example app (the code is insitu.federation.train_app).", "insitu.federation.train_app"
+)
+_SECAGG_MODULE = entry_module(
+    "insitu example app with SecAgg+ (the code is insitu.federation.train_app).",
+    "insitu.federation.train_app",
+    client="legacy_client_app",
+    server="secagg_server_app",
+)
 
 
 def training_fab(*, secagg: bool = False) -> bytes:
     from insitu.federation.apps import build_fab
 
     if secagg:
-        files = {
-            "pyproject.toml": _pyproject(APP_NAME + "-secagg", "insitu_train_secagg").encode(),
-            "insitu_train_secagg.py": _SECAGG_MODULE.encode(),
-        }
+        package = _package(APP_NAME + "-secagg", "insitu_train_secagg", _SECAGG_MODULE)
     else:
-        files = {
-            "pyproject.toml": _pyproject(APP_NAME, "insitu_train_app").encode(),
-            "insitu_train_app.py": _MODULE.encode(),
-        }
-    return build_fab(files)
+        package = _package(APP_NAME, "insitu_train_app", _MODULE)
+    return build_fab(package.files())
 
 
 def training_fingerprint(*, secagg: bool = False) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from insitu.errors import DatasetNotFoundError, InvalidRequestError
+from insitu.federation.analytic import Analytic
 from insitu.federation.app_package import AppPackage, entry_module
 
 __all__ = [
@@ -516,17 +517,19 @@ def _wait_for_nodes(grid: Any, minimum: int, timeout: float) -> list[int]:
 # The FAB: a tiny module pointing at this installed code (sites are offline and
 # run only pre-installed code; the fingerprint pins the app's name, version
 # and configuration).
-PACKAGE = AppPackage(
-    name=APP_NAME,
-    version=APP_VERSION,
-    description="insitu built-in federated analytics: counts, moments, histograms, quantiles",
-    dependencies=("flwr>=1.42", "insitu"),
-    module="insitu_analytics_app",
-    entry=entry_module(
-        "insitu built-in federated analytics (the code is insitu.federation.analytics).",
-        "insitu.federation.analytics",
-    ),
-    config="""\
+ANALYTIC = Analytic(
+    about="counts, moments, histograms and quantiles of a feature per group",
+    package=AppPackage(
+        name=APP_NAME,
+        version=APP_VERSION,
+        description="insitu built-in federated analytics: counts, moments, histograms, quantiles",
+        dependencies=("flwr>=1.42", "insitu"),
+        module="insitu_analytics_app",
+        entry=entry_module(
+            "insitu built-in federated analytics (the code is insitu.federation.analytics).",
+            "insitu.federation.analytics",
+        ),
+        config="""\
 dataset = ""
 feature = ""
 by = ""
@@ -538,7 +541,7 @@ timeout = 120.0
 insitu-identity = ""
 
 """,
-    egress="""\
+        egress="""\
 [tool.insitu.egress]
 message-types = ["query"]
 max-replies = 1
@@ -593,6 +596,7 @@ dtype = "int64"
 shape = [-1]
 max-count = 64
 """,
+    ),
 )
 
 
@@ -605,20 +609,16 @@ def server_app() -> Any:
 
 
 def analytics_fab_files() -> dict[str, bytes]:
-    return PACKAGE.files()
+    return ANALYTIC.package.files()
 
 
 def analytics_fab() -> bytes:
-    from insitu.federation.apps import build_fab
-
-    return build_fab(analytics_fab_files())
+    return ANALYTIC.fab()
 
 
 def analytics_fingerprint() -> str:
     """What a steward approves to let the built-in analytics read a dataset."""
-    from insitu.federation.apps import fingerprint
-
-    return fingerprint(analytics_fab())
+    return ANALYTIC.fingerprint()
 
 
 def analyze(

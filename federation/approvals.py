@@ -152,17 +152,11 @@ def _audit(home: NodeHome, kind: str, *, user: str | None, dataset: str, **detai
 
 
 def _builtin_manifest(fingerprint: str) -> EgressManifest | None:
-    """The manifest of a built-in app (analytics, training) with this fingerprint."""
-    import hashlib
+    """The manifest of a registered analytic (analytics, training) with this fingerprint."""
+    from insitu.federation.analytic import by_fingerprint
 
-    from insitu.federation.analytics import analytics_fab
-    from insitu.federation.train_app import training_fab
-
-    for make in (analytics_fab, lambda: training_fab(), lambda: training_fab(secagg=True)):
-        fab = make()
-        if hashlib.sha256(fab).hexdigest() == fingerprint:
-            return manifest_from_fab(fab)
-    return None
+    analytic = by_fingerprint(fingerprint)
+    return None if analytic is None else analytic.manifest
 
 
 def derive_manifest(

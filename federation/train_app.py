@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from insitu.federation.analytic import Analytic
 from insitu.federation.app_package import AppPackage, entry_module
 
 __all__ = ["run_training", "training_fab", "training_fingerprint"]
@@ -330,20 +331,22 @@ _SECAGG_MODULE = entry_module(
 )
 
 
-def training_fab(*, secagg: bool = False) -> bytes:
-    from insitu.federation.apps import build_fab
+ANALYTIC = Analytic(
+    _package(APP_NAME, "insitu_train_app", _MODULE),
+    about="example: a CNN trained across sites (FedAvg/FedProx)",
+)
+SECAGG_ANALYTIC = Analytic(
+    _package(APP_NAME + "-secagg", "insitu_train_secagg", _SECAGG_MODULE),
+    about="example: the CNN with SecAgg+ and local differential privacy",
+)
 
-    if secagg:
-        package = _package(APP_NAME + "-secagg", "insitu_train_secagg", _SECAGG_MODULE)
-    else:
-        package = _package(APP_NAME, "insitu_train_app", _MODULE)
-    return build_fab(package.files())
+
+def training_fab(*, secagg: bool = False) -> bytes:
+    return (SECAGG_ANALYTIC if secagg else ANALYTIC).fab()
 
 
 def training_fingerprint(*, secagg: bool = False) -> str:
-    from insitu.federation.apps import fingerprint
-
-    return fingerprint(training_fab(secagg=secagg))
+    return (SECAGG_ANALYTIC if secagg else ANALYTIC).fingerprint()
 
 
 def run_training(

@@ -1,4 +1,5 @@
-"""The built-in federated apps are made from one FAB template (federation/app_package.py).
+"""The built-in federated apps: one FAB template (federation/app_package.py) and the
+analytic contract with its registry (federation/analytic.py).
 
 An app's fingerprint is the hash of its FAB's bytes and sites approve that
 fingerprint, so the files must not change unless the app's version does: the
@@ -13,7 +14,8 @@ import tomllib
 
 import pytest
 
-from insitu.federation import analytics, train_app
+from insitu.errors import InvalidRequestError
+from insitu.federation import analytic, analytics, train_app
 from insitu.federation.app_package import AppPackage, entry_module
 from insitu.federation.manifest import manifest_from_toml
 
@@ -68,3 +70,33 @@ def test_a_new_app_from_the_template():
     assert list(manifest_from_toml(package.pyproject()).message_types) == ["query"]
     code = package.files()["insitu_example_app.py"].decode()
     assert "from insitu.federation.analytics import client_app, server_app" in code
+
+
+def test_the_registry_holds_the_built_in_analytics():
+    names = [a.name for a in analytic.registered()]
+    assert names == sorted(analytic.REGISTRY) == [
+        "insitu-analytics", "insitu-train-cnn", "insitu-train-cnn-secagg",
+    ]  # fmt: skip
+    built_in = analytic.get("insitu-analytics")
+    assert built_in is analytics.ANALYTIC
+    assert built_in.fingerprint() == analytics.analytics_fingerprint()
+    assert analytic.get("insitu-train-cnn-secagg").fingerprint() == (
+        train_app.training_fingerprint(secagg=True)
+    )
+    assert analytic.by_fingerprint(built_in.fingerprint()) is built_in
+    assert analytic.by_fingerprint("0" * 64) is None
+    with pytest.raises(InvalidRequestError, match="registered: insitu-analytics"):
+        analytic.get("insitu-anything")
+
+
+def test_an_analytic_declares_parameters_manifest_and_limits():
+    built_in = analytics.ANALYTIC
+    assert {"dataset", "feature", "by", "bins", "quantiles"} <= set(built_in.parameters)
+    assert built_in.parameters["quantiles"] == "0.25,0.5,0.75"
+    assert list(built_in.manifest.message_types) == ["query"]
+    limits = built_in.limits
+    assert (limits.max_replies, limits.max_values_per_reply) == (1, 20000)
+    training = train_app.ANALYTIC
+    assert training.parameters["num-rounds"] == 3
+    assert list(training.manifest.message_types) == ["train"]
+    assert training.limits.max_values_per_run == 1_000_000

@@ -79,8 +79,9 @@ def remove_accounts(root: Path, existing: set[str]) -> None:
 
 
 @contextlib.contextmanager
-def running_demo(demo_root: Path) -> Iterator[Demo]:
-    """`insitu demo` (the console command) on a copy of the session's demo, until Ctrl-C."""
+def running_demo(demo_root: Path, size_flags: list[str] = DEMO_SIZE_FLAGS) -> Iterator[Demo]:
+    """`insitu demo` (the console command) on a copy of the session's demo, until Ctrl-C
+    (``size_flags``: the trial's size that ``demo_root`` was prepared with)."""
     # Outside pytest's 0700 temp tree, open to every account like a clone in /srv would be:
     # only the demo's own modes stand between a researcher's account and its files.
     tmp = Path(tempfile.mkdtemp(prefix="insitu-demo-", dir="/tmp"))
@@ -91,7 +92,7 @@ def running_demo(demo_root: Path) -> Iterator[Demo]:
     script = Path(sys.executable).with_name("insitu")
     log = tmp / "demo.log"
     cmd = [str(script), "demo", "--dir", str(tmp / "demo"), "--port", str(port),
-           *DEMO_SIZE_FLAGS]  # fmt: skip
+           *size_flags]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "INSITU_HOME"}
     with open(log, "w") as out:
         proc = subprocess.Popen(

@@ -18,7 +18,7 @@ from typing import Any
 
 from insitu.config import NodeHome
 
-__all__ = ["CREDIT_RECORD", "fold", "read_credit", "site_credit"]
+__all__ = ["CREDIT_RECORD", "CreditGrid", "fold", "read_credit", "site_credit"]
 
 CREDIT_RECORD = "insitu.credit"
 
@@ -59,6 +59,28 @@ def read_credit(content: Any) -> dict[str, Any] | None:
         }
     except (KeyError, TypeError, ValueError):
         return None
+
+
+class CreditGrid:
+    """A ServerApp's Grid that also keeps each reply's credit (:func:`read_credit`).
+
+    For Flower's workflows that talk to the sites themselves (``DefaultWorkflow`` with
+    ``SecAggPlusWorkflow``): they reach the sites only through ``send_and_receive``,
+    and the server folds ``credits`` afterwards as the Message-API server does.
+    Everything else is the wrapped grid's.
+    """
+
+    def __init__(self, grid: Any) -> None:
+        self._grid = grid
+        self.credits: list[dict[str, Any] | None] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Any], *args: Any, **kwargs: Any) -> Any:
+        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
+        self.credits.extend(read_credit(r.content) for r in replies if not r.has_error())
+        return replies
 
 
 def fold(credits: Iterable[dict[str, Any] | None], *, title: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -224,9 +224,10 @@ def secagg_server_app() -> Any:
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-    from flwr.serverapp import ServerApp
+    from flwr.serverapp import Grid, ServerApp
 
     from insitu.federation.apps import report_result
+    from insitu.federation.credit import CreditGrid, fold
     from insitu.federation.train_cnn import get_weights, make_model
 
     app = ServerApp()
@@ -235,6 +236,8 @@ def secagg_server_app() -> Any:
     def main(grid: Any, context: Any) -> None:
         cfg = context.run_config
         sites = int(cfg["min-sites"])
+        rounds = int(cfg["num-rounds"])
+        title = f"Federated training of the insitu example CNN ({rounds} rounds, SecAgg+)"
         strategy = FedAvg(
             fraction_fit=1.0,
             fraction_evaluate=0.0,
@@ -244,7 +247,7 @@ def secagg_server_app() -> Any:
         )
         legacy = LegacyContext(
             context=context,
-            config=ServerConfig(num_rounds=int(cfg["num-rounds"])),
+            config=ServerConfig(num_rounds=rounds),
             strategy=strategy,
         )
         workflow = DefaultWorkflow(
@@ -252,10 +255,17 @@ def secagg_server_app() -> Any:
                 num_shares=sites, reconstruction_threshold=max(2, sites - 1)
             )
         )
-        workflow(grid, legacy)
+        # The sites' replies pass through the workflow; their credit is kept on the way.
+        credited = CreditGrid(grid)
+        workflow(cast("Grid", credited), legacy)  # a Grid by delegation (no isinstance check)
         losses = legacy.history.losses_distributed
         report_result(
-            {"secagg": True, "rounds": int(cfg["num-rounds"]), "losses": [list(x) for x in losses]}
+            {
+                "secagg": True,
+                "rounds": rounds,
+                "losses": [list(x) for x in losses],
+                **fold(credited.credits, title=title),
+            }
         )
 
     return app
@@ -370,7 +380,7 @@ def run_training(
 
     Its ``result`` dict holds ``rounds``, ``weights`` and what to cite:
     ``citations``, ``contributions`` (site, dataset, version, subjects) and
-    ``citation_files`` (CITATIONS.cff, .bib, .md) (not with ``secagg``).
+    ``citation_files`` (CITATIONS.cff, .bib, .md), also with ``secagg``.
     """
     from insitu.federation.apps import run_fab
 

@@ -505,6 +505,16 @@ def test_secure_aggregation_with_local_dp_completes(federation):
             set_policy(home, secure_aggregation=False, differential_privacy=False)
     assert outcome.completed, outcome.logs[-3000:]
     assert outcome.result["secagg"] is True
+    # Cited like every federated result: each site, its version, its subjects (issue 17).
+    result = outcome.result
+    assert [c["site"] for c in result["contributions"]] == list(SITES)
+    assert all(c["dataset"] and c["version"] and c["subjects"] > 0 for c in result["contributions"])
+    assert sorted(c["site"] for c in result["citations"]) == list(SITES)
+    files = result["citation_files"]
+    assert set(files) == {"CITATIONS.cff", "CITATIONS.bib", "CITATIONS.md"}
+    assert "SecAgg+" in files["CITATIONS.cff"] and "## Contributions" in files["CITATIONS.md"]
+    for site in SITES:
+        assert f"| {site} |" in files["CITATIONS.md"]
     for home in federation.homes.values():
         (privacy,) = read_audit(home, "federation.privacy")
         assert privacy["details"]["epsilon"] > 0 and privacy["details"]["delta"] == 1e-5

@@ -26,7 +26,8 @@ from typing import Any
 
 from insitu.config import NodeHome, SiteConfig
 from insitu.errors import AccessDeniedError
-from insitu.federation.identity import IDENTITY_KEY, Researcher, local_account, verify
+from insitu.federation.identity import Researcher, local_account, verify
+from insitu.hub.run_identity import IDENTITY_KEY
 
 __all__ = ["ANONYMOUS", "authorize", "claimed_researcher", "identify"]
 

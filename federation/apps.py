@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from insitu.errors import ServiceError
-from insitu.federation.identity import IDENTITY_KEY, Signer
+from insitu.federation.identity import Signer
+from insitu.hub.run_identity import IDENTITY_KEY
 
 __all__ = [
     "RESULT_PREFIX",

@@ -108,7 +108,7 @@ def _cmd_register_node(args: argparse.Namespace) -> int:
 
 def _cmd_identity_key(args: argparse.Namespace) -> int:
     from insitu.config import load_config
-    from insitu.federation.identity import identity_public_key
+    from insitu.hub.run_identity import identity_public_key
 
     home = _home()
     site = load_config(home).site.name

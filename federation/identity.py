@@ -26,11 +26,8 @@ naming the verified one.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -38,26 +35,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from insitu.config import NodeHome
-from insitu.errors import AuthenticationError, ConfigError
+from insitu.errors import AuthenticationError
+from insitu.hub.run_identity import (
+    b64decode,
+    config_digest,
+    identity_public_key,
+    issue,
+)
 
 __all__ = [
-    "IDENTITY_KEY",
     "Researcher",
     "Signer",
-    "config_digest",
+    "claimed",
     "default_signer",
-    "identity_public_key",
-    "issue",
     "local_account",
     "service_signer",
     "signer",
     "verify",
 ]
 
-IDENTITY_KEY = "insitu-identity"
 # (FAB SHA-256, run config without the identity) -> signed token
 Signer = Callable[[str, Mapping[str, Any]], str]
-KEY_NAME = "identity-ed25519.key"
 SEEN_NAME = "federation-identities.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
@@ -87,94 +85,7 @@ def local_account(researcher: Researcher, site: str) -> str:
     return researcher.name if researcher.home == site else f"{researcher.name}.{researcher.home}"
 
 
-def config_digest(run_config: Mapping[str, Any]) -> str:
-    """SHA-256 of a run config without the identity (what a token binds)."""
-    payload = {str(k): v for k, v in run_config.items() if k != IDENTITY_KEY}
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-# --- keys -------------------------------------------------------------------
-
-
-def _key_path(home: NodeHome) -> Any:
-    return home.private / KEY_NAME
-
-
-def _private_key(home: NodeHome) -> Any:
-    """The home site's signing key, made on first use (0600, in private/)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    path = _key_path(home)
-    if not path.exists():
-        home.private.mkdir(mode=0o700, parents=True, exist_ok=True)
-        raw = Ed25519PrivateKey.generate().private_bytes_raw()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(raw.hex() + "\n")
-    try:
-        return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip()))
-    except ValueError:
-        raise ConfigError(
-            f"the identity key at {path} is damaged: restore it from backup"
-        ) from None
-
-
-def identity_public_key(home: NodeHome) -> str:
-    """This site's identity public key (hex), for other sites' ``trusted_homes``."""
-    return str(_private_key(home).public_key().public_bytes_raw().hex())
-
-
 # --- tokens -----------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def issue(
-    home: NodeHome,
-    user: str,
-    *,
-    fab_hash: str,
-    run_config: Mapping[str, Any],
-    lifetime: int = 3600,
-) -> str:
-    """A token, signed by this (home) site, saying ``user`` submits this FAB and config.
-
-    Only the home site calls this, for a user who has an account there (the
-    researcher's own server cannot: the key is in ``private/``).
-    """
-    from insitu.config import load_config
-    from insitu.hub.accounts import role_of
-
-    if role_of(home, user) is None:
-        raise AuthenticationError(
-            f"{user} has no account at this site: only a researcher's home site signs "
-            "their federated runs"
-        )
-    now = int(time.time())
-    payload = {
-        "v": 1,
-        "sub": user,
-        "home": load_config(home).site.name,
-        "fab": fab_hash,
-        "cfg": config_digest(run_config),
-        "iat": now,
-        "exp": now + int(lifetime),
-        "nonce": secrets.token_hex(16),
-    }
-    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    signature = _private_key(home).sign(body)
-    return f"{_b64(body)}.{_b64(signature)}"
 
 
 def signer(home: NodeHome, user: str, *, lifetime: int = 3600) -> Signer:
@@ -190,13 +101,13 @@ def service_signer(access_url: str, api_token: str) -> Signer:
     """A signer that asks the home site's access service (a researcher's server)."""
 
     def sign(fab_hash: str, run_config: Mapping[str, Any]) -> str:
-        from insitu.kernels.gate_store import gate_session, raise_for_gate
+        from insitu.http import raise_for_response, session
 
         body: dict[str, Any] = {"fab_hash": fab_hash, "run_config": dict(run_config)}
-        with gate_session(api_token) as session:
+        with session(api_token) as http:
             url = access_url.rstrip("/") + "/api/federation/identity"
-            response = session.post(url, json=body, timeout=60)
-            raise_for_gate(response)
+            response = http.post(url, json=body, timeout=60)
+            raise_for_response(response, service="the home site's access service")
             return str(response.json()["token"])
 
     return sign
@@ -220,7 +131,7 @@ def default_signer() -> Signer | None:
 def claimed(token: str) -> str:
     """Who a token claims to be (unverified; for audit entries of refusals only)."""
     try:
-        payload = json.loads(_unb64(token.split(".", 1)[0]))
+        payload = json.loads(b64decode(token.split(".", 1)[0]))
         return f"{str(payload['sub'])[:64]}@{str(payload['home'])[:64]} (unverified)"
     except Exception:
         return "unknown (no readable identity)"
@@ -251,7 +162,7 @@ def verify(
     settings = federation_settings(config)
     try:
         body_text, sig_text = token.split(".")
-        body, signature = _unb64(body_text), _unb64(sig_text)
+        body, signature = b64decode(body_text), b64decode(sig_text)
         payload = json.loads(body)
         issuer = str(payload["home"])
         user = str(payload["sub"])

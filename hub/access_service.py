@@ -113,7 +113,7 @@ class IdentityHandler(ServiceHandler):
     """Sign the caller's identity for one federated run (this site is their home)."""
 
     async def post(self) -> None:
-        from insitu.federation.identity import issue
+        from insitu.hub.run_identity import issue
 
         body = self.json_body()
         run_config = body.get("run_config", {})

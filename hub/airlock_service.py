@@ -33,11 +33,6 @@ from insitu.config import NodeHome
 from insitu.errors import (
     AccessDeniedError,
     InvalidRequestError,
-    NeverLeaveError,
-    OutputTooLargeError,
-    ReleaseNotFoundError,
-    ReleaseStateError,
-    UnsupportedOutputError,
 )
 from insitu.hub.accounts import require_role
 from insitu.hub.airlock import Airlock
@@ -49,20 +44,6 @@ __all__ = ["NAME", "hub_service", "make_app"]
 NAME = "airlock"
 DECIDERS = ("steward", "admin")
 MEMBERS = ("researcher", "steward", "admin")
-
-
-def _status(exc: BaseException) -> int | None:
-    if isinstance(exc, ReleaseNotFoundError):
-        return 404
-    if isinstance(exc, UnsupportedOutputError):
-        return 415
-    if isinstance(exc, OutputTooLargeError):
-        return 413
-    if isinstance(exc, ReleaseStateError):
-        return 409
-    if isinstance(exc, NeverLeaveError):
-        return 403
-    return None
 
 
 class AirlockHandler(ServiceHandler):
@@ -88,14 +69,6 @@ class AirlockHandler(ServiceHandler):
     def require_member(self) -> None:
         """A hub login is not enough: releasing and downloading need a site account."""
         require_role(self.home, self.user, *MEMBERS)
-
-    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        mapped = _status(exc) if exc is not None else None
-        if mapped is not None:
-            web.RequestHandler.send_error(self, mapped, **kwargs)
-            return
-        super().send_error(status_code, **kwargs)
 
 
 def _text(body: dict[str, Any], key: str, *, required: bool = True) -> str | None:

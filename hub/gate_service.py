@@ -33,6 +33,7 @@ from typing import Any
 from tornado import ioloop, web
 
 from insitu.config import NodeHome
+from insitu.datasets.listing import published_datasets
 from insitu.errors import (
     AccessDeniedError,
     DatasetNotFoundError,
@@ -108,7 +109,7 @@ def _describe(home: NodeHome, user: str, row: dict[str, Any]) -> dict[str, Any]:
 
 class DatasetsHandler(_GateHandler):
     async def get(self) -> None:
-        self.write_json([_describe(self.home, self.user, r) for r in stores.datasets(self.home)])
+        self.write_json([_describe(self.home, self.user, r) for r in published_datasets(self.home)])
 
 
 class DatasetHandler(_GateHandler):

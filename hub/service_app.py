@@ -27,31 +27,14 @@ from insitu.config import NodeHome, resolve_home
 from insitu.errors import (
     AccessDeniedError,
     AuthenticationError,
-    DatasetNotFoundError,
     InsituError,
     InvalidRequestError,
-    VersionRetiredError,
 )
 
-__all__ = ["ServiceHandler", "http_status", "run_service"]
+__all__ = ["ServiceHandler", "run_service"]
 
 log = logging.getLogger("insitu.hub")
 TOKEN_CACHE_SECONDS = 60
-
-
-def http_status(exc: BaseException) -> int:
-    """The HTTP status of an insitu error."""
-    if isinstance(exc, AuthenticationError):
-        return 401
-    if isinstance(exc, AccessDeniedError):
-        return 403
-    if isinstance(exc, VersionRetiredError):
-        return 410
-    if isinstance(exc, DatasetNotFoundError):
-        return 404
-    if isinstance(exc, InvalidRequestError):
-        return 400
-    return 500
 
 
 class ServiceHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]  # jupyterhub is untyped
@@ -127,7 +110,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[mis
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, InsituError):
-            status_code = http_status(exc)
+            status_code = exc.http_status  # on the error class (insitu.errors)
         super().send_error(status_code, **kwargs)
 
 

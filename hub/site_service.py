@@ -26,7 +26,8 @@ from urllib.parse import quote
 from tornado import web
 
 from insitu.config import NodeHome, load_config
-from insitu.hub import access, stores
+from insitu.datasets.listing import published_datasets
+from insitu.hub import access
 from insitu.hub.accounts import role_of
 from insitu.hub.airlock import Airlock
 from insitu.hub.service_app import ServiceHandler, app_settings, oauth_routes, run_service
@@ -94,7 +95,7 @@ def page(home: NodeHome, user: str, base_url: str = "/") -> str:
     now = datetime.now(UTC)
     lab = _lab(base_url, user)
     datasets = []
-    for row in stores.datasets(home):
+    for row in published_datasets(home):
         state, _found = access.status_for(home, user, row["name"])
         datasets.append(
             [

@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from insitu.config import NodeHome
 from insitu.errors import DatasetNotFoundError, InvalidRequestError
 
 __all__ = [
     "LATEST",
-    "datasets",
     "key_path",
     "list_versions",
     "resolve",
@@ -37,43 +35,6 @@ def _check_name(kind: str, name: str) -> str:
     if not _NAME.match(name or "") or ".." in name:
         raise InvalidRequestError(f"{kind} name {name!r} is not valid")
     return name
-
-
-def datasets(home: NodeHome) -> list[dict[str, Any]]:
-    """Published datasets: name, title, citation (the steward's, see docs/credit.md),
-    readable versions (oldest first), retired versions, newest readable, and its subject
-    and series counts (what a catalog shows before access)."""
-    from insitu.datasets.catalog import Catalog
-
-    found = []
-    with Catalog(home) as catalog:
-        for row in catalog.datasets():
-            every = catalog.versions(row["name"])
-            retired = [v["version"] for v in every if catalog.retirement(row["name"], v["version"])]
-            versions = [v for v in every if v["version"] not in retired]
-            newest = versions[-1] if versions else {}
-            found.append(
-                {
-                    "name": row["name"],
-                    "title": row.get("title", ""),
-                    "citation": _cite_as(home, row["name"], row.get("citation", "")),
-                    "versions": [v["version"] for v in versions],
-                    "retired": retired,
-                    "newest": newest.get("version"),
-                    "subjects": newest.get("n_subjects"),
-                    "series": newest.get("n_series"),
-                }
-            )
-    return found
-
-
-def _cite_as(home: NodeHome, dataset: str, ingest_citation: str) -> str:
-    """The steward's recommended citation of the newest version (the credit ledger),
-    else what ingest was given (``--citation``)."""
-    from insitu.datasets.citations_db import citation_for
-
-    cited = citation_for(home, dataset)
-    return cited.text() if cited.set_by else ingest_citation
 
 
 def list_versions(home: NodeHome, dataset: str) -> list[str]:

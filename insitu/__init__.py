@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "open_dataset": "insitu.kernels.client",
     "catalog": "insitu.kernels.client",
-    "request_access": "insitu.kernels.client",
+    "request_access": "insitu.api",
     "compute": "insitu.kernels.compute",
     "release": "insitu.kernels.release",
     "Dataset": "insitu.datasets.reader",

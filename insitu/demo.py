@@ -459,8 +459,8 @@ def _federated_researcher(setup: DemoSetup, coordinator: NodeHome) -> None:
     import os
 
     from insitu.federation.control_auth import issue_token
-    from insitu.federation.identity import identity_public_key
     from insitu.federation.trust import add_visitor, trust_home
+    from insitu.hub.run_identity import identity_public_key
 
     keys = {site.name: identity_public_key(site.home) for site in setup.sites}
     for site in setup.sites:

@@ -33,11 +33,21 @@
 Every subclass that mirrors a built-in also inherits it, so callers that
 catch ``LookupError`` or ``PermissionError`` keep working (zarr does the same).
 The CLI maps each type to its documented exit code (see docs/reference/cli.md).
+
+Over HTTP, each type has its status (``http_status``: 400 InvalidRequestError,
+401 AuthenticationError, 403 AccessDeniedError and NeverLeaveError, 404
+DatasetNotFoundError and ReleaseNotFoundError, 409 ReleaseStateError, 410
+VersionRetiredError, 413
+OutputTooLargeError, 415 UnsupportedOutputError, else 500). Services answer
+with it and the error's name (``insitu.hub.service_app``); clients turn the
+answer back into the same type with :func:`from_http` (through
+``insitu.http.raise_for_response``).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "STATUS_ERRORS",
     "AccessDeniedError",
     "AppNotApprovedError",
     "AuditChainError",
@@ -67,6 +77,7 @@ __all__ = [
     "UnsupportedOutputError",
     "VerificationError",
     "VersionRetiredError",
+    "from_http",
 ]
 
 # Exit codes of the `insitu` command. 2 is argparse's usage error and 3 is an
@@ -82,6 +93,7 @@ class InsituError(Exception):
 
     exit_code: int = 1
     public: bool = True
+    http_status: int = 500  # what a service answers with when it raises this
 
 
 class ConfigError(InsituError, ValueError):
@@ -131,21 +143,27 @@ class DatasetNotFoundError(InsituError, LookupError):
     """No dataset or version of that name at this site."""
 
     exit_code = 4
+    http_status = 404
 
 
 class VersionRetiredError(DatasetNotFoundError):
     """The version was retired (``insitu dataset retire``): its citation stays, its data
     is no longer read. HTTP 410 Gone at the gate."""
 
+    http_status = 410
+
 
 class AccessDeniedError(InsituError, PermissionError):
     """The user has no valid approval or role for this action."""
 
     exit_code = 4
+    http_status = 403
 
 
 class AuthenticationError(AccessDeniedError):
     """No token, or a token the hub does not know."""
+
+    http_status = 401
 
 
 class AppNotApprovedError(AccessDeniedError):
@@ -156,6 +174,8 @@ class AppNotApprovedError(AccessDeniedError):
 class InvalidRequestError(InsituError, ValueError):
     """An account or access action that cannot apply: unknown user or request,
     bad name or role, a decision on a request that is no longer pending."""
+
+    http_status = 400
 
 
 class AuditChainError(InsituError):
@@ -179,9 +199,13 @@ class PolicyViolationError(InsituError):
 class UnsupportedOutputError(PolicyViolationError, ValueError):
     """The airlock cannot release this kind of object or file type."""
 
+    http_status = 415
+
 
 class OutputTooLargeError(PolicyViolationError):
     """An output is larger than policy.max_release_bytes."""
+
+    http_status = 413
 
 
 class EgressRefusedError(PolicyViolationError):
@@ -203,15 +227,20 @@ class NeverLeaveError(PolicyViolationError, PermissionError):
     """An output carries pixels of a never-leave series (fundus, OCT): no steward
     override can release it (rule ``never-leave``)."""
 
+    http_status = 403
+
 
 class ReleaseNotFoundError(InsituError, LookupError):
     """No airlock release request with that id (or not yours)."""
 
     exit_code = 4
+    http_status = 404
 
 
 class ReleaseStateError(InsituError, ValueError):
     """The request's state does not allow this step (or an override reason is missing)."""
+
+    http_status = 409
 
 
 class ServiceError(InsituError):
@@ -226,3 +255,36 @@ class PortInUseError(ServiceError):
 
 class DemoRunningError(ServiceError):
     """A demo already runs from that folder, or its hub was started by hand."""
+
+
+DEFAULT_SERVICE = "the site's service"
+# A status without a recognised error name (a proxy's 404, an old service) -> this type.
+STATUS_ERRORS: dict[int, type[InsituError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: AccessDeniedError,
+    404: DatasetNotFoundError,
+    409: ReleaseStateError,
+    410: VersionRetiredError,
+    413: OutputTooLargeError,
+    415: UnsupportedOutputError,
+}
+
+
+def from_http(status: int, message: str, error: str = "", *, service: str = "") -> InsituError:
+    """The insitu error for an HTTP answer (status 400 or more) of an insitu service.
+
+    ``error`` is the name the service sent (JSON ``error`` or header
+    ``X-Insitu-Error``): when it names an insitu error with this very status,
+    that type comes back; otherwise the status decides (:data:`STATUS_ERRORS`),
+    and anything else (a 500 whatever its name: the service failed, not the
+    caller) is a ``ServiceError`` naming ``service`` and the status.
+    """
+    found = globals().get(error) if error in __all__ and status != 500 else None
+    if isinstance(found, type) and issubclass(found, InsituError) and found.http_status == status:
+        kind: type[InsituError] = found
+    elif status in STATUS_ERRORS:
+        kind = STATUS_ERRORS[status]
+    else:
+        return ServiceError(f"{service or DEFAULT_SERVICE} answered {status}: {message}")
+    return kind(message)

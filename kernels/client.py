@@ -6,7 +6,9 @@ The same calls work in two places:
   ``$INSITU_ACCESS_URL``) are set and every read goes through the data gate with
   the server's own hub token: the researcher never handles a token, a URL or a
   path;
-- on the node itself (no gate URL), stores are read directly from the node home.
+- on the node itself (no gate URL), stores are read directly from the node home
+  (``insitu.api`` picks this module or the node's own access functions for
+  ``request_access``).
 
 Refusals carry the site's reason: ``AccessDeniedError`` says whether access was
 never requested, is pending, expired (with the date) or was revoked, and how to
@@ -15,7 +17,6 @@ ask.
 
 from __future__ import annotations
 
-import getpass
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -53,43 +54,48 @@ def catalog() -> pd.DataFrame:
     import pandas as pd
 
     if _through_gate():
-        from insitu.kernels.gate_store import gate_session, raise_for_gate
+        from insitu.http import raise_for_response, session
+        from insitu.kernels.gate_store import GATE
 
         url = os.environ["INSITU_GATE_URL"].rstrip("/") + "/datasets"
-        with gate_session(os.environ.get("JUPYTERHUB_API_TOKEN", "")) as session:
-            response = session.get(url, timeout=60)
-            raise_for_gate(response)
+        with session(os.environ.get("JUPYTERHUB_API_TOKEN", "")) as http:
+            response = http.get(url, timeout=60)
+            raise_for_response(response, service=GATE)
             rows = response.json()
     else:
         from insitu.config import resolve_home
-        from insitu.hub import stores
+        from insitu.datasets.listing import published_datasets
 
         rows = [
             row | {"access": "node", "request": None, "expires": None}
-            for row in stores.datasets(resolve_home())
+            for row in published_datasets(resolve_home())
         ]
     return pd.DataFrame(rows, columns=CATALOG_COLUMNS)
 
 
 def request_access(dataset: str, purpose: str, project: str, days: int = 90) -> dict[str, Any]:
-    """Ask the site's stewards for access; returns the request as filed (see the register)."""
+    """Ask the site's stewards for access through the access service; returns the request.
+
+    In a user server only (``$INSITU_ACCESS_URL``); ``insitu.request_access``
+    files it directly on the node itself (``insitu.api``).
+    """
+    from insitu.errors import ConfigError
+    from insitu.http import raise_for_response, session
+
     access_url = os.environ.get("INSITU_ACCESS_URL")
-    if access_url:
-        from insitu.kernels.gate_store import gate_session, raise_for_gate
-
-        body: dict[str, Any] = {
-            "dataset": dataset,
-            "purpose": purpose,
-            "project": project,
-            "days": days,
-        }
-        with gate_session(os.environ.get("JUPYTERHUB_API_TOKEN", "")) as session:
-            response = session.post(access_url.rstrip("/") + "/api/requests", json=body, timeout=60)
-            raise_for_gate(response)
-            filed: dict[str, Any] = response.json()
-            return filed
-    from insitu.config import resolve_home
-    from insitu.hub import access
-
-    user = os.environ.get("INSITU_USER") or getpass.getuser()
-    return access.request(resolve_home(), user, dataset, purpose, project, days).to_json()
+    if not access_url:
+        raise ConfigError(
+            "$INSITU_ACCESS_URL is not set: the hub sets it in every user server (on the node "
+            "itself, insitu.request_access files the request directly)"
+        )
+    body: dict[str, Any] = {
+        "dataset": dataset,
+        "purpose": purpose,
+        "project": project,
+        "days": days,
+    }
+    with session(os.environ.get("JUPYTERHUB_API_TOKEN", "")) as http:
+        response = http.post(access_url.rstrip("/") + "/api/requests", json=body, timeout=60)
+        raise_for_response(response, service="the site's access service")
+        filed: dict[str, Any] = response.json()
+        return filed

@@ -8,10 +8,11 @@ zarr's key reads into HTTP requests with that token, so
 ``Dataset(LocalStore(path))`` reads on the node, and every read passes the
 gate's access check and lands in the audit log.
 
-The gate's refusals become insitu errors carrying the gate's reason:
-401 -> AuthenticationError, 403 -> AccessDeniedError (how to request access,
-the expiry date), 404 -> DatasetNotFoundError, 410 -> VersionRetiredError (when
-and why it was retired); a missing key is simply absent.
+The gate's refusals become the insitu errors the gate raised, with its reason
+(``insitu.http.raise_for_status``): 401 AuthenticationError, 403
+AccessDeniedError (how to request access, the expiry date), 404
+DatasetNotFoundError, 410 VersionRetiredError (when and why it was retired); a
+missing key is simply absent.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from zarr.abc.store import (
     ByteRequest,
     OffsetByteRequest,
@@ -36,59 +35,14 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype
 
-from insitu.errors import (
-    AccessDeniedError,
-    AuthenticationError,
-    ConfigError,
-    DatasetNotFoundError,
-    InvalidRequestError,
-    ServiceError,
-    VersionRetiredError,
-)
+from insitu.errors import ConfigError, DatasetNotFoundError, ServiceError
+from insitu.http import raise_for_status
 
-__all__ = ["GateStore", "gate_session", "raise_for_gate", "raise_for_status"]
+__all__ = ["GateStore"]
 
 KEY_MISSING = "KeyMissingError"
+GATE = "the site's gate"
 TIMEOUT = 60
-
-
-def gate_session(token: str, pool: int = 32) -> requests.Session:
-    """An HTTP session that sends the hub token and keeps connections alive."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"token {token}"
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def raise_for_gate(response: requests.Response) -> None:
-    """Turn a gate (or access service) refusal into the matching insitu error."""
-    raise_for_status(response.status_code, response.content, response.reason or "")
-
-
-def raise_for_status(status: int, body: bytes, reason: str = "") -> None:
-    """The insitu error for a gate answer with ``status`` (nothing below 400)."""
-    if status < 400:
-        return
-    try:
-        message = json.loads(body).get("message") or reason or str(status)
-    except (ValueError, AttributeError):
-        message = reason or str(status)
-    if status == 401:
-        raise AuthenticationError(
-            f"the site's gate does not accept this server's token ({message}); restart your "
-            "server from the hub home page"
-        )
-    if status == 403:
-        raise AccessDeniedError(message)
-    if status == 404:
-        raise DatasetNotFoundError(message)
-    if status == 410:
-        raise VersionRetiredError(message)
-    if status == 400:
-        raise InvalidRequestError(message)
-    raise ServiceError(f"the site's gate answered {status}: {message}")
 
 
 def _env(name: str, what: str) -> str:
@@ -179,7 +133,13 @@ class GateStore(Store):
         if params:
             url += "?" + urlencode(params)
         response = self._request("GET", url)
-        raise_for_status(response.status, response.data, response.reason or "")
+        raise_for_status(
+            response.status,
+            response.data,
+            response.reason or "",
+            error=response.headers.get("X-Insitu-Error", ""),
+            service=GATE,
+        )
         return json.loads(response.data)
 
     def __repr__(self) -> str:
@@ -226,7 +186,13 @@ class GateStore(Store):
 
     @staticmethod
     def _check(response: urllib3.BaseHTTPResponse) -> None:
-        raise_for_status(response.status, response.data, response.reason or "")
+        raise_for_status(
+            response.status,
+            response.data,
+            response.reason or "",
+            error=response.headers.get("X-Insitu-Error", ""),
+            service=GATE,
+        )
 
     def _get_sync(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
         response = self._fetch(key, byte_range, "GET")

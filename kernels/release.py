@@ -17,13 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from insitu.errors import (
-    AccessDeniedError,
-    AuthenticationError,
-    InsituError,
     InvalidRequestError,
-    OutputTooLargeError,
-    ReleaseNotFoundError,
-    ReleaseStateError,
     ServiceError,
     UnsupportedOutputError,
 )
@@ -38,16 +32,6 @@ SUPPORTED = (
     "path (.csv, .tsv, .json, .txt, .md, .ipynb, .png, .jpg, .gif, .tif, .pdf, .pt, .safetensors, "
     ".npz, .npy, .zip)"
 )
-
-_ERRORS: dict[int, type[InsituError]] = {
-    400: InvalidRequestError,
-    401: AuthenticationError,
-    403: AccessDeniedError,
-    404: ReleaseNotFoundError,
-    409: ReleaseStateError,
-    413: OutputTooLargeError,
-    415: UnsupportedOutputError,
-}
 
 
 @dataclass(frozen=True)
@@ -110,6 +94,8 @@ def _endpoint() -> tuple[str, str]:
 def _call(method: str, path: str, **kwargs: Any) -> Any:
     import requests
 
+    from insitu.http import raise_for_response
+
     base, token = _endpoint()
     try:
         answer = requests.request(
@@ -133,13 +119,8 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
         raise ServiceError(
             f"the airlock did not answer ({type(exc).__name__}): try again"
         ) from None
-    if answer.ok:
-        return answer.json()
-    try:
-        message = answer.json().get("message") or answer.reason
-    except ValueError:
-        message = answer.reason or f"HTTP {answer.status_code}"
-    raise _ERRORS.get(answer.status_code, ServiceError)(message)
+    raise_for_response(answer, service="the airlock")
+    return answer.json()
 
 
 def default_filename(purpose: str, suffix: str, fallback: str) -> str:

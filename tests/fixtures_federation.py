@@ -164,8 +164,8 @@ def approve_researcher(home: NodeHome, account: str, dataset: str = DATASET) -> 
 
 def _onboard(homes: dict[str, NodeHome]) -> None:
     """Every site trusts every other's researcher identities; researchers approved."""
-    from insitu.federation.identity import identity_public_key
     from insitu.federation.trust import add_visitor, trust_home
+    from insitu.hub.run_identity import identity_public_key
 
     keys = {site: identity_public_key(home) for site, home in homes.items()}
     for site, home in homes.items():

@@ -116,9 +116,9 @@ def test_cite_is_a_stewards_audited_act(hub_home, capsys) -> None:
     assert main(["dataset", "citation", "trial-a", "--format", "cff"]) == 0
     data = validate_cff(capsys.readouterr().out)
     assert data["title"] == "Trial A" and data["authors"][0]["family-names"] == "Lovelace"
-    from insitu.hub.stores import datasets
+    from insitu.datasets.listing import published_datasets
 
-    (listed,) = datasets(hub_home)  # what the gate and the dataset browser show
+    (listed,) = published_datasets(hub_home)  # what the gate and the dataset browser show
     assert listed["citation"].startswith("Ada Lovelace (20")
     assert main(["dataset", "citation", "trial-a", "--format", "datacite"]) == 0
     assert json.loads(capsys.readouterr().out)["rightsList"][0]["rights"] == "CC-BY-4.0"

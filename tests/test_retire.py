@@ -20,12 +20,13 @@ from insitu.config import NodeHome
 from insitu.datasets.archive import export
 from insitu.datasets.citation import cff, datacite
 from insitu.datasets.citations_db import citation_for
+from insitu.datasets.listing import published_datasets
 from insitu.datasets.reader import open_dataset
 from insitu.datasets.store_write import checksum_tree
 from insitu.errors import VersionRetiredError
 from insitu.hub import access
 from insitu.hub.credit import usage_report
-from insitu.hub.stores import datasets, list_versions, resolve
+from insitu.hub.stores import list_versions, resolve
 
 REASON = "superseded by v2 (re-read with corrected spacing)"
 
@@ -101,7 +102,7 @@ def test_a_retired_version_is_refused_and_its_citation_and_credit_stay(
     assert resolve(site, "trial-a", "latest")[0] == "v2"
     assert open_dataset("trial-a", home=site).attrs["version"] == "v2"
     assert list_versions(site, "trial-a") == ["v2"]
-    (listed,) = datasets(site)
+    (listed,) = published_datasets(site)
     assert listed["versions"] == ["v2"] and listed["retired"] == ["v1"]
     # The approval covers v2, which stays readable: it stands.
     assert access.check_read(site, "ada", "trial-a").status == "approved"

@@ -143,13 +143,8 @@ def _service_call(env: str, method: str, path: str, body: dict[str, Any] | None 
 
     import requests
 
-    from insitu.errors import (
-        AccessDeniedError,
-        AuthenticationError,
-        ConfigError,
-        InvalidRequestError,
-        ServiceError,
-    )
+    from insitu.errors import ConfigError, ServiceError
+    from insitu.http import raise_for_response
 
     base, token = os.environ.get(env, ""), os.environ.get("JUPYTERHUB_API_TOKEN", "")
     if not base or not token:
@@ -167,19 +162,8 @@ def _service_call(env: str, method: str, path: str, body: dict[str, Any] | None 
         )
     except requests.RequestException as exc:
         raise ServiceError(f"the site's service did not answer ({type(exc).__name__})") from None
-    if answer.ok:
-        return answer.json()
-    try:
-        message = answer.json().get("message") or answer.reason
-    except ValueError:
-        message = answer.reason or f"HTTP {answer.status_code}"
-    if answer.status_code == 401:
-        raise AuthenticationError(message)
-    if answer.status_code == 403:
-        raise AccessDeniedError(message)
-    if answer.status_code < 500:
-        raise InvalidRequestError(message)
-    raise ServiceError(f"the site's service answered {answer.status_code}: {message}")
+    raise_for_response(answer)
+    return answer.json()
 
 
 class HubStewardSource:

@@ -98,6 +98,28 @@ class Ledger:
         finally:
             conn.close()
 
+    def ensure_left(
+        self, researcher: str, dataset: str, *, run_id: str, epsilon: bool = False
+    ) -> Spent:
+        """Raise BudgetExhaustedError (audited) when nothing is left of ``researcher``'s
+        values budget (or, with ``epsilon``, of the privacy budget) for ``dataset``: the
+        site then refuses the run before any app code runs."""
+        spent = self.spent(researcher, dataset)
+        problem = ""
+        if spent.values >= self.values_budget:
+            problem = (
+                f"{spent.values} of {self.values_budget} numeric values already used "
+                "(limit: [federation] values_budget)"
+            )
+        elif epsilon and spent.epsilon >= self.epsilon_budget - 1e-12:
+            problem = (
+                f"epsilon {spent.epsilon:g} of {self.epsilon_budget:g} already spent "
+                "(limit: [federation] epsilon_budget)"
+            )
+        if problem:
+            self._refused(researcher, dataset, run_id, 0, 0.0, spent, problem)
+        return spent
+
     def charge(
         self,
         researcher: str,

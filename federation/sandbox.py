@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import pickle
 import socket
@@ -28,7 +29,10 @@ from typing import Any
 
 from insitu.federation.channel import Channel
 
-__all__ = ["RemoteSiteData", "main"]
+__all__ = ["LIMIT_KINDS", "RemoteSiteData", "limit_hit", "main"]
+
+# What the ``E`` frame may name (the runner maps each to its own fixed text).
+LIMIT_KINDS = (b"memory", b"file-size", b"processes")
 
 
 class RemoteSiteData:
@@ -101,6 +105,26 @@ def _run(channel: Channel) -> bytes:
     return bytes(message_to_proto(reply).SerializeToString())
 
 
+def limit_hit(exc: BaseException | None) -> bytes:
+    """Which resource limit the app's failure came from, if any (``b""``: none seen).
+
+    Only a kind from :data:`LIMIT_KINDS` ever leaves, never the exception's text.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError):
+            return b"memory"
+        if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+            return b"file-size"
+        if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+            return b"processes"  # fork/clone over RLIMIT_NPROC (no sockets in here)
+        if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+            return b"processes"
+        exc = exc.__cause__ or exc.__context__
+    return b""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="insitu sandbox (one ClientApp call)")
     parser.add_argument("--fd", type=int, required=True)
@@ -108,13 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     channel = Channel(socket.socket(fileno=args.fd))
     try:
         reply = _run(channel)
-    except BaseException:
+    except BaseException as exc:
         # The app's words (exception text, class) stay here; the runner sends a fixed text.
-        import traceback
+        kind = limit_hit(exc)
+        with contextlib.suppress(Exception):
+            import traceback
 
-        traceback.print_exc()
+            traceback.print_exc()  # to the site's log (local)
         with contextlib.suppress(OSError):
-            channel.send(b"E", b"")
+            channel.send(b"E", kind)
         return 1
     channel.send(b"R", reply)
     return 0

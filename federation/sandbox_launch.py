@@ -12,6 +12,13 @@ What the sandbox gets, strongest first where the node can do it:
   Runtime API, the SuperLink or anywhere else;
 - an empty environment (no token, no ``INSITU_HOME``), a private 0700 working
   folder that is removed afterwards, no core dumps;
+- resource limits set in the child before any app code runs (:class:`Limits`,
+  from ``[federation]`` in insitu.toml): address space, CPU seconds, file size
+  and, where the count is the sandbox's own (its account, or its own user
+  namespace), processes; the runner adds a wall-clock timeout;
+- its own session, and the starting process becomes a child subreaper, so
+  :meth:`Sandbox.stop` ends every process the app started (also those that
+  left its session), not only the first;
 - one end of a Unix socket pair: its only way to the site's data and out.
 
 :class:`Sandbox` records which of these held (``isolation``), and the runner
@@ -25,6 +32,7 @@ import ctypes
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,11 +43,56 @@ from typing import Any
 
 from insitu.federation.channel import Channel
 
-__all__ = ["SANDBOX_ACCOUNT", "Sandbox", "start"]
+__all__ = ["SANDBOX_ACCOUNT", "Limits", "Sandbox", "become_subreaper", "start"]
 
 SANDBOX_ACCOUNT = "federation"  # hub-style name: the system account is insitu-federation
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+CPU_GRACE_SECONDS = 5  # SIGXCPU at the soft limit, SIGKILL this much later
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one sandbox process (``[federation] sandbox_*``)."""
+
+    memory_mb: int = 4096
+    cpu_seconds: int = 1800
+    file_size_mb: int = 1024
+    max_processes: int = 256
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            memory_mb=settings.sandbox_memory_mb,
+            cpu_seconds=settings.sandbox_cpu_seconds,
+            file_size_mb=settings.sandbox_file_size_mb,
+            max_processes=settings.sandbox_max_processes,
+        )
+
+    def rlimits(self, processes: bool) -> list[tuple[int, int, int]]:
+        """(resource, soft, hard) to set in the child; without processes: no RLIMIT_NPROC."""
+        cpu = self.cpu_seconds
+        limits = [
+            (resource.RLIMIT_CORE, 0, 0),
+            (resource.RLIMIT_AS, self.memory_mb * MIB, self.memory_mb * MIB),
+            (resource.RLIMIT_CPU, cpu, cpu + CPU_GRACE_SECONDS),
+            (resource.RLIMIT_FSIZE, self.file_size_mb * MIB, self.file_size_mb * MIB),
+        ]
+        if processes:
+            limits.append((resource.RLIMIT_NPROC, self.max_processes, self.max_processes))
+        return limits
+
+    def describe(self, processes: bool) -> str:
+        what = (
+            f"memory {self.memory_mb} MiB, CPU {self.cpu_seconds} s, "
+            f"file size {self.file_size_mb} MiB, "
+        )
+        if processes:
+            return what + f"processes {self.max_processes}"
+        return what + "processes not limited (the app shares the node's account)"
 
 
 @dataclass
@@ -48,14 +101,76 @@ class Sandbox:
     channel: Channel
     folder: Path
     isolation: dict[str, Any] = field(default_factory=dict)
+    netns: str = ""  # the app's network namespace (its processes cannot leave it)
+    others: frozenset[int] = frozenset()  # our children that are not the app's
 
     def stop(self) -> None:
+        """End the app's process and every process it started, then remove its folder."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # its own session and group
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
+        _end_orphans(self._is_app)
         self.channel.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _is_app(self, pid: int) -> bool:
+        if self.netns:
+            return _netns(pid) == self.netns
+        return pid not in self.others
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants of this process come back to it (the site runner calls this
+    once: then :meth:`Sandbox.stop` finds what an app started and left, even after setsid)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def _is_subreaper() -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    value = ctypes.c_int(0)
+    ok = libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0) == 0
+    return bool(ok and value.value)
+
+
+def _netns(pid: int) -> str:
+    try:
+        return str(Path(f"/proc/{pid}/ns/net").readlink())
+    except OSError:
+        return ""
+
+
+def _children() -> list[int]:
+    """Our own child processes (with a subreaper, also the orphans of the app)."""
+    me, found = os.getpid(), []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            found.append(int(entry.name))
+    return found
+
+
+def _end_orphans(is_app: Any, rounds: int = 50) -> None:
+    """Kill and reap what the app left behind (it may still be forking: several rounds)."""
+    for _ in range(rounds):
+        children = [pid for pid in _children() if is_app(pid)]
+        if not children:
+            return
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 def _account() -> Any | None:
@@ -81,12 +196,16 @@ def _namespace_flags(as_root: bool) -> int:
     return flags if _can_unshare(flags) else 0
 
 
-def start(configured_python: str = "") -> Sandbox:
+def start(configured_python: str = "", limits: Limits | None = None) -> Sandbox:
     """A sandbox process, waiting for its task on the returned channel.
 
     ``configured_python`` is ``hub.user_python``: the Python other accounts may
     run (checked, as for the researchers' accounts, when an account is used).
+    When the calling process is a child subreaper (:func:`become_subreaper`),
+    :meth:`Sandbox.stop` ends all the app's processes, also those that left its
+    session; the audit's isolation entry says which held.
     """
+    limits = limits or Limits()
     from insitu.errors import ConfigError
 
     account = _account()
@@ -101,6 +220,11 @@ def start(configured_python: str = "") -> Sandbox:
             # No Python the account may run: the app runs as the node's account (audited).
             account, why = None, " (hub.user_python: no Python other accounts may run)"
     flags = _namespace_flags(account is not None or os.geteuid() == 0)
+    # RLIMIT_NPROC counts per user (per user namespace): only the sandbox's own count.
+    count_processes = account is not None or bool(flags & CLONE_NEWUSER)
+    rlimits = limits.rlimits(count_processes)
+    subreaper = _is_subreaper()
+    others = frozenset(_children())
     folder = Path(tempfile.mkdtemp(prefix="insitu-app-"))
     if account is not None:
         os.chown(folder, account.pw_uid, account.pw_gid)
@@ -122,7 +246,8 @@ def start(configured_python: str = "") -> Sandbox:
     def preexec() -> None:  # pragma: no cover (runs after fork)
         if flags and libc.unshare(flags) != 0:
             os._exit(126)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        for which, soft, hard in rlimits:
+            resource.setrlimit(which, (soft, hard))
         if account is not None:
             os.setgid(account.pw_gid)
             os.setgroups([account.pw_gid])
@@ -138,10 +263,16 @@ def start(configured_python: str = "") -> Sandbox:
         preexec_fn=preexec,
         stdin=subprocess.DEVNULL,
         close_fds=True,
+        start_new_session=True,
     )
     child.close()
     isolation = {
         "account": account.pw_name if account is not None else "the node's own account" + why,
         "network": "none (own network namespace)" if flags else "shared with the node",
+        "limits": limits.describe(count_processes),
+        "processes": "all ended after the call"
+        if subreaper
+        else "its session ended after the call (processes that left it may remain)",
     }
-    return Sandbox(process, Channel(parent), folder, isolation)
+    netns = _netns(process.pid) if flags & CLONE_NEWNET else ""
+    return Sandbox(process, Channel(parent), folder, isolation, netns, others)

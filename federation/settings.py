@@ -58,8 +58,23 @@ HELP: dict[str, str] = {
     ),
     "identity_max_age": "seconds a signed researcher identity stays valid after it was issued",
     "sandbox_timeout": (
-        "seconds an approved app may take for one message in its sandbox before the site "
-        "stops it and replies with an error (code 4004)"
+        "seconds (wall clock) an approved app may take for one message in its sandbox before "
+        "the site stops it and replies with an error (code 4006)"
+    ),
+    "sandbox_memory_mb": (
+        "address space of the app's sandbox process, MiB (RLIMIT_AS; Python with numpy and "
+        "Flower needs about 250, with torch about 800); an allocation beyond it fails"
+    ),
+    "sandbox_cpu_seconds": (
+        "CPU seconds (all threads together) the app's sandbox process may use for one "
+        "message (RLIMIT_CPU); then the kernel stops it"
+    ),
+    "sandbox_file_size_mb": (
+        "largest file the app may write in its sandbox folder, MiB (RLIMIT_FSIZE)"
+    ),
+    "sandbox_max_processes": (
+        "most processes and threads the app's sandbox account may run at once (RLIMIT_NPROC; "
+        "counted per account, so several apps running at once share it)"
     ),
     "poll_interval": (
         "seconds the site's SuperNode waits between asking the coordinator for work when it "
@@ -100,6 +115,10 @@ class FederationSettings:
     sandbox_timeout: float = 900.0
     poll_interval: float = 0.5
     prestart: bool = True
+    sandbox_memory_mb: int = 4096
+    sandbox_cpu_seconds: int = 1800
+    sandbox_file_size_mb: int = 1024
+    sandbox_max_processes: int = 256
     max_values_per_reply: int = 1_000_000
     max_values_per_run: int = 10_000_000
     trusted_homes: dict[str, str] = field(default_factory=dict)
@@ -161,7 +180,16 @@ def _validate(settings: FederationSettings, source: str) -> None:
         fail("sandbox_timeout", "must be positive")
     if not 0.05 <= settings.poll_interval <= 60:
         fail("poll_interval", f"must lie in [0.05, 60] seconds, not {settings.poll_interval}")
-    for key in ("max_values_per_reply", "max_values_per_run"):
+    if settings.sandbox_memory_mb < 256:
+        fail("sandbox_memory_mb", f"must be at least 256, not {settings.sandbox_memory_mb}")
+    if settings.sandbox_max_processes < 8:
+        fail("sandbox_max_processes", f"must be at least 8, not {settings.sandbox_max_processes}")
+    for key in (
+        "max_values_per_reply",
+        "max_values_per_run",
+        "sandbox_cpu_seconds",
+        "sandbox_file_size_mb",
+    ):
         if getattr(settings, key) < 1:
             fail(key, "must be at least 1")
     for site, key in settings.trusted_homes.items():

@@ -28,9 +28,11 @@ from insitu.federation.policy import reply_size
 
 __all__ = [
     "ERROR_APP_FAILED",
+    "ERROR_BUDGET_EXHAUSTED",
     "ERROR_EGRESS_REFUSED",
     "ERROR_NOT_APPROVED",
     "ERROR_RESEARCHER_REFUSED",
+    "ERROR_RESOURCE_LIMIT",
     "ERROR_SITE_FAILURE",
     "SiteRun",
     "clip_and_noise",
@@ -43,6 +45,8 @@ ERROR_EGRESS_REFUSED = 4002
 ERROR_SITE_FAILURE = 4003
 ERROR_APP_FAILED = 4004
 ERROR_RESEARCHER_REFUSED = 4005
+ERROR_RESOURCE_LIMIT = 4006  # the app hit a sandbox limit (time, CPU, memory, files, processes)
+ERROR_BUDGET_EXHAUSTED = 4007  # the researcher's budget for the dataset at this site is spent
 SECAGG_CONFIGS = "secaggplus_configs"
 SITE_RECORD = "insitu.site"
 # Replies that carry a result (not SecAgg+'s key-exchange stages) carry the site's credit.

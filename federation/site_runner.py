@@ -57,27 +57,33 @@ def _prestart(home: str) -> None:
     """Start this task's sandbox now (it imports Flower, then waits for the task)."""
     from insitu.config import NodeHome, load_config
     from insitu.federation import sandbox_launch
+    from insitu.federation.settings import federation_settings
 
     try:
-        python = load_config(NodeHome(Path(home))).hub.user_python
-        _SPARE["box"], _SPARE["python"] = sandbox_launch.start(python), python
+        config = load_config(NodeHome(Path(home)))
+        python = config.hub.user_python
+        limits = sandbox_launch.Limits.from_settings(federation_settings(config))
+        _SPARE["box"] = sandbox_launch.start(python, limits)
+        _SPARE["python"], _SPARE["limits"] = python, limits
     except Exception as exc:  # only costs time: the task then starts its own sandbox
         what = type(exc).__name__
         print(f"insitu site runner: no sandbox started ahead ({what})", file=sys.stderr)
 
 
-def _take_sandbox(configured_python: str) -> Any:
-    """The sandbox started ahead when it still fits the site's config, else a new one."""
+def _take_sandbox(configured_python: str, limits: Any) -> Any:
+    """The sandbox started ahead when it still fits the site's config (Python and
+    resource limits), else a new one."""
     from insitu.federation import sandbox_launch
 
     box = _SPARE.pop("box", None)
     python = _SPARE.pop("python", None)
+    ahead = _SPARE.pop("limits", None)
     if box is not None:
-        if python == configured_python and box.process.poll() is None:
+        if python == configured_python and ahead == limits and box.process.poll() is None:
             _TIMES["prestarted"] = 1.0
             return box
         box.stop()
-    return sandbox_launch.start(configured_python)
+    return sandbox_launch.start(configured_python, limits)
 
 
 def _drop_spare() -> None:
@@ -151,6 +157,8 @@ class AppCall:
         from insitu.federation import node_data
         from insitu.federation.channel import ChannelClosedError
         from insitu.federation.data_service import DataService
+        from insitu.federation.sandbox import LIMIT_KINDS
+        from insitu.federation.sandbox_launch import Limits
 
         data = node_data.open_for_node(dict(context.node_config))
         # The runner's own SiteData (trusted): the envelope reads it for the site's credit.
@@ -180,7 +188,7 @@ class AppCall:
                 "settings": data.settings,
             },
         }
-        box = _take_sandbox(self.config.hub.user_python)
+        box = _take_sandbox(self.config.hub.user_python, Limits.from_settings(self.settings))
         self.isolation = box.isolation
         limits = {b"Q": 1 << 20, b"R": self.config.policy.max_reply_bytes + 65536, b"E": 65536}
         deadline = time.monotonic() + self.timeout
@@ -200,15 +208,49 @@ class AppCall:
                         return self._check(message, payload, service)
                     finally:
                         _TIMES["check"] = time.perf_counter() - started
+                if payload in LIMIT_KINDS:  # a kind name from a fixed list, never app text
+                    return self._over_limit(message, payload.decode())
                 return self._app_failed(message, "the app raised an exception")
         except TimeoutError:
-            return self._app_failed(
-                message, f"the app did not answer within {self.timeout:.0f} s (it was stopped)"
-            )
+            return self._over_limit(message, "time")
         except (ChannelClosedError, OSError):
+            if _killed_by_cpu_limit(box.process):
+                return self._over_limit(message, "cpu")
             return self._app_failed(message, "the app's process ended without a valid reply")
         finally:
             box.stop()
+
+    def _over_limit(self, message: Any, kind: str) -> Any:
+        """The fixed error reply (and audit entry) for an app stopped at a sandbox limit."""
+        from insitu.federation.site_mod import ERROR_RESOURCE_LIMIT
+
+        s = self.settings
+        what = {
+            "time": f"time limit ({s.sandbox_timeout:g} s, [federation] sandbox_timeout)",
+            "cpu": f"CPU time limit ({s.sandbox_cpu_seconds} s, [federation] sandbox_cpu_seconds)",
+            "memory": f"memory limit ({s.sandbox_memory_mb} MiB, [federation] sandbox_memory_mb)",
+            "file-size": (
+                f"file size limit ({s.sandbox_file_size_mb} MiB, [federation] sandbox_file_size_mb)"
+            ),
+            "processes": (
+                f"process limit ({s.sandbox_max_processes} processes and threads, "
+                "[federation] sandbox_max_processes)"
+            ),
+        }[kind]
+        self.run.audit(
+            "federation.reply",
+            message_type=message.metadata.message_type,
+            decision="error",
+            reason=f"the app reached its {what}",
+            limit=kind,
+            size_bytes=0,
+        )
+        return _error(
+            ERROR_RESOURCE_LIMIT,
+            f"site {self.run.site!r}: the ClientApp reached its {what} and was stopped; the "
+            "site goes on serving other runs and does not forward the app's own error text",
+            message,
+        )
 
     def _app_failed(self, message: Any, what: str) -> Any:
         from insitu.federation.site_mod import ERROR_APP_FAILED
@@ -238,7 +280,11 @@ class AppCall:
             parse_reply,
         )
         from insitu.federation.policy import EgressPolicy
-        from insitu.federation.site_mod import ERROR_APP_FAILED, ERROR_EGRESS_REFUSED
+        from insitu.federation.site_mod import (
+            ERROR_APP_FAILED,
+            ERROR_BUDGET_EXHAUSTED,
+            ERROR_EGRESS_REFUSED,
+        )
 
         run, policy = self.run, EgressPolicy.from_config(self.config.policy)
         message_type = message.metadata.message_type
@@ -283,7 +329,7 @@ class AppCall:
             )
         refused = self._charge(parsed.values)
         if refused is not None:
-            return self._refuse(message, [refused], parsed.size_bytes)
+            return self._refuse(message, [refused], parsed.size_bytes, ERROR_BUDGET_EXHAUSTED)
         run_budget.record(run.home, run.run_id, run.fingerprint, parsed.values)
         return Message(result.content(), reply_to=message)
 
@@ -313,7 +359,7 @@ class AppCall:
             return str(exc)
         return None
 
-    def _refuse(self, message: Any, reasons: list[str], size: int) -> Any:
+    def _refuse(self, message: Any, reasons: list[str], size: int, code: int = 0) -> Any:
         from insitu.federation.site_mod import ERROR_EGRESS_REFUSED
 
         self.run.audit(
@@ -324,10 +370,22 @@ class AppCall:
             size_bytes=size,
         )
         return _error(
-            ERROR_EGRESS_REFUSED,
+            code or ERROR_EGRESS_REFUSED,
             f"site {self.run.site!r} refused to send this reply: " + "; ".join(reasons),
             message,
         )
+
+
+def _killed_by_cpu_limit(process: Any) -> bool:
+    """Did the kernel stop the app at RLIMIT_CPU (SIGXCPU, or SIGKILL at the hard limit)?"""
+    import signal
+    import subprocess
+
+    try:
+        code = process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        return False
+    return code in (-signal.SIGXCPU, -signal.SIGKILL)
 
 
 def _disclosure_context(home: Any) -> Any | None:
@@ -346,10 +404,17 @@ def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:
     from flwr.client.mod.utils import make_ffn
 
     from insitu.config import NodeHome, load_config
-    from insitu.errors import AccessDeniedError, AppNotApprovedError, InsituError
+    from insitu.errors import (
+        AccessDeniedError,
+        AppNotApprovedError,
+        BudgetExhaustedError,
+        InsituError,
+    )
     from insitu.federation import admission, approvals, node_data, run_budget
+    from insitu.federation.ledger import Ledger
     from insitu.federation.manifest import manifest_from_fab
     from insitu.federation.site_mod import (
+        ERROR_BUDGET_EXHAUSTED,
         ERROR_EGRESS_REFUSED,
         ERROR_NOT_APPROVED,
         ERROR_SITE_FAILURE,
@@ -423,6 +488,18 @@ def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:
         who = researcher.qualified
         return _refuse_researcher(run_info, who, refused, message, config.site.name)
 
+    # A researcher with nothing left of their budget here: refused before the app runs.
+    try:
+        Ledger.for_home(home).ensure_left(
+            researcher.qualified,
+            dataset,
+            run_id=str(run.run_id),
+            epsilon=config.policy.differential_privacy,
+        )
+    except BudgetExhaustedError as spent:
+        reason = f"site {config.site.name!r} refused the run: {spent}"
+        return _error(ERROR_BUDGET_EXHAUSTED, reason, message)
+
     app = AppCall(run=run_info, config=config, fab=fab, flwr_run=run, manifest=manifest)
     delta = app.settings.dp_delta
     call: Callable[..., Any] = make_ffn(app, site_mods(run_info, config.policy, dp_delta=delta))
@@ -483,8 +560,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     from flwr.supercore.app_utils import start_parent_process_monitor
 
+    from insitu.federation.sandbox_launch import become_subreaper
+
     if args.parent_pid is not None:
         start_parent_process_monitor(args.parent_pid)
+    become_subreaper()  # what an app starts and leaves comes back here to be ended
     try:
         _preload()
         if args.insitu_home:

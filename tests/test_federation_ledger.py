@@ -31,6 +31,21 @@ def test_values_budget_exhausted_is_refused_clearly_and_audited(home):
     assert refused[-1]["user"] == "alice.site-a" and refused[-1]["details"]["decision"] == "refused"
 
 
+def test_a_spent_budget_refuses_before_the_app_runs(home):
+    _set(home, "values_budget = 100\nepsilon_budget = 1.0\n")
+    ledger = Ledger.for_home(home)
+    assert ledger.ensure_left("alice", "locat", run_id="1").values == 0
+    ledger.charge("alice", "locat", values=100, epsilon=1.0, run_id="1")
+    with pytest.raises(BudgetExhaustedError, match=r"alice for dataset 'locat'.*100 of 100"):
+        ledger.ensure_left("alice", "locat", run_id="2")
+    ledger.charge("bob", "locat", values=1, epsilon=1.0, run_id="3")
+    ledger.ensure_left("bob", "locat", run_id="4")  # epsilon counts only when the site noises
+    with pytest.raises(BudgetExhaustedError, match=r"epsilon 1 of 1 already spent"):
+        ledger.ensure_left("bob", "locat", run_id="4", epsilon=True)
+    refused = [e for e in AuditLog(home).entries() if e["kind"] == "federation.budget"]
+    assert [(e["user"], e["details"]["run_id"]) for e in refused] == [("alice", "2"), ("bob", "4")]
+
+
 def test_epsilon_budget(home):
     _set(home, "epsilon_budget = 1.0\n")
     ledger = Ledger.for_home(home)
@@ -78,3 +93,9 @@ def test_settings_defaults_and_validation(home):
         parse_federation({"trusted_homes": {"site-a": "nope"}})
     with pytest.raises(ConfigError, match="min_bin_width must be a number"):
         parse_federation({"min_bin_width": "wide"})
+    with pytest.raises(ConfigError, match=r"sandbox_memory_mb must be at least 256.*RLIMIT_AS"):
+        parse_federation({"sandbox_memory_mb": 64})
+    with pytest.raises(ConfigError, match=r"sandbox_cpu_seconds must be at least 1"):
+        parse_federation({"sandbox_cpu_seconds": 0})
+    with pytest.raises(ConfigError, match=r"sandbox_max_processes must be at least 8"):
+        parse_federation({"sandbox_max_processes": 2})

@@ -575,6 +575,54 @@ def test_training_goes_on_when_a_site_drops_and_takes_it_back(federation):
     assert "CITATIONS.cff" in run.result["citation_files"]
 
 
+def test_a_spent_budget_refuses_a_researcher_others_go_on_and_a_restart_keeps_it(federation):
+    """The per-researcher, per-dataset ledger on a live site: bob's repeated runs are refused
+    once his budget at site-b is spent (code 4007, audited naming him), carol still runs,
+    and after the SuperNode restarts the ledger still refuses bob."""
+    from fixtures_federation import approve_researcher, set_federation
+
+    from insitu.errors import ServiceError
+    from insitu.federation.control_auth import issue_token
+    from insitu.federation.ledger import Ledger
+
+    site_b = federation.homes["site-b"]
+    approvals.approve(site_b, analytics_fingerprint(), DATASET, days=1, user="sam")
+    for name in ("bob", "carol"):  # researchers of site-b, approved only there
+        approve_researcher(site_b, name)
+        federation.tokens[name] = issue_token(federation.coordinator, name)
+    ask = {"address": federation.address, "insecure": True, "dataset": DATASET,
+           "feature": "hu_mean", "min_sites": 1, "timeout": 300}  # fmt: skip
+
+    def run(name: str) -> pd.DataFrame:
+        return analyze(**federation.researcher(name, home="site-b"), **ask)
+
+    assert run("bob").attrs["sites"] == ["site-b"]
+    used = Ledger.for_home(site_b).spent("bob@site-b", DATASET).values
+    assert used > 0
+    spent = r"budget of bob@site-b for dataset 'locat' at this site is exhausted"
+    set_federation(site_b, values_budget=used + used // 2)  # room for half a reply more
+    try:
+        with pytest.raises(ServiceError, match=spent + r".*values already used, this reply"):
+            run("bob")
+        assert run("carol").attrs["sites"] == ["site-b"]  # her own budget
+        processes.stop(site_b)
+        federation.restart_site("site-b")
+        # Nothing left now: refused before the app runs. Without the ledger on disk the
+        # restarted site would have let a whole reply out.
+        set_federation(site_b, values_budget=used)
+        replies = len(read_audit(site_b, "federation.reply"))
+        with pytest.raises(ServiceError, match=spent + rf": {used} of {used} numeric values"):
+            run("bob")
+        assert len(read_audit(site_b, "federation.reply")) == replies
+    finally:
+        set_federation(site_b, values_budget=100_000)
+    refusals = read_audit(site_b, "federation.budget")
+    assert [(e["user"], e["details"]["decision"]) for e in refusals] == [
+        ("bob@site-b", "refused"), ("bob@site-b", "refused"),
+    ]  # fmt: skip
+    assert Ledger.for_home(site_b).spent("bob@site-b", DATASET).values == used
+
+
 def test_coordinator_restart_keeps_site_state(federation, capsys):
     before = {site: AuditLog(home).verify().entries for site, home in federation.homes.items()}
     assert main(["--home", str(federation.coordinator.root), "federation", "stop"]) == 0

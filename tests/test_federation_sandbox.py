@@ -1,0 +1,226 @@
+"""Sandbox resource limits (issue 13): an approved app that allocates too much, spins,
+forks, writes a huge file or hangs is stopped by the site with a fixed error (code 4006,
+the site's words, never the app's), every process it started ends, and the site serves
+the next call. Real sandbox processes (own account and network namespace as root) run
+through the site runner's AppCall and checker on an ingested node home
+(tests/sandbox_driver.py); the SuperLink is not needed for this."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures_federation import DATASET, read_audit
+
+from insitu.federation.apps import build_fab
+
+pytestmark = pytest.mark.slow
+
+PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "greedy"
+version = "1.0.0"
+description = "an app that takes more than its share"
+license = "Apache-2.0"
+
+[tool.flwr.app]
+publisher = "mallory"
+
+[tool.flwr.app.components]
+serverapp = "greedy_app:server"
+clientapp = "greedy_app:client"
+
+[tool.flwr.app.config]
+insitu-identity = ""
+marker = ""
+
+[tool.insitu.egress]
+message-types = ["query.*"]
+metrics = ["m/*"]
+"""
+
+APP = """
+import os
+import time
+
+import numpy as np
+from flwr.app import Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+from insitu.federation import site_data
+
+client = ClientApp()
+server = ServerApp()
+
+
+def _reply(msg, **values):
+    return Message(RecordDict({"m": MetricRecord(values)}), reply_to=msg)
+
+
+@client.query("allocate")
+def allocate(msg, context):
+    held = []
+    for _ in range(2048):  # up to 64 GiB of address space, 32 MiB at a time (untouched)
+        held.append(np.empty(32 << 20, dtype=np.uint8))
+    return _reply(msg, held=float(len(held)))
+
+
+@client.query("spin")
+def spin(msg, context):
+    while True:
+        pass
+
+
+@client.query("fork")
+def fork(msg, context):
+    for _ in range(200):
+        if os.fork() == 0:  # each child leaves the app's session and waits
+            os.setsid()
+            os.execv("/bin/sleep", [context.run_config["marker"], "600"])
+    return _reply(msg, forked=200.0)
+
+
+@client.query("write")
+def write(msg, context):
+    with open("big.bin", "wb") as out:
+        for _ in range(64):
+            out.write(b"subject 0042 " * 80000)
+    return _reply(msg, written=64.0)
+
+
+@client.query("sleep")
+def sleep(msg, context):
+    time.sleep(600)
+
+
+@client.query("mean")
+def mean(msg, context):
+    data = site_data(context)
+    values = [float(data.image(str(s)).mean()) for s in data.series.series_id]
+    return _reply(msg, mean=sum(values) / len(values))
+"""
+
+SITE = "site-a"
+MARKER = f"insitu-fork-attack-{uuid.uuid4().hex[:12]}"
+TIGHT = {
+    "allocate": {"sandbox_memory_mb": 512},
+    "spin": {"sandbox_cpu_seconds": 3},
+    "fork": {"sandbox_max_processes": 16},
+    "write": {"sandbox_file_size_mb": 8},
+    "sleep": {"sandbox_timeout": 5.0},
+    "mean": {},  # afterwards, with the site's defaults: the site goes on
+}
+
+
+def _marked() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if MARKER.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def outcomes(federation_sites, tmp_path_factory) -> dict[str, Any]:
+    """Each action once, in this order, in one driver process (like one site runner each)."""
+    home = federation_sites.homes[SITE]
+    folder = tmp_path_factory.mktemp("greedy")
+    fab = folder / "greedy.fab"
+    fab.write_bytes(
+        build_fab({"pyproject.toml": PYPROJECT.encode(), "greedy_app.py": APP.encode()})
+    )
+    spec = {
+        "home": str(home.root),
+        "dataset": DATASET,
+        "site": SITE,
+        "fab": str(fab),
+        "fab_id": "mallory/greedy",
+        "researcher": "mallory@site-b",
+        "calls": [
+            {"type": f"query.{action}", "federation": limits, "run_config": {"marker": MARKER}}
+            for action, limits in TIGHT.items()
+        ],
+    }
+    driver = Path(__file__).with_name("sandbox_driver.py")
+    leftover: list[int] = []
+    (folder / "spec.json").write_text(json.dumps(spec))
+    out, err = folder / "out.jsonl", folder / "err.log"
+    try:
+        # Files, not pipes: a process the app left behind must not keep this waiting.
+        with (folder / "spec.json").open() as stdin, out.open("w") as stdout, err.open("w") as e:
+            code = subprocess.call(
+                [sys.executable, str(driver)], stdin=stdin, stdout=stdout, stderr=e, timeout=900
+            )
+    finally:
+        leftover = _marked()
+        for pid in leftover:  # never leave the attack's processes behind, also on failure
+            os.kill(pid, signal.SIGKILL)
+    assert code == 0, err.read_text()[-4000:]
+    results = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    return {r["type"].removeprefix("query."): r for r in results} | {"leftover": leftover}
+
+
+def _stopped(outcome: dict[str, Any], what: str) -> None:
+    assert outcome["code"] == 4006, outcome
+    assert f"site '{SITE}': the ClientApp reached its {what}" in outcome["reason"], outcome
+    assert "does not forward the app's own error text" in outcome["reason"]
+
+
+def test_an_app_that_allocates_too_much_is_stopped(outcomes):
+    _stopped(outcomes["allocate"], "memory limit (512 MiB, [federation] sandbox_memory_mb)")
+
+
+def test_an_app_that_spins_is_stopped_by_its_cpu_limit(outcomes):
+    _stopped(outcomes["spin"], "CPU time limit (3 s, [federation] sandbox_cpu_seconds)")
+
+
+def test_an_app_that_forks_is_stopped_and_none_of_its_processes_survive(outcomes):
+    from insitu.federation import sandbox_launch as launch
+
+    if os.geteuid() != 0 and not launch._can_unshare(launch.CLONE_NEWUSER | launch.CLONE_NEWNET):
+        pytest.skip("neither root nor user namespaces: the sandbox has no process count of its own")
+    _stopped(outcomes["fork"], "process limit (16 processes and threads")
+    # Children that left the app's session (setsid) were ended too, by the runner.
+    assert outcomes["leftover"] == []
+
+
+def test_an_app_that_writes_a_huge_file_is_stopped(outcomes):
+    _stopped(outcomes["write"], "file size limit (8 MiB, [federation] sandbox_file_size_mb)")
+
+
+def test_an_app_that_hangs_is_stopped_by_the_wall_clock(outcomes):
+    _stopped(outcomes["sleep"], "time limit (5 s, [federation] sandbox_timeout)")
+
+
+def test_the_site_serves_the_next_call_and_audits_each_limit(outcomes, federation_sites):
+    assert outcomes["mean"]["code"] is None, outcomes["mean"]
+    assert set(outcomes["mean"]["metrics"]) == {"m/mean"}
+    home = federation_sites.homes[SITE]
+    entries = [
+        e
+        for e in read_audit(home, "federation.reply")
+        if e["details"].get("app") == "mallory/greedy==1.0.0"
+    ]
+    limits = [e["details"].get("limit") for e in entries if e["details"].get("limit")]
+    assert sorted(limits) == sorted(["memory", "cpu", "processes", "file-size", "time"])
+    assert all(e["user"] == "mallory@site-b" for e in entries)
+    assert "0042" not in json.dumps(entries)  # nothing the app wrote or said
+    isolation = outcomes["mean"]["isolation"]
+    assert isolation["limits"].startswith("memory 4096 MiB, CPU 1800 s, file size 1024 MiB")
+    assert isolation["processes"] == "all ended after the call"

@@ -31,7 +31,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from insitu._sqlite import connect
 from insitu.audit import AuditLog
@@ -95,6 +95,11 @@ CREATE TABLE IF NOT EXISTS first_approvals (
 );
 """
 
+# A request with the steward who gave the first of two approvals, if one has.
+_SELECT = (
+    "SELECT r.*, f.steward AS first_approved_by FROM requests r "
+    "LEFT JOIN first_approvals f ON f.request_id = r.id"
+)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -124,6 +129,7 @@ class ReleaseRequest:
     override_reason: str | None
     released: str | None
     downloads: int
+    first_approved_by: str | None = None  # two-person review: the first of two approvals
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ReleaseRequest:
@@ -131,8 +137,17 @@ class ReleaseRequest:
         data["checks"] = json.loads(data["checks"])
         return cls(**data)
 
+    @property
+    def awaiting(self) -> str | None:
+        """What a submitted request waits for (a steward's panel shows it)."""
+        if self.state != "submitted":
+            return None
+        if self.first_approved_by:
+            return "a second, different steward's approval"
+        return "a steward's decision"
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"awaiting": self.awaiting}
 
     @property
     def failed_rules(self) -> list[str]:
@@ -274,7 +289,7 @@ class Airlock:
             ) from None
         row = None
         if -(2**63) <= number < 2**63:  # beyond SQLite's integers no request can exist
-            row = self._db.execute("SELECT * FROM requests WHERE id = ?", (number,)).fetchone()
+            row = self._db.execute(_SELECT + " WHERE r.id = ?", (number,)).fetchone()
         if row is None or (user is not None and row["user"] != user):
             raise ReleaseNotFoundError(
                 f"no release request {number}"
@@ -286,15 +301,17 @@ class Airlock:
     def list(self, *, user: str | None = None, state: str | None = None) -> list[ReleaseRequest]:
         if state is not None and state not in STATES:
             raise ReleaseStateError(f"unknown state {state!r}: choose one of {', '.join(STATES)}")
-        query = "SELECT * FROM requests WHERE state != 'draft'"
+        query = _SELECT + " WHERE r.state != 'draft'"
         args: list[Any] = []
         if user is not None:
-            query += " AND user = ?"
+            query += " AND r.user = ?"
             args.append(user)
         if state is not None:
-            query += " AND state = ?"
+            query += " AND r.state = ?"
             args.append(state)
-        return [ReleaseRequest.from_row(r) for r in self._db.execute(query + " ORDER BY id", args)]
+        return [
+            ReleaseRequest.from_row(r) for r in self._db.execute(query + " ORDER BY r.id", args)
+        ]
 
     def download(self, request_id: int | str, *, user: str) -> tuple[ReleaseRequest, bytes]:
         """The approved output's bytes for the researcher who asked; marks it released."""
@@ -360,8 +377,10 @@ class Airlock:
         reason = (reason or "").strip()
         override = (override or "").strip() or None
         if request.user == steward:
-            raise AccessDeniedError(
-                f"{steward} submitted release request {request.id}: another steward must decide"
+            self._refuse(
+                request,
+                steward,
+                f"{steward} submitted release request {request.id}: another steward must decide",
             )
         if request.state != "submitted":
             raise ReleaseStateError(
@@ -395,9 +414,11 @@ class Airlock:
         if self.config.policy.two_person_review and first is None:
             return self._approve_first(request, steward, reason, override)
         if first is not None and first["steward"] == steward:
-            raise AccessDeniedError(
+            self._refuse(
+                request,
+                steward,
                 f"{steward} already approved release request {request.id}: two-person "
-                "review needs a second, different steward"
+                "review needs a second, different steward",
             )
         decided_by = steward if first is None else f"{first['steward']}+{steward}"
         self._transition(
@@ -424,6 +445,18 @@ class Airlock:
             datasets=used_datasets(self.home, request.user, request.submitted, request.id),
         )
         return self.get(request.id)
+
+    def _refuse(self, request: ReleaseRequest, steward: str, message: str) -> NoReturn:
+        """An approval this steward may not give: audited, then AccessDeniedError."""
+        self.audit.append(
+            "release.approve_refused",
+            user=steward,
+            request=request.id,
+            researcher=request.user,
+            sha256=request.sha256,
+            reason=message,
+        )
+        raise AccessDeniedError(message)
 
     def _first_approval(self, request_id: int) -> Any:
         return self._db.execute(

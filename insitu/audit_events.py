@@ -89,6 +89,11 @@ _KINDS = (
     ),
     EventKind("release.deny", "a release denied", ("request", "researcher")),
     EventKind(
+        "release.approve_refused",
+        "an approval refused: the submitter's own, or the same steward twice (two-person)",
+        ("request", "researcher", "reason"),
+    ),
+    EventKind(
         "release.override_refused",
         "an approval of a never-leave output refused",
         ("request", "researcher"),

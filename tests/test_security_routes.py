@@ -646,6 +646,85 @@ def test_a_steward_never_approves_their_own_release(site):
     assert call(site, "sam", "GET", "airlock", f"api/releases/{rid}/download").status_code == 409
 
 
+def test_two_person_review_over_rest(site):
+    """[policy] two_person_review through the airlock service, as stewards use it (issue 12):
+    the first approval keeps the request submitted, the same steward cannot approve
+    twice, the submitter never approves her own, a second steward releases it."""
+    import dataclasses
+
+    from insitu.config import load_config
+    from insitu.hub.accounts import AccountStore
+
+    with AccountStore(site.home) as store:  # a second steward (sam is the first)
+        store.add("ann", "steward", "correct horse battery", actor="tests")
+    site.tokens["ann"] = site.hub.token("ann")
+    site.secrets.append(site.tokens["ann"])
+    config = load_config(site.home)
+    policy = dataclasses.replace(config.policy, two_person_review=True)
+    site.home.config_path.write_text(dataclasses.replace(config, policy=policy).to_toml())
+    try:
+        r = call(site, "bob", "POST", "airlock", "api/releases", json={
+            "filename": "arms.csv", "purpose": "per-arm counts",
+            "content": _content("arm,n\nA,40\nB,41\n")})  # fmt: skip
+        assert r.status_code == 201, r.text
+        rid = r.json()["id"]
+
+        def approve(who: str) -> requests.Response:
+            return call(site, who, "POST", "airlock", f"api/releases/{rid}/approve",
+                        json={"reason": f"{who}: aggregates only"})  # fmt: skip
+
+        first = approve("sam")
+        assert first.status_code == 200, first.text
+        body = first.json()
+        assert body["state"] == "submitted" and body["first_approved_by"] == "sam"
+        assert body["awaiting"] == "a second, different steward's approval"
+        listed = call(site, "ann", "GET", "airlock", "api/releases?all=1").json()
+        assert [x["first_approved_by"] for x in listed if x["id"] == rid] == ["sam"]
+        assert (
+            call(site, "bob", "GET", "airlock", f"api/releases/{rid}/download").status_code == 409
+        )
+        # The same steward twice: refused with one line, audited.
+        again = approve("sam")
+        assert again.status_code == 403, again.text
+        message = again.json()["message"]
+        assert "sam already approved release request" in message and "second, different" in message
+        assert "\n" not in message
+        # The submitter, made a steward meanwhile, still never approves her own.
+        with AccountStore(site.home) as store:
+            store.set_role("bob", "steward", actor="tests")
+        try:
+            own = approve("bob")
+        finally:
+            with AccountStore(site.home) as store:
+                store.set_role("bob", "researcher", actor="tests")
+        assert own.status_code == 403 and "another steward must decide" in own.json()["message"]
+        assert "\n" not in own.json()["message"]
+        assert call(site, "bob", "GET", "airlock", f"api/releases/{rid}").json()["state"] == (
+            "submitted"
+        )
+        # A second, different steward releases it.
+        second = approve("ann")
+        assert second.status_code == 200, second.text
+        assert second.json()["state"] == "approved" and second.json()["decided_by"] == "sam+ann"
+        got = call(site, "bob", "GET", "airlock", f"api/releases/{rid}/download")
+        assert got.status_code == 200 and got.content == b"arm,n\nA,40\nB,41\n"
+        entries = [e for e in AuditLog(site.home).query(kind="release")
+                   if e["details"].get("request") == rid]  # fmt: skip
+        decisions = [(e["kind"], e["user"]) for e in entries if e["kind"] != "release.download"]
+        assert decisions == [
+            ("release.submit", "bob"),
+            ("release.approve_first", "sam"),
+            ("release.approve_refused", "sam"),
+            ("release.approve_refused", "bob"),
+            ("release.approve", "ann"),
+        ]
+        refused = [e["details"] for e in entries if e["kind"] == "release.approve_refused"]
+        assert "already approved" in refused[0]["reason"]
+        assert "another steward" in refused[1]["reason"]
+    finally:
+        site.home.config_path.write_text(config.to_toml())
+
+
 def test_the_register_shows_decisions_and_nothing_else(site):
     rows = call(site, "bob", "GET", "access", "api/requests").json()
     assert rows, "the register is empty"

@@ -198,13 +198,13 @@ def main() -> None:
         finals["fedavg"].append(f[-1])
         print(f"seed {seed}: pooled {[round(a, 3) for a in p]}", flush=True)
         print(f"seed {seed}: fedavg {[round(a, 3) for a in f]}", flush=True)
-    ratios = [f / p for f, p in zip(finals["fedavg"], finals["pooled"], strict=True)]
     print("\nBENCHMARKS.md section 'federated model quality':")
-    print(f"| pooled, {epochs} epochs | {_spread(finals['pooled'])} |")
-    print(
-        f"| FedAvg, {epochs // local} rounds x {local} local epochs | {_spread(finals['fedavg'])} |"
-    )
-    print(f"| FedAvg / pooled (per seed) | {_spread(ratios)} | target >= 0.99 |")
+    if seeds:
+        ratios = [f / p for f, p in zip(finals["fedavg"], finals["pooled"], strict=True)]
+        rounds = epochs // local
+        print(f"| pooled, {epochs} epochs | {_spread(finals['pooled'])} |")
+        print(f"| FedAvg, {rounds} rounds x {local} local epochs | {_spread(finals['fedavg'])} |")
+        print(f"| FedAvg / pooled (per seed) | {_spread(ratios)} | target >= 0.99 |")
     if deploy:
         inproc = fedavg(sites, test, deploy, local, 0)[-1]
         real = _deploy(deploy, local, test)

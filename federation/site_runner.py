@@ -107,8 +107,9 @@ def _preload() -> None:
     import insitu.federation.sandbox_launch
     import insitu.federation.site_mod
 
-    with contextlib.suppress(ImportError):
-        import insitu.disclosure  # noqa: F401
+    with contextlib.suppress(ImportError):  # the checker's disclosure engine, when installed
+        import insitu.disclosure.context
+        import insitu.disclosure.provenance  # noqa: F401
 
 
 def _timing_line(run_id: Any, message_type: str) -> str:

@@ -10,10 +10,10 @@ in bench/bench_round.py, never here.)
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -91,7 +91,8 @@ def test_poll_interval_and_prestart_are_validated():
 def test_a_runner_started_ahead_ends_without_a_task_and_leaves_no_sandbox(tmp_path):
     home = NodeHome(tmp_path / "site")
     init_home(home, "site-a")
-    before = set(Path("/tmp").glob("insitu-app-*"))
+    scratch = tmp_path / "tmp"  # where the sandbox's folder is made (other runs use /tmp)
+    scratch.mkdir()
     runner = subprocess.Popen(
         [
             sys.executable,
@@ -105,7 +106,9 @@ def test_a_runner_started_ahead_ends_without_a_task_and_leaves_no_sandbox(tmp_pa
         ],
         stdin=subprocess.DEVNULL,  # the executor ended before it had a task for this runner
         stderr=subprocess.PIPE,
+        env=os.environ | {"TMPDIR": str(scratch)},
     )
     _, err = runner.communicate(timeout=300)
     assert runner.returncode == 0, err.decode()[-2000:]
-    assert set(Path("/tmp").glob("insitu-app-*")) <= before
+    assert b"no sandbox started ahead" not in err  # one was started ...
+    assert not list(scratch.iterdir())  # ... and removed

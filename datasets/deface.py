@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from insitu.datasets.modality import MODALITIES
+from insitu.datasets.modality import modality as modality_of
 from insitu.errors import DefacingError
 
 __all__ = [
@@ -123,8 +125,9 @@ def is_head_series(
     field of view must be head-sized in-plane.
     """
     modality = (modality or "").upper()
-    if modality not in ("CT", "MR"):
-        return HeadDecision(False, f"modality {modality or 'unknown'} is not CT or MR")
+    if not modality_of(modality).defaced:
+        defaced = " or ".join(code for code, m in MODALITIES.items() if m.defaced)
+        return HeadDecision(False, f"modality {modality or 'unknown'} is not {defaced}")
     if shape[0] < 8:
         return HeadDecision(False, f"only {shape[0]} slices: not a volume a face can be seen in")
     fov = [n * s for n, s in zip(shape, spacing, strict=True)]

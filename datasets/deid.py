@@ -58,6 +58,7 @@ from insitu.datasets.deid_profile import (
     provenance,
 )
 from insitu.datasets.deid_values import dummy_for, shift_da, shift_temporal
+from insitu.datasets.modality import MODALITIES, modality
 from insitu.errors import HeldBack, IngestError
 
 __all__ = [
@@ -77,7 +78,8 @@ PROFILE_VERSION = "1"
 
 # Modalities whose images usually carry burned-in text (PS3.15 E.3.1 names
 # ultrasound and secondary capture): held back unless Burned In Annotation = NO.
-BURNED_IN_MODALITIES = frozenset({"US", "SC", "XC"})
+# Declared in the modality registry (insitu.datasets.modality).
+BURNED_IN_MODALITIES = frozenset(code for code, m in MODALITIES.items() if m.burned_in)
 # A secondary capture is a picture of a screen, whatever its Modality says.
 SECONDARY_CAPTURE_CLASSES = frozenset(
     {
@@ -177,9 +179,9 @@ def burned_in_reason(ds: Dataset) -> str | None:
         why = "Burned In Annotation is YES: its pixels show text that may identify the patient"
     elif flag == "NO":
         return None
-    elif str(ds.get("Modality", "") or "").strip().upper() in BURNED_IN_MODALITIES:
-        modality = str(ds.Modality).strip().upper()
-        why = f"modality {modality} often has burned-in text and Burned In Annotation is not NO"
+    elif modality(str(ds.get("Modality", "") or "")).burned_in:
+        code = str(ds.Modality).strip().upper()
+        why = f"modality {code} often has burned-in text and Burned In Annotation is not NO"
     elif str(ds.get("SOPClassUID", "") or "") in SECONDARY_CAPTURE_CLASSES:
         why = (
             "a secondary capture (a picture of a screen) often has burned-in text "

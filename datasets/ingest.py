@@ -187,15 +187,9 @@ def _iso_date(value: str) -> str:
 
 
 def _units(ds: Any) -> str:
-    modality = str(ds.get("Modality", ""))
-    rescale_type = str(ds.get("RescaleType", "") or "")
-    if modality == "CT" and rescale_type in ("", "HU"):
-        return "HU"
-    if modality == "PT" and ds.get("Units"):
-        return str(ds.Units)
-    if rescale_type:
-        return rescale_type
-    return "arbitrary" if modality == "MR" else "pixel value"
+    from insitu.datasets.modality import units_of
+
+    return units_of(ds)
 
 
 def _header_json(ds: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from insitu.datasets.modality import modality
 from insitu.widgets._render import apply_window, gray_png
 
 if TYPE_CHECKING:
@@ -96,9 +97,8 @@ class SliceViewer:
         self._volume: np.ndarray | None = None
         self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._syncing = False
-        modality = str(image.attrs.get("modality", "")).upper()
         if preset is None:
-            preset = "soft tissue" if modality == "CT" else FREE
+            preset = modality(str(image.attrs.get("modality", ""))).viewer_preset or FREE
         if preset not in (*PRESETS, FREE):
             raise ValueError(f"preset {preset!r}: choose one of {', '.join([*PRESETS, FREE])}")
         start = PRESETS.get(preset) or self._auto_window()

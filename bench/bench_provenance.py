@@ -48,7 +48,14 @@ def _baseline(grid: np.ndarray, hashes: set[bytes]) -> bool:
 
 
 def main() -> None:
-    from provenance_corpus import SPACING, attacks, fundus, legitimate, site_volumes
+    from provenance_corpus import (
+        SPACING,
+        attacks,
+        fundus,
+        legitimate,
+        random_crops,
+        site_volumes,
+    )
 
     from insitu.disclosure.provenance import FingerprintIndex, fingerprint_series
 
@@ -73,6 +80,11 @@ def main() -> None:
         return index.match_vector(g) if g.ndim == 1 else index.match_grid(g)
 
     tp = {name: check(g) is not None for name, g in bad.items()}
+    crops = random_crops(volumes)
+    crop_hits = {}
+    for name, g in crops.items():
+        found = check(g)
+        crop_hits[name] = getattr(found, "series_id", None) == f"ct-{name[1]}"
     fp = {name: check(g) is not None for name, g in good.items()}
     base_tp = sum(_baseline(g, hashes) for g in bad.values())
     runs: list[float] = []
@@ -100,6 +112,14 @@ def main() -> None:
         f"(baseline exact-bytes match: {base_tp}/{len(tp)} = {base_tp / len(tp):.1%})"
     )
     print(f"false positives: {sum(fp.values())}/{len(fp)} = {sum(fp.values()) / len(fp):.1%}")
+    n_crops = sum(crop_hits.values())
+    print(
+        f"random crops (right series named): {n_crops}/{len(crop_hits)} = "
+        f"{n_crops / len(crop_hits):.1%}"
+    )
+    for kind in ("raw", "window", "resized 1.7x flipped", "transposed affine", "noise 5 %"):
+        part = [hit for name, hit in crop_hits.items() if name.endswith(kind)]
+        print(f"  {kind}: {sum(part)}/{len(part)}")
     print("missed:", ", ".join(n for n, hit in tp.items() if not hit) or "none")
     print("false alarms:", ", ".join(n for n, hit in fp.items() if hit) or "none")
     print(

@@ -150,6 +150,33 @@ def attacks(
     return out
 
 
+def random_crops(
+    volumes: list[np.ndarray], *, n_series: int = 3, seed: int = 1
+) -> dict[str, np.ndarray]:
+    """Crops of 50 % to 90 % of a side at random places of an axial slice, each raw, in a
+    display window, resized 1.7x and flipped, transposed with an affine value map, and
+    windowed with 5 % Gaussian noise (the issue's "any sizeable crop")."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for j, v in enumerate(volumes[:n_series]):
+        z, h, w = v.shape
+        plane = v[z // 2 + 1]
+        for f in (0.5, 0.6, 0.7, 0.8, 0.9):
+            y0 = int(rng.uniform(0, 1 - f) * h)
+            x0 = int(rng.uniform(0, 1 - f) * w)
+            crop = plane[y0 : y0 + int(f * h), x0 : x0 + int(f * w)]
+            win = _window(crop)
+            big = (int(crop.shape[0] * 1.7), int(crop.shape[1] * 1.7))
+            out[f"s{j} crop {f:.0%} raw"] = crop
+            out[f"s{j} crop {f:.0%} window"] = win
+            out[f"s{j} crop {f:.0%} resized 1.7x flipped"] = _resize(win, big)[:, ::-1]
+            out[f"s{j} crop {f:.0%} transposed affine"] = crop.T * 0.1 + 7
+            out[f"s{j} crop {f:.0%} window + noise 5 %"] = win + rng.normal(
+                0, 0.05 * 255, win.shape
+            )
+    return out
+
+
 def legitimate(seed: int = 2) -> dict[str, np.ndarray]:
     """Figures and images a researcher may release: none holds the site's pixels."""
     rng = np.random.default_rng(seed)
@@ -200,4 +227,20 @@ def legitimate(seed: int = 2) -> dict[str, np.ndarray]:
             out[f"other image {name} rendered"] = _render(
                 lambda ax, p=pixels: ax.imshow(p, cmap="gray")
             )
+    ct = get_testdata_file("CT_small.dcm")
+    if ct is not None:  # a segmentation-overlap figure: two masks' contours on a slice
+        pixels = np.asarray(pydicom.dcmread(ct).pixel_array, dtype=np.float32)
+        yy, xx = np.mgrid[0 : pixels.shape[0], 0 : pixels.shape[1]]
+        ref = np.hypot(yy - 60, xx - 70) < 18
+        pred = np.hypot(yy - 63, xx - 72) < 17
+        out["segmentation overlap (other image)"] = _render(
+            lambda ax: (
+                ax.imshow(pixels, cmap="gray"),
+                ax.contour(ref, levels=[0.5], colors="lime"),
+                ax.contour(pred, levels=[0.5], colors="red"),
+            )
+        )
+    out["segmentation overlap bars"] = _render(
+        lambda ax: ax.bar(["TP", "FP", "FN"], [rng.integers(800, 900), 60, 45])
+    )
     return out

@@ -70,14 +70,21 @@ THUMB = 32  # whole-plane descriptors are THUMB x THUMB
 COARSE = 20  # coarse grid of the crop search
 MIN_SIDE = 12  # grids smaller than this in either axis carry too little to compare
 MIN_PLANE = 8  # a plane thinner than this (in the thumbnail volume) is not indexed
-CROP_FRACTIONS = (0.4, 0.5, 0.62, 0.76, 0.9)
+CROP_FRACTIONS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FINE_BLUR = 1  # blur passes of the fine thumbnails and templates (sub-pixel crops, noise)
 FINE_STEP = 0.1  # verification tries each crop size +-10 %, then +-5 % around the best
-PER_GROUP = 3  # crop sizes verified per plane group
-CANDIDATES = 24  # coarse crop candidates verified on the fine thumbnails
+PER_GROUP = 6  # crop sizes verified per plane group
+CANDIDATES = 64  # coarse crop candidates looked at quickly on the fine thumbnails
+VERIFIED = 6  # of which the best are verified with scale jitter
+_QUICK_MIN = 0.6  # quick scores below this are not verified
 COARSE_STEP = 3  # the coarse search looks at every 3rd plane; verification at its neighbours
 # Decision thresholds (normalised cross-correlation), set from bench/run.py provenance.
 THRESHOLD_PLANE = 0.90
 THRESHOLD_CROP = 0.92
+THRESHOLD_WINDOW = 0.94  # whole planes after fitting a display window (more freedom)
+WINDOW_FROM = 0.6  # plain scores from which a window is fitted (windowed planes: 0.84+)
+WINDOW_CANDIDATES = 24  # best planes of the plain comparison a window is fitted to
+WINDOW_QUANTILES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 _COARSE_MIN = 0.55  # coarse crop candidates below this are not verified
 MIN_LEVELS = 6  # a crop needs this many grey levels (of 32) to be searched for
 FEATURELESS = 0.01  # planes whose thumbnail varies less (of the series' range) are skipped
@@ -750,12 +757,16 @@ def _fft() -> Any:
         return np.fft
 
 
-def _blur(stack: np.ndarray) -> np.ndarray:
-    """A [1, 2, 1] / 4 blur of the last two axes (edges repeated): crops rarely fall on
-    thumbnail pixel boundaries, and the blur makes half a pixel cost little."""
-    padded = np.pad(stack, [(0, 0)] * (stack.ndim - 2) + [(1, 1), (1, 1)], mode="edge")
-    rows = padded[..., :-2, :] * 0.25 + padded[..., 1:-1, :] * 0.5 + padded[..., 2:, :] * 0.25
-    return (rows[..., :-2] * 0.25 + rows[..., 1:-1] * 0.5 + rows[..., 2:] * 0.25).astype(np.float32)
+def _blur(stack: np.ndarray, passes: int | None = None) -> np.ndarray:
+    """``FINE_BLUR`` passes of a [1, 2, 1] / 4 blur of the last two axes (edges repeated):
+    crops rarely fall on thumbnail pixel boundaries, and the blur makes half a pixel (and
+    pixel noise) cost little."""
+    out = stack
+    for _ in range(FINE_BLUR if passes is None else passes):
+        padded = np.pad(out, [(0, 0)] * (out.ndim - 2) + [(1, 1), (1, 1)], mode="edge")
+        rows = padded[..., :-2, :] * 0.25 + padded[..., 1:-1, :] * 0.5 + padded[..., 2:, :] * 0.25
+        out = rows[..., :-2] * 0.25 + rows[..., 1:-1] * 0.5 + rows[..., 2:] * 0.25
+    return np.asarray(out, dtype=np.float32)
 
 
 def _integral(stack: np.ndarray) -> np.ndarray:
@@ -789,6 +800,9 @@ class _Query:
 
     values: np.ndarray
     unclipped: np.ndarray | None = None  # 1.0 where not at (or near) an extreme
+    _templates: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray | None]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def of(cls, plane: np.ndarray) -> _Query:
@@ -812,6 +826,16 @@ class _Query:
     def oriented(self, name: str) -> _Query:
         unclipped = None if self.unclipped is None else dict(_dihedral(self.unclipped))[name]
         return _Query(dict(_dihedral(self.values))[name], unclipped)
+
+    def template(self, name: str, ty: int, tx: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The query flipped/transposed by ``name``, resized to (ty, tx), blurred, as a
+        zero-mean unit-norm template over its mask (memoised: candidates share sizes)."""
+        key = (name, ty, tx)
+        if key not in self._templates:
+            image, mask = self.oriented(name).resized((ty, tx))
+            templates, masks = _templates(_blur(image[None]), None if mask is None else mask[None])
+            self._templates[key] = (templates[0], None if masks is None else masks[0])
+        return self._templates[key]
 
     def resized(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         """The query at ``shape``, and where it is not clipped (None: nothing looks clipped)."""
@@ -872,8 +896,16 @@ def _structured(template: np.ndarray) -> bool:
     bins = np.bincount(
         ((template - lo) / (hi - lo) * 31.999).astype(np.int64).ravel(), minlength=32
     )
+    if int((bins >= 0.01 * template.size).sum()) < MIN_LEVELS:
+        return False
+    if bins.max() < 0.6 * template.size:
+        return True
+    # One flat value over most of it: a chart's background, or air clipped by a display
+    # window. A windowed slice still has many grey levels in the rest; a chart has few.
+    rest = np.delete(bins, int(np.argmax(bins)))
     return (
-        int((bins >= 0.01 * template.size).sum()) >= MIN_LEVELS and bins.max() < 0.6 * template.size
+        rest.sum() >= 0.15 * template.size
+        and int((rest >= 0.02 * rest.sum()).sum()) >= 2 * MIN_LEVELS
     )
 
 
@@ -998,12 +1030,47 @@ class _Built:
         row, col = divmod(flat, scores.shape[1])
         return float(scores[row, col]), row, names[col]
 
+    def _windowed(self, query: _Query) -> tuple[float, int, str]:
+        """Undo a display window: the best planes of the plain comparison, each clipped to
+        a grid of windows (quantiles of its values) at thumbnail resolution, then compared.
+
+        Clipping after the thumbnail's averaging is not clipping before it: a window that
+        makes most of a slice flat (air, bone) leaves the plain correlation near 0.85.
+        """
+        small, _mask_unused = query.resized((THUMB, THUMB))
+        if not _structured(small):
+            return 0.0, 0, ""
+        names = [name for name, _ in _dihedral(small)]
+        q = _unit(np.stack([v.reshape(-1) for _, v in _dihedral(small)]))
+        best_rows = np.abs(_mm(self.full_unit, q.T)).max(axis=1)
+        best: tuple[float, int, str] = (0.0, 0, "")
+        for row in np.argsort(best_rows)[::-1][:WINDOW_CANDIDATES]:
+            group = self.groups[int(self.owner[row])]
+            plane = group.planes[int(self.plane_no[row])]
+            levels = np.quantile(plane, WINDOW_QUANTILES)
+            lo, hi = np.meshgrid(levels, levels, indexing="ij")
+            keep = hi > lo + 1e-3
+            if not keep.any():
+                continue
+            clipped = np.clip(plane[None], lo[keep][:, None, None], hi[keep][:, None, None])
+            rows = _unit(_resize2(clipped, (THUMB, THUMB)).reshape(int(keep.sum()), -1))
+            scores = np.abs(_mm(rows, q.T))
+            flat = int(np.argmax(scores))
+            if scores.flat[flat] > best[0]:
+                best = (float(scores.flat[flat]), int(row), names[flat % len(names)])
+        return best
+
     def match_whole(self, query: _Query, make: _Maker) -> ProvenanceMatch | None:
         if not self.groups:
             return None
         score, row, how = self._whole(query)
         if score < THRESHOLD_PLANE:
-            return None
+            if score < WINDOW_FROM:
+                return None
+            score, row, how = self._windowed(query)
+            if score < THRESHOLD_WINDOW:
+                return None
+            how = "display window" + ("" if how == "as is" else f", {how}")
         group = self.groups[int(self.owner[row])]
         k = group.native_plane(int(self.plane_no[row]))
         return make(group.series, group.orientation, k, score, "" if how == "as is" else how)
@@ -1065,6 +1132,12 @@ class _Built:
                 per_group[gi] = per_group.get(gi, 0) + 1
                 ranked.append((gi, hit))
         ranked = ranked[:CANDIDATES]
+        # A quick look at each candidate on the fine thumbnails (one template, the coarse
+        # plane and its neighbours) ranks them far better than the coarse score, among
+        # series whose anatomy looks alike; the best few are verified with scale jitter.
+        quick = [self._quick(query, gi, hit[1], hit[2], hit[3], hit[4]) for gi, hit in ranked]
+        order = np.argsort(quick)[::-1][:VERIFIED]
+        ranked = [ranked[int(i)] for i in order if quick[int(i)] >= _QUICK_MIN]
         best_match: tuple[float, int, int, str, float, float] | None = None
         for gi, (_score, slot, name, fy, fx) in ranked:
             verified = self._verify(query, gi, slot, name, fy, fx)
@@ -1081,21 +1154,35 @@ class _Built:
             how += f", {name}"
         return make(group.series, group.orientation, group.native_plane(k), score, how)
 
+    def _fine(self, gi: int, slot: int, reach: int) -> tuple[_Stack, int]:
+        """The fine (blurred) thumbnails of a group's planes around ``slot``, and the first."""
+        group = self.groups[gi]
+        if gi not in self.fine:
+            self.fine[gi] = _Stack.of(_blur(_drop_featureless(group.planes)))
+        full = self.fine[gi]
+        lo, hi = max(slot - reach, 0), min(slot + reach + 1, len(group.planes))
+        sub = _Stack(
+            full.planes[lo:hi], full.spectrum[lo:hi], full.spectrum_sq[lo:hi],
+            full.sums[lo:hi], full.squares[lo:hi],
+        )  # fmt: skip
+        return sub, lo
+
+    def _quick(self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float) -> float:
+        """The best NCC of the crop at its coarse size on the plane and its neighbours."""
+        sub, _lo = self._fine(gi, slot, COARSE_STEP // 2 + 1)
+        a, b = self.groups[gi].planes.shape[1:]
+        ty, tx = round(fy * a), round(fx * b)
+        if not (6 <= ty <= a and 6 <= tx <= b):
+            return 0.0
+        return float(sub.peaks([query.template(name, ty, tx)]).max())
+
     def _verify(
         self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float
     ) -> tuple[float, int] | None:
         """The best NCC of the crop on the full thumbnails of a plane and its neighbours."""
         group = self.groups[gi]
-        if gi not in self.fine:
-            self.fine[gi] = _Stack.of(_blur(_drop_featureless(group.planes)))
-        full = self.fine[gi]
-        lo, hi = max(slot - COARSE_STEP, 0), min(slot + COARSE_STEP + 1, len(group.planes))
-        sub = _Stack(
-            full.planes[lo:hi], full.spectrum[lo:hi], full.spectrum_sq[lo:hi],
-            full.sums[lo:hi], full.squares[lo:hi],
-        )  # fmt: skip
+        sub, lo = self._fine(gi, slot, COARSE_STEP)
         a, b = group.planes.shape[1:]
-        oriented = query.oriented(name)
         best: tuple[float, int] | None = None
         centre, step = (fy, fx), FINE_STEP
         for _round in range(2):  # scale jitter, then a finer one around the best
@@ -1106,11 +1193,7 @@ class _Built:
                     ty, tx = round(centre[0] * jy * a), round(centre[1] * jx * b)
                     if not (6 <= ty <= a and 6 <= tx <= b):
                         continue
-                    image, mask = oriented.resized((ty, tx))
-                    templates, masks = _templates(
-                        _blur(image[None]), None if mask is None else mask[None]
-                    )
-                    items.append((templates[0], None if masks is None else masks[0]))
+                    items.append(query.template(name, ty, tx))
                     sizes.append((centre[0] * jy, centre[1] * jx))
             if not items:
                 break

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from insitu.errors import ServiceError
+from insitu.federation import control_client
 from insitu.federation.identity import Signer
 from insitu.hub.run_identity import IDENTITY_KEY
 
@@ -87,15 +87,6 @@ class RunOutcome:
         return self.status.endswith("completed")
 
 
-def _connection(federation: str | None, address: str | None, insecure: bool) -> Any:
-    from flwr.cli.flower_config import read_superlink_connection
-    from flwr.cli.typing import SuperLinkConnection
-
-    if address is not None:
-        return SuperLinkConnection(name=federation or "insitu", address=address, insecure=insecure)
-    return read_superlink_connection(federation)
-
-
 def _token(token: str | None) -> str:
     """The researcher's coordinator token: given, else ``$INSITU_COORDINATOR_TOKEN``."""
     import os
@@ -154,14 +145,14 @@ class RunHandle:
         from flwr.proto.control_pb2 import StartRunRequest
         from flwr.supercore.fab import Fab
 
-        connection = _connection(federation, address, insecure)
+        connection = control_client.connection(federation, address, insecure)
         token = _token(token)
         fab_hash = hashlib.sha256(fab).hexdigest()
         config = dict(run_config or {})
         signed = _identity_token(identity, fab, fab_hash, config)
         if signed is not None:
             config[IDENTITY_KEY] = signed
-        with _control(connection, token) as client:
+        with control_client.control(connection, token) as client:
             res = client.StartRun(
                 StartRunRequest(
                     fab=fab_to_proto(Fab(fab_hash, fab, {})),
@@ -186,7 +177,7 @@ class RunHandle:
         from flwr.proto.control_pb2 import StreamLogsRequest
 
         deadline = time.monotonic() + timeout
-        with _control(self.connection, self.token) as client:
+        with control_client.control(self.connection, self.token) as client:
             while True:
                 status, details = self._state(client)
                 if status.startswith("finished"):
@@ -210,7 +201,7 @@ class RunHandle:
     def status(self) -> dict[str, Any]:
         """The job monitor's status dict (docs/architecture.md, "Federated job status")."""
         if self.outcome is None:
-            with _control(self.connection, self.token) as client:
+            with control_client.control(self.connection, self.token) as client:
                 status, details = self._state(client)
             if status.startswith("finished"):
                 return job_status(self.wait(timeout=60.0))
@@ -273,27 +264,6 @@ def run_fab(
         token=token,
     )
     return handle.wait(timeout)
-
-
-@contextmanager
-def _control(connection: Any, token: str = "") -> Iterator[Any]:
-    import contextlib
-    import io
-
-    from flwr.cli.utils import init_http_client_from_connection
-
-    # Flower's CLI helper prints "Using SuperLink: ..." for humans; a notebook call
-    # polling the run should not.
-    from insitu.federation.control_auth import TokenCliAuth
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        client = init_http_client_from_connection(
-            connection, cast(Any, TokenCliAuth(token)) if token else None
-        )
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 # --- ServerApp helpers ------------------------------------------------------

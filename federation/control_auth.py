@@ -19,7 +19,8 @@ Flower starts:
   admin token only. Refusals are written to the coordinator's audit log
   (``control.refuse``).
 
-The client side is :class:`TokenCliAuth`, handed to Flower's HTTP client.
+The client side (the connection and :class:`TokenCliAuth`, handed to Flower's
+HTTP client) is :mod:`insitu.federation.control_client`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from insitu.errors import InvalidRequestError
 __all__ = [
     "ADMIN_ROLE",
     "TokenAuthn",
-    "TokenCliAuth",
     "ensure_admin_token",
     "install_owner_checks",
     "issue_token",
@@ -141,13 +141,13 @@ def register_node(
     from flwr.cli.typing import SuperLinkConnection
     from flwr.proto.control_pb2 import RegisterNodeRequest
 
-    from insitu.federation.apps import _control
+    from insitu.federation.control_client import control
 
     key = try_load_public_key(Path(public_key).expanduser())
     connection = SuperLinkConnection(
         name="insitu", address=address, insecure=insecure, root_certificates=root_certificates
     )
-    with _control(connection, ensure_admin_token(home)) as client:
+    with control(connection, ensure_admin_token(home)) as client:
         response = client.RegisterNode(RegisterNodeRequest(public_key=key))
     if not response.node_id:
         from insitu.errors import ServiceError
@@ -353,32 +353,3 @@ def install_owner_checks(home: NodeHome) -> None:
         replaced[name] = own_run(name, fn) if name in _RUN_HANDLERS else admin_only(name, fn)
     for name, fn in replaced.items():
         setattr(handlers, name, fn)
-
-
-# --- the client side --------------------------------------------------------
-
-
-class TokenCliAuth:
-    """A Flower CliAuthPlugin that sends one fixed bearer token."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    @staticmethod
-    def login(login_details: Any, control_client: Any) -> Any:
-        from flwr.cli.auth_plugin.auth_plugin import LoginError
-
-        raise LoginError("use a token from `insitu federation token issue` instead of login")
-
-    def store_tokens(self, credentials: Any) -> None:
-        pass
-
-    def load_tokens(self) -> None:
-        pass
-
-    def write_tokens_to_metadata(
-        self, metadata: Sequence[tuple[str, str | bytes]]
-    ) -> Sequence[tuple[str, str | bytes]]:
-        from flwr.common.constant import ACCESS_TOKEN_KEY
-
-        return [*metadata, (ACCESS_TOKEN_KEY, self.token)]

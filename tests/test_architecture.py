@@ -54,9 +54,6 @@ ALLOWED_EDGES = {
 KNOWN_BREACHES: set[tuple[str, str]] = set()
 # Known cycles between modules (each a sorted tuple): the list only shrinks.
 KNOWN_CYCLES = {
-    # The coordinator's token auth reads the Control API connection that apps.py
-    # builds, which submits with that auth (issue 13): one module should own both.
-    ("insitu.federation.apps", "insitu.federation.control_auth"),
     # The engine dispatches text to text.py, which hands embedded content back to the engine.
     ("insitu.disclosure.engine", "insitu.disclosure.text"),
 }

@@ -295,7 +295,9 @@ def test_approved_sites_give_pooled_statistics_and_an_unapproved_site_refuses(fe
 def test_researchers_see_and_stop_only_their_own_runs(federation):
     from flwr.proto.control_pb2 import ListRunsRequest, StopRunRequest, StreamLogsRequest
 
-    from insitu.federation.apps import RunHandle, _connection, _control
+    from insitu.federation.apps import RunHandle
+    from insitu.federation.control_client import connection as _connection
+    from insitu.federation.control_client import control as _control
 
     # alice's run waits for a fourth site that never comes: it keeps running.
     alice = federation.researcher()

@@ -69,6 +69,17 @@ def _cmd_token_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_token_install(args: argparse.Namespace) -> int:
+    import sys
+
+    from insitu.federation import researcher_tokens
+
+    path = researcher_tokens.store(_home(), args.user, sys.stdin.readline())
+    print(f"kept the coordinator token of {args.user} in {path} (0600); their server gets it")
+    print("as $INSITU_COORDINATOR_TOKEN when it next starts")
+    return 0
+
+
 def _cmd_token_revoke(args: argparse.Namespace) -> int:
     from insitu.federation.control_auth import revoke_tokens
 
@@ -350,6 +361,12 @@ def register(subparsers: Any) -> None:
     t.add_argument("name", help="the researcher, as NAME@HOME-SITE (e.g. alice@site-a)")
     t.add_argument("--admin", action="store_true", help="a coordinator admin token")
     t.set_defaults(handler=_cmd_token_issue)
+    t = tsub.add_parser(
+        "install",
+        help="at a home site: keep USER's coordinator token (read from stdin) for their server",
+    )
+    t.add_argument("user", help="the researcher's account at this site")
+    t.set_defaults(handler=_cmd_token_install)
     t = tsub.add_parser("revoke", help="revoke every token of NAME")
     t.add_argument("name")
     t.set_defaults(handler=_cmd_token_revoke)

@@ -294,6 +294,10 @@ def configure(c: Any, home_root: str | Path) -> None:
     for service in services:
         user_env.update(service.user_environment)
     user_env["INSITU_USER"] = _user_name
+    # Each researcher's own coordinator token, if this site keeps one for them.
+    from insitu.federation.researcher_tokens import TOKEN_ENV, spawner_token
+
+    user_env[TOKEN_ENV] = spawner_token(home)
     user_env.update(accounts_env)
     c.Spawner.environment = user_env
 
@@ -329,6 +333,10 @@ def _configure_kubernetes(c: Any, home: NodeHome, config: SiteConfig) -> None:
     spawner = c.KubeSpawner
     environment = dict(spawner.environment) if "environment" in spawner else {}
     environment["INSITU_USER"] = _user_name
+    from insitu.federation.researcher_tokens import TOKEN_ENV, spawner_token
+
+    # In the pod's spec: readable by who may read pods of the namespace (not the user pods).
+    environment[TOKEN_ENV] = spawner_token(home)
     spawner.environment = environment
     spawner.automount_service_account_token = False
     spawner.container_security_context = USER_CONTAINER_SECURITY

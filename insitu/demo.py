@@ -449,15 +449,11 @@ def start_federation(setup: DemoSetup) -> str:
     return address
 
 
-DEMO_TOKEN = "demo-researcher.token"  # noqa: S105 (a file name)
-
-
 def _federated_researcher(setup: DemoSetup, coordinator: NodeHome) -> None:
     """alice of the hub's site, known to the federation: every site trusts the others'
     identities, gives her a visitor account approved for the trial, and the coordinator
     a Control API token (in its private/, for :func:`federation_env`)."""
-    import os
-
+    from insitu.federation import researcher_tokens
     from insitu.federation.control_auth import issue_token
     from insitu.federation.trust import add_visitor, trust_home
     from insitu.hub.run_identity import identity_public_key
@@ -470,17 +466,20 @@ def _federated_researcher(setup: DemoSetup, coordinator: NodeHome) -> None:
         if site.name != HUB_SITE:
             visitor = add_visitor(site.home, APPROVED_RESEARCHER, HUB_SITE, actor="insitu-demo")
             _approve(site.home, site.dataset, visitor)
-    path = coordinator.private / DEMO_TOKEN
-    if not path.exists():
-        token = issue_token(coordinator, f"{APPROVED_RESEARCHER}@{HUB_SITE}")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(token + "\n")
+    # Every researcher of the hub's site gets a coordinator token, kept at the site; the
+    # hub puts it into their own server only ($INSITU_COORDINATOR_TOKEN).
+    hub_home = setup.site(HUB_SITE).home
+    for name, role, _why in DEMO_USERS:
+        if role == "researcher" and not researcher_tokens.load(hub_home, name):
+            token = issue_token(coordinator, f"{name}@{HUB_SITE}")
+            researcher_tokens.store(hub_home, name, token)
 
 
 def federation_env(setup: DemoSetup) -> dict[str, str]:
     """The environment of the demo's federated researcher (alice at the hub's site)."""
-    token = (setup.root / "coordinator" / "private" / DEMO_TOKEN).read_text().strip()
+    from insitu.federation import researcher_tokens
+
+    token = researcher_tokens.load(setup.site(HUB_SITE).home, APPROVED_RESEARCHER)
     return {
         "INSITU_HOME": str(setup.site(HUB_SITE).home.root),
         "INSITU_USER": APPROVED_RESEARCHER,
@@ -556,8 +555,10 @@ def _run_demo(args: argparse.Namespace, spec: TrialSpec) -> int:
             args.port,
             extra=f"\nFederation coordinator: {address} (loopback, insecure); the three sites "
             "joined with dataset 'locat' and approved the analytics and training apps.\n"
-            f'In 04/05 notebooks set ADDRESS = "{address}"; runs are {APPROVED_RESEARCHER}\'s '
-            f"(INSITU_COORDINATOR_TOKEN in {setup.root / 'coordinator' / 'private' / DEMO_TOKEN}).",
+            f'In 04/05 notebooks set ADDRESS = "{address}"; each researcher\'s server has '
+            "their own coordinator token ($INSITU_COORDINATOR_TOKEN), and their identity is "
+            f"signed by {HUB_SITE}'s access service ({APPROVED_RESEARCHER} is approved at "
+            "every site).",
         )
     finally:
         stop_federation(setup)

@@ -64,6 +64,34 @@ def test_local_config_roles_spawner_and_services(hub_home):
     assert gate["environment"]["INSITU_HOME"] == str(hub_home.root)
 
 
+def test_each_server_gets_its_own_researchers_coordinator_token(hub_home, capsys, monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    from insitu.cli import main
+    from insitu.errors import InvalidRequestError
+    from insitu.federation import researcher_tokens
+
+    alice = "insitu-" + "a" * 43
+    monkeypatch.setattr("sys.stdin", io.StringIO(alice + "\n"))
+    assert main(["--home", str(hub_home.root), "federation", "token", "install", "alice"]) == 0
+    assert "kept the coordinator token of alice" in capsys.readouterr().out
+    researcher_tokens.store(hub_home, "bob", "insitu-" + "b" * 43)
+    path = researcher_tokens.token_path(hub_home, "alice")
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    with pytest.raises(InvalidRequestError, match="not a coordinator token"):
+        researcher_tokens.store(hub_home, "carol", "two words")
+    with pytest.raises(InvalidRequestError, match="not an account name"):
+        researcher_tokens.token_path(hub_home, "../alice")
+
+    token = _configure(hub_home).Spawner.environment["INSITU_COORDINATOR_TOKEN"]
+
+    def server(name: str) -> str:
+        return str(token(SimpleNamespace(user=SimpleNamespace(name=name))))
+
+    assert (server("alice"), server("bob"), server("sam")) == (alice, "insitu-" + "b" * 43, "")
+
+
 def test_local_authenticator_checks_the_account_store(hub_home):
     from insitu.hub.authenticator import InsituAuthenticator
 

@@ -285,11 +285,16 @@ with urllib.request.urlopen(urllib.request.Request(url, headers=ada)) as r:
 def test_a_researchers_kernel_cannot_open_the_node_files(isolated):
     from kernel_driver import Kernel
 
+    from insitu.federation import researcher_tokens
     from insitu.hub.lifecycle import read_state
 
     home = isolated.home
     store = home.stores / "trial-a" / "v1.zarr"
     hub_pid = read_state(home).pid
+    # The site keeps each researcher's coordinator token; ada's server gets only hers.
+    tokens = {name: f"insitu-{name}-coordinator-token-0123456789" for name in ("ada", "sam")}
+    for name, token in tokens.items():
+        researcher_tokens.store(home, name, token)
     paths = {
         "site key": home.site_key_path,
         "store": store / "zarr.json",
@@ -299,6 +304,7 @@ def test_a_researchers_kernel_cannot_open_the_node_files(isolated):
         "cookie secret": home.hub / "jupyterhub_cookie_secret",
         "operator token": home.hub / "operator.token",
         "hub environment (tokens)": f"/proc/{hub_pid}/environ",
+        "sam's coordinator token": researcher_tokens.token_path(home, "sam"),
     }
     for path in paths.values():
         assert Path(path).exists(), path  # the probe must not pass on a typo
@@ -311,6 +317,8 @@ def test_a_researchers_kernel_cannot_open_the_node_files(isolated):
         assert found.pop("account") == system_name("ada")
         assert found.pop("cwd") == str(isolated.users_dir / "ada")
         assert found == dict.fromkeys([*paths, *dirs], "PermissionError")
+        own = kernel.run("import os; print(os.environ['INSITU_COORDINATOR_TOKEN'])")
+        assert own.strip() == tokens["ada"]
         # ... and reads through the gate still work, as ada and audited.
         out = kernel.run(GATE_READ)
         assert "DATASET trial-a" in out

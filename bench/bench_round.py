@@ -155,7 +155,8 @@ class Worker:
             slices=_env("BENCH_SLICES", 16),
         )
         trial = generate_trial(root / "trial", spec, show_progress=False)
-        python = _python_for_accounts(Path(tempfile.mkdtemp(prefix="insitu-py-", dir="/tmp")))
+        self.python_dir = Path(tempfile.mkdtemp(prefix="insitu-py-", dir="/tmp"))
+        python = _python_for_accounts(self.python_dir)
         self.homes: dict[str, Any] = {}
         for site in SITES:
             home = NodeHome(root / site)
@@ -257,6 +258,7 @@ class Worker:
         self.watch.stop.set()
         for home in [*self.homes.values(), self.coordinator]:
             processes.stop(home)
+        shutil.rmtree(self.python_dir, ignore_errors=True)
 
 
 def worker(root: Path) -> int:

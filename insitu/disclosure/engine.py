@@ -123,7 +123,7 @@ def check_file(
     evidence: dict[str, Any] | None = None,
 ) -> Report:
     """Check one submitted file; ``evidence`` is ACRO's, for tables built by the SDC helpers."""
-    scan = Scan(ctx, evidence=evidence)
+    scan = Scan(ctx, evidence=evidence, nested=scan_nested)
     scan.stats["bytes"] = len(data)
     limit = ctx.policy.max_release_bytes
     if len(data) > limit:
@@ -141,7 +141,7 @@ def check_file(
 
 def check_text(text: str, *, where: str, ctx: DisclosureContext) -> Report:
     """Check text that leaves (a message, a metric name, a label)."""
-    scan = Scan(ctx)
+    scan = Scan(ctx, nested=scan_nested)
     scan.stats["bytes"] = len(text.encode("utf-8", "replace"))
     try:
         scan_text(scan, text, where)
@@ -155,7 +155,7 @@ def check_arrays(
     arrays: Mapping[str, np.ndarray], *, ctx: DisclosureContext, where: str = ""
 ) -> Report:
     """Check arrays already parsed by the caller (federated replies): names and values."""
-    scan = Scan(ctx)
+    scan = Scan(ctx, nested=scan_nested)
     for name, array in arrays.items():
         place = join(where, str(name))
         value = np.asarray(array)

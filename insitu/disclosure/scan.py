@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from insitu.disclosure._types import Finding, Report, Verdict, worst
@@ -30,9 +31,18 @@ def join(where: str, part: str) -> str:
 class Scan:
     """Collects the findings and counters of one output (and everything inside it)."""
 
-    def __init__(self, ctx: DisclosureContext, *, evidence: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        ctx: DisclosureContext,
+        *,
+        evidence: dict[str, Any] | None = None,
+        nested: Callable[[Scan, bytes, str, str], str] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.evidence = evidence
+        # Opens a file found inside another (the engine's scan_nested): text.py hands
+        # decoded payloads back through it instead of importing the engine.
+        self.nested = nested
         self.findings: list[Finding] = []
         self.stats: dict[str, int] = {
             "bytes": 0,

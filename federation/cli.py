@@ -72,7 +72,7 @@ def _cmd_token_issue(args: argparse.Namespace) -> int:
 def _cmd_token_install(args: argparse.Namespace) -> int:
     import sys
 
-    from insitu.federation import researcher_tokens
+    from insitu.hub import researcher_tokens
 
     path = researcher_tokens.store(_home(), args.user, sys.stdin.readline())
     print(f"kept the coordinator token of {args.user} in {path} (0600); their server gets it")

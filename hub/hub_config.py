@@ -295,7 +295,7 @@ def configure(c: Any, home_root: str | Path) -> None:
         user_env.update(service.user_environment)
     user_env["INSITU_USER"] = _user_name
     # Each researcher's own coordinator token, if this site keeps one for them.
-    from insitu.federation.researcher_tokens import TOKEN_ENV, spawner_token
+    from insitu.hub.researcher_tokens import TOKEN_ENV, spawner_token
 
     user_env[TOKEN_ENV] = spawner_token(home)
     user_env.update(accounts_env)
@@ -333,7 +333,7 @@ def _configure_kubernetes(c: Any, home: NodeHome, config: SiteConfig) -> None:
     spawner = c.KubeSpawner
     environment = dict(spawner.environment) if "environment" in spawner else {}
     environment["INSITU_USER"] = _user_name
-    from insitu.federation.researcher_tokens import TOKEN_ENV, spawner_token
+    from insitu.hub.researcher_tokens import TOKEN_ENV, spawner_token
 
     # In the pod's spec: readable by who may read pods of the namespace (not the user pods).
     environment[TOKEN_ENV] = spawner_token(home)

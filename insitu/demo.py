@@ -453,9 +453,9 @@ def _federated_researcher(setup: DemoSetup, coordinator: NodeHome) -> None:
     """alice of the hub's site, known to the federation: every site trusts the others'
     identities, gives her a visitor account approved for the trial, and the coordinator
     a Control API token (in its private/, for :func:`federation_env`)."""
-    from insitu.federation import researcher_tokens
     from insitu.federation.control_auth import issue_token
     from insitu.federation.trust import add_visitor, trust_home
+    from insitu.hub import researcher_tokens
     from insitu.hub.run_identity import identity_public_key
 
     keys = {site.name: identity_public_key(site.home) for site in setup.sites}
@@ -477,7 +477,7 @@ def _federated_researcher(setup: DemoSetup, coordinator: NodeHome) -> None:
 
 def federation_env(setup: DemoSetup) -> dict[str, str]:
     """The environment of the demo's federated researcher (alice at the hub's site)."""
-    from insitu.federation import researcher_tokens
+    from insitu.hub import researcher_tokens
 
     token = researcher_tokens.load(setup.site(HUB_SITE).home, APPROVED_RESEARCHER)
     return {

@@ -70,7 +70,7 @@ def test_each_server_gets_its_own_researchers_coordinator_token(hub_home, capsys
 
     from insitu.cli import main
     from insitu.errors import InvalidRequestError
-    from insitu.federation import researcher_tokens
+    from insitu.hub import researcher_tokens
 
     alice = "insitu-" + "a" * 43
     monkeypatch.setattr("sys.stdin", io.StringIO(alice + "\n"))

@@ -285,7 +285,7 @@ with urllib.request.urlopen(urllib.request.Request(url, headers=ada)) as r:
 def test_a_researchers_kernel_cannot_open_the_node_files(isolated):
     from kernel_driver import Kernel
 
-    from insitu.federation import researcher_tokens
+    from insitu.hub import researcher_tokens
     from insitu.hub.lifecycle import read_state
 
     home = isolated.home

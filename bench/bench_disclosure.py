@@ -51,7 +51,8 @@ def main() -> None:
     from fixtures_disclosure import corpus_home
 
     from insitu.config import load_config
-    from insitu.disclosure import DisclosureContext, check_file
+    from insitu.datasets.disclosure_context import disclosure_context
+    from insitu.disclosure import check_file
     from insitu.errors import PolicyViolationError
     from insitu.hub.airlock_checks import check_admissible
 
@@ -59,7 +60,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     home = corpus_home(tmp)
     config = load_config(home)
-    ctx = DisclosureContext.for_home(home, config)
+    ctx = disclosure_context(home, config)
     ids = base.site_identifiers(home)
     check_file(b"warm-up\n", name="a.txt", ctx=ctx)
     for corpus_name, corpus in (("adversarial", ATTACKS), ("legitimate", LEGITIMATE)):

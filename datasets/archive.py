@@ -65,26 +65,16 @@ def _files(root: Path) -> list[Path]:
     return out
 
 
-def _rows(catalog: Catalog, table: str, dataset: str, version: str) -> list[dict[str, Any]]:
-    rows = catalog.db.execute(
-        f"SELECT * FROM {table} WHERE dataset = ? AND version = ? ORDER BY 3",  # noqa: S608
-        (dataset, version),
-    ).fetchall()
-    return [dict(r) for r in rows]
-
-
 def catalog_rows(catalog: Catalog, dataset: str, version: str) -> dict[str, Any]:
     """Every catalog row of one version (what an import must reproduce exactly)."""
-    ds = catalog.db.execute("SELECT * FROM datasets WHERE name = ?", (dataset,)).fetchone()
-    ver = catalog.db.execute(
-        "SELECT * FROM versions WHERE dataset = ? AND version = ?", (dataset, version)
-    ).fetchone()
+    ds = catalog.dataset_row(dataset) or {}
+    ver = catalog.version_row(dataset, version) or {}
     out: dict[str, Any] = {
         "dataset": {k: ds[k] for k in ("name", "title", "citation")},
-        "version": {k: ver[k] for k in ver.keys() if k != "staging"},  # noqa: SIM118 (sqlite3.Row),
+        "version": {k: v for k, v in ver.items() if k != "staging"},
     }
     for table in _ROW_TABLES:
-        out[table] = _rows(catalog, table, dataset, version)
+        out[table] = catalog.version_table(table, dataset, version)
     return out
 
 
@@ -435,7 +425,6 @@ def import_package(home: NodeHome, folder: Path, *, actor: str = "") -> dict[str
     rows stayed as a tombstone, its store comes back and the retirement is lifted).
     """
     from insitu.audit import AuditLog
-    from insitu.datasets.citations_db import SCHEMA as CITATIONS_SCHEMA
     from insitu.datasets.publish import publish_lock, recover
 
     folder = Path(folder)
@@ -451,11 +440,8 @@ def import_package(home: NodeHome, folder: Path, *, actor: str = "") -> dict[str
     expected = {r["key"]: (r["sha256"], r["size"]) for r in rows["checksums"]}
     target = home.stores / dataset / f"{version}.zarr"
     with publish_lock(home), Catalog(home) as catalog:
-        catalog.db.executescript(CITATIONS_SCHEMA)
         recover(home, catalog)
-        here = catalog.db.execute(
-            "SELECT * FROM versions WHERE dataset = ? AND version = ?", (dataset, version)
-        ).fetchone()
+        here = catalog.version_row(dataset, version)
         if here is not None:
             if (
                 here["fingerprint"] != rows["version"]["fingerprint"]
@@ -469,9 +455,7 @@ def import_package(home: NodeHome, folder: Path, *, actor: str = "") -> dict[str
                 return {"dataset": dataset, "version": version, "status": "unchanged"}
             _restore(home, data / "store" / f"{version}.zarr", target, expected)
             # The store is back and checked: the version is readable again.
-            catalog.db.execute(
-                "DELETE FROM retirements WHERE dataset = ? AND version = ?", (dataset, version)
-            )
+            catalog.lift_retirement(dataset, version)
             status = "restored"
         else:
             if target.exists():
@@ -540,10 +524,7 @@ def _import_new(
             provenance={r["key"]: json.loads(r["value"]) for r in rows["provenance"]},
             tables=[(r["name"], r["n_rows"], json.loads(r["columns"])) for r in rows["tables"]],
         )  # fmt: skip
-        catalog.db.execute(
-            "UPDATE versions SET created = ? WHERE dataset = ? AND version = ?",
-            (ver["created"], dataset, version),
-        )
+        catalog.set_created(dataset, version, ver["created"])
         # The citation stays the origin's (its site, its creators), also when it was
         # derived there: an import never re-attributes a version to this site.
         steward = cited.get("steward_row") or {
@@ -553,9 +534,7 @@ def _import_new(
             catalog, dataset, version, steward["meta"], steward["set_by"], steward["updated"]
         )
     except BaseException:
-        catalog.db.execute(
-            "DELETE FROM citations WHERE dataset = ? AND version = ?", (dataset, version)
-        )
+        catalog.drop_citation(dataset, version)
         catalog.drop_pending(dataset, version)
         shutil.rmtree(staged.parent, ignore_errors=True)
         raise

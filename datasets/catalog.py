@@ -23,13 +23,23 @@ from typing import Any
 from insitu.config import NodeHome
 from insitu.errors import DatasetNotFoundError, VersionRetiredError
 
-__all__ = ["RETIREMENTS_SCHEMA", "Catalog", "retired_error"]
+__all__ = ["RETIREMENTS_SCHEMA", "Catalog", "retired_error", "retirement_on"]
 
 RETIREMENTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS retirements (
     dataset TEXT NOT NULL, version TEXT NOT NULL,
     retired_at TEXT NOT NULL, retired_by TEXT NOT NULL, reason TEXT NOT NULL,
     archive TEXT NOT NULL DEFAULT '', data_deleted_at TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (dataset, version)
+);
+"""
+
+# The credit ledger's citations (:mod:`insitu.datasets.citations_db`): one row per
+# version, set after publication (stores are immutable).
+CITATIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS citations (
+    dataset TEXT NOT NULL, version TEXT NOT NULL, meta TEXT NOT NULL,
+    set_by TEXT NOT NULL, updated TEXT NOT NULL,
     PRIMARY KEY (dataset, version)
 );
 """
@@ -87,6 +97,7 @@ CREATE TABLE IF NOT EXISTS provenance (
 );
 """
     + RETIREMENTS_SCHEMA
+    + CITATIONS_SCHEMA
 )
 
 _VERSION_TABLES = ("subjects", "studies", "series", "tables", "checksums", "provenance")
@@ -101,6 +112,15 @@ def retired_error(row: dict[str, Any]) -> VersionRetiredError:
     )
 
 
+def retirement_on(conn: sqlite3.Connection, dataset: str, version: str) -> dict[str, Any] | None:
+    """The retirement row of a version read on a connection kept by its caller
+    (the gate asks on every read), or None while it is readable."""
+    row = conn.execute(
+        "SELECT * FROM retirements WHERE dataset = ? AND version = ?", (dataset, version)
+    ).fetchone()
+    return None if row is None else dict(row)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -110,10 +130,15 @@ def version_number(version: str) -> int:
 
 
 class Catalog:
-    """Open (and create) the catalog of one node home."""
+    """Open (and create) the catalog of one node home; the one owner of its schema
+    and of every SQL statement on it (tests/test_architecture.py checks)."""
 
-    def __init__(self, home: NodeHome) -> None:
+    def __init__(self, home: NodeHome, *, read_only: bool = False) -> None:
         self.home = home
+        if read_only:  # never creates nor writes (a reader that may not write the file)
+            self.db = sqlite3.connect(f"file:{home.catalog_path}?mode=ro", uri=True, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            return
         home.root.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(home.catalog_path, timeout=30, isolation_level=None)
         self.db.row_factory = sqlite3.Row
@@ -173,8 +198,54 @@ class Catalog:
 
     def retirement(self, name: str, version: str) -> dict[str, Any] | None:
         """The retirement row of a version, or None while it is readable."""
+        return retirement_on(self.db, name, version)
+
+    def dataset_row(self, name: str) -> dict[str, Any] | None:
+        """The dataset's own row (name, title, citation, created), or None."""
+        row = self.db.execute("SELECT * FROM datasets WHERE name = ?", (name,)).fetchone()
+        return None if row is None else dict(row)
+
+    def version_row(self, name: str, version: str) -> dict[str, Any] | None:
+        """A version's row whatever its status (pending too), or None."""
         row = self.db.execute(
-            "SELECT * FROM retirements WHERE dataset = ? AND version = ?", (name, version)
+            "SELECT * FROM versions WHERE dataset = ? AND version = ?", (name, version)
+        ).fetchone()
+        return None if row is None else dict(row)
+
+    def version_table(self, table: str, name: str, version: str) -> list[dict[str, Any]]:
+        """Every row of one version in one of its tables, as stored (an archive's copy)."""
+        if table not in _VERSION_TABLES:
+            raise ValueError(f"{table!r} is not a version table: one of {_VERSION_TABLES}")
+        rows = self.db.execute(
+            f"SELECT * FROM {table} WHERE dataset = ? AND version = ? ORDER BY 3",  # noqa: S608
+            (name, version),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def published_identifiers(self) -> dict[str, list[Any]]:
+        """Subjects, studies (id, date), series (id, shape) and the sizes of every
+        published version: what must never appear in an output."""
+        published = "(SELECT dataset, version FROM versions WHERE status = 'published')"
+        db = self.db
+        return {
+            "subjects": [r[0] for r in db.execute(
+                f"SELECT subject_id FROM subjects WHERE (dataset, version) IN {published}"  # noqa: S608
+            )],
+            "studies": [tuple(r) for r in db.execute(
+                f"SELECT study_id, study_date FROM studies WHERE (dataset, version) IN {published}"  # noqa: S608
+            )],
+            "series": [(r[0], json.loads(r[1])) for r in db.execute(
+                f"SELECT series_id, shape FROM series WHERE (dataset, version) IN {published}"  # noqa: S608
+            )],
+            "sizes": [tuple(r) for r in db.execute(
+                "SELECT n_subjects, n_series FROM versions WHERE status = 'published'"
+            )],
+        }  # fmt: skip
+
+    def citation_row(self, name: str, version: str) -> dict[str, Any] | None:
+        """The steward's citation row of a version (meta as stored JSON text), or None."""
+        row = self.db.execute(
+            "SELECT * FROM citations WHERE dataset = ? AND version = ?", (name, version)
         ).fetchone()
         return None if row is None else dict(row)
 
@@ -334,6 +405,50 @@ class Catalog:
             "UPDATE versions SET status = 'published', staging = '' "
             "WHERE dataset = ? AND version = ?",
             (dataset, version),
+        )
+
+    def set_created(self, dataset: str, version: str, created: str) -> None:
+        """Keep a version's creation time as its origin recorded it (an import)."""
+        self.db.execute(
+            "UPDATE versions SET created = ? WHERE dataset = ? AND version = ?",
+            (created, dataset, version),
+        )
+
+    def put_citation(
+        self, dataset: str, version: str, meta: str, set_by: str, updated: str
+    ) -> None:
+        """Record (or replace) a version's citation row; ``meta`` is its JSON text."""
+        self.db.execute(
+            "INSERT INTO citations VALUES (?, ?, ?, ?, ?) ON CONFLICT(dataset, version) DO "
+            "UPDATE SET meta = excluded.meta, set_by = excluded.set_by, updated = excluded.updated",
+            (dataset, version, meta, set_by, updated),
+        )
+
+    def drop_citation(self, dataset: str, version: str) -> None:
+        self.db.execute(
+            "DELETE FROM citations WHERE dataset = ? AND version = ?", (dataset, version)
+        )
+
+    def retire(
+        self, dataset: str, version: str, *, when: str, actor: str, reason: str, archive: str
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO retirements (dataset, version, retired_at, retired_by, reason, "
+            "archive) VALUES (?, ?, ?, ?, ?, ?)",
+            (dataset, version, when, actor, reason, archive),
+        )
+
+    def mark_data_deleted(self, dataset: str, version: str, *, when: str, archive: str) -> None:
+        self.db.execute(
+            "UPDATE retirements SET data_deleted_at = ?, archive = ? "
+            "WHERE dataset = ? AND version = ?",
+            (when, archive, dataset, version),
+        )
+
+    def lift_retirement(self, dataset: str, version: str) -> None:
+        """A retired version readable again (its store came back, checked)."""
+        self.db.execute(
+            "DELETE FROM retirements WHERE dataset = ? AND version = ?", (dataset, version)
         )
 
     def drop_pending(self, dataset: str, version: str) -> None:

@@ -1,7 +1,8 @@
 """The credit ledger's storage: one citation row per dataset version, in the catalog.
 
 Stores are immutable, so a steward's citation (set after publication, changed
-later) lives beside them in ``catalog.sqlite`` (table ``citations``). Setting
+later) lives beside them in ``catalog.sqlite`` (table ``citations``, owned like
+every catalog table by :class:`~insitu.datasets.catalog.Catalog`). Setting
 one is audited (``dataset.cite``). :func:`citation_for` always answers: the
 steward's entry when there is one, else a citation derived from the catalog.
 """
@@ -19,19 +20,6 @@ from insitu.datasets.catalog import Catalog
 from insitu.datasets.citation import Citation, Creator
 
 __all__ = ["all_citations", "citation_for", "citations_for", "set_citation"]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS citations (
-    dataset TEXT NOT NULL, version TEXT NOT NULL, meta TEXT NOT NULL,
-    set_by TEXT NOT NULL, updated TEXT NOT NULL,
-    PRIMARY KEY (dataset, version)
-);
-"""
-
-
-def _db(catalog: Catalog) -> Any:
-    catalog.db.executescript(SCHEMA)
-    return catalog.db
 
 
 def _derived(catalog: Catalog, site: str, dataset: str, version: str | None) -> Citation:
@@ -51,13 +39,7 @@ def citation_for(home: NodeHome, dataset: str, version: str | None = None) -> Ci
     site = load_config(home).site.name
     with Catalog(home) as catalog:
         version = catalog.version(dataset, version)["version"]
-        row = (
-            _db(catalog)
-            .execute(
-                "SELECT meta FROM citations WHERE dataset = ? AND version = ?", (dataset, version)
-            )
-            .fetchone()
-        )
+        row = catalog.citation_row(dataset, version)
         citation = (
             _derived(catalog, site, dataset, version)
             if row is None
@@ -129,16 +111,12 @@ def set_citation(
             recommended=recommended.strip(),
             set_by=actor,
         )
-        _db(catalog).execute(
-            "INSERT INTO citations VALUES (?, ?, ?, ?, ?) ON CONFLICT(dataset, version) DO "
-            "UPDATE SET meta = excluded.meta, set_by = excluded.set_by, updated = excluded.updated",
-            (
-                dataset,
-                citation.version,
-                json.dumps(citation.to_json(), sort_keys=True),
-                actor,
-                datetime.now(UTC).isoformat(timespec="seconds"),
-            ),
+        catalog.put_citation(
+            dataset,
+            citation.version,
+            json.dumps(citation.to_json(), sort_keys=True),
+            actor,
+            datetime.now(UTC).isoformat(timespec="seconds"),
         )
     AuditLog(home).append(
         "dataset.cite",
@@ -156,16 +134,9 @@ def set_citation(
 def store_citation_row(catalog: Catalog, dataset: str, version: str, meta: dict[str, Any],
                        set_by: str, updated: str) -> None:  # fmt: skip
     """Write a citation row as it is (the archive import keeps the exporter's values)."""
-    _db(catalog).execute(
-        "INSERT OR REPLACE INTO citations VALUES (?, ?, ?, ?, ?)",
-        (dataset, version, json.dumps(meta, sort_keys=True), set_by, updated),
-    )
+    catalog.put_citation(dataset, version, json.dumps(meta, sort_keys=True), set_by, updated)
 
 
 def citation_row(catalog: Catalog, dataset: str, version: str) -> dict[str, Any] | None:
-    row = (
-        _db(catalog)
-        .execute("SELECT * FROM citations WHERE dataset = ? AND version = ?", (dataset, version))
-        .fetchone()
-    )
-    return None if row is None else dict(row) | {"meta": json.loads(row["meta"])}
+    row = catalog.citation_row(dataset, version)
+    return None if row is None else row | {"meta": json.loads(row["meta"])}

@@ -150,11 +150,7 @@ def retire(
             )
         when = _now()
         if earlier is None:
-            catalog.db.execute(
-                "INSERT INTO retirements (dataset, version, retired_at, retired_by, reason, "
-                "archive) VALUES (?, ?, ?, ?, ?, ?)",
-                (dataset, version, when, actor, reason, copy),
-            )
+            catalog.retire(dataset, version, when=when, actor=actor, reason=reason, archive=copy)
         readable_left = [
             v["version"]
             for v in catalog.versions(dataset)
@@ -163,11 +159,7 @@ def retire(
     if delete_data:
         _delete_store(home, store)
         with Catalog(home) as catalog:
-            catalog.db.execute(
-                "UPDATE retirements SET data_deleted_at = ?, archive = ? "
-                "WHERE dataset = ? AND version = ?",
-                (_now(), copy, dataset, version),
-            )
+            catalog.mark_data_deleted(dataset, version, when=_now(), archive=copy)
     AuditLog(home).append(
         "dataset.retire", user=actor, dataset=dataset, version=version, reason=reason,
         archive=copy, data_deleted=delete_data, only_copy=not copy,

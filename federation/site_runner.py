@@ -394,10 +394,12 @@ def _disclosure_context(home: Any) -> Any | None:
     import importlib
 
     try:
-        engine = importlib.import_module("insitu.disclosure")
+        importlib.import_module("insitu.disclosure")
     except ImportError:
         return None
-    return engine.DisclosureContext.for_home(home)
+    from insitu.datasets.disclosure_context import disclosure_context
+
+    return disclosure_context(home)
 
 
 def _handle(message: Any, context: Any, run: Any, fab: Any) -> Any:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from insitu.config import NodeHome, PolicySection, SiteConfig
-from insitu.disclosure import RULES, DisclosureContext, Report, check_file
+from insitu.datasets.disclosure_context import disclosure_context
+from insitu.disclosure import RULES, Report, check_file
 from insitu.disclosure.sniff import DECLARED
 from insitu.errors import OutputTooLargeError, UnsupportedOutputError
 
@@ -112,6 +113,6 @@ def run_checks(
     evidence: dict[str, Any] | None = None,
 ) -> list[CheckResult]:
     """Run the disclosure engine on the stored file at ``path`` (already admitted)."""
-    ctx = DisclosureContext.for_home(home, config)
+    ctx = disclosure_context(home, config)
     report = check_file(path.read_bytes(), name=path.name, ctx=ctx, evidence=evidence)
     return results_of(report)

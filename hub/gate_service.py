@@ -88,14 +88,12 @@ class _GateHandler(ServiceHandler):
 def check_not_retired(home: NodeHome, dataset: str, version: str) -> None:
     """VersionRetiredError if ``version`` was retired; asked on every read (the store
     path is cached, this answer never: a retirement stops the very next read)."""
-    from insitu.datasets.catalog import RETIREMENTS_SCHEMA, retired_error
+    from insitu.datasets.catalog import RETIREMENTS_SCHEMA, retired_error, retirement_on
 
     with access.node_db(home, home.catalog_path, RETIREMENTS_SCHEMA) as conn:
-        row = conn.execute(
-            "SELECT * FROM retirements WHERE dataset = ? AND version = ?", (dataset, version)
-        ).fetchone()
+        row = retirement_on(conn, dataset, version)
     if row is not None:
-        raise retired_error(dict(row))
+        raise retired_error(row)
 
 
 def _describe(home: NodeHome, user: str, row: dict[str, Any]) -> dict[str, Any]:

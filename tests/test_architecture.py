@@ -15,6 +15,7 @@ breach, or a new import cycle between modules, fails here.
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -209,3 +210,55 @@ def test_no_new_import_cycles():
     fixed = sorted(KNOWN_CYCLES - cycles)
     assert not new, f"import cycles (also through function-level imports): {new}"
     assert not fixed, f"cycle gone, remove it from KNOWN_CYCLES: {fixed}"
+
+
+# --- the catalog's SQL has one owner ------------------------------------------
+
+CATALOG_MODULE = "insitu.datasets.catalog"
+_SQL_VERBS = r"(?:FROM|INTO|UPDATE|JOIN|TABLE(?: IF NOT EXISTS)?)"
+
+
+@cache
+def _catalog_tables() -> tuple[str, ...]:
+    """The catalog's tables, read from its schema (a new table is covered at once)."""
+    text = _sources()[CATALOG_MODULE].read_text()
+    return tuple(sorted(set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", text))))
+
+
+def _catalog_sql(path: Path) -> list[str]:
+    """SQL on the catalog in one file: a string naming a catalog table after an SQL
+    verb, or a statement run on a catalog's connection (``<...catalog...>.db``)."""
+    pattern = re.compile(rf"\b{_SQL_VERBS}\s+(?:{'|'.join(_catalog_tables())})\b")
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if pattern.search(node.value):
+                found.append(f"{path.name}:{node.lineno}: SQL {node.value.strip()[:60]!r}")
+        elif isinstance(node, ast.Attribute) and node.attr == "db":
+            owner = ast.unparse(node.value)
+            if "catalog" in owner.lower():
+                found.append(f"{path.name}:{node.lineno}: {owner}.db")
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr in ("execute", "executemany", "executescript")
+            and "catalog" in ast.unparse(node.value).lower()
+        ):
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_detector_sees_the_catalogs_own_sql():
+    assert {"versions", "citations", "retirements", "series"} <= set(_catalog_tables())
+    assert _catalog_sql(_sources()[CATALOG_MODULE])
+
+
+def test_no_sql_on_the_catalog_outside_catalog():
+    """Only ``Catalog`` (insitu.datasets.catalog) speaks SQL to catalog.sqlite: its
+    schema has one owner, and a reader that needs rows asks for a method."""
+    outside = [
+        hit
+        for module, path in sorted(_sources().items())
+        if module != CATALOG_MODULE
+        for hit in _catalog_sql(path)
+    ]
+    assert not outside, "SQL on the catalog outside Catalog:\n" + "\n".join(outside)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import json
 import re
-import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,13 +62,18 @@ class DisclosureContext:
         )
 
     @classmethod
-    def for_home(cls, home: NodeHome, config: SiteConfig | None = None) -> DisclosureContext:
-        """Everything from the node home: insitu.toml, the catalog, the fingerprint index.
-
-        A catalog that cannot be read raises, so that checks fail rather than pass.
+    def for_home(
+        cls,
+        home: NodeHome,
+        identifiers: SiteIdentifiers,
+        config: SiteConfig | None = None,
+    ) -> DisclosureContext:
+        """Everything from the node home: insitu.toml, the fingerprint index, and the
+        identifiers its caller read from the catalog (the ground floor reads no
+        catalog: :func:`insitu.datasets.disclosure_context.disclosure_context`).
         """
         config = config or load_config(home)
-        return cls.from_config(config, site_identifiers(home), _fingerprints(home))
+        return cls.from_config(config, identifiers, _fingerprints(home))
 
 
 def _fingerprints(home: NodeHome) -> Any | None:
@@ -86,52 +90,40 @@ def _normal_date(text: str) -> str | None:
     return "".join(match.groups()) if match else None
 
 
-def site_identifiers(home: NodeHome) -> SiteIdentifiers:
+def site_identifiers(
+    subjects: Iterable[str],
+    studies: Iterable[tuple[str, str]],
+    series: Iterable[tuple[str, Sequence[int]]],
+    sizes: Iterable[Iterable[int]],
+) -> SiteIdentifiers:
     """Pseudonyms, UIDs, dates and image shapes of every published version.
 
-    Read from the catalog; a node without a catalog gives empty sets (the
-    generic UID pattern still applies).
+    From what the catalog lists: subject pseudonyms, (study UID, date), (series
+    UID, shape) and each version's (subjects, series) counts.
     """
-    if not home.catalog_path.exists():
-        return SiteIdentifiers()
-    conn = sqlite3.connect(f"file:{home.catalog_path}?mode=ro", uri=True, timeout=30)
-    try:
-        published = "(SELECT dataset, version FROM versions WHERE status = 'published')"
-        texts: set[str] = set()
-        dates: set[str] = set()
-        slices: set[tuple[int, int]] = set()
-        volumes: set[tuple[int, ...]] = set()
-        sizes: set[int] = set()
-        for (subject,) in conn.execute(
-            f"SELECT subject_id FROM subjects WHERE (dataset, version) IN {published}"  # noqa: S608
-        ):
-            texts.add(subject)
-        for study, date in conn.execute(
-            f"SELECT study_id, study_date FROM studies WHERE (dataset, version) IN {published}"  # noqa: S608
-        ):
-            texts.add(study)
-            if date and (normal := _normal_date(date)):
-                dates.add(normal)
-        for series, shape in conn.execute(
-            f"SELECT series_id, shape FROM series WHERE (dataset, version) IN {published}"  # noqa: S608
-        ):
-            texts.add(series)
-            dims = tuple(int(d) for d in json.loads(shape))
-            volumes.add(dims)
-            if len(dims) >= 2:
-                slices.update(
-                    (dims[i], dims[j]) for i in range(len(dims)) for j in range(len(dims)) if i != j
-                )
-        for n_subjects, n_series in conn.execute(
-            "SELECT n_subjects, n_series FROM versions WHERE status = 'published'"
-        ):
-            sizes.update(n for n in (n_subjects, n_series) if n)
-    finally:
-        conn.close()
+    texts: set[str] = set(subjects)
+    dates: set[str] = set()
+    slices: set[tuple[int, int]] = set()
+    volumes: set[tuple[int, ...]] = set()
+    population: set[int] = set()
+    for study, date in studies:
+        texts.add(study)
+        if date and (normal := _normal_date(date)):
+            dates.add(normal)
+    for series_id, shape in series:
+        texts.add(series_id)
+        dims = tuple(int(d) for d in shape)
+        volumes.add(dims)
+        if len(dims) >= 2:
+            slices.update(
+                (dims[i], dims[j]) for i in range(len(dims)) for j in range(len(dims)) if i != j
+            )
+    for counts in sizes:
+        population.update(n for n in counts if n)
     return SiteIdentifiers(
         texts=frozenset(t for t in texts if t),
         dates=frozenset(dates),
         slice_shapes=frozenset(slices),
         volume_shapes=frozenset(volumes),
-        population_sizes=frozenset(sizes),
+        population_sizes=frozenset(population),
     )

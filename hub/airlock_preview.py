@@ -6,7 +6,12 @@ content itself: every frame or page of an image (and every image output of a
 notebook) downscaled into one PNG contact sheet of at most ``PREVIEW_SIDE``
 pixels a side (the steward works inside the site; the sheet is for deciding,
 not for taking away), the head of a table, the text, and a notebook's outputs
-(streams, results, errors). Served only to stewards and admins
+(streams, results, errors). What the disclosure engine extracts from a PDF
+(its embedded images) or a weights file (the 2-D tensors of npz/npy/pt/
+safetensors, at most ``MAX_TENSORS``, the largest first, as greyscale after
+min-max normalisation) is drawn the same way, one labelled PNG each
+(``Preview.pictures``): the engine's own parse within its limits, never a
+second parser. Served only to stewards and admins
 (``GET api/releases/<id>/preview``).
 """
 
@@ -19,13 +24,22 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["PREVIEW_SIDE", "Preview", "build_preview"]
+__all__ = ["PREVIEW_SIDE", "Picture", "Preview", "build_preview"]
 
 PREVIEW_SIDE = 512  # longest side of the contact sheet, in pixels
 MAX_FRAMES = 16  # frames, pages and notebook images shown
 TABLE_ROWS = 10
 TEXT_CHARS = 4000
 MAX_OUTPUTS = 40
+MAX_TENSORS = 8  # 2-D tensors of a weights file drawn, the largest first
+
+
+@dataclass
+class Picture:
+    """One image or tensor the engine found, drawn as a PNG of at most PREVIEW_SIDE a side."""
+
+    label: str  # where it was found; a tensor's shape and dtype
+    png: bytes
 
 
 @dataclass
@@ -41,15 +55,19 @@ class Preview:
     frames: int = 0  # images in the contact sheet
     size: str = ""  # the first image's width x height (mode)
     image: bytes | None = None  # PNG contact sheet, downscaled
+    pictures: list[Picture] = field(default_factory=list)  # PDF images, weights tensors
 
     def summary(self) -> str:
         """The preview as plain text (CLI, the widget's text pane): the content first."""
         lines: list[str] = []
-        if self.frames:
+        if self.frames and not self.pictures:
             lines.append(
                 f"{self.sniffed.upper()} image {self.size}, {self.frames} frame(s) or "
                 "embedded image(s), shown downscaled"
             )
+        if self.pictures:
+            lines.append(f"{len(self.pictures)} picture(s), shown downscaled:")
+            lines.extend(f"  {picture.label}" for picture in self.pictures)
         if self.text and not self.outputs:
             lines.append(self.text)
         if self.outputs:
@@ -65,6 +83,9 @@ class Preview:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["image"] = base64.b64encode(self.image).decode() if self.image else None
+        data["pictures"] = [
+            {"label": p.label, "image": base64.b64encode(p.png).decode()} for p in self.pictures
+        ]
         data["summary"] = self.summary()
         return data
 
@@ -118,6 +139,80 @@ def contact_sheet(frames: list[Any], side: int = PREVIEW_SIDE) -> bytes:
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _png(image: Any, side: int = PREVIEW_SIDE) -> bytes:
+    thumb = image.copy()
+    thumb.thumbnail((side, side))
+    buf = io.BytesIO()
+    thumb.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _greyscale(array: Any) -> Any:
+    """A 2-D array as an 8-bit grey image after min-max normalisation (NaN/inf as 0),
+    subsampled first to a few times the preview's side (never a huge float copy)."""
+    import numpy as np
+    from PIL import Image
+
+    step = max(1, -(-max(array.shape) // (4 * PREVIEW_SIDE)))  # one step: same aspect
+    values = np.asarray(array[::step, ::step])
+    values = np.abs(values) if values.dtype.kind == "c" else values
+    values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    values = np.where(finite, values, 0.0)
+    lo, hi = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0, 0)
+    scaled = (values - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(values)
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+def _frame_image(array: Any) -> Any:
+    """A decoded image frame (rows x columns [x channels]) as an L or RGB image."""
+    import numpy as np
+    from PIL import Image
+
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and array.dtype == np.uint8:
+        return Image.fromarray(np.ascontiguousarray(array[..., :3]), mode="RGB")
+    if array.ndim == 3:
+        array = array[..., 0]
+    if array.ndim == 2 and array.dtype == np.uint8:
+        return Image.fromarray(np.ascontiguousarray(array), mode="L")
+    return _greyscale(array)
+
+
+def _extracted(data: bytes, sniffed: str, declared: str, preview: Preview) -> list[Any]:
+    """Pictures of what the engine extracts: a PDF's images, a weights file's largest
+    2-D tensors (each also a frame of the contact sheet)."""
+    from insitu.disclosure import DisclosureContext
+    from insitu.disclosure.engine import extract_arrays
+
+    kind = sniffed
+    if sniffed == "zip" and declared == "weights":  # a torch.save archive has its pickle
+        kind = "torch" if b"/data.pkl" in data else "npz"
+    found = extract_arrays(data, kind=kind, ctx=DisclosureContext())
+    frames: list[Any] = []
+    if sniffed == "pdf":
+        for item in found:
+            if item.image and item.array.ndim in (2, 3) and len(frames) < MAX_FRAMES:
+                frame = _frame_image(item.array)
+                frames.append(frame)
+                shape = "x".join(map(str, item.array.shape))
+                label = f"{item.where}: embedded image {shape}"
+                preview.pictures.append(Picture(label, _png(frame)))
+        return frames
+    tensors = [
+        item
+        for item in found
+        if item.array.ndim == 2 and min(item.array.shape) >= 2 and item.array.dtype.kind in "biufc"
+    ]
+    tensors.sort(key=lambda item: -item.array.size)
+    for item in tensors[:MAX_TENSORS]:
+        shape = "x".join(map(str, item.array.shape))
+        label = f"{item.where}: {shape} {item.array.dtype}"
+        frame = _greyscale(item.array)
+        frames.append(frame)
+        preview.pictures.append(Picture(label, _png(frame)))
+    return frames
 
 
 def _notebook(data: bytes, preview: Preview) -> list[Any]:
@@ -192,6 +287,8 @@ def build_preview(data: bytes, *, declared: str, findings: list[dict[str, str]])
                 ]
     else:
         preview.text = f"{sniffed} content of {len(data)} bytes (its findings are listed above)"
+        if sniffed in ("pdf", "zip", "npy", "safetensors"):
+            frames = _extracted(data, sniffed, declared, preview)
     if frames:
         preview.frames = len(frames)
         preview.image = contact_sheet(frames)

@@ -24,6 +24,8 @@ def scan_array(
             where,
         )
         return
+    if scan.kept is not None:
+        scan.kept.append((where, array, image))
     if count:
         scan.count_values(array.size)
     scan.stats["grids"] += 1

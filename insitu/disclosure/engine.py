@@ -9,7 +9,9 @@ only when every part was parsed and understood.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -24,7 +26,15 @@ from insitu.disclosure.scan import Scan, StopScan, join
 from insitu.disclosure.sniff import FAMILY, declared_kind, sniff
 from insitu.disclosure.text import scan_text
 
-__all__ = ["check_arrays", "check_file", "check_grid", "check_text", "scan_nested"]
+__all__ = [
+    "Extracted",
+    "check_arrays",
+    "check_file",
+    "check_grid",
+    "check_text",
+    "extract_arrays",
+    "scan_nested",
+]
 
 Handler = Callable[[Scan, bytes, str], None]
 
@@ -167,3 +177,27 @@ def check_arrays(
             scan.findings.append(stop.finding)
     apply_budget(scan)
     return scan.report("arrays")
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One array the parsers found in an output: where, its values, image frame or data."""
+
+    where: str
+    array: np.ndarray
+    image: bool  # a decoded image frame (rows x columns x channels), not a tensor
+
+
+def extract_arrays(data: bytes, *, kind: str, ctx: DisclosureContext) -> list[Extracted]:
+    """Every array and image frame the parser of ``kind`` finds in ``data`` (images of a
+    PDF, tensors of npz/pt/safetensors), within the engine's limits: the same parse as
+    :func:`check_file`, for those who must show the content (the steward's preview).
+    A part the engine refuses to read ends the extraction with what was found so far."""
+    handler = _handlers().get(kind)
+    if handler is None:
+        return []
+    scan = Scan(ctx, nested=scan_nested)
+    scan.kept = []
+    with contextlib.suppress(StopScan):
+        handler(scan, bytes(data), "")
+    return [Extracted(where, np.asarray(array), image) for where, array, image in scan.kept]

@@ -52,6 +52,9 @@ class Scan:
             "text_chars": 0,
         }
         self.depth = 0
+        # (where, array, is an image frame) of every array the parsers found, when a
+        # caller asked for them (extract_arrays: the steward's preview draws them).
+        self.kept: list[tuple[str, Any, bool]] | None = None
         self.ran: dict[str, str] = {}  # rules that ran, with what a pass means
 
     def add(self, rule_id: str, verdict: Verdict, message: str, where: str = "") -> None:

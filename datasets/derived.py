@@ -14,6 +14,9 @@ a dataset's images and publishes them as a new version of that dataset:
   must lie on a slice of the source series (position and size), else the SEG
   is refused: labels are never resampled.
 
+A plain ``insitu ingest`` given SR/SEG files with their images writes them into
+the images' own version (:func:`stage_derived`): one command, one version.
+
 UIDs are the images' keyed UIDs (``Deidentifier.uid``), subjects their
 pseudonyms, so SR rows and labels join the images by ``series_id``. An
 object whose subject or series is not in the dataset is refused with its
@@ -26,7 +29,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -46,6 +49,7 @@ __all__ = [
     "ingest_derived",
     "seg_labels",
     "sr_measurements",
+    "stage_derived",
 ]
 
 SR_TABLE = "sr_measurements"
@@ -234,7 +238,8 @@ def ingest_derived(
 
 
 def attach_derived(home: NodeHome, report: Any) -> Any:
-    """The ingest hook: SEG/SR files a plain ingest skipped are added by ingest-derived.
+    """The ingest hook when it staged no new images (already published, or none given):
+    the SEG/SR files it skipped are added to the newest version by ingest-derived.
 
     So derived objects pulled from a PACS or pushed to ``insitu receive`` join
     their images without a second command. Each such file's fate becomes
@@ -285,24 +290,18 @@ def _reader(name: str) -> Any:
     return Path(name).read_bytes
 
 
-def _ingest_objects(
-    dataset: str, objects: Sequence[tuple[str, Any]], *, home: NodeHome | None = None
-) -> DerivedReport:
-    import pandas as pd
+def _resolve(
+    objects: Sequence[tuple[str, Any]],
+    deid: Any,
+    subjects: set[str],
+    series_ids: set[str],
+    grid: Callable[[str], tuple[np.ndarray, list[int]]],
+    report: DerivedReport,
+) -> tuple[list[dict[str, Any]], list[tuple[str, str, np.ndarray, dict[str, Any]]]]:
+    """SR rows and SEG label volumes of ``objects`` that join the given subjects and
+    series (``grid``: a series' affine and shape); the others go to ``report.refused``."""
     import pydicom
 
-    from insitu.datasets.deid import Deidentifier, DeidOptions
-    from insitu.datasets.labels import write_labels
-    from insitu.datasets.reader import open_dataset
-    from insitu.datasets.tables import add_tables
-
-    node = (home or resolve_home()).require_initialized()
-    config = load_config(node)
-    deid = Deidentifier(node.site_key(), DeidOptions.from_config(config.deid))
-    base = open_dataset(dataset, home=node)
-    series = base.series.set_index("series_id")
-    subjects = set(base.subjects["subject_id"].astype(str))
-    report = DerivedReport()
     rows: list[dict[str, Any]] = []
     labels: list[tuple[str, str, np.ndarray, dict[str, Any]]] = []
     for name, read in objects:
@@ -318,9 +317,7 @@ def _ingest_objects(
         try:
             if modality == "SR":
                 found = sr_measurements(ds, deid)
-                unknown = [
-                    r for r in found if r["series_id"] and r["series_id"] not in series.index
-                ]
+                unknown = [r for r in found if r["series_id"] and r["series_id"] not in series_ids]
                 if unknown:
                     raise SourceError("it measures a series that is not in this dataset")
                 rows.extend(found)
@@ -332,13 +329,13 @@ def _ingest_objects(
                 if len(refs) != 1:
                     raise SourceError("it must reference exactly one source series")
                 series_id = deid.uid(str(refs[0].SeriesInstanceUID))
-                if series_id not in series.index:
+                if series_id not in series_ids:
                     raise SourceError("its source series is not in this dataset")
-                affine, shape = _series_grid(base, series_id)
+                affine, shape = grid(series_id)
                 volume, segments = seg_labels(ds, affine, shape)
-                name = _label_name(ds, deid)
+                label = _label_name(ds, deid)
                 info = {"segments": segments, "seg_id": deid.uid(str(ds.SOPInstanceUID))}
-                labels.append((series_id, name, volume, info))
+                labels.append((series_id, label, volume, info))
             else:
                 report.refused.append((name, f"modality {modality or '?'} is not SR or SEG"))
         except SourceError as exc:
@@ -347,6 +344,85 @@ def _ingest_objects(
             report.refused.append(
                 (name, f"cannot be read as an SR or SEG: {type(exc).__name__}: {exc}")
             )
+    return rows, labels
+
+
+def _label_digest(volume: np.ndarray) -> str:
+    return hashlib.sha256(volume.tobytes() + str(volume.dtype).encode()).hexdigest()
+
+
+def _deid(node: NodeHome) -> Any:
+    from insitu.datasets.deid import Deidentifier, DeidOptions
+
+    return Deidentifier(node.site_key(), DeidOptions.from_config(load_config(node).deid))
+
+
+def stage_derived(
+    home: NodeHome, root: Any, series_rows: Sequence[dict[str, Any]], files: Sequence[Any]
+) -> DerivedReport:
+    """Write the SEG/SR ``files`` (an ingest's file fates) into the store being built.
+
+    The ingest hook: derived objects given with their images join the very
+    version that publishes the images (one command, one version). SR rows become
+    the table ``sr_measurements``, SEG labels ``labels/<series_id>/<name>``; the
+    digests later runs compare are recorded as ``add_tables`` records them. Call
+    it after the root attributes are written, before publishing.
+    """
+    import pandas as pd
+    import zarr
+
+    from insitu.datasets.labels import write_labels
+    from insitu.datasets.reader import write_table
+    from insitu.datasets.tables import table_digest
+
+    def grid(series_id: str) -> tuple[np.ndarray, list[int]]:
+        group = zarr.open_group(root.store, path=f"series/{series_id}", mode="r")
+        info = cast("dict[str, Any]", group.attrs["insitu"])
+        return np.array(info["affine"], dtype=float), list(info["shape"])
+
+    report = DerivedReport()
+    objects = [(f.file, _reader(f.file)) for f in files]
+    subjects = {str(r["subject_id"]) for r in series_rows}
+    series_ids = {str(r["series_id"]) for r in series_rows}
+    rows, labels = _resolve(objects, _deid(home), subjects, series_ids, grid, report)
+    digests: dict[str, str] = {}
+    stored: dict[str, str] = {}
+    if rows:
+        frame = pd.DataFrame(rows)
+        write_table(root, SR_TABLE, frame)
+        digests[SR_TABLE] = table_digest(SR_TABLE, frame)
+    for series_id, name, volume, info in labels:
+        write_labels(root, series_id, name, volume, info)
+        stored[f"{series_id}/{name}"] = _label_digest(volume)
+    attrs = dict(root.attrs["insitu"])
+    if digests:
+        attrs["table_digests"] = {**attrs.get("table_digests", {}), **digests}
+    if stored:
+        attrs["label_digests"] = stored
+    root.attrs["insitu"] = attrs
+    report.measurements = len(rows)
+    report.labels = [f"{s}/{n}" for s, n, _v, _i in labels]
+    return report
+
+
+def _ingest_objects(
+    dataset: str, objects: Sequence[tuple[str, Any]], *, home: NodeHome | None = None
+) -> DerivedReport:
+    import pandas as pd
+
+    from insitu.datasets.labels import write_labels
+    from insitu.datasets.reader import open_dataset
+    from insitu.datasets.tables import add_tables
+
+    node = (home or resolve_home()).require_initialized()
+    deid = _deid(node)
+    base = open_dataset(dataset, home=node)
+    series = base.series.set_index("series_id")
+    subjects = set(base.subjects["subject_id"].astype(str))
+    report = DerivedReport()
+    rows, labels = _resolve(
+        objects, deid, subjects, set(series.index), lambda sid: _series_grid(base, sid), report
+    )
     if not rows and not labels:
         reasons = "; ".join(f"{f}: {r}" for f, r in report.refused) or "no files"
         raise SourceError(f"nothing to publish for {dataset}: {reasons}")
@@ -363,7 +439,7 @@ def _ingest_objects(
     fresh = []
     for series_id, name, volume, info in labels:
         key = f"{series_id}/{name}"
-        value = hashlib.sha256(volume.tobytes() + str(volume.dtype).encode()).hexdigest()
+        value = _label_digest(volume)
         if stored.get(key) != value:
             fresh.append((series_id, name, volume, info))
             stored[key] = value

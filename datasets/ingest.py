@@ -570,6 +570,41 @@ def _audit(home: NodeHome, dataset: str, *, report: IngestReport, **details: Any
     )
 
 
+def _inputs(report: IngestReport, files: int, images: int, series: int) -> dict[str, int]:
+    return {
+        "files": files,
+        "images": images,
+        "published_files": sum(f.fate == "published" for f in report.files),
+        "series": series,
+        **{f"fate_{k}": v for k, v in report.counts().items()},
+    }
+
+
+def _stage_derived(
+    home: NodeHome, root: Any, rows: list[dict[str, Any]], files: list[FileFate], version: str
+) -> list[tuple[str, int, list[str]]]:
+    """SEG/SR files given with the images go into the same store (one ingest, one
+    version); their fates say so. The catalog's rows of the tables written."""
+    from insitu.datasets.derived import stage_derived
+    from insitu.datasets.dicom_read import DERIVED_REASON
+
+    derived = [f for f in files if f.fate == "skipped" and f.reason == DERIVED_REASON]
+    if not derived:
+        return []
+    staged = stage_derived(home, root, rows, derived)
+    refused = dict(staged.refused)
+    for f in derived:
+        if f.file in refused:
+            f.fate, f.reason = "refused", refused[f.file]
+        else:
+            f.fate, f.reason = "published", f"SR/SEG added in {version}"
+    table_rows = []
+    for name in root.attrs["insitu"].get("tables", []):
+        info: dict[str, Any] = root[f"tables/{name}"].attrs["insitu"]
+        table_rows.append((name, int(info["n_rows"]), list(info["columns"])))
+    return table_rows
+
+
 def _ingest_locked(
     home: NodeHome,
     catalog: Catalog,
@@ -679,7 +714,9 @@ def _ingest_locked(
             continue
         _, row, original_id = outcome
         _link(home, row["subject_id"], original_id)
-        marker.write_text(json.dumps(row))
+        partial = marker.with_suffix(".part")  # a kill mid-write never leaves half a marker
+        partial.write_text(json.dumps(row))
+        partial.replace(marker)
         written += 1
         if written == 1:
             crash_point("series-written")
@@ -705,13 +742,7 @@ def _ingest_locked(
         "software": f"insitu {__version__}",
         "store_format": STORE_FORMAT,
         "deid_profile": {k: profile.get(k) for k in ("name", "edition", "version", "options")},
-        "inputs": {
-            "files": len(scanned),
-            "images": len(images),
-            "published_files": sum(f.fate == "published" for f in report.files),
-            "series": len(rows),
-            **{f"fate_{k}": v for k, v in report.counts().items()},
-        },
+        "inputs": _inputs(report, len(scanned), len(images), len(rows)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_root_attrs(
@@ -728,10 +759,14 @@ def _ingest_locked(
             "tables": [],
         },
     )
+    table_rows = _stage_derived(home, root, rows, report.files, version)
+    if table_rows or provenance["inputs"] != _inputs(report, len(scanned), len(images), len(rows)):
+        provenance["inputs"] = _inputs(report, len(scanned), len(images), len(rows))
+        root.attrs["insitu"] = {**root.attrs["insitu"], "provenance": provenance}
     publish(
         home, catalog, store_path, dataset=dataset, version=version, title=title,
         citation=citation, fingerprint=fingerprint, subjects=subjects, studies=studies,
-        series=rows, provenance=provenance,
+        series=rows, provenance=provenance, tables=table_rows,
     )  # fmt: skip
     report.status, report.version, report.series = "published", version, rows
     _audit(home, dataset, version=version, status="published", report=report,

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["add_tables"]
 
 
-def _table_digest(name: str, frame: pd.DataFrame) -> str:
+def table_digest(name: str, frame: pd.DataFrame) -> str:
     import pandas as pd
 
     digest = hashlib.sha256(name.encode())
@@ -89,7 +89,7 @@ def add_tables(
         recover(node, catalog)
         base = catalog.version(dataset, base_version)
         base_path = catalog.store_path(dataset, base["version"])
-        digests = {n: _table_digest(n, tables[n]) for n in sorted(tables)}
+        digests = {n: table_digest(n, tables[n]) for n in sorted(tables)}
         base_digests = _stored_digests(base_path)
         if not extra_digest and all(base_digests.get(n) == d for n, d in digests.items()):
             return str(base["version"])  # the base already holds exactly these tables

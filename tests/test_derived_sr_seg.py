@@ -12,6 +12,7 @@ import pytest
 from fixtures_datasets import make_series, run_cli
 from pydicom.sr.codedict import codes
 
+from insitu.datasets.catalog import Catalog
 from insitu.datasets.deid import Deidentifier
 from insitu.datasets.derived import SR_TABLE
 from insitu.datasets.ingest import ingest
@@ -169,12 +170,36 @@ def test_plain_ingest_adds_derived_objects_to_their_images(home, tmp_path):
     fates = {f.file.rsplit("/", 1)[-1]: f for f in report.files}
     for name in ("seg.dcm", "sr.dcm"):
         assert fates[name].fate == "published"
-        assert fates[name].reason == "SR/SEG added in v2"
-    assert report.version == "v2"
+        assert fates[name].reason == "SR/SEG added in v1"
+    # one command, one version: the images and their derived objects together
+    assert report.version == "v1"
+    with Catalog(home) as catalog:
+        assert [v["version"] for v in catalog.versions("mixed")] == ["v1"]
+        assert [t["name"] for t in catalog.tables("mixed", "v1")] == [SR_TABLE]
+        assert catalog.provenance("mixed", "v1")["inputs"]["published_files"] == 6
     ds = open_dataset("mixed", home=home)
+    assert ds.version == "v1"
     series_id = ds.series["series_id"][0]
     assert int(ds.labels(series_id).sum()) == 36
     assert list(ds.tables[SR_TABLE]["series_id"]) == [series_id]
     # the same folder again: nothing new
     again = ingest([folder], "mixed", home=home)
-    assert again.status == "unchanged" and again.version == "v2"
+    assert again.status == "unchanged" and again.version == "v1"
+    with Catalog(home) as catalog:
+        assert [v["version"] for v in catalog.versions("mixed")] == ["v1"]
+
+
+def test_a_refused_derived_object_leaves_one_version_of_the_images(home, tmp_path):
+    folder = make_series(tmp_path / "ct", n=4, patient_id="PAT-E")
+    other = sources(make_series(tmp_path / "other", n=4, patient_id="PAT-F"))
+    mask = np.zeros((len(other), other[0].Rows, other[0].Columns), dtype=np.uint8)
+    mask[1, 3:9, 3:9] = 1
+    make_seg(other, mask, folder / "foreign-seg.dcm")
+    report = ingest([folder], "alone", home=home)
+    fates = {f.file.rsplit("/", 1)[-1]: f for f in report.files}
+    assert fates["foreign-seg.dcm"].fate == "refused"
+    assert "subject has no images" in fates["foreign-seg.dcm"].reason
+    assert report.version == "v1"
+    with Catalog(home) as catalog:
+        assert [v["version"] for v in catalog.versions("alone")] == ["v1"]
+        assert catalog.tables("alone", "v1") == []

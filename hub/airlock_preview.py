@@ -197,7 +197,8 @@ def _extracted(data: bytes, sniffed: str, declared: str, preview: Preview) -> li
                 frame = _frame_image(item.array)
                 frames.append(frame)
                 shape = "x".join(map(str, item.array.shape))
-                label = f"{item.where}: embedded image {shape}"
+                what = "drawn cells" if item.where.endswith("vector cells") else "embedded image"
+                label = f"{item.where}: {what} {shape}"
                 preview.pictures.append(Picture(label, _png(frame)))
         return frames
     tensors = [

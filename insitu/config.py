@@ -273,6 +273,11 @@ class DisclosureSection:
         "numeric cells of a table that is not a declared frequency table from which on the "
         "table is reviewed as data",
     )
+    max_vector_values: int = _help(
+        20_000,
+        "numbers in the path and colour operators of one PDF (drawn coordinates and colours) "
+        "above which it needs review",
+    )
     base64_min_length: int = _help(
         200, "base64 runs in text at least this long are decoded and checked as files"
     )

@@ -176,6 +176,11 @@ def figure(kind: str, fmt: str = "png", **extra: Any) -> bytes:
         ax.set_title(extra["title"])
     elif kind == "slice":
         fig.figimage(ct_slice(), cmap="gray")
+    elif kind == "mesh":  # pixels drawn as vector cells, one per value
+        ax.pcolormesh(ct_slice()[::-1], cmap="gray")
+    elif kind == "markers":  # a scatter plot of square markers on the pixel lattice
+        y, x = np.mgrid[: SLICE[0], : SLICE[1]]
+        ax.scatter(x.ravel(), -y.ravel(), c=ct_slice().ravel(), marker="s", s=4, cmap="gray")
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt)
     return buf.getvalue()
@@ -232,6 +237,28 @@ def minimal_pdf(objects: list[bytes], tail: bytes = b"") -> bytes:
 
 def pdf_stream(head: str, data: bytes) -> bytes:
     return f"<< {head} /Length {len(data)} >>\nstream\n".encode() + data + b"\nendstream"
+
+
+def vector_lattice(grid: np.ndarray, *, closed_paths: bool = False, cell: float = 2.0) -> bytes:
+    """A one-page PDF drawing ``grid`` as a lattice of filled grey cells: one ``g``
+    (grey level = value / 255) and one rectangle per pixel, as ``re`` or as a closed
+    four-point path, bottom row first (PDF's y axis points up)."""
+    rows, cols = grid.shape
+    ops = ["q 1 0 0 1 10 10 cm"]
+    for r in range(rows):
+        for c in range(cols):
+            x, y = c * cell, (rows - 1 - r) * cell
+            ops.append(f"{grid[r, c] / 255:.4f} g")
+            if closed_paths:
+                ops.append(
+                    f"{x:g} {y:g} m {x + cell:g} {y:g} l {x + cell:g} {y + cell:g} l "
+                    f"{x:g} {y + cell:g} l h f"
+                )
+            else:
+                ops.append(f"{x:g} {y:g} {cell:g} {cell:g} re f")
+    ops.append("Q")
+    content = zlib.compress("\n".join(ops).encode())
+    return minimal_pdf([*PDF_PAGE, pdf_stream("/Filter /FlateDecode", content)])
 
 
 PDF_PAGE = [
@@ -344,6 +371,12 @@ def _attacks() -> dict[str, Callable[[], Entry]]:
     )
     # 3. PDF
     add("pdf/embedded-slice-image")(lambda: ("fig.pdf", figure("slice", "pdf")))
+    add("pdf/vector-lattice-slice")(lambda: ("fig.pdf", vector_lattice(s)))
+    add("pdf/pcolormesh-slice")(lambda: ("fig.pdf", figure("mesh", "pdf")))
+    add("pdf/square-markers-slice")(lambda: ("fig.pdf", figure("markers", "pdf")))
+    add("pdf/vector-lattice-slice-paths")(
+        lambda: ("fig.pdf", vector_lattice(s.T, closed_paths=True, cell=0.5))
+    )
     add("pdf/title-pseudonym")(
         lambda: ("fig.pdf", figure("title", "pdf", title=f"case {SUBJECT.upper()}"))
     )

@@ -170,3 +170,13 @@ def test_hostile_files_do_not_blow_up_the_preview():
     wide = np.zeros((20_000, 20_000), dtype=np.uint8)[:1]  # declared 20000x20000 image
     pdf = _pdf_with_image(wide).replace(b"/Height 1 ", b"/Height 20000 ")
     assert build_preview(pdf, declared="pdf", findings=[]).pictures == []
+
+
+def test_pixels_drawn_as_pdf_cells_are_drawn_back():
+    from disclosure_corpus import vector_lattice
+
+    ramp = np.tile(np.arange(0, 240, 5, dtype=np.uint8), (30, 1))  # 30x48, dark -> light
+    preview = build_preview(vector_lattice(ramp), declared="pdf", findings=[])
+    assert [p.label.split(": ")[1] for p in preview.pictures] == ["drawn cells 30x48"]
+    shown = _decoded(preview.pictures[0])
+    assert shown.shape == (30, 48) and shown[:, 0].max() == 0 and shown[:, -1].min() == 255

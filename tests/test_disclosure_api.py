@@ -138,6 +138,31 @@ def test_the_information_budget_asks_for_review(ctx):
     assert check_arrays({"w": np.ones(10)}, ctx=small).verdict is Verdict.PASS
 
 
+def test_drawn_pdf_numbers_count_and_many_need_review(ctx):
+    """Path coordinates are data: budgeted, REVIEW above disclosure.max_vector_values, and
+    read only up to the budget (a huge content stream does not stall the check)."""
+    import zlib
+    from dataclasses import replace
+
+    from disclosure_corpus import PDF_PAGE, minimal_pdf, pdf_stream
+
+    def drawn(points: int) -> bytes:
+        ys = np.random.default_rng(0).random(points) * 100
+        path = "0 0 m " + " ".join(f"{i * 0.01:.2f} {y:.2f} l" for i, y in enumerate(ys))
+        content = zlib.compress(f"q 0.2 G {path} S Q".encode())
+        return minimal_pdf([*PDF_PAGE, pdf_stream("/Filter /FlateDecode", content)])
+
+    few = check_file(drawn(200), name="line.pdf", ctx=ctx)
+    assert few.verdict is Verdict.PASS and few.stats["numeric_values"] >= 400
+    limits = replace(ctx.limits, max_vector_values=1_000, budget_values=5_000)
+    tight = replace(ctx, limits=limits)
+    many = check_file(drawn(1_000), name="line.pdf", ctx=tight)
+    assert many.by_rule()["vector-data"] is Verdict.REVIEW
+    huge = check_file(drawn(20_000), name="line.pdf", ctx=tight)
+    assert huge.by_rule()["vector-data"] is Verdict.REVIEW
+    assert huge.stats["numeric_values"] <= 5_000
+
+
 def test_decompression_is_bounded_by_the_config(ctx):
     import io
     import zipfile

@@ -146,6 +146,23 @@ def test_index_is_node_private_and_reloads(tmp_path: Path, site) -> None:
     assert match is not None and (match.series_id, match.version) == ("ct-9", "v2")
 
 
+def test_a_slice_drawn_as_pdf_vector_cells_is_traced_to_its_series(site) -> None:
+    """Pixels as a lattice of filled rectangles in a PDF content stream (a crop of a
+    windowed synthetic-trial slice, a size no series has): provenance sees the picture."""
+    from dataclasses import replace
+
+    from disclosure_corpus import vector_lattice
+
+    from insitu.disclosure import DisclosureContext, check_file
+
+    index, volumes, _colour = site
+    crop = _window(volumes[0][12])[8:88, 12:84]
+    ctx = replace(DisclosureContext(), fingerprints=index)
+    report = check_file(vector_lattice(crop), name="fig.pdf", ctx=ctx)
+    failed = [f for f in report.findings if f.rule_id == "pixel-provenance"]
+    assert failed and "ct-0" in failed[0].message and report.verdict.value == "fail"
+
+
 def test_publish_fingerprints_every_series_and_rebuild_restores_it(
     tmp_path: Path, series_factory, capsys, monkeypatch
 ) -> None:

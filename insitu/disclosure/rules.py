@@ -69,6 +69,11 @@ _ALL = [
          "vessels identify a person) found in an output by their fingerprint, however "
          "transformed: no steward override can release them; the airlock refuses and audits "
          "the attempt.", group="images and arrays"),
+    Rule("vector-data", _R, "Numbers drawn in a PDF (coordinates and colours of paths, the "
+         "positions of forms) are data: they count in the release budget, a lattice of filled "
+         "cells (pixels drawn as rectangles) goes through the grid rules as an image, and more "
+         "of them than the site allows in one figure needs a person.",
+         ("disclosure.max_vector_values",), group="images and arrays"),
     Rule("identifiers-in-text", _F, "Pseudonyms, UIDs and study dates of the site's data, and any "
          "DICOM UID, fail wherever text can hide (cells, column names, keys, metadata, notebook "
          "outputs and tracebacks, PDF text, image text chunks), after Unicode normalisation "

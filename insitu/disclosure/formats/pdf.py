@@ -2,7 +2,10 @@
 
 Text of the document (content streams, the info dictionary, annotations,
 XMP metadata, comments) goes through the text rules; embedded images are
-decoded and go through the grid rules (JPEG streams as JPEG files); attached
+decoded and go through the grid rules (JPEG streams as JPEG files); the
+numbers of path and colour operators are drawn data (``pdfpaths``): counted
+in the budget, a lattice of filled cells checked as a grid, many of them
+reviewed (``vector-data``); attached
 files and scripts fail; fonts programs and object streams need review.
 Streams in filters other than Flate and DCT fail: the engine cannot see
 what they hold.
@@ -18,6 +21,7 @@ import numpy as np
 
 from insitu.disclosure._types import Verdict
 from insitu.disclosure.arrays import scan_array
+from insitu.disclosure.formats.pdfpaths import lattice, read_paths
 from insitu.disclosure.scan import Scan, inflate, join
 from insitu.disclosure.text import scan_text
 
@@ -122,6 +126,8 @@ class _Pdf:
         self.place = place
         self.objects: dict[int, tuple[bytes, bytes | None]] = {}  # number -> (dict, stream)
         self.texts: list[str] = []
+        self.vector_values = 0  # operands of path, colour and transform operators
+        self.vectors_truncated = False
 
     def resolve_int(self, raw: bytes | None) -> int | None:
         if raw is None:
@@ -273,6 +279,36 @@ class _Pdf:
                     at,
                 )
             self.texts.extend(_content_text(decoded))
+            self.vectors(decoded, at)
+
+    def vectors(self, content: bytes, at: str) -> None:
+        """Drawn data: path/colour numbers counted, a lattice of cells checked as a grid."""
+        scan = self.scan
+        room = scan.ctx.budget.values - self.vector_values
+        if room <= 0:
+            self.vectors_truncated = True
+            return
+        drawn = read_paths(content, max_values=room)
+        self.vector_values += drawn.values
+        self.vectors_truncated |= drawn.truncated
+        scan.count_values(drawn.values)
+        grid = lattice(drawn.cells)
+        if grid is not None:
+            scan_array(scan, grid, join(at, "vector cells"), count=False, image=True)
+
+    def vector_findings(self) -> None:
+        scan, limit = self.scan, self.scan.ctx.limits.max_vector_values
+        scan.ok("vector-data", f"{self.vector_values} path and colour values")
+        if self.vectors_truncated or self.vector_values > limit:
+            more = "more than " if self.vectors_truncated else ""
+            scan.add(
+                "vector-data",
+                Verdict.REVIEW,
+                f"{more}{self.vector_values} numbers in path and colour operators, over "
+                f"disclosure.max_vector_values = {limit}: drawn data (points, cells) a person "
+                "must judge",
+                self.place,
+            )
 
     def image(self, head: bytes, compressed: bytes | None, decoded: bytes, at: str) -> None:
         scan = self.scan
@@ -338,4 +374,5 @@ def scan_pdf(scan: Scan, data: bytes, where: str) -> None:
     pdf.parse()
     scan.ok("hidden-data", "every byte belongs to the format's structure")
     pdf.streams()
+    pdf.vector_findings()
     scan_text(scan, "\n".join(pdf.texts), join(place, "text"), grids=False)

@@ -105,8 +105,12 @@ def _login(driver: WebDriver, demo: Demo, user: str) -> None:
 def _notebook(driver: WebDriver, demo: Demo, user: str, name: str) -> None:
     """Open an example notebook the way the landing page links it (the hub starts the
     server when it is not running), clear old outputs and run every cell."""
-    target = quote(f"/user/{user}/lab/tree/{name}", safe="")
+    # ?reset: a fresh workspace, so the notebook opened earlier in this browser is not
+    # restored beside it and "Run All Cells" cannot act on that one instead.
+    target = quote(f"/user/{user}/lab/tree/{name}?reset", safe="")
     driver.get(f"{demo.url}/hub/spawn/{user}?next={target}")
+    tab = f"//div[contains(@class,'lm-TabBar-tabLabel') and normalize-space()='{name}']"
+    _shown(driver, f"//li[contains(@class,'lm-mod-current')][.{tab}]")
     # The notebook opened in the site's kernel (no kernel dialog), which is idle.
     _shown(driver, "//*[contains(@class,'jp-Toolbar')]//*[contains(normalize-space(),"
                    "'(insitu)')]")  # fmt: skip

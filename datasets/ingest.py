@@ -580,6 +580,15 @@ def _inputs(report: IngestReport, files: int, images: int, series: int) -> dict[
     }
 
 
+def _drop_unfinished_writes(work: Path) -> None:
+    """Remove what a killed run left half-written in its work folder: zarr's local
+    store writes each object to ``<name>.<uuid>.partial`` and renames it when complete,
+    and resume markers go through ``.part``; a file still so named was never finished
+    and must not reach the published store."""
+    for stray in [*work.rglob("*.partial"), *work.rglob("*.part")]:
+        stray.unlink(missing_ok=True)
+
+
 def _stage_derived(
     home: NodeHome, root: Any, rows: list[dict[str, Any]], files: list[FileFate], version: str
 ) -> list[tuple[str, int, list[str]]]:
@@ -673,6 +682,7 @@ def _ingest_locked(
     store_path = work / "store.zarr"
     markers = work / "done"
     markers.mkdir(parents=True, exist_ok=True)
+    _drop_unfinished_writes(work)
     root = open_root(store_path)
     position = {id(item): index for index, item in enumerate(scanned)}
     groups = _split_unstackable(group_series(scanned))

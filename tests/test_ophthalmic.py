@@ -198,7 +198,6 @@ def test_a_never_leave_match_cannot_be_overridden_and_the_attempt_is_audited(eye
     from insitu.disclosure.provenance import FingerprintIndex
     from insitu.errors import NeverLeaveError, PolicyViolationError
     from insitu.hub.airlock import Airlock
-    from insitu.hub.airlock_service import _status
 
     series_id = _synthetic_fundus(eye_home)
     index = FingerprintIndex.for_home(eye_home)
@@ -218,7 +217,7 @@ def test_a_never_leave_match_cannot_be_overridden_and_the_attempt_is_audited(eye
             message = str(refused.value)
             assert "\n" not in message and "never-leave" in message and "deny" in message
             assert isinstance(refused.value, PolicyViolationError | PermissionError)
-            assert _status(refused.value) == 403  # the REST API's answer
+            assert refused.value.http_status == 403  # the REST API's answer
         assert airlock.get(request.id).state == "submitted"
         assert airlock.deny(request.id, steward="sam", reason="retina").state == "denied"
     log = AuditLog(eye_home).entries()

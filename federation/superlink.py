@@ -1,8 +1,11 @@
-"""insitu's entry point around Flower's SuperLink: per-researcher Control API.
+"""insitu's entry point around Flower's SuperLink: per-researcher Control API, run
+tokens off the command line.
 
 ``python -m insitu.federation.superlink --insitu-home HOME [flower-superlink args]``
 installs insitu's Control API authentication (tokens from ``insitu federation
 token issue``) and the owner checks of :mod:`insitu.federation.control_auth`,
+and has the SuperLink start :mod:`insitu.federation.coordinator_exec` in place of
+``flower-superexec`` (each ServerApp gets its run token in a file, not on argv),
 then runs Flower's own ``flower-superlink`` main with the remaining arguments.
 ``insitu federation coordinator`` starts the SuperLink this way; nothing else
 about Flower changes.
@@ -13,8 +16,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
+
+
+def _superexec_command(flower_command: Any) -> Any:
+    """Flower's command for its own SuperExec, with ours in its place."""
+
+    def command(*args: Any, **kwargs: Any) -> list[str]:
+        flower = list(flower_command(*args, **kwargs))
+        if flower[:1] != ["flower-superexec"]:  # a Flower release that changed it: stop
+            raise RuntimeError(f"unexpected SuperExec command from Flower: {flower[:1]}")
+        return [sys.executable, "-m", "insitu.federation.coordinator_exec", *flower[1:]]
+
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_owner_checks(home)
     # Flower's main reads its account plugin through this module-level name.
     setattr(cli, "load_control_authn_plugin", lambda: TokenAuthn(home))  # noqa: B010
+    setattr(cli, "_get_superexec_command", _superexec_command(cli._get_superexec_command))  # noqa: B010
     sys.argv = ["flower-superlink", *args[2:]]
     cli.flower_superlink()
     return 0

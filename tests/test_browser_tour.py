@@ -27,6 +27,7 @@ from urllib.parse import quote
 import pytest
 from demo_running import Demo, running_demo
 from PIL import Image
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -40,6 +41,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 WAIT = 300  # a first spawn on a loaded machine
 SIZE = (1280, 800)  # the docs' screenshots
+_LOGS: list[Path] = []  # the running demo's log, quoted when a step times out
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +49,7 @@ def demo(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """The session's small demo; for the docs' screenshots, the demo `make demo` runs."""
     if not os.environ.get("INSITU_SCREENSHOTS"):
         with running_demo(demo_root) as running:
+            _LOGS[:] = [running.log]
             yield running
         return
     from insitu.datasets.synthetic import TrialSpec
@@ -55,6 +58,7 @@ def demo(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     root = tmp_path_factory.mktemp("demo-as-made")
     prepare(root, TrialSpec(), quiet=True)
     with running_demo(root, size_flags=[]) as running:
+        _LOGS[:] = [running.log]
         yield running
 
 
@@ -66,8 +70,19 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _wait(driver: WebDriver, check: Callable[[WebDriver], Any], timeout: float = WAIT) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(check)
+def _wait(
+    driver: WebDriver, check: Callable[[WebDriver], Any], timeout: float = WAIT, what: str = ""
+) -> Any:
+    """``check`` once it holds; on a timeout, what the browser showed and the demo's log."""
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(check)
+    except TimeoutException:
+        page = _body(driver)[-3000:]
+        log = _LOGS[0].read_text(errors="replace")[-6000:] if _LOGS else ""
+        raise AssertionError(
+            f"waited {timeout:.0f} s for {what or check.__name__} at {driver.current_url}"
+            f"\n--- page ---\n{page}\n--- demo log (end) ---\n{log}"
+        ) from None
 
 
 def _body(driver: WebDriver) -> str:
@@ -80,7 +95,7 @@ def _shown(driver: WebDriver, xpath: str, timeout: float = 120) -> WebElement:
     def visible(d: WebDriver) -> WebElement | None:
         return next((e for e in d.find_elements(By.XPATH, xpath) if e.is_displayed()), None)
 
-    return _wait(driver, visible, timeout)  # type: ignore[no-any-return]
+    return _wait(driver, visible, timeout, xpath)  # type: ignore[no-any-return]
 
 
 def _button(driver: WebDriver, label: str) -> WebElement:

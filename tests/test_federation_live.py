@@ -485,6 +485,49 @@ def test_a_local_process_cannot_take_a_task(federation):
             assert b"--token" not in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
+def _serverapp_command_lines() -> list[tuple[list[str], int, int]]:
+    """Each running flwr-serverapp's argv, with the modes of its token file and folder."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
+            if proc.name.isdigit() and any(a.endswith("flwr-serverapp") for a in argv[:2]):
+                token = (
+                    Path(argv[argv.index("--token-file") + 1]) if "--token-file" in argv else None
+                )
+                modes = (token.stat().st_mode, token.parent.stat().st_mode) if token else (0, 0)
+                found.append((argv, *modes))
+    return found
+
+
+def test_a_run_token_is_never_on_the_coordinators_command_lines(federation):
+    """S27: each ServerApp gets its run token in a 0600 file of a 0700 folder, not on its
+    command line (readable by every local account), and the file goes with the run."""
+    seen: list[tuple[list[str], int, int]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.extend(_serverapp_command_lines())
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        analyze(**federation.researcher(), address=federation.address, insecure=True,
+                dataset=DATASET, feature="hu_mean", by="KVP", bins=BINS, min_sites=2,
+                timeout=300)  # fmt: skip
+    finally:
+        done.set()
+        watcher.join()
+    assert seen, "the run's ServerApp was never seen running"
+    for argv, file_mode, folder_mode in seen:
+        assert "--token" not in argv and "--token-file" in argv, argv
+        assert file_mode & 0o077 == 0 and folder_mode & 0o077 == 0, (oct(file_mode), argv)
+    folder = Path(seen[0][0][seen[0][0].index("--token-file") + 1]).parent
+    _wait(lambda: not folder.exists(), "the token's folder to go with its run", 60)
+
+
 def test_secure_aggregation_with_local_dp_completes(federation):
     pytest.importorskip("torch")
     from insitu.federation.train_app import run_training, training_fingerprint

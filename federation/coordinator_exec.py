@@ -19,7 +19,11 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+    from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResult
 
 __all__ = ["launch_with_token_file", "main", "token_file"]
 
@@ -39,10 +43,10 @@ def _remove_when_done(process: subprocess.Popen[bytes], folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def launch_with_token_file(_executor: Any, spec: Any) -> Any:
+def launch_with_token_file(self: SubprocessExecutor, spec: ExecutionSpec) -> LaunchResult:
     """``SubprocessExecutor.launch`` with ``--token-file`` in place of ``--token``."""
     from flwr.supercore.constant import TASK_TYPE_TO_APPIO_API_ADDRESS_ARG, TASK_TYPE_TO_COMMAND
-    from flwr.supercore.superexec.executor.types import LaunchResult
+    from flwr.supercore.superexec.executor.types import LaunchResult as Accepted
 
     path = token_file(spec.token)
     args = [
@@ -67,7 +71,7 @@ def launch_with_token_file(_executor: Any, spec: Any) -> Any:
         shutil.rmtree(path.parent, ignore_errors=True)
         raise
     threading.Thread(target=_remove_when_done, args=(process, path.parent), daemon=True).start()
-    return LaunchResult.accepted()
+    return Accepted.accepted()
 
 
 def main() -> None:

@@ -10,6 +10,15 @@ sends the reply back as the bytes of Flower's ``Message`` protobuf. The
 site's checker, in the runner, parses those bytes; whatever this process
 does to its own objects (replacing checks, editing tallies) stays here.
 
+Before the task arrives, the process confines itself with Landlock
+(:mod:`insitu.federation.landlock`, where the kernel has it): it may then read
+only the Python installation and insitu's packages, write only its own folder,
+open no TCP connection and signal no process outside. This is what keeps an
+app that shares the node's account (a node not run as root, a SuperNode pod of
+the chart) out of the node home, the stores and the SuperExec secret. A path
+the runner names as protected (the node home) that lies inside what the app
+may read stops the sandbox before any app code runs.
+
 Data comes only through :class:`RemoteSiteData`: every read is a request to
 the runner, which reads the store, keeps the tally of subjects served, and
 answers with the data.
@@ -21,18 +30,34 @@ import argparse
 import contextlib
 import errno
 import json
+import os
 import pickle
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from insitu.federation.channel import Channel
 
-__all__ = ["LIMIT_KINDS", "RemoteSiteData", "limit_hit", "main"]
+__all__ = [
+    "LIMIT_KINDS",
+    "NOT_CONFINED",
+    "ConfinementError",
+    "RemoteSiteData",
+    "confine",
+    "limit_hit",
+    "main",
+    "readable_paths",
+]
 
 # What the ``E`` frame may name (the runner maps each to its own fixed text).
 LIMIT_KINDS = (b"memory", b"file-size", b"processes")
+NOT_CONFINED = b"not-confined"  # the sandbox could not confine itself: a site failure
+
+
+class ConfinementError(RuntimeError):
+    """The sandbox could not confine itself as the site requires (no app code ran)."""
 
 
 class RemoteSiteData:
@@ -78,7 +103,56 @@ class RemoteSiteData:
         return dict(self._ask("header", str(series_id)))
 
 
-def _run(channel: Channel) -> bytes:
+# System files a Python process reads (the loader, time zone, account names), no more.
+_SYSTEM_READ = (
+    "/usr", "/lib", "/lib32", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group",
+    "/etc/mime.types", "/etc/ssl", "/proc/cpuinfo", "/proc/meminfo", "/sys/devices/system/cpu",
+)  # fmt: skip
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+
+
+def readable_paths() -> list[Path]:
+    """What the app may read: this Python, its packages (insitu's too) and system files."""
+    import insitu
+
+    found = {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    found |= {Path(p) for p in sys.path if p and Path(p).is_dir() and Path(p) != Path.cwd()}
+    for name in ("insitu", "insitu.datasets", "insitu.federation", "insitu.hub",
+                 "insitu.kernels", "insitu.widgets"):  # fmt: skip
+        with contextlib.suppress(ImportError):
+            found |= {Path(p) for p in __import__(name, fromlist=["_"]).__path__}
+    found |= {Path(p) for p in insitu.__path__}
+    found |= {Path(p) for p in _SYSTEM_READ}
+    found.add(Path(f"/proc/{os.getpid()}"))
+    return sorted(found)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve() == folder.resolve() or folder.resolve() in path.resolve().parents
+
+
+def confine(protect: Sequence[str]) -> str:
+    """Confine this process with Landlock; what held, for the audit. A protected path
+    that the app could read is an error (the site must move it), never a silent pass."""
+    from insitu.federation import landlock
+
+    readable = readable_paths()
+    for name in protect:
+        for folder in readable:
+            if _inside(Path(name), folder):
+                raise ConfinementError(
+                    f"{name} lies inside {folder}, which a federated app may read: "
+                    "keep the node home outside the Python installation"
+                )
+    try:
+        confinement = landlock.restrict(readable, [Path.cwd(), *map(Path, _DEVICES)])
+    except OSError as exc:
+        raise ConfinementError(f"Landlock is there but refused: {exc}") from exc
+    return confinement.describe()
+
+
+def _run(channel: Channel, protect: Sequence[str]) -> bytes:
     # Libraries every shipped app uses, loaded before the task (a sandbox may be started
     # ahead of it): installed site code, not the app's.
     import numpy  # noqa: F401
@@ -91,6 +165,7 @@ def _run(channel: Channel) -> bytes:
 
     from insitu.federation import node_data
 
+    confine(protect)  # before the task: no app code has run yet
     kind, payload = channel.recv()
     if kind != b"T":
         raise RuntimeError("expected a task")
@@ -128,13 +203,16 @@ def limit_hit(exc: BaseException | None) -> bytes:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="insitu sandbox (one ClientApp call)")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument(
+        "--protect", action="append", default=[], help="a path the app must not read"
+    )
     args = parser.parse_args(argv)
     channel = Channel(socket.socket(fileno=args.fd))
     try:
-        reply = _run(channel)
+        reply = _run(channel, args.protect)
     except BaseException as exc:
         # The app's words (exception text, class) stay here; the runner sends a fixed text.
-        kind = limit_hit(exc)
+        kind = NOT_CONFINED if isinstance(exc, ConfinementError) else limit_hit(exc)
         with contextlib.suppress(Exception):
             import traceback
 

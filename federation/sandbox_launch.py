@@ -10,6 +10,10 @@ What the sandbox gets, strongest first where the node can do it:
 - a new network namespace (Linux ``unshare(CLONE_NEWNET)``; as non-root inside
   a new user namespace when the kernel allows it): no route to the SuperNode's
   Runtime API, the SuperLink or anywhere else;
+- Landlock (:mod:`insitu.federation.landlock`, set by the sandbox itself
+  before the task): only the Python installation readable, only its folder
+  writable, no TCP, no signals out; the one boundary left when the app shares
+  the node's account;
 - an empty environment (no token, no ``INSITU_HOME``), a private 0700 working
   folder that is removed afterwards, no core dumps;
 - resource limits set in the child before any app code runs (:class:`Limits`,
@@ -196,11 +200,23 @@ def _namespace_flags(as_root: bool) -> int:
     return flags if _can_unshare(flags) else 0
 
 
-def start(configured_python: str = "", limits: Limits | None = None) -> Sandbox:
+def _confinement() -> str:
+    """What the sandbox's Landlock rules will hold on this kernel (it stops if they fail)."""
+    from insitu.federation.landlock import Confinement, abi_version
+
+    abi = abi_version()
+    return Confinement(abi, files=abi > 0, tcp=abi >= 4, signals=abi >= 6).describe()
+
+
+def start(
+    configured_python: str = "", limits: Limits | None = None, protect: tuple[str, ...] = ()
+) -> Sandbox:
     """A sandbox process, waiting for its task on the returned channel.
 
     ``configured_python`` is ``hub.user_python``: the Python other accounts may
-    run (checked, as for the researchers' accounts, when an account is used).
+    run (checked, as for the researchers' accounts, when an account is used);
+    ``protect``: paths (the node home) the sandbox refuses to start beside when
+    its Landlock rules would let the app read them.
     When the calling process is a child subreaper (:func:`become_subreaper`),
     :meth:`Sandbox.stop` ends all the app's processes, also those that left its
     session; the audit's isolation entry says which held.
@@ -256,6 +272,9 @@ def start(configured_python: str = "", limits: Limits | None = None) -> Sandbox:
 
     command = [python, "-m", "insitu.federation.sandbox"]
     command += ["--fd", str(child.fileno())]
+    for path in protect:
+        if path:
+            command += ["--protect", path]
     process = subprocess.Popen(
         command,
         env=env,
@@ -269,6 +288,7 @@ def start(configured_python: str = "", limits: Limits | None = None) -> Sandbox:
     isolation = {
         "account": account.pw_name if account is not None else "the node's own account" + why,
         "network": "none (own network namespace)" if flags else "shared with the node",
+        "files": _confinement(),
         "limits": limits.describe(count_processes),
         "processes": "all ended after the call"
         if subreaper

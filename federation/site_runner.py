@@ -63,27 +63,29 @@ def _prestart(home: str) -> None:
         config = load_config(NodeHome(Path(home)))
         python = config.hub.user_python
         limits = sandbox_launch.Limits.from_settings(federation_settings(config))
-        _SPARE["box"] = sandbox_launch.start(python, limits)
-        _SPARE["python"], _SPARE["limits"] = python, limits
+        _SPARE["box"] = sandbox_launch.start(python, limits, protect=(home,))
+        _SPARE["python"], _SPARE["limits"], _SPARE["protect"] = python, limits, (home,)
     except Exception as exc:  # only costs time: the task then starts its own sandbox
         what = type(exc).__name__
         print(f"insitu site runner: no sandbox started ahead ({what})", file=sys.stderr)
 
 
-def _take_sandbox(configured_python: str, limits: Any) -> Any:
-    """The sandbox started ahead when it still fits the site's config (Python and
-    resource limits), else a new one."""
+def _take_sandbox(configured_python: str, limits: Any, protect: tuple[str, ...]) -> Any:
+    """The sandbox started ahead when it still fits the site's config (Python, resource
+    limits, the paths it must not read), else a new one."""
     from insitu.federation import sandbox_launch
 
     box = _SPARE.pop("box", None)
     python = _SPARE.pop("python", None)
     ahead = _SPARE.pop("limits", None)
+    protected = _SPARE.pop("protect", None)
     if box is not None:
-        if python == configured_python and ahead == limits and box.process.poll() is None:
+        fits = python == configured_python and ahead == limits and protected == protect
+        if fits and box.process.poll() is None:
             _TIMES["prestarted"] = 1.0
             return box
         box.stop()
-    return sandbox_launch.start(configured_python, limits)
+    return sandbox_launch.start(configured_python, limits, protect=protect)
 
 
 def _drop_spare() -> None:
@@ -158,7 +160,7 @@ class AppCall:
         from insitu.federation import node_data
         from insitu.federation.channel import ChannelClosedError
         from insitu.federation.data_service import DataService
-        from insitu.federation.sandbox import LIMIT_KINDS
+        from insitu.federation.sandbox import LIMIT_KINDS, NOT_CONFINED
         from insitu.federation.sandbox_launch import Limits
 
         data = node_data.open_for_node(dict(context.node_config))
@@ -189,7 +191,10 @@ class AppCall:
                 "settings": data.settings,
             },
         }
-        box = _take_sandbox(self.config.hub.user_python, Limits.from_settings(self.settings))
+        protect = (str(context.node_config.get(NODE_HOME_KEY, "")),)
+        box = _take_sandbox(
+            self.config.hub.user_python, Limits.from_settings(self.settings), protect
+        )
         self.isolation = box.isolation
         limits = {b"Q": 1 << 20, b"R": self.config.policy.max_reply_bytes + 65536, b"E": 65536}
         deadline = time.monotonic() + self.timeout
@@ -211,6 +216,8 @@ class AppCall:
                         _TIMES["check"] = time.perf_counter() - started
                 if payload in LIMIT_KINDS:  # a kind name from a fixed list, never app text
                     return self._over_limit(message, payload.decode())
+                if payload == NOT_CONFINED:
+                    return self._not_confined(message)
                 return self._app_failed(message, "the app raised an exception")
         except TimeoutError:
             return self._over_limit(message, "time")
@@ -252,6 +259,20 @@ class AppCall:
             "site goes on serving other runs and does not forward the app's own error text",
             message,
         )
+
+    def _not_confined(self, message: Any) -> Any:
+        """The sandbox stopped before the task: it could not confine itself (site's log)."""
+        from insitu.federation.site_mod import ERROR_SITE_FAILURE
+
+        what = "the site could not confine the app's process (see the site's log)"
+        self.run.audit(
+            "federation.reply",
+            message_type=message.metadata.message_type,
+            decision="error",
+            reason=what,
+            size_bytes=0,
+        )
+        return _error(ERROR_SITE_FAILURE, f"site {self.run.site!r}: {what}", message)
 
     def _app_failed(self, message: Any, what: str) -> Any:
         from insitu.federation.site_mod import ERROR_APP_FAILED

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ clientapp = "greedy_app:client"
 [tool.flwr.app.config]
 insitu-identity = ""
 marker = ""
+bait = ""
+home = ""
 
 [tool.insitu.egress]
 message-types = ["query.*"]
@@ -105,6 +109,21 @@ def sleep(msg, context):
     time.sleep(600)
 
 
+@client.query("snoop")
+def snoop(msg, context):
+    opened = 0.0
+    for path in (context.run_config["bait"], context.run_config["home"] + "/insitu.toml"):
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+            opened += 1
+        except OSError:
+            pass
+    data = site_data(context)  # an honest aggregate beside it (the site's minimum subjects)
+    values = [float(data.image(str(s)).mean()) for s in data.series.series_id]
+    return _reply(msg, opened=opened, mean=sum(values) / len(values))
+
+
 @client.query("mean")
 def mean(msg, context):
     data = site_data(context)
@@ -120,6 +139,7 @@ TIGHT = {
     "fork": {"sandbox_max_processes": 16},
     "write": {"sandbox_file_size_mb": 8},
     "sleep": {"sandbox_timeout": 5.0},
+    "snoop": {},  # reads outside its folder: a file any account may read, the node home
     "mean": {},  # afterwards, with the site's defaults: the site goes on
 }
 
@@ -141,6 +161,13 @@ def outcomes(federation_sites, tmp_path_factory) -> dict[str, Any]:
     """Each action once, in this order, in one driver process (like one site runner each)."""
     home = federation_sites.homes[SITE]
     folder = tmp_path_factory.mktemp("greedy")
+    # Bait any account may read (0755 folder, 0644 file): only Landlock keeps the app out.
+    bait_folder = Path(tempfile.mkdtemp(prefix="insitu-bait-", dir="/tmp"))
+    bait_folder.chmod(0o755)
+    bait = bait_folder / "subject-0042.txt"
+    bait.write_text("PatientName=DOE^JANE")
+    bait.chmod(0o644)
+    run_config = {"marker": MARKER, "bait": str(bait), "home": str(home.root)}
     fab = folder / "greedy.fab"
     fab.write_bytes(
         build_fab({"pyproject.toml": PYPROJECT.encode(), "greedy_app.py": APP.encode()})
@@ -153,7 +180,7 @@ def outcomes(federation_sites, tmp_path_factory) -> dict[str, Any]:
         "fab_id": "mallory/greedy",
         "researcher": "mallory@site-b",
         "calls": [
-            {"type": f"query.{action}", "federation": limits, "run_config": {"marker": MARKER}}
+            {"type": f"query.{action}", "federation": limits, "run_config": run_config}
             for action, limits in TIGHT.items()
         ],
     }
@@ -168,6 +195,7 @@ def outcomes(federation_sites, tmp_path_factory) -> dict[str, Any]:
                 [sys.executable, str(driver)], stdin=stdin, stdout=stdout, stderr=e, timeout=900
             )
     finally:
+        shutil.rmtree(bait_folder, ignore_errors=True)
         leftover = _marked()
         for pid in leftover:  # never leave the attack's processes behind, also on failure
             os.kill(pid, signal.SIGKILL)
@@ -206,6 +234,14 @@ def test_an_app_that_writes_a_huge_file_is_stopped(outcomes):
 
 def test_an_app_that_hangs_is_stopped_by_the_wall_clock(outcomes):
     _stopped(outcomes["sleep"], "time limit (5 s, [federation] sandbox_timeout)")
+
+
+def test_an_app_reads_nothing_outside_its_folder(outcomes):
+    """Landlock: neither a file every account may read nor the node home (as root the
+    app's own account already keeps it out of the home; the bait only Landlock)."""
+    assert outcomes["snoop"]["code"] is None, outcomes["snoop"]
+    assert outcomes["snoop"]["metrics"]["m/opened"] == 0.0
+    assert outcomes["snoop"]["isolation"]["files"].startswith("Landlock ABI ")
 
 
 def test_the_site_serves_the_next_call_and_audits_each_limit(outcomes, federation_sites):

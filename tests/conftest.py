@@ -4,12 +4,20 @@ conftest-style modules (tests/fixtures_*.py) and are registered below."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from insitu.config import NodeHome, init_home
+
+# Tests press Ctrl-C (SIGINT) on the demo and `insitu up --foreground`. A suite started
+# in the background by a shell without job control (`make test &`, a CI runner's
+# script) inherits SIGINT *ignored*, and so would every child: `insitu demo` then never
+# sees the Ctrl-C and is killed after two minutes. A handler here makes children start
+# with the default disposition, as in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -77,6 +77,8 @@ PER_GROUP = 6  # crop sizes verified per plane group
 CANDIDATES = 64  # coarse crop candidates looked at quickly on the fine thumbnails
 VERIFIED = 6  # of which the best are verified with scale jitter
 _QUICK_MIN = 0.6  # quick scores below this are not verified
+ALIGN_PHASES = (0.0, 0.25, 0.5, 0.75)  # sub-pixel phases of the box refinement
+_ALIGN_FROM = 0.8  # verified scores from which the box is refined to sub-pixel phases
 COARSE_STEP = 3  # the coarse search looks at every 3rd plane; verification at its neighbours
 # Decision thresholds (normalised cross-correlation), set from bench/run.py provenance.
 THRESHOLD_PLANE = 0.90
@@ -837,6 +839,21 @@ class _Query:
             self._templates[key] = (templates[0], None if masks is None else masks[0])
         return self._templates[key]
 
+    def aligned(
+        self, name: str, box: tuple[int, int, int, int], shape: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Like :meth:`template`, of the rows/columns ``box`` (y0, y1, x0, x1) of the
+        oriented query only: a box whose edges fall on thumbnail pixel boundaries."""
+        y0, y1, x0, x1 = box
+        oriented = self.oriented(name)
+        part = _Query(
+            oriented.values[y0:y1, x0:x1],
+            None if oriented.unclipped is None else oriented.unclipped[y0:y1, x0:x1],
+        )
+        image, mask = part.resized(shape)
+        templates, masks = _templates(_blur(image[None]), None if mask is None else mask[None])
+        return templates[0], None if masks is None else masks[0]
+
     def resized(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         """The query at ``shape``, and where it is not clipped (None: nothing looks clipped)."""
         small = _resize2(self.values, shape)
@@ -1135,9 +1152,14 @@ class _Built:
         # A quick look at each candidate on the fine thumbnails (one template, the coarse
         # plane and its neighbours) ranks them far better than the coarse score, among
         # series whose anatomy looks alike; the best few are verified with scale jitter.
-        quick = [self._quick(query, gi, hit[1], hit[2], hit[3], hit[4]) for gi, hit in ranked]
+        looks = [self._quick(query, gi, hit[1], hit[2], hit[3], hit[4]) for gi, hit in ranked]
+        quick = [score for score, _name in looks]
         order = np.argsort(quick)[::-1][:VERIFIED]
-        ranked = [ranked[int(i)] for i in order if quick[int(i)] >= _QUICK_MIN]
+        ranked = [
+            (ranked[int(i)][0], (*ranked[int(i)][1][:2], looks[int(i)][1], *ranked[int(i)][1][3:]))
+            for i in order
+            if quick[int(i)] >= _QUICK_MIN
+        ]
         best_match: tuple[float, int, int, str, float, float] | None = None
         for gi, (_score, slot, name, fy, fx) in ranked:
             verified = self._verify(query, gi, slot, name, fy, fx)
@@ -1167,14 +1189,22 @@ class _Built:
         )  # fmt: skip
         return sub, lo
 
-    def _quick(self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float) -> float:
-        """The best NCC of the crop at its coarse size on the plane and its neighbours."""
+    def _quick(
+        self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float
+    ) -> tuple[float, str]:
+        """The best NCC of the crop at its coarse size on the plane and its neighbours, in
+        the coarse search's flip and the other three (a body is nearly symmetric: at the
+        coarse scale a mirror image can win), and the flip that scored it."""
         sub, _lo = self._fine(gi, slot, COARSE_STEP // 2 + 1)
         a, b = self.groups[gi].planes.shape[1:]
         ty, tx = round(fy * a), round(fx * b)
         if not (6 <= ty <= a and 6 <= tx <= b):
-            return 0.0
-        return float(sub.peaks([query.template(name, ty, tx)]).max())
+            return 0.0, name
+        prefix = "transposed " if name.startswith("transposed") else ""
+        names = [(prefix + flip).replace("transposed as is", "transposed") for flip in _FLIPS]
+        per = sub.peaks([query.template(n, ty, tx) for n in names]).max(axis=1)
+        best = int(np.argmax(per))
+        return float(per[best]), names[best]
 
     def _verify(
         self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float
@@ -1205,7 +1235,50 @@ class _Built:
             if best[0] < 0.7:
                 break  # not promising enough to refine
             step /= 2
+        if best is not None and best[0] >= _ALIGN_FROM:
+            aligned = self._aligned(query, sub, lo, name, centre[0] * a, centre[1] * b)
+            if aligned is not None and aligned[0] > best[0]:
+                best = aligned
         return best
+
+    def _aligned(
+        self, query: _Query, sub: _Stack, lo: int, name: str, ty: float, tx: float
+    ) -> tuple[float, int] | None:
+        """Sub-pixel box refinement: a crop rarely starts or ends on a thumbnail pixel
+        boundary, so its template mixes each thumbnail pixel's neighbours and the score
+        stays near 0.9. Templates cut from the query at a few sub-pixel phases (rows and
+        columns dropped at the start, and at the end to a whole number of thumbnail
+        pixels) line up with the thumbnail grid at one of them."""
+        oriented = query.oriented(name).values
+        h, w = oriented.shape
+        sy, sx = h / ty, w / tx  # query pixels per thumbnail pixel
+        if sy < 1.5 or sx < 1.5:
+            return None  # the query is no finer than the thumbnails: nothing to align
+        spans_y = _phases(h, sy)
+        spans_x = _phases(w, sx)
+        items = []
+        for y0, y1, ny in spans_y:
+            for x0, x1, nx in spans_x:
+                if 6 <= ny <= sub.planes.shape[1] and 6 <= nx <= sub.planes.shape[2]:
+                    items.append(query.aligned(name, (y0, y1, x0, x1), (ny, nx)))
+        if not items:
+            return None
+        per = sub.peaks(items)
+        i, j = np.unravel_index(int(np.argmax(per)), per.shape)
+        return float(per[i, j]), lo + int(j)
+
+
+def _phases(n: int, s: float) -> list[tuple[int, int, int]]:
+    """(start, stop, thumbnail pixels) of a query axis of ``n`` pixels, ``s`` per thumbnail
+    pixel, cut at ``ALIGN_PHASES`` sub-pixel phases to whole thumbnail pixels."""
+    out: set[tuple[int, int, int]] = set()
+    for phase in ALIGN_PHASES:
+        start = round(phase * s)
+        cells = int((n - start) / s)
+        stop = start + round(cells * s)
+        if cells >= 1 and stop <= n:
+            out.add((start, stop, cells))
+    return sorted(out)
 
 
 _CACHE: dict[str, tuple[tuple[str, int, int], FingerprintIndex]] = {}

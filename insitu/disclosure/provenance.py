@@ -92,6 +92,9 @@ MIN_LEVELS = 6  # a crop needs this many grey levels (of 32) to be searched for
 FEATURELESS = 0.01  # planes whose thumbnail varies less (of the series' range) are skipped
 CLIP_BAND_RESIZED = 0.08  # the same, after resizing (averaging leaves noise around)
 CLIP_BAND = 0.03  # values this close to the extremes may be clipped by a window
+NOISY = 0.01  # noise (sigma, of the value range) from which clipping is found after a blur
+DENOISE_PASSES = 3  # blur passes of that blur
+_BLUR_NOISE = 0.226  # what 3 passes of the [1, 2, 1] / 4 blur leave of white noise (sigma)
 MAX_QUERIES = 2  # channels and panels of one grid searched for crops
 MAX_PANELS = 6  # panels of one rendered figure compared
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -812,6 +815,17 @@ class _Query:
         lo, hi = float(values.min()), float(values.max())
         band = CLIP_BAND * (hi - lo)  # noise and JPEG blur the clipped values a little
         unclipped = ((values > lo + band) & (values < hi - band)).astype(np.float32)
+        found = 0.05 < 1 - float(unclipped.mean()) < 0.8
+        sigma = 0.0 if found else _noise_sigma(values)
+        if sigma > NOISY * (hi - lo) and min(values.shape) > 4 * DENOISE_PASSES:
+            # Noise added after a window scatters the clipped values far beyond the band
+            # (nothing looks clipped): find the clipped areas on a blurred copy (noise / 4.4)
+            # instead, and keep only pixels whose whole blur footprint is unclipped.
+            smooth = _blur(values[None], DENOISE_PASSES)[0]
+            lo, hi = float(smooth.min()), float(smooth.max())
+            band = max(CLIP_BAND * (hi - lo), 5 * _BLUR_NOISE * sigma)
+            flat = ((smooth > lo + band) & (smooth < hi - band)).astype(np.float32)
+            unclipped = (_blur(flat[None], DENOISE_PASSES)[0] >= 0.999).astype(np.float32)
         return cls(values, unclipped if 0.05 < 1 - float(unclipped.mean()) < 0.8 else None)
 
     def reduced(self, side: int) -> _Query:
@@ -890,6 +904,15 @@ def _unclipped(small: np.ndarray) -> np.ndarray | None:
         for dx in (0, 1, 2):
             eroded &= padded[dy : dy + valid.shape[0], dx : dx + valid.shape[1]]
     return eroded.astype(np.float32) if eroded.mean() >= 0.2 else None
+
+
+def _noise_sigma(image: np.ndarray) -> float:
+    """Pixel noise of an image, from the median absolute deviation of neighbours'
+    differences (0 for flat charts and smooth images; robust to edges)."""
+    if image.shape[1] < 2:
+        return 0.0
+    d = np.diff(image, axis=1).ravel()
+    return float(np.median(np.abs(d - np.median(d)))) / 0.6745 / np.sqrt(2.0)
 
 
 def _drop_featureless(planes: np.ndarray) -> np.ndarray:

@@ -912,7 +912,8 @@ def _noise_sigma(image: np.ndarray) -> float:
     if image.shape[1] < 2:
         return 0.0
     d = np.diff(image, axis=1).ravel()
-    return float(np.median(np.abs(d - np.median(d)))) / 0.6745 / np.sqrt(2.0)
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return mad / (0.6745 * 1.41421356)  # MAD to sigma, of a difference of two pixels
 
 
 def _drop_featureless(planes: np.ndarray) -> np.ndarray:

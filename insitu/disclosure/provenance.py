@@ -27,7 +27,10 @@ How (coarse to fine, numpy only):
    (``CROP_FRACTIONS`` of each side) whose aspect agrees with the grid's
    (square pixels, or the series' physical spacing); the best few candidates
    are verified on the full thumbnails of the plane and its neighbours, with
-   small scale jitter.
+   small scale jitter, then a sub-pixel box refinement (templates cut from the
+   grid at a few phases so their edges fall on thumbnail pixel boundaries).
+   Where noise hides a display window's clipping, the clipped areas are found
+   on a blurred copy of the grid.
 
 A match is a :class:`ProvenanceMatch` naming the series. The thresholds are
 module constants measured by ``bench/run.py provenance`` (bench/BENCHMARKS.md).

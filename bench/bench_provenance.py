@@ -82,9 +82,11 @@ def main() -> None:
     tp = {name: check(g) is not None for name, g in bad.items()}
     crops = random_crops(volumes)
     crop_hits = {}
+    crop_any = {}  # a match naming another series still fails the output
     for name, g in crops.items():
         found = check(g)
         crop_hits[name] = getattr(found, "series_id", None) == f"ct-{name[1]}"
+        crop_any[name] = found is not None
     fp = {name: check(g) is not None for name, g in good.items()}
     base_tp = sum(_baseline(g, hashes) for g in bad.values())
     runs: list[float] = []
@@ -117,9 +119,16 @@ def main() -> None:
         f"random crops (right series named): {n_crops}/{len(crop_hits)} = "
         f"{n_crops / len(crop_hits):.1%}"
     )
+    n_any = sum(crop_any.values())
+    print(
+        f"random crops detected (any series): {n_any}/{len(crop_any)} = "
+        f"{n_any / len(crop_any):.1%}; another series named: {n_any - n_crops}"
+    )
     for kind in ("raw", "window", "resized 1.7x flipped", "transposed affine", "noise 5 %"):
         part = [hit for name, hit in crop_hits.items() if name.endswith(kind)]
-        print(f"  {kind}: {sum(part)}/{len(part)}")
+        det = sum(hit for name, hit in crop_any.items() if name.endswith(kind))
+        print(f"  {kind}: {sum(part)}/{len(part)} (detected: {det})")
+    print("crops missed:", ", ".join(n for n, hit in crop_any.items() if not hit) or "none")
     print("missed:", ", ".join(n for n, hit in tp.items() if not hit) or "none")
     print("false alarms:", ", ".join(n for n, hit in fp.items() if hit) or "none")
     print(

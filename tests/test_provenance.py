@@ -94,6 +94,41 @@ def test_random_crops_are_traced_to_their_series(site) -> None:
     assert len(wrong) <= 1, wrong  # a crop that matches names its own series
 
 
+@pytest.fixture(scope="module")
+def bench_site() -> tuple[FingerprintIndex, list[np.ndarray]]:
+    """Series at the bench's size (128x128x40): a crop keeps more pixels than the
+    thumbnails, so noise averages out (bench/BENCHMARKS.md)."""
+    volumes = site_volumes(4, size=128, slices=40)
+    index = FingerprintIndex()
+    for j, v in enumerate(volumes):
+        index.add("trial", "v1", f"ct-{j}", fingerprint_series(v, spacing=SPACING))
+    return index, volumes
+
+
+def test_noisy_and_raw_crops_are_traced_to_their_series(bench_site) -> None:
+    """Crops of a windowed slice with 5 % Gaussian noise (the noise hides the window's
+    clipping: it is found on a blurred copy) and raw crops (a sub-pixel box refinement
+    lines them up with the thumbnails): most are traced, none to another series."""
+    index, volumes = bench_site
+    corpus = {
+        n: g
+        for n, g in random_crops(volumes, n_series=3).items()
+        if n.endswith(("noise 5 %", "raw"))
+    }
+    named = {n: getattr(index.match_grid(g), "series_id", None) for n, g in corpus.items()}
+    wrong = {n: s for n, s in named.items() if s is not None and s != f"ct-{n[1]}"}
+    assert not wrong, wrong
+    for kind, least in (("noise 5 %", 8), ("raw", 12)):  # of 15 each (measured: 10, 13)
+        right = [n for n, s in named.items() if n.endswith(kind) and s == f"ct-{n[1]}"]
+        assert len(right) >= least, (kind, sorted(n for n in corpus if n.endswith(kind)))
+
+
+def test_legitimate_figures_raise_no_alarm_against_bench_sized_series(bench_site) -> None:
+    index, _ = bench_site
+    alarms = {name: _check(index, grid) for name, grid in legitimate().items()}
+    assert not {n: m for n, m in alarms.items() if m is not None}
+
+
 def test_legitimate_figures_and_other_peoples_images_pass(site) -> None:
     index, _, _ = site
     corpus = legitimate()

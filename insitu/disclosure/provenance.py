@@ -27,7 +27,10 @@ How (coarse to fine, numpy only):
    (``CROP_FRACTIONS`` of each side) whose aspect agrees with the grid's
    (square pixels, or the series' physical spacing); the best few candidates
    are verified on the full thumbnails of the plane and its neighbours, with
-   small scale jitter.
+   small scale jitter, then a sub-pixel box refinement (templates cut from the
+   grid at a few phases so their edges fall on thumbnail pixel boundaries).
+   Where noise hides a display window's clipping, the clipped areas are found
+   on a blurred copy of the grid.
 
 A match is a :class:`ProvenanceMatch` naming the series. The thresholds are
 module constants measured by ``bench/run.py provenance`` (bench/BENCHMARKS.md).
@@ -77,6 +80,8 @@ PER_GROUP = 6  # crop sizes verified per plane group
 CANDIDATES = 64  # coarse crop candidates looked at quickly on the fine thumbnails
 VERIFIED = 6  # of which the best are verified with scale jitter
 _QUICK_MIN = 0.6  # quick scores below this are not verified
+ALIGN_PHASES = (0.0, 0.25, 0.5, 0.75)  # sub-pixel phases of the box refinement
+_ALIGN_FROM = 0.8  # verified scores from which the box is refined to sub-pixel phases
 COARSE_STEP = 3  # the coarse search looks at every 3rd plane; verification at its neighbours
 # Decision thresholds (normalised cross-correlation), set from bench/run.py provenance.
 THRESHOLD_PLANE = 0.90
@@ -90,6 +95,9 @@ MIN_LEVELS = 6  # a crop needs this many grey levels (of 32) to be searched for
 FEATURELESS = 0.01  # planes whose thumbnail varies less (of the series' range) are skipped
 CLIP_BAND_RESIZED = 0.08  # the same, after resizing (averaging leaves noise around)
 CLIP_BAND = 0.03  # values this close to the extremes may be clipped by a window
+NOISY = 0.01  # noise (sigma, of the value range) from which clipping is found after a blur
+DENOISE_PASSES = 3  # blur passes of that blur
+_BLUR_NOISE = 0.226  # what 3 passes of the [1, 2, 1] / 4 blur leave of white noise (sigma)
 MAX_QUERIES = 2  # channels and panels of one grid searched for crops
 MAX_PANELS = 6  # panels of one rendered figure compared
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -810,6 +818,17 @@ class _Query:
         lo, hi = float(values.min()), float(values.max())
         band = CLIP_BAND * (hi - lo)  # noise and JPEG blur the clipped values a little
         unclipped = ((values > lo + band) & (values < hi - band)).astype(np.float32)
+        found = 0.05 < 1 - float(unclipped.mean()) < 0.8
+        sigma = 0.0 if found else _noise_sigma(values)
+        if sigma > NOISY * (hi - lo) and min(values.shape) > 4 * DENOISE_PASSES:
+            # Noise added after a window scatters the clipped values far beyond the band
+            # (nothing looks clipped): find the clipped areas on a blurred copy (noise / 4.4)
+            # instead, and keep only pixels whose whole blur footprint is unclipped.
+            smooth = _blur(values[None], DENOISE_PASSES)[0]
+            lo, hi = float(smooth.min()), float(smooth.max())
+            band = max(CLIP_BAND * (hi - lo), 5 * _BLUR_NOISE * sigma)
+            flat = ((smooth > lo + band) & (smooth < hi - band)).astype(np.float32)
+            unclipped = (_blur(flat[None], DENOISE_PASSES)[0] >= 0.999).astype(np.float32)
         return cls(values, unclipped if 0.05 < 1 - float(unclipped.mean()) < 0.8 else None)
 
     def reduced(self, side: int) -> _Query:
@@ -836,6 +855,21 @@ class _Query:
             templates, masks = _templates(_blur(image[None]), None if mask is None else mask[None])
             self._templates[key] = (templates[0], None if masks is None else masks[0])
         return self._templates[key]
+
+    def aligned(
+        self, name: str, box: tuple[int, int, int, int], shape: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Like :meth:`template`, of the rows/columns ``box`` (y0, y1, x0, x1) of the
+        oriented query only: a box whose edges fall on thumbnail pixel boundaries."""
+        y0, y1, x0, x1 = box
+        oriented = self.oriented(name)
+        part = _Query(
+            oriented.values[y0:y1, x0:x1],
+            None if oriented.unclipped is None else oriented.unclipped[y0:y1, x0:x1],
+        )
+        image, mask = part.resized(shape)
+        templates, masks = _templates(_blur(image[None]), None if mask is None else mask[None])
+        return templates[0], None if masks is None else masks[0]
 
     def resized(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
         """The query at ``shape``, and where it is not clipped (None: nothing looks clipped)."""
@@ -873,6 +907,16 @@ def _unclipped(small: np.ndarray) -> np.ndarray | None:
         for dx in (0, 1, 2):
             eroded &= padded[dy : dy + valid.shape[0], dx : dx + valid.shape[1]]
     return eroded.astype(np.float32) if eroded.mean() >= 0.2 else None
+
+
+def _noise_sigma(image: np.ndarray) -> float:
+    """Pixel noise of an image, from the median absolute deviation of neighbours'
+    differences (0 for flat charts and smooth images; robust to edges)."""
+    if image.shape[1] < 2:
+        return 0.0
+    d = np.diff(image, axis=1).ravel()
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return mad / (0.6745 * 1.41421356)  # MAD to sigma, of a difference of two pixels
 
 
 def _drop_featureless(planes: np.ndarray) -> np.ndarray:
@@ -1135,9 +1179,14 @@ class _Built:
         # A quick look at each candidate on the fine thumbnails (one template, the coarse
         # plane and its neighbours) ranks them far better than the coarse score, among
         # series whose anatomy looks alike; the best few are verified with scale jitter.
-        quick = [self._quick(query, gi, hit[1], hit[2], hit[3], hit[4]) for gi, hit in ranked]
+        looks = [self._quick(query, gi, hit[1], hit[2], hit[3], hit[4]) for gi, hit in ranked]
+        quick = [score for score, _name in looks]
         order = np.argsort(quick)[::-1][:VERIFIED]
-        ranked = [ranked[int(i)] for i in order if quick[int(i)] >= _QUICK_MIN]
+        ranked = [
+            (ranked[int(i)][0], (*ranked[int(i)][1][:2], looks[int(i)][1], *ranked[int(i)][1][3:]))
+            for i in order
+            if quick[int(i)] >= _QUICK_MIN
+        ]
         best_match: tuple[float, int, int, str, float, float] | None = None
         for gi, (_score, slot, name, fy, fx) in ranked:
             verified = self._verify(query, gi, slot, name, fy, fx)
@@ -1167,14 +1216,22 @@ class _Built:
         )  # fmt: skip
         return sub, lo
 
-    def _quick(self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float) -> float:
-        """The best NCC of the crop at its coarse size on the plane and its neighbours."""
+    def _quick(
+        self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float
+    ) -> tuple[float, str]:
+        """The best NCC of the crop at its coarse size on the plane and its neighbours, in
+        the coarse search's flip and the other three (a body is nearly symmetric: at the
+        coarse scale a mirror image can win), and the flip that scored it."""
         sub, _lo = self._fine(gi, slot, COARSE_STEP // 2 + 1)
         a, b = self.groups[gi].planes.shape[1:]
         ty, tx = round(fy * a), round(fx * b)
         if not (6 <= ty <= a and 6 <= tx <= b):
-            return 0.0
-        return float(sub.peaks([query.template(name, ty, tx)]).max())
+            return 0.0, name
+        prefix = "transposed " if name.startswith("transposed") else ""
+        names = [(prefix + flip).replace("transposed as is", "transposed") for flip in _FLIPS]
+        per = sub.peaks([query.template(n, ty, tx) for n in names]).max(axis=1)
+        best = int(np.argmax(per))
+        return float(per[best]), names[best]
 
     def _verify(
         self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float
@@ -1205,7 +1262,50 @@ class _Built:
             if best[0] < 0.7:
                 break  # not promising enough to refine
             step /= 2
+        if best is not None and best[0] >= _ALIGN_FROM:
+            aligned = self._aligned(query, sub, lo, name, centre[0] * a, centre[1] * b)
+            if aligned is not None and aligned[0] > best[0]:
+                best = aligned
         return best
+
+    def _aligned(
+        self, query: _Query, sub: _Stack, lo: int, name: str, ty: float, tx: float
+    ) -> tuple[float, int] | None:
+        """Sub-pixel box refinement: a crop rarely starts or ends on a thumbnail pixel
+        boundary, so its template mixes each thumbnail pixel's neighbours and the score
+        stays near 0.9. Templates cut from the query at a few sub-pixel phases (rows and
+        columns dropped at the start, and at the end to a whole number of thumbnail
+        pixels) line up with the thumbnail grid at one of them."""
+        oriented = query.oriented(name).values
+        h, w = oriented.shape
+        sy, sx = h / ty, w / tx  # query pixels per thumbnail pixel
+        if sy < 1.5 or sx < 1.5:
+            return None  # the query is no finer than the thumbnails: nothing to align
+        spans_y = _phases(h, sy)
+        spans_x = _phases(w, sx)
+        items = []
+        for y0, y1, ny in spans_y:
+            for x0, x1, nx in spans_x:
+                if 6 <= ny <= sub.planes.shape[1] and 6 <= nx <= sub.planes.shape[2]:
+                    items.append(query.aligned(name, (y0, y1, x0, x1), (ny, nx)))
+        if not items:
+            return None
+        per = sub.peaks(items)
+        i, j = np.unravel_index(int(np.argmax(per)), per.shape)
+        return float(per[i, j]), lo + int(j)
+
+
+def _phases(n: int, s: float) -> list[tuple[int, int, int]]:
+    """(start, stop, thumbnail pixels) of a query axis of ``n`` pixels, ``s`` per thumbnail
+    pixel, cut at ``ALIGN_PHASES`` sub-pixel phases to whole thumbnail pixels."""
+    out: set[tuple[int, int, int]] = set()
+    for phase in ALIGN_PHASES:
+        start = round(phase * s)
+        cells = int((n - start) / s)
+        stop = start + round(cells * s)
+        if cells >= 1 and stop <= n:
+            out.add((start, stop, cells))
+    return sorted(out)
 
 
 _CACHE: dict[str, tuple[tuple[str, int, int], FingerprintIndex]] = {}

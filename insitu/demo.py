@@ -367,7 +367,10 @@ def _start_hub(setup: DemoSetup, port: int, *, extra: str = "") -> int:
     print(f"\nStarting the hub of {HUB_SITE} (first start takes a little while) ...", flush=True)
     # SIGTERM (e.g. from a service manager) stops the demo like Ctrl-C does; both are
     # caught from the start, so an interrupt during start-up stops what was started.
+    # SIGINT explicitly too (as `insitu up --foreground`): a demo started from a shell
+    # without job control inherits it ignored, and would never see a Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         state = lifecycle.up(home, port=port, actor=ADMIN)
         print(

@@ -65,10 +65,14 @@ def bait() -> Iterator[Path]:
         folder.rmdir()
 
 
-def test_this_kernel_has_landlock_with_tcp_and_signal_scoping() -> None:
-    # The CI and development machines run Linux 6.18 (ABI 7); a kernel without it makes
-    # the sandbox's isolation record say "not confined", which this test would flag.
-    assert landlock.abi_version() >= 6
+def test_the_isolation_record_says_what_this_kernel_gives() -> None:
+    # Development and CI machines here run Linux 6.18 (ABI 7). On another kernel the
+    # tests below check what its ABI offers, and the audit says what held.
+    abi = landlock.abi_version()
+    expected = landlock.Confinement(abi, files=abi > 0, tcp=abi >= 4, signals=abi >= 6)
+    text = expected.describe()
+    assert text.startswith(f"Landlock ABI {abi}:") if abi else "not confined" in text
+    assert ("no TCP" in text) == (abi >= 4) and ("no signals" in text) == (abi >= 6)
 
 
 def test_a_confined_process_reaches_only_what_it_was_given(bait: Path, tmp_path: Path) -> None:
@@ -86,17 +90,20 @@ def test_a_confined_process_reaches_only_what_it_was_given(bait: Path, tmp_path:
             check=True,
         ).stdout
     result = json.loads(out.strip().splitlines()[-1])
+    abi = landlock.abi_version()
+    if abi == 0:  # no Landlock in this kernel: nothing is confined, and it says so
+        assert result["describe"].startswith("not confined")
+        return
     denied = 13  # EACCES: Landlock refuses, also for root
     assert result["read bait"] == denied
     assert result["list bait's folder"] == denied
     assert result["write beside bait"] == denied
     assert result["write own folder"] == "done" and (own / "out.txt").read_text() == "ok"
-    assert result["connect tcp"] == denied
-    assert result["signal parent"] == 1  # EPERM: outside its Landlock domain
+    assert result["connect tcp"] == (denied if abi >= 4 else "done")
+    assert result["signal parent"] == (1 if abi >= 6 else "done")  # EPERM: outside its domain
     assert result["read parent's environ"] == denied
     assert result["imports"] == "done"
-    assert result["describe"].startswith("Landlock ABI ")
-    assert "no TCP" in result["describe"] and "no signals" in result["describe"]
+    assert result["describe"].startswith(f"Landlock ABI {abi}:")
     assert not bait.with_name("planted").exists()
 
 

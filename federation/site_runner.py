@@ -265,31 +265,24 @@ class AppCall:
         from insitu.federation.site_mod import ERROR_SITE_FAILURE
 
         what = "the site could not confine the app's process (see the site's log)"
-        self.run.audit(
-            "federation.reply",
-            message_type=message.metadata.message_type,
-            decision="error",
-            reason=what,
-            size_bytes=0,
-        )
-        return _error(ERROR_SITE_FAILURE, f"site {self.run.site!r}: {what}", message)
+        return self._error_reply(message, ERROR_SITE_FAILURE, what, what)
 
     def _app_failed(self, message: Any, what: str) -> Any:
         from insitu.federation.site_mod import ERROR_APP_FAILED
 
+        text = f"the ClientApp failed ({what}); the site does not forward the app's own error text"
+        return self._error_reply(message, ERROR_APP_FAILED, what, text)
+
+    def _error_reply(self, message: Any, code: int, reason: str, text: str) -> Any:
+        """Audit a refused task (the site's words only) and answer it with ``code``."""
         self.run.audit(
             "federation.reply",
             message_type=message.metadata.message_type,
             decision="error",
-            reason=what,
+            reason=reason,
             size_bytes=0,
         )
-        return _error(
-            ERROR_APP_FAILED,
-            f"site {self.run.site!r}: the ClientApp failed ({what}); the site does not "
-            "forward the app's own error text",
-            message,
-        )
+        return _error(code, f"site {self.run.site!r}: {text}", message)
 
     def _check(self, message: Any, payload: bytes, service: Any) -> Any:
         from flwr.app import Message

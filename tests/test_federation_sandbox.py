@@ -118,7 +118,7 @@ def snoop(msg, context):
                 f.read(1)
             opened += 1
         except OSError:
-            pass
+            continue  # refused: what the site must make happen
     data = site_data(context)  # an honest aggregate beside it (the site's minimum subjects)
     values = [float(data.image(str(s)).mean()) for s in data.series.series_id]
     return _reply(msg, opened=opened, mean=sum(values) / len(values))

@@ -8,7 +8,10 @@ in the root attributes, and pixel chunks are read when a computation asks.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,6 +168,7 @@ class Dataset:
 
 
 DASK_CHUNK_BYTES = 32 * 1024 * 1024
+DECODE_THREADS = 2
 
 
 class _DirectChunks:
@@ -215,34 +219,50 @@ class _DirectChunks:
         ):
             return np.asarray(self._array[key])
         region = [k.indices(n)[:2] for k, n in zip(box, self.shape, strict=True)]
-        out = np.full([max(0, b - a) for a, b in region], self._fill, dtype=self.dtype)
+        # Not pre-filled: every chunk writes its part, a missing one its fill value,
+        # so the result is written once (a pre-fill was a whole extra pass).
+        out = np.empty([max(0, b - a) for a, b in region], dtype=self.dtype)
         if not out.size:
             return out
-        from concurrent.futures import ThreadPoolExecutor
         from itertools import product
 
         spans = [
             range(a // c, (b - 1) // c + 1) for (a, b), c in zip(region, self._chunks, strict=True)
         ]
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda idx: self._copy(idx, region, out), product(*spans)))
+        list(_decoder_pool().map(lambda idx: self._copy(idx, region, out), product(*spans)))
         return out
 
     def _copy(self, idx: tuple[int, ...], region: list[tuple[int, int]], out: np.ndarray) -> None:
         from numcodecs import Blosc
 
-        file = self._path / "c" / "/".join(map(str, idx))
-        try:
-            raw = file.read_bytes()
-        except FileNotFoundError:
-            return  # a chunk never written holds the fill value
-        chunk = np.frombuffer(Blosc().decode(raw), dtype=self.dtype).reshape(self._chunks)
         src, dst = [], []
         for i, c, (a, b) in zip(idx, self._chunks, region, strict=True):
             lo, hi = max(a, i * c), min(b, (i + 1) * c)
             src.append(slice(lo - i * c, hi - i * c))
             dst.append(slice(lo - a, hi - a))
+        file = self._path / "c" / "/".join(map(str, idx))
+        try:
+            raw = file.read_bytes()
+        except FileNotFoundError:
+            out[tuple(dst)] = self._fill  # a chunk never written holds the fill value
+            return
+        chunk = np.frombuffer(Blosc().decode(raw), dtype=self.dtype).reshape(self._chunks)
         out[tuple(dst)] = chunk[tuple(src)]
+
+
+@functools.cache
+def _decoder_pool() -> ThreadPoolExecutor:
+    """Two threads for chunk decoding, shared by every read of the process.
+
+    Blosc releases the GIL, so two chunks decode at once; one pool for the process
+    (not one per dask block) keeps the decoding threads at the machine's two cores
+    when dask runs several blocks at once.
+    """
+    return ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="insitu-decode")
+
+
+# A forked child has the pool object but not its threads: it builds its own.
+os.register_at_fork(after_in_child=_decoder_pool.cache_clear)
 
 
 def _dask_chunks(array: Any) -> tuple[int, ...]:

@@ -227,3 +227,27 @@ def test_direct_chunk_reads_equal_zarr(tmp_path: Path) -> None:
         np.testing.assert_array_equal(direct[box], array[box])
     np.testing.assert_array_equal(direct[(slice(None),) * 3], data)
     np.testing.assert_array_equal(direct[2, 5], data[2, 5])  # not a box: Zarr reads it
+
+
+def test_direct_chunk_reads_fill_chunks_never_written(tmp_path: Path) -> None:
+    """The result is not pre-filled: a chunk Zarr never wrote (all fill value)
+    must still come back as the array's fill value, here one that is not zero."""
+    import zarr
+
+    from insitu.datasets.reader import _DirectChunks
+    from insitu.datasets.store_write import compressor
+
+    shape, chunks = (12, 64, 64), (4, 32, 32)
+    store = LocalStore(tmp_path / "f.zarr")
+    array = zarr.create_array(
+        store, shape=shape, dtype=np.int16, chunks=chunks, fill_value=-5,
+        compressors=compressor(int(np.prod(chunks)) * 2),
+    )  # fmt: skip
+    data = np.full(shape, -5, dtype=np.int16)
+    data[4:, 10:40] = np.arange(8 * 30 * 64, dtype=np.int16).reshape(8, 30, 64)
+    array[:] = data
+    assert len(list((tmp_path / "f.zarr" / "c").rglob("*"))) < 3 * 2 * 2 + 3 * 2  # some unwritten
+    direct = _DirectChunks.for_array(store, zarr.open_array(store, mode="r"))
+    assert direct is not None
+    np.testing.assert_array_equal(direct[(slice(None),) * 3], data)
+    np.testing.assert_array_equal(direct[1:7, 5:50, 3:61], data[1:7, 5:50, 3:61])

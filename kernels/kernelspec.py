@@ -6,7 +6,9 @@ The spec is written into a folder on the user server's ``JUPYTER_PATH``
 ``import insitu``, so ``insitu.catalog()`` works in the first cell, and shows
 insitu's errors (a refused read) as one line (:mod:`insitu.kernels.display`); the gate,
 airlock and gateway addresses and the researcher's token come from the
-server's environment, never from the researcher.
+server's environment, never from the researcher. It also loads zarr, xarray,
+dask and distributed while it starts (:mod:`insitu.kernels.preload`), so the
+first read in a fresh kernel costs about what later reads cost.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ __all__ = ["DISPLAY_NAME", "KERNEL_NAME", "install_kernelspec", "kernel_spec", "
 
 KERNEL_NAME = "insitu"
 DISPLAY_NAME = "Python 3 (insitu)"
-# ``import insitu``, and insitu's errors shown as one clear line (insitu.kernels.display).
+# ``import insitu``, insitu's errors shown as one clear line (insitu.kernels.display),
+# and the image-reading stack loaded before the first cell (insitu.kernels.preload).
 STARTUP = (
     "import insitu; import insitu.kernels.display as _insitu_display; "
-    "_insitu_display.install(); del _insitu_display"
+    "_insitu_display.install(); del _insitu_display; "
+    "import insitu.kernels.preload as _insitu_preload; _insitu_preload.preload(); "
+    "del _insitu_preload"
 )
 
 

@@ -25,6 +25,15 @@ def test_the_insitu_kernel_starts_with_insitu_imported(tmp_path: Path):
     try:
         reply = client.execute_interactive("assert insitu.__version__", timeout=60)
         assert reply["content"]["status"] == "ok"
+        # the reading stack was loaded while the kernel started, and left no names behind
+        check = (
+            "import sys; from insitu.kernels.preload import MODULES; "
+            "assert all(m in sys.modules for m in MODULES), [m for m in MODULES "
+            "if m not in sys.modules]; "
+            "assert not [n for n in dir() if n.startswith('_insitu')]"
+        )
+        reply = client.execute_interactive(check, timeout=60)
+        assert reply["content"]["status"] == "ok", reply["content"]
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)

@@ -17,7 +17,8 @@ independent noise (sd 3 HU) inside the field of view; without the noise,
 identical content would flatter compression across slices.
 
 Run: ``.venv/bin/python bench/run.py ingest`` (env BENCH_SERIES, BENCH_SLICES
-change the input size; BENCH_KEEP=1 keeps the work folder).
+change the input size; BENCH_KEEP=1 keeps the work folder; BENCH_CODECS=1 adds
+the store-size study of the codecs every Zarr v3 reader has).
 """
 
 from __future__ import annotations
@@ -189,6 +190,62 @@ def chunk_study(volume: np.ndarray, work: Path) -> list[dict[str, object]]:
     return rows
 
 
+# Codecs every Zarr v3 reader has (Blosc), at the store's own chunk shape and larger.
+CODEC_STUDY = [
+    ("zstd 1 + byte shuffle (store format 2)", "zstd", 1, 1, (4, 256, 256)),
+    ("zstd 1 + bit shuffle", "zstd", 1, 2, (4, 256, 256)),
+    ("zstd 3 + bit shuffle", "zstd", 3, 2, (4, 256, 256)),
+    ("zstd 5 + bit shuffle", "zstd", 5, 2, (4, 256, 256)),
+    ("zstd 1 + bit shuffle", "zstd", 1, 2, (16, 256, 256)),
+    ("zstd 3 + bit shuffle", "zstd", 3, 2, (16, 256, 256)),
+    ("lz4 5 + bit shuffle", "lz4", 5, 2, (4, 256, 256)),
+]
+
+
+def codec_study(store: Path, dicom_bytes: int) -> list[dict[str, object]]:
+    """Store size against encoding and decoding cost, for every level of every series.
+
+    Each array is re-encoded chunk by chunk (one Blosc block per chunk, as
+    store_write does); decoding is level 0 of the first series in two threads, the
+    reader's own path.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import zarr
+    from numcodecs import Blosc
+    from zarr.storage import LocalStore
+
+    root = LocalStore(store, read_only=True)
+    arrays = []
+    for series in sorted(p.name for p in (store / "series").iterdir() if p.is_dir()):
+        group = zarr.open_group(root, path=f"series/{series}", mode="r")
+        arrays += [np.asarray(group[name]) for name in sorted(group.array_keys())]
+    rows = []
+    for label, cname, level, shuffle, chunks in CODEC_STUDY:
+        codec = Blosc(cname, level, shuffle, blocksize=int(np.prod(chunks)) * 2)
+        size, encode, first = 0, 0.0, []
+        for i, volume in enumerate(arrays):
+            start = time.process_time()
+            for z in range(0, volume.shape[0], chunks[0]):
+                for y in range(0, volume.shape[1], chunks[1]):
+                    for x in range(0, volume.shape[2], chunks[2]):
+                        part = volume[z : z + chunks[0], y : y + chunks[1], x : x + chunks[2]]
+                        encoded = codec.encode(np.ascontiguousarray(part))
+                        size += len(encoded)
+                        if i == 0:
+                            first.append(encoded)
+            encode += time.process_time() - start
+
+        def decode_all(blocks: list[bytes] = first, c: Blosc = codec) -> None:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(c.decode, blocks))
+
+        rows.append({"codec": label, "chunks": "x".join(map(str, chunks)),
+                     "ratio": size / dicom_bytes, "encode_s": encode,
+                     "decode_s": _median(decode_all, REPEAT)})  # fmt: skip
+    return rows
+
+
 REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
 FIRST_READ = """
 import sys, time
@@ -202,6 +259,48 @@ Dataset(LocalStore(sys.argv[1], read_only=True)).image(sys.argv[2]).values
 t2 = time.perf_counter()
 print(t1 - t0, t2 - t1)
 """
+
+
+def _kernel_first_read(kernel: str, store: Path, sid: str) -> tuple[float, float, float]:
+    """(kernel start until ready, first read, warm read) in a fresh Jupyter kernel.
+
+    ``insitu`` is the site's kernel (it loads the reading stack while it starts,
+    insitu.kernels.preload); ``python3`` is a plain ipykernel, as before.
+    The reads are timed inside the kernel, so messaging is not counted.
+    """
+    from jupyter_client.manager import start_new_kernel
+
+    from insitu.kernels.kernelspec import write_kernelspec
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as share:
+        write_kernelspec(Path(share))
+        before = os.environ.get("JUPYTER_PATH")
+        os.environ["JUPYTER_PATH"] = share  # where jupyter_client looks the spec up
+        try:
+            manager, client = start_new_kernel(kernel_name=kernel)
+        finally:
+            if before is None:
+                del os.environ["JUPYTER_PATH"]
+            else:
+                os.environ["JUPYTER_PATH"] = before
+    ready = time.perf_counter() - started
+    out: list[str] = []
+
+    def collect(msg: dict[str, object]) -> None:
+        content = msg.get("content", {})
+        if msg.get("msg_type") == "stream" and isinstance(content, dict):
+            out.append(str(content.get("text", "")))
+
+    try:
+        code = FIRST_READ.replace("sys.argv[1]", repr(str(store))).replace("sys.argv[2]", repr(sid))
+        reply = client.execute_interactive(code, timeout=300, output_hook=collect)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    first, warm = (float(v) for v in "".join(out).split())
+    return ready, first, warm
 
 
 def _spread(values: list[float]) -> str:
@@ -374,6 +473,18 @@ def _main(work: Path, n_series: int, n_slices: int) -> None:
     extra = [f - w for f, w in zip(firsts, warms, strict=True)]
     print(f"fresh process: first read {_spread(firsts)} s, warm read {_spread(warms)} s, "
           f"first - warm {_spread(extra)} s")  # fmt: skip
+    kernels: dict[str, list[tuple[float, float, float]]] = {"insitu": [], "python3": []}
+    for _ in range(REPEAT):  # interleaved: the site kernel, then a plain ipykernel
+        for name, runs in kernels.items():
+            runs.append(_kernel_first_read(name, store, sid))
+    print("\n| fresh Jupyter kernel | start until ready s | first read s | warm read s | "
+          "first - warm s | start + first read s |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, runs in kernels.items():
+        ready, first, warm = ([r[i] for r in runs] for i in range(3))
+        print(f"| {name} | {_spread(ready)} | {_spread(first)} | {_spread(warm)} | "
+              f"{_spread([f - w for f, w in zip(first, warm, strict=True)])} | "
+              f"{_spread([r + f for r, f in zip(ready, first, strict=True)])} |")  # fmt: skip
     image = Dataset(LocalStore(store, read_only=True)).image(sid)
     shape = image.shape
     n_patch = 10
@@ -395,6 +506,13 @@ def _main(work: Path, n_series: int, n_slices: int) -> None:
           f"CPU {cpu_ratio:.1f}")  # fmt: skip
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average {os.getloadavg()}")  # fmt: skip
+    if os.environ.get("BENCH_CODECS") == "1":
+        print("\ncodec study (all levels of every series; decode: level 0 of one series):")
+        print("| codec | chunks | store / DICOM | encode CPU s | decode s (2 threads) |")
+        print("| --- | --- | --- | --- | --- |")
+        for row in codec_study(store, dicom_bytes):
+            print(f"| {row['codec']} | {row['chunks']} | {row['ratio']:.3f} | "
+                  f"{row['encode_s']:.2f} | {row['decode_s']:.3f} |")  # fmt: skip
     if os.environ.get("BENCH_CHUNKS") == "1":
         print("\nchunk study (one series, level 0):")
         print("| chunks | size/raw | files | write s | 1 slice ms | 64^3 patch ms | full s |")

@@ -33,6 +33,7 @@ __all__ = [
     "ProcessId",
     "descendants",
     "group_alive",
+    "group_running",
     "identify",
     "is_alive",
     "log_tail",
@@ -88,6 +89,24 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def group_running(pgid: int) -> bool:
+    """Some process of group ``pgid`` runs (zombies do not count).
+
+    A zombie whose parent is another process (a hub started by a process that
+    still lives, when `insitu down` runs elsewhere) stays until that parent reaps
+    it: waiting for the group to be empty would wait out every timeout.
+    """
+    if not group_alive(pgid):
+        return False
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                fields = _stat_fields(int(entry.name))
+                if fields and len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+                    return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -213,9 +232,10 @@ def stop_groups(pgids: Iterable[int], timeout: float) -> None:
                 os.killpg(pgid, sig)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            running = any(group_running(g) for g in groups)
             for pgid in groups:
-                _reap_group(pgid)
-            if not any(group_alive(g) for g in groups):
+                _reap_group(pgid)  # after the check: what ended before it is reaped too
+            if not running:
                 return
             time.sleep(0.05)
 

@@ -14,6 +14,7 @@ import pytest
 from insitu.supervisor import (
     descendants,
     group_alive,
+    group_running,
     identify,
     is_alive,
     spawn,
@@ -87,7 +88,9 @@ def test_stop_tree_ends_the_group_and_children_in_their_own_sessions(tmp_path):
     assert stop_tree(leader.pid, 10, started=start_time(leader.pid)) is True
     assert wait_until(lambda: not any(is_alive(p) for p in (leader.pid, same, own)), 30)
     assert leader.poll() is not None  # reaped
-    assert not group_alive(leader.pid) and not group_alive(own)
+    assert not group_running(leader.pid) and not group_running(own)
+    # the leader's child, orphaned when the leader ended, is reaped by init
+    assert wait_until(lambda: not group_alive(leader.pid) and not group_alive(own), 30)
 
 
 def test_stop_tree_ends_a_group_whose_leader_is_gone(tmp_path):
@@ -100,6 +103,32 @@ def test_stop_tree_ends_a_group_whose_leader_is_gone(tmp_path):
     assert stop_tree(leader.pid, 10) is True
     assert wait_until(lambda: not group_alive(leader.pid), 30)
     assert not is_alive(child)
+
+
+# A parent that starts a child in a group of its own, never reaps it, and waits:
+# the child's group then holds only a zombie this test process cannot reap.
+ZOMBIE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+open(sys.argv[1], "w").write(str(child.pid))
+time.sleep(600)
+"""
+
+
+def test_a_group_of_zombies_is_not_running_and_is_not_waited_for(tmp_path):
+    """`insitu down` run by another process than the one that started the hub: the
+    hub's group holds a zombie until its parent reaps it. It counts as existing
+    (group_alive) but not as running, so stopping it does not wait out a timeout."""
+    pid_file = tmp_path / "zombie.pid"
+    parent = spawn([sys.executable, "-c", ZOMBIE, str(pid_file)], tmp_path / "zombie.log")
+    try:
+        assert wait_until(pid_file.exists, 60)
+        zombie = int(pid_file.read_text())
+        assert wait_until(lambda: not is_alive(zombie), 60)
+        assert group_alive(zombie) and not group_running(zombie)
+        assert group_running(parent.pid)
+    finally:
+        stop_tree(parent.pid, 10)
 
 
 def test_hub_and_federation_records_use_the_same_idea_of_live(home, tmp_path):

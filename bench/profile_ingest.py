@@ -57,7 +57,9 @@ STAGES = [
     ("insitu.datasets.store_write", "_downsample_block", "write: pyramid"),
     ("insitu.datasets.store_write", "_encode", "write: Blosc encode"),
     ("insitu.datasets.store_write", "_write_chunk", "write: chunks (cut, test, files)"),
+    ("insitu.datasets.store_write", "write_chunks", "write: chunk folders, thread start"),
     ("insitu.datasets.store_write", "write_series", "write: zarr metadata, rest"),
+    ("insitu.datasets.store_write", "_file_sha256", "publish: checksums"),
     ("insitu.datasets.publish", "checksum_tree", "publish: checksums"),
     ("insitu.datasets.publish", "record_store", "publish: pixel fingerprint"),
     ("insitu.datasets.publish", "publish", "publish: catalog, rename, freeze"),
@@ -104,7 +106,9 @@ def _install() -> None:
             owner = importlib.import_module(module_name.rsplit(".", 1)[0]).Deidentifier
         else:
             owner = importlib.import_module(module_name)
-        original = getattr(owner, attr)
+        original = getattr(owner, attr, None)
+        if original is None:  # an older tree without this function (before/after runs)
+            continue
         wrapped = _timed(stage, original)
         if isinstance(inspect.getattr_static(owner, attr), staticmethod):
             setattr(owner, attr, staticmethod(wrapped))

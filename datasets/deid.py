@@ -31,7 +31,6 @@ from pydicom.dataelem import DataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.sr.codedict import codes
 from pydicom.tag import BaseTag
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -206,14 +205,27 @@ def _option_sets(options: DeidOptions) -> tuple[str, ...]:
     return tuple(sets)
 
 
-# CID 7050 concepts, by pydicom's keyword; code values are checked against the
-# rule set codes in the generated table when the profile is built.
-_CODE_KEYWORDS = {
+# CID 7050 concepts (DCM scheme): code value and meaning. Written out rather than
+# taken from pydicom.sr.codedict, whose import costs ~0.2 s of every ingest;
+# tests/test_deid_profile.py checks them against pydicom's, and the code values
+# are checked against the rule set codes of the generated table below.
+CODE_SCHEME = "DCM"
+_CODE_KEYWORDS = {  # pydicom's keywords for them (the test compares)
     "basic_profile": "BasicApplicationConfidentialityProfile",
     OPT_MODIFIED_DATES: "RetainLongitudinalTemporalInformationModifiedDatesOption",
     OPT_PATIENT_CHARACTERISTICS: "RetainPatientCharacteristicsOption",
     OPT_DEVICE_IDENTITY: "RetainDeviceIdentityOption",
     "retain_safe_private": "RetainSafePrivateOption",
+}
+CID_7050 = {
+    "basic_profile": ("113100", "Basic Application Confidentiality Profile"),
+    OPT_MODIFIED_DATES: (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
+    OPT_PATIENT_CHARACTERISTICS: ("113108", "Retain Patient Characteristics Option"),
+    OPT_DEVICE_IDENTITY: ("113109", "Retain Device Identity Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
 }
 
 
@@ -223,13 +235,13 @@ def _codes(rule_sets: tuple[str, ...]) -> list[dict[str, str]]:
     table = load_table()["rule_sets"]
     out = []
     for name in rule_sets:
-        code = getattr(codes.DCM, _CODE_KEYWORDS[name])
-        if code.value != table[name]["code"]:
+        value, meaning = CID_7050[name]
+        if value != table[name]["code"]:
             raise IngestError(
-                f"CID 7050 code {code.value} for {name} differs from the table's "
+                f"CID 7050 code {value} for {name} differs from the table's "
                 f"{table[name]['code']}: regenerate profile_e1_1.json"
             )
-        out.append({"value": code.value, "scheme": code.scheme_designator, "meaning": code.meaning})
+        out.append({"value": value, "scheme": CODE_SCHEME, "meaning": meaning})
     return out
 
 

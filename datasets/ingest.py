@@ -42,6 +42,7 @@ from insitu.datasets.dicom_read import (
     group_series,
     quiet_pydicom,
     read_full,
+    release_pixels,
     scan_all,
     walk_inputs,
 )
@@ -332,14 +333,17 @@ def _build_series(
     try:
         volume = decode_volume(originals, geometry)
     except UndecodableObjectError as exc:
+        release_pixels(originals)
         raise _SeriesRefused(
             "quarantined", f"pixel data cannot be decoded: {exc}", items[exc.index]
         ) from exc
     except Exception as exc:
+        release_pixels(originals)
         culprit = items[0] if len(items) == 1 else None
         raise _SeriesRefused(
             "quarantined", f"pixel data cannot be decoded: {type(exc).__name__}: {exc}", culprit
         ) from exc
+    release_pixels(originals)  # decoded: the bytes of every slice can go
     header = first.dataset
     from insitu.datasets.deface_ingest import deface_series
     from insitu.errors import DefacingError

@@ -161,3 +161,16 @@ def test_committed_json_is_in_the_generators_format() -> None:
     """The committed file is exactly what dumps() writes: nobody edited it by hand."""
     text = JSON_PATH.read_text(encoding="utf-8")
     assert tools_generate_profile.dumps(json.loads(text)) == text
+
+
+def test_cid_7050_codes_are_pydicoms() -> None:
+    """deid writes the CID 7050 codes out (pydicom.sr costs ~0.2 s to import per
+    ingest); they must stay what pydicom's code dictionary says."""
+    from pydicom.sr.codedict import codes
+
+    from insitu.datasets.deid import _CODE_KEYWORDS, CID_7050, CODE_SCHEME
+
+    assert set(CID_7050) == set(_CODE_KEYWORDS)
+    for name, (value, meaning) in CID_7050.items():
+        code = getattr(codes.DCM, _CODE_KEYWORDS[name])
+        assert (value, CODE_SCHEME, meaning) == (code.value, code.scheme_designator, code.meaning)

@@ -19,8 +19,14 @@ Measured:
 - where an analytics run's time goes: each log line of the SuperLink (and its
   ServerApp) and of the SuperNodes (and the site runner) stamped when it appears.
 
+The analytics runs' log lines are summarised as a timeline (``round_timeline.py``): when
+each step was first seen, seconds after submission, medians over the runs.
+
 Environment: BENCH_REPEATS (5), BENCH_SUBJECTS per site (24), BENCH_SIZE (64),
 BENCH_SLICES (16), BENCH_ROUNDS (3), BENCH_BASELINE (a checkout folder),
+BENCH_COMMANDS (``local,analytics,train``: which measurements, in this order),
+BENCH_SETTLE (1: an analytics run starts when the federation is at rest, every site's
+runner and sandbox started ahead and idle, as for a researcher's query; 0: at once),
 BENCH_CHECKOUT (the checkout measured as "this", default this one: give a copy
 when you edit this checkout during the run, as every task starts a fresh process
 from the code), BENCH_KEEP=1 keeps the work folders.
@@ -41,6 +47,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import round_timeline
 
 SITES = ("site-a", "site-b", "site-c")
 DATASET = "locat"
@@ -89,10 +97,53 @@ class LogWatch:
                 for line in lines:
                     text = line.decode(errors="replace").strip()
                     if text:
-                        self.events.append((now, name, text[:160]))
+                        self.events.append((now, name, text[:400]))
 
     def since(self, start: float) -> list[tuple[float, str, str]]:
         return [(round(t - start, 3), n, s) for t, n, s in self.events if t >= start]
+
+
+# Processes a federation starts ahead of a run (the sites' runners and sandboxes, and
+# where the checkout has it, the coordinator's ServerApp).
+AHEAD = (
+    "insitu.federation.site_runner",
+    "insitu.federation.sandbox",
+    "insitu.federation.serverapp",
+)
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _at_rest(timeout: float = 180.0, window: float = 0.5) -> float:
+    """Wait until this federation is at rest, as for a researcher's first query: every
+    site has its next runner (and sandbox) started ahead and none of them is still
+    starting (no CPU time used for ``window`` s). Seconds waited."""
+    from insitu.supervisor import descendants
+
+    start = time.perf_counter()
+    last = -1
+    while time.perf_counter() - start < timeout:
+        ahead = [p for p in descendants(os.getpid()) if any(m in _command(p) for m in AHEAD)]
+        runners = sum("site_runner" in _command(p) for p in ahead)
+        ticks = sum(_cpu_ticks(p) for p in ahead)
+        if ticks == last and runners >= len(SITES):
+            break
+        last = ticks
+        time.sleep(window)
+    return time.perf_counter() - start
 
 
 def _python_for_accounts(where: Path) -> str:
@@ -196,6 +247,7 @@ class Worker:
     def analytics(self) -> dict[str, Any]:
         from insitu.federation.analytics import analyze
 
+        settled = _at_rest() if _env("BENCH_SETTLE", 1) else 0.0
         start = time.perf_counter()
         table = analyze(
             address=self.address,
@@ -208,7 +260,8 @@ class Worker:
         )
         took = time.perf_counter() - start
         time.sleep(0.3)  # the last log lines
-        return {"s": took, "sites": len(table.attrs["sites"]), "events": self.watch.since(start)}
+        events = self.watch.since(start)
+        return {"s": took, "sites": len(table.attrs["sites"]), "settle": settled, "events": events}
 
     def local(self) -> dict[str, Any]:
         """The same computation in one process: each site's summary, then the merge."""
@@ -356,6 +409,10 @@ def main() -> None:
     import flwr
 
     repeats = _env("BENCH_REPEATS", 5)
+    commands = os.environ.get("BENCH_COMMANDS", "local,analytics,train").split(",")
+    unknown = set(commands) - {"local", "analytics", "train"}
+    if unknown:
+        raise SystemExit(f"BENCH_COMMANDS: unknown {sorted(unknown)}; use local, analytics, train")
     root = Path(tempfile.mkdtemp(prefix="insitu-bench-round-"))
     checkouts = {"this": Path(os.environ.get("BENCH_CHECKOUT", HERE.parent)).resolve()}
     if os.environ.get("BENCH_BASELINE"):
@@ -369,22 +426,26 @@ def main() -> None:
         for name, folder in checkouts.items():
             workers[name] = Remote(name, str(folder / ".venv" / "bin" / "python"), root / name)
             print(f"{name} ready: {workers[name].hello}", flush=True)
+        loads = [os.getloadavg()[0]]
         for i in range(repeats):
-            for command in ("local", "analytics", "train"):
+            for command in commands:
                 order = list(workers) if i % 2 == 0 else list(reversed(workers))
                 for name in order:
                     answer = workers[name].ask(command)
                     results[name].setdefault(command, []).append(answer)
                     brief = {k: v for k, v in answer.items() if k != "events"}
                     print(f"[{i + 1}/{repeats}] {name} {command}: {brief}", flush=True)
+                    loads.append(os.getloadavg()[0])
     finally:
         for w in workers.values():
             w.close()
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
-    events = Path(tempfile.gettempdir()) / "insitu-bench-round-events.json"
+    # Per run, not shared: other people may run this benchmark on the same machine.
+    events = Path(tempfile.gettempdir()) / f"insitu-bench-round-events-{os.getpid()}.json"
     events.write_text(json.dumps(results, indent=1))
     print(f"every answer, with the analytics runs' log timelines: {events}")
+    print(f"1-minute load average during the runs: {min(loads):.1f}-{max(loads):.1f}")
     _report(results, checkouts)
 
 
@@ -402,16 +463,29 @@ def _report(results: dict[str, dict[str, list[Any]]], checkouts: dict[str, Path]
         ("local", "same computation in one process"),
         ("train", f"FedAvg training run, {rounds} rounds, 3 sites"),
     ):
+        if not any(command in results[n] for n in checkouts):
+            continue
         cells = [_spread(_times(results[n].get(command, []))) for n in checkouts]
         print(f"| {what} | " + " | ".join(cells) + " |")
     for name in checkouts:
-        fed, local = _times(results[name].get("analytics", [])), _times(results[name]["local"])
+        fed = _times(results[name].get("analytics", []))
+        local = _times(results[name].get("local", []))
         if fed and local:
             ratios = [f / lo for f, lo in zip(fed, local, strict=False)]
             print(f"{name}: analytics / one process = {_spread(ratios, 'x')}")
+    for name in checkouts:
+        answers = results[name].get("analytics", [])
+        runs = [(a["events"], a["s"]) for a in answers if "events" in a and "s" in a]
+        settles = [a["settle"] for a in answers if "settle" in a]
+        if settles:
+            print(f"{name}: waited for the federation at rest before each run: {_spread(settles)}")
+        if runs:
+            print(f"\n{name}: where an analytics run's time went")
+            print(round_timeline.table(runs))
     if "baseline" in checkouts:
         for command in ("analytics", "train"):
-            a, b = _times(results["this"][command]), _times(results["baseline"][command])
+            a = _times(results["this"].get(command, []))
+            b = _times(results["baseline"].get(command, []))
             ratios = [x / y for x, y in zip(a, b, strict=False)]
             print(f"{command}: this / baseline = {_spread(ratios, 'x', 2)}")
 

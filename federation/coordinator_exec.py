@@ -1,31 +1,47 @@
-"""The coordinator's SuperExec: Flower's own, but a ServerApp's run token never on argv.
+"""The coordinator's SuperExec: Flower's own, with ServerApps started ahead, tokens off argv.
 
 Flower 1.42's SuperLink starts ``flower-superexec``, whose ``SubprocessExecutor``
-launches each run's ``flwr-serverapp`` with ``--token <run token>`` on its command
-line, readable in ``/proc/<pid>/cmdline`` by every local account of the host; with
-it a local user could act as that run's ServerApp (docs/security-review.md, S27).
+launches each run's ``flwr-serverapp`` when the run is submitted, with
+``--token <run token>`` on its command line. Two problems: the token is
+readable in ``/proc/<pid>/cmdline`` by every local account of the host (with it
+a local user could act as that run's ServerApp; docs/security-review.md, S27),
+and the run waits while a new Python process imports Flower's runtime.
+
 The SuperLink that ``insitu federation coordinator`` starts
 (:mod:`insitu.federation.superlink`) launches this module instead: Flower's
-executor, except that the token goes into a 0600 file in a 0700 folder
-(``--token-file``), removed as soon as the ServerApp has ended.
+SuperExec with :class:`WarmExecutor`. It keeps one ServerApp process
+(:mod:`insitu.federation.serverapp`) started and imported ahead, and hands it
+the run's token on its stdin when a run comes; then starts the next one. Each
+process serves one run. Other task types (none at a SuperLink today) get
+Flower's command with the token in a 0600 file of a 0700 folder
+(``--token-file``), removed as soon as the process has ended.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
 
 if TYPE_CHECKING:
-    from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
     from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResult
 
-__all__ = ["launch_with_token_file", "main", "token_file"]
+__all__ = ["LaunchKey", "WarmExecutor", "launch_with_token_file", "main", "token_file"]
+
+STOP_SECONDS = 5.0  # a spare that is told to end (stdin closed) gets this long
+# A spare that ended on its own (it failed to start) is started again at most this often,
+# so a broken installation does not start a process every poll.
+RESTART_SECONDS = 5.0
 
 
 def token_file(token: str) -> Path:
@@ -43,7 +59,7 @@ def _remove_when_done(process: subprocess.Popen[bytes], folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def launch_with_token_file(self: SubprocessExecutor, spec: ExecutionSpec) -> LaunchResult:
+def launch_with_token_file(self: Any, spec: ExecutionSpec) -> LaunchResult:
     """``SubprocessExecutor.launch`` with ``--token-file`` in place of ``--token``."""
     from flwr.supercore.constant import TASK_TYPE_TO_APPIO_API_ADDRESS_ARG, TASK_TYPE_TO_COMMAND
     from flwr.supercore.superexec.executor.types import LaunchResult as Accepted
@@ -74,14 +90,176 @@ def launch_with_token_file(self: SubprocessExecutor, spec: ExecutionSpec) -> Lau
     return Accepted.accepted()
 
 
-def main() -> None:
-    """``flower-superexec`` with the token-file launcher."""
-    from flwr.supercore.cli.flower_superexec import flower_superexec
-    from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+@dataclass(frozen=True)
+class LaunchKey:
+    """Everything a ServerApp process is started with, except its run's token."""
 
-    SubprocessExecutor.launch = launch_with_token_file  # type: ignore[method-assign]
+    runtime_api_address: str
+    insecure: bool
+    root_certificates_path: str | None
+    runtime_dependency_install: bool
+    parent_pid: int | None
+    suppress_output: bool
+
+    @classmethod
+    def of(cls, spec: ExecutionSpec) -> LaunchKey:
+        return cls(
+            spec.runtime_api_address,
+            spec.insecure,
+            spec.root_certificates_path,
+            spec.runtime_dependency_install,
+            spec.parent_pid,
+            spec.suppress_output,
+        )
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "insitu.federation.serverapp"]
+        command += ["--runtime-api-address", self.runtime_api_address]
+        if self.insecure:
+            command.append("--insecure")
+        elif self.root_certificates_path is not None:
+            command += ["--root-certificates", self.root_certificates_path]
+        if self.parent_pid is not None:
+            command += ["--parent-pid", str(self.parent_pid)]
+        if self.runtime_dependency_install:
+            command.append("--allow-runtime-dependency-installation")
+        return command
+
+    def start(self) -> subprocess.Popen[bytes]:
+        output = subprocess.DEVNULL if self.suppress_output else None
+        return subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=output, stderr=output)
+
+
+class WarmExecutor(SubprocessExecutor):
+    """Flower's subprocess executor; a ServerApp comes from a process started ahead.
+
+    ``expected`` is what the SuperExec will launch ServerApps with (known from its
+    own arguments): the first spare is started at once. A launch whose settings
+    differ gets a process started for it (the token still on stdin) and the next
+    spare uses those settings.
+    """
+
+    def __init__(self, expected: LaunchKey | None = None) -> None:
+        self.key = expected
+        self.spare: subprocess.Popen[bytes] | None = None
+        self.spare_started = 0.0
+        self.running: list[subprocess.Popen[bytes]] = []
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """Between polls: reap ended ServerApps, keep one spare ready."""
+        self.running = [p for p in self.running if p.poll() is None]
+        if self.key is None:
+            return
+        if self.spare is not None and self.spare.poll() is not None:
+            if time.monotonic() - self.spare_started < RESTART_SECONDS:
+                return
+            self.spare = None
+        if self.spare is None:
+            self.spare, self.spare_started = self.key.start(), time.monotonic()
+
+    def launch(self, spec: ExecutionSpec) -> LaunchResult:
+        from flwr.supercore.constant import TaskType
+        from flwr.supercore.superexec.executor.types import LaunchResult as Result
+
+        if spec.task_type != TaskType.SERVER_APP:
+            return launch_with_token_file(self, spec)
+        key = LaunchKey.of(spec)
+        process = self._take(key)
+        try:
+            self._hand_token(process, spec.token)
+        except OSError:  # the spare died in between: one fresh process, same way
+            _end(process)
+            process = key.start()
+            try:
+                self._hand_token(process, spec.token)
+            except OSError as exc:
+                _end(process)
+                return Result.failed(f"the ServerApp process did not take its token ({exc})")
+        self.running.append(process)
+        self.key = key
+        self.reconcile()  # the next run's process starts importing now
+        return Result.accepted()
+
+    def _take(self, key: LaunchKey) -> subprocess.Popen[bytes]:
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.poll() is None and self.key == key:
+            return spare
+        if spare is not None:
+            _end(spare)
+        return key.start()
+
+    @staticmethod
+    def _hand_token(process: subprocess.Popen[bytes], token: str) -> None:
+        assert process.stdin is not None
+        process.stdin.write(token.encode() + b"\n")
+        process.stdin.close()
+
+    def close(self) -> None:
+        """SuperExec shutdown: the spare ends (no token); running ServerApps end with
+        their parent (Flower's parent-process monitor)."""
+        if self.spare is not None:
+            _end(self.spare)
+            self.spare = None
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """End a process that has no run: close its stdin (it exits), then make sure."""
+    with contextlib.suppress(OSError):
+        if process.stdin is not None:
+            process.stdin.close()
+    try:
+        process.wait(timeout=STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _with_warm_executor(run_superexec: Any) -> Any:
+    """Flower's ``run_superexec``, its subprocess executor replaced by ours."""
+    import importlib
+
+    from flwr.supercore.constant import ExecutorType, TaskType
+    from flwr.supercore.superexec.plugin import AutoExecPlugin
+
+    # The module (a package may export a function of the same name).
+    loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
+    flower_get_executor = loop.get_executor
+
+    def run(**kwargs: Any) -> None:
+        # What Flower's plugin puts in a ServerApp's ExecutionSpec (base_exec_plugin.py).
+        suppress = AutoExecPlugin.suppress_output and (
+            TaskType.SERVER_APP not in AutoExecPlugin.visible_output_task_types
+        )
+        expected = LaunchKey(
+            runtime_api_address=kwargs["runtime_api_address"],
+            insecure=bool(kwargs["insecure"]),
+            root_certificates_path=kwargs.get("root_certificates_path"),
+            runtime_dependency_install=bool(kwargs.get("runtime_dependency_install")),
+            parent_pid=os.getpid(),
+            suppress_output=suppress,
+        )
+
+        def get_executor(executor_type: Any, *args: Any, **options: Any) -> Any:
+            if executor_type == ExecutorType.SUBPROCESS:
+                return WarmExecutor(expected)
+            return flower_get_executor(executor_type, *args, **options)
+
+        setattr(loop, "get_executor", get_executor)  # noqa: B010 (the loop's own name)
+        run_superexec(**kwargs)
+
+    return run
+
+
+def main() -> None:
+    """``flower-superexec`` with the warm ServerApp executor."""
+    import importlib
+
+    # The module (the package's attribute of that name is the function).
+    cli = importlib.import_module("flwr.supercore.cli.flower_superexec")
+    setattr(cli, "run_superexec", _with_warm_executor(cli.run_superexec))  # noqa: B010
     sys.argv[0] = "flower-superexec"
-    flower_superexec()
+    cli.flower_superexec()
 
 
 if __name__ == "__main__":

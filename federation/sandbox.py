@@ -154,9 +154,11 @@ def confine(protect: Sequence[str]) -> str:
 
 def _run(channel: Channel, protect: Sequence[str]) -> bytes:
     # Libraries every shipped app uses, loaded before the task (a sandbox may be started
-    # ahead of it): installed site code, not the app's.
+    # ahead of it): installed site code, not the app's. Images arrive as xarray objects;
+    # the built-in analytics read DICOM keywords through pydicom's dictionary.
     import numpy  # noqa: F401
     import pandas  # noqa: F401
+    import xarray  # noqa: F401
     from flwr.cli.install import install_from_fab
     from flwr.clientapp.utils import get_load_client_app_fn
     from flwr.common.serde import context_from_proto, message_from_proto, message_to_proto
@@ -164,6 +166,11 @@ def _run(channel: Channel, protect: Sequence[str]) -> bytes:
     from flwr.proto.message_pb2 import Message as ProtoMessage
 
     from insitu.federation import node_data
+
+    with contextlib.suppress(ImportError):  # the built-in apps, when this site has them
+        import pydicom.datadict  # noqa: F401
+
+        import insitu.federation.analytics  # noqa: F401
 
     confine(protect)  # before the task: no app code has run yet
     kind, payload = channel.recv()

@@ -51,6 +51,7 @@ NODE_HOME_KEY = "insitu-home"
 _SPARE: dict[str, Any] = {}
 # Seconds per step of this task, for the site log's line.
 _TIMES: dict[str, float] = {}
+_STARTED = time.perf_counter()
 
 
 def _prestart(home: str) -> None:
@@ -113,15 +114,41 @@ def _preload() -> None:
         import insitu.disclosure.context
         import insitu.disclosure.provenance  # noqa: F401
 
+    # Serving the app's reads: the store's tables (pandas) and images (xarray over dask;
+    # dask looks for a distributed client when it computes). Seconds of imports that
+    # would otherwise fall on the task's first read.
+    import importlib
+
+    for name in ("pandas", "xarray", "dask.array", "zarr", "insitu.datasets.reader"):
+        importlib.import_module(name)
+    # Flower's task API client and what the runner uses once the token has come.
+    for name in (
+        "flwr.app",
+        "flwr.client.mod.utils",
+        "flwr.supercore.heartbeat",
+        "flwr.supercore.interceptors",
+        "flwr.supercore.retry",
+        "flwr.supercore.runtime",
+        "flwr.supercore.tls",
+        "flwr.supernode.runtime.run_clientapp",
+        "insitu.federation.identity",
+        "insitu.hub.access",
+    ):
+        importlib.import_module(name)
+    with contextlib.suppress(ImportError):
+        importlib.import_module("distributed")
+
 
 def _timing_line(run_id: Any, message_type: str) -> str:
-    names = [name for name in ("pull", "admit", "app", "push") if name in _TIMES]
+    names = [name for name in ("pull", "admit", "app", "data", "push") if name in _TIMES]
+    # data: of the app's time, what the runner spent answering its reads
     steps = ", ".join(f"{name} {_TIMES[name]:.2f} s" for name in names)
     check = f", check {_TIMES['check'] * 1000:.1f} ms" if "check" in _TIMES else ""
     ahead = "yes" if _TIMES.get("prestarted") else "no"
     return (
         f"insitu site runner: run {run_id} {message_type}: {steps}{check} "
-        f"(sandbox started ahead: {ahead})"
+        f"(sandbox started ahead: {ahead}; runner ready after {_TIMES.get('startup', 0):.2f} s, "
+        f"{_TIMES.get('idle', 0):.2f} s before its task)"
     )
 
 
@@ -204,7 +231,9 @@ class AppCall:
                 box.channel.sock.settimeout(max(0.1, deadline - time.monotonic()))
                 kind, payload = box.channel.recv(limits)
                 if kind == b"Q":
+                    reading = time.perf_counter()
                     service.answer(box.channel, payload)
+                    _TIMES["data"] = _TIMES.get("data", 0.0) + time.perf_counter() - reading
                     continue
                 if service.refusal is not None:
                     return self._refuse(message, [str(service.refusal)], 0)
@@ -583,10 +612,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_parent_process_monitor(args.parent_pid)
     become_subreaper()  # what an app starts and leaves comes back here to be ended
     try:
-        _preload()
         if args.insitu_home:
-            _prestart(args.insitu_home)
+            _prestart(args.insitu_home)  # first: the sandbox imports while this one does
+        _preload()
+        ready = time.perf_counter()
+        _TIMES["startup"] = ready - _STARTED
         token = sys.stdin.readline().strip()  # from the site executor, never on argv
+        _TIMES["idle"] = time.perf_counter() - ready  # ~0: the task waited for this runner
         if not token:  # the executor stopped before it had a task for this runner
             return 0
         return _serve(args, token)

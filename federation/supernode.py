@@ -2,15 +2,19 @@
 
 Flower 1.42's SuperNode asks the coordinator for a message, and when there is
 none waits 3 s before asking again; after handing a message to the site's
-executor it looks for the finished reply every 0.5 s. Both waits are literals
+executor it looks for the finished reply, and then for each of its objects,
+every 0.5 s. These waits are literals
 in ``flwr.supernode.start_client_internal`` (``time.sleep(3)``,
 ``time.sleep(0.5)``): no flag or environment variable sets them. Every
 federated message therefore waited up to 3 s at each site before it started.
 
 This entry point runs the same SuperNode (Flower's own ``flower_supernode``,
-same arguments) with every wait of that module capped at
+same arguments) with its waits between requests to the coordinator capped at
 ``[federation] poll_interval`` (default 0.5 s): one small request per
-interval from an idle site to the coordinator. :mod:`insitu.federation.site_service`
+interval from an idle site to the coordinator; its looks at its own state
+(no request) every 0.05 s. The retries of a message's
+objects that have not arrived yet (Flower: 1 s, doubling up to 10 s) wait at
+most as long (:mod:`insitu.federation.object_pulls`). :mod:`insitu.federation.site_service`
 starts the SuperNode through it.
 
     python -m insitu.federation.supernode --poll-interval 0.5 -- ARGS OF flower-supernode
@@ -29,14 +33,23 @@ __all__ = ["CappedClock", "cap_waits", "main"]
 POLL_OPTION = "--poll-interval"
 
 
-class CappedClock:
-    """The ``time`` module, except that ``sleep`` waits at most ``cap`` seconds."""
+# Flower's loop waits 3 s between requests to the coordinator, and 0.5 s between looks
+# at its own state (is the executor's reply there, are all its objects): waits shorter
+# than this are such local looks, which cost no request and are capped at LOCAL_WAIT.
+REMOTE_WAIT = 1.0
+LOCAL_WAIT = 0.05
 
-    def __init__(self, cap: float) -> None:
+
+class CappedClock:
+    """The ``time`` module, except that ``sleep`` waits at most ``cap`` seconds between
+    requests to the coordinator and at most ``local`` seconds between local looks."""
+
+    def __init__(self, cap: float, local: float = LOCAL_WAIT) -> None:
         self.cap = cap
+        self.local = local
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap))
+        time.sleep(min(seconds, self.cap if seconds >= REMOTE_WAIT else self.local))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
@@ -65,7 +78,10 @@ def split_argv(argv: Sequence[str]) -> tuple[float | None, list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     cap, rest = split_argv(sys.argv[1:] if argv is None else argv)
     if cap is not None:
+        from insitu.federation.object_pulls import cap_pull_backoff
+
         cap_waits(cap)
+        cap_pull_backoff(cap)
     from flwr.supernode.cli import flower_supernode
 
     sys.argv = ["flower-supernode", *rest]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from fixtures_federation import DATASET, SITES, read_audit, set_policy
 from insitu.audit import AuditLog
 from insitu.cli import main
 from insitu.datasets.reader import open_dataset
+from insitu.errors import ServiceError
 from insitu.federation import analytics_fingerprint, analyze, approvals, processes
 from insitu.federation.analytics import AnalysisSpec, analytics_fab, feature_frame
 from insitu.federation.apps import build_fab, fingerprint, run_fab
@@ -485,47 +487,73 @@ def test_a_local_process_cannot_take_a_task(federation):
             assert b"--token" not in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
-def _serverapp_command_lines() -> list[tuple[list[str], int, int]]:
-    """Each running flwr-serverapp's argv, with the modes of its token file and folder."""
-    found = []
-    for proc in Path("/proc").iterdir():
+# A run token: FLWR_TASK_TOKEN_LENGTH bytes as hex.
+TOKEN_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+def _serverapp_processes(federation) -> dict[int, list[str]]:
+    """The coordinator's ServerApp processes (Flower's, or insitu's started ahead): argv."""
+    record = processes.running(federation.coordinator, "coordinator")
+    found = {}
+    for pid in descendants(record.pid) if record is not None else []:
         with contextlib.suppress(OSError, ValueError):
-            argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
-            if proc.name.isdigit() and any(a.endswith("flwr-serverapp") for a in argv[:2]):
-                token = (
-                    Path(argv[argv.index("--token-file") + 1]) if "--token-file" in argv else None
-                )
-                modes = (token.stat().st_mode, token.parent.stat().st_mode) if token else (0, 0)
-                found.append((argv, *modes))
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            argv = [a.decode() for a in cmdline.split(b"\0") if a]
+            serverapp = any(a.endswith("flwr-serverapp") for a in argv[:2])
+            if serverapp or "insitu.federation.serverapp" in argv:
+                found[pid] = argv
     return found
 
 
-def test_a_run_token_is_never_on_the_coordinators_command_lines(federation):
-    """S27: each ServerApp gets its run token in a 0600 file of a 0700 folder, not on its
-    command line (readable by every local account), and the file goes with the run."""
-    seen: list[tuple[list[str], int, int]] = []
+def _analyze_all(federation, **kwargs):
+    return analyze(**federation.researcher(), address=federation.address, insecure=True,
+                   dataset=DATASET, by="KVP", bins=BINS, min_sites=1, timeout=300,
+                   **{"feature": "hu_mean", **kwargs})  # fmt: skip
+
+
+def test_runs_in_a_row_get_serverapps_started_ahead_with_no_token_on_a_command_line(federation):
+    """Each run's ServerApp was started (and imported) before the run: its token came on
+    stdin, never on a command line (S27); one process per run, so a failed run leaves
+    nothing behind for the next."""
+    for site in ("site-a", "site-b"):
+        approvals.approve(federation.homes[site], analytics_fingerprint(), DATASET, days=1,
+                          user="sam")  # fmt: skip
+    seen: dict[int, list[str]] = {}
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            seen.extend(_serverapp_command_lines())
+            seen.update(_serverapp_processes(federation))
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
+    _wait(lambda: len(_serverapp_processes(federation)) == 1, "earlier runs' ServerApps to end")
     watcher.start()
+    served = []
     try:
-        analyze(**federation.researcher(), address=federation.address, insecure=True,
-                dataset=DATASET, feature="hu_mean", by="KVP", bins=BINS, min_sites=2,
-                timeout=300)  # fmt: skip
+        for feature in ("hu_mean", "no_such_column", "hu_mean"):
+            # One left: the one started ahead (an earlier run's may still be ending).
+            _wait(lambda: len(_serverapp_processes(federation)) == 1, "a ServerApp started ahead")
+            (ahead,) = _serverapp_processes(federation)
+            if feature == "no_such_column":  # every site refuses: the ServerApp fails
+                with pytest.raises(ServiceError, match="ended finished:failed"):
+                    _analyze_all(federation, feature=feature)
+            else:
+                served.append(_analyze_all(federation, feature=feature))
+            # The process started ahead served this run and is gone; a new one waits.
+            gone = Path(f"/proc/{ahead}")
+            _wait(lambda gone=gone: not gone.exists(), "the run's ServerApp to end", 60)
+            assert ahead not in _serverapp_processes(federation)
     finally:
         done.set()
         watcher.join()
-    assert seen, "the run's ServerApp was never seen running"
-    for argv, file_mode, folder_mode in seen:
-        assert "--token" not in argv and "--token-file" in argv, argv
-        assert file_mode & 0o077 == 0 and folder_mode & 0o077 == 0, (oct(file_mode), argv)
-    folder = Path(seen[0][0][seen[0][0].index("--token-file") + 1]).parent
-    _wait(lambda: not folder.exists(), "the token's folder to go with its run", 60)
+    first, last = served
+    assert first.attrs["sites"] == last.attrs["sites"] and first.attrs["sites"]
+    pd.testing.assert_frame_equal(first, last)  # the failed run changed nothing
+    assert len(seen) >= 4, seen  # one per run, and the one waiting now
+    for argv in seen.values():
+        assert "--token" not in argv and "--token-file" not in argv, argv
+        assert not any(TOKEN_PATTERN.search(a) for a in argv), argv
 
 
 def test_secure_aggregation_with_local_dp_completes(federation):

@@ -19,7 +19,7 @@ import pytest
 
 from insitu.config import NodeHome, init_home
 from insitu.errors import ConfigError
-from insitu.federation import site_service, supernode
+from insitu.federation import object_pulls, site_service, supernode
 from insitu.federation.settings import parse_federation
 
 
@@ -35,10 +35,20 @@ def test_the_pinned_supernode_loop_still_waits_through_its_module_clock():
 def test_the_cap_shortens_long_waits_only(monkeypatch):
     slept: list[float] = []
     monkeypatch.setattr(supernode.time, "sleep", slept.append)
-    clock = supernode.CappedClock(0.25)
+    clock = supernode.CappedClock(0.25, local=0.5)
     clock.sleep(3)
     clock.sleep(0.1)
     assert slept == [0.25, 0.1]
+
+
+def test_local_looks_wait_less_than_requests_to_the_coordinator(monkeypatch):
+    # sleep(3): between requests to the SuperLink; sleep(0.5): looking at its own state.
+    slept: list[float] = []
+    monkeypatch.setattr(supernode.time, "sleep", slept.append)
+    clock = supernode.CappedClock(0.5)
+    clock.sleep(3)
+    clock.sleep(0.5)
+    assert slept == [0.5, supernode.LOCAL_WAIT]
     assert clock.monotonic is time.monotonic  # everything else is the time module
 
 
@@ -112,3 +122,37 @@ def test_a_runner_started_ahead_ends_without_a_task_and_leaves_no_sandbox(tmp_pa
     assert runner.returncode == 0, err.decode()[-2000:]
     assert b"no sandbox started ahead" not in err  # one was started ...
     assert not list(scratch.iterdir())  # ... and removed
+
+
+@pytest.fixture
+def pull_defaults():
+    """Flower's own pull_objects defaults, restored after the test."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    saved = dict(inflatable_utils.pull_objects.__kwdefaults__)
+    yield inflatable_utils.pull_objects.__kwdefaults__
+    inflatable_utils.pull_objects.__kwdefaults__.update(saved)
+
+
+def test_the_pinned_object_pulls_still_back_off_from_one_second(pull_defaults):
+    # If a Flower upgrade changes these, object_pulls needs a look.
+    assert pull_defaults["initial_backoff"] == 1 and pull_defaults["backoff_cap"] == 10
+
+
+def test_object_pulls_retry_at_the_poll_interval_and_wait_as_long_in_all(pull_defaults):
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError, pull_objects
+
+    flower_longest = pull_defaults["max_tries_per_object"] * pull_defaults["backoff_cap"]
+    object_pulls.cap_pull_backoff(0.2)
+    assert pull_defaults["initial_backoff"] == 0.05 and pull_defaults["backoff_cap"] == 0.2
+    assert pull_defaults["max_tries_per_object"] * 0.2 >= flower_longest
+    tries: list[float] = []
+
+    def pull(object_id: str) -> bytes:  # the object arrives on the fourth try
+        tries.append(time.monotonic())
+        if len(tries) < 4:
+            raise ObjectUnavailableError(object_id)
+        return b"content"
+
+    assert pull_objects(["a"], pull) == {"a": b"content"}
+    assert tries[-1] - tries[0] < 1.0  # Flower's own: 1 + 2 + 4 s

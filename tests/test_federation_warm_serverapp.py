@@ -1,0 +1,216 @@
+"""The coordinator's ServerApp processes started ahead (insitu.federation.coordinator_exec).
+
+Each run's ServerApp is a process that was started and imported before the run came,
+and gets the run's token on its stdin, never on a command line. These tests drive the
+executor with a stand-in for the ServerApp process (a script that records what it was
+given); the live tests (test_federation_live.py) run the real one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from flwr.common.constant import FLWR_TASK_TOKEN_LENGTH
+from flwr.supercore.constant import TaskType
+from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResultStatus
+
+from insitu.federation import coordinator_exec, serverapp
+from insitu.federation.coordinator_exec import LaunchKey, WarmExecutor
+
+# Stands in for insitu.federation.serverapp: waits for a token, writes what it got.
+STAND_IN = """
+import os, sys
+out = sys.argv[1]
+token = sys.stdin.readline().strip()
+if token:
+    with open(os.path.join(out, f"{os.getpid()}.run"), "w") as fh:
+        fh.write(token + "\\n" + " ".join(sys.argv) + "\\n")
+"""
+
+
+def _token(n: int) -> str:
+    return f"{n:x}".rjust(FLWR_TASK_TOKEN_LENGTH * 2, "a")
+
+
+def _spec(n: int, address: str = "127.0.0.1:9091") -> ExecutionSpec:
+    return ExecutionSpec(
+        task_type=TaskType.SERVER_APP,
+        runtime_api_address=address,
+        token=_token(n),
+        insecure=True,
+        root_certificates_path=None,
+        runtime_dependency_install=False,
+        parent_pid=os.getpid(),
+        suppress_output=False,
+        task_id=n,
+    )
+
+
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The stand-in replaces the ServerApp command; what each process got lands here."""
+    monkeypatch.setattr(
+        LaunchKey, "command", lambda self: [sys.executable, "-c", STAND_IN, str(tmp_path)]
+    )
+    return tmp_path
+
+
+def _close(executor: WarmExecutor) -> None:
+    """Close as the SuperExec does, after the runs' stand-ins have ended (reaped)."""
+    for process in executor.running:
+        process.wait(timeout=30)
+    executor.close()
+
+
+def _served(folder: Path, count: int, timeout: float = 30.0) -> dict[int, list[str]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = {int(p.stem): p.read_text().splitlines() for p in folder.glob("*.run")}
+        if len(found) >= count and all(len(v) == 2 for v in found.values()):
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{count} runs were not served within {timeout} s: {found}")
+
+
+def test_two_runs_in_a_row_each_get_their_own_process_started_ahead(runs: Path) -> None:
+    executor = WarmExecutor(LaunchKey.of(_spec(1)))
+    try:
+        first_spare = executor.spare
+        assert first_spare is not None  # started before any run came
+        assert executor.launch(_spec(1)).status == LaunchResultStatus.ACCEPTED
+        assert executor.spare is not None and executor.spare is not first_spare
+        second_spare = executor.spare
+        assert executor.launch(_spec(2)).status == LaunchResultStatus.ACCEPTED
+        served = _served(runs, 2)
+        assert served[first_spare.pid][0] == _token(1)
+        assert served[second_spare.pid][0] == _token(2)  # one process per run
+        for token, argv in served.values():
+            assert token not in argv  # the token came on stdin
+    finally:
+        _close(executor)
+
+
+def test_a_spare_that_died_does_not_lose_the_run(runs: Path) -> None:
+    executor = WarmExecutor(LaunchKey.of(_spec(1)))
+    try:
+        assert executor.spare is not None
+        executor.spare.kill()
+        executor.spare.wait()
+        assert executor.launch(_spec(7)).status == LaunchResultStatus.ACCEPTED
+        assert [v[0] for v in _served(runs, 1).values()] == [_token(7)]
+    finally:
+        _close(executor)
+
+
+def test_a_run_with_other_settings_gets_a_process_with_those(runs: Path) -> None:
+    executor = WarmExecutor(LaunchKey.of(_spec(1, address="127.0.0.1:1")))
+    try:
+        spare = executor.spare
+        assert spare is not None
+        assert executor.launch(_spec(3, address="127.0.0.1:2")).status == "accepted"
+        assert spare.wait(timeout=10) == 0  # the unfitting spare was ended, unused
+        assert executor.key == LaunchKey.of(_spec(3, address="127.0.0.1:2"))
+        assert [v[0] for v in _served(runs, 1).values()] == [_token(3)]
+    finally:
+        _close(executor)
+
+
+def test_close_ends_the_spare_without_a_run(runs: Path) -> None:
+    executor = WarmExecutor(LaunchKey.of(_spec(1)))
+    spare = executor.spare
+    assert spare is not None
+    executor.close()
+    assert spare.poll() == 0
+    assert not list(runs.glob("*.run"))
+
+
+def test_a_spare_that_cannot_start_is_not_restarted_every_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        LaunchKey, "command", lambda self: [sys.executable, "-c", "raise SystemExit(3)"]
+    )
+    executor = WarmExecutor(LaunchKey.of(_spec(1)))
+    try:
+        first = executor.spare
+        assert first is not None and first.wait(timeout=30) == 3
+        executor.reconcile()
+        assert executor.spare is first  # within RESTART_SECONDS: no new process
+    finally:
+        _close(executor)
+
+
+def test_the_serverapp_command_carries_no_token() -> None:
+    key = LaunchKey.of(_spec(5))
+    command = key.command()
+    assert command[:3] == [sys.executable, "-m", "insitu.federation.serverapp"]
+    assert _token(5) not in command and "--token" not in command
+    assert "--token-file" not in command
+
+
+def test_read_token_takes_one_line_of_hex() -> None:
+    assert serverapp.read_token(io.StringIO(_token(9) + "\n")) == _token(9)
+    assert serverapp.read_token(io.StringIO("")) is None  # executor ended: no run
+    with pytest.raises(SystemExit, match="exactly one run token"):
+        serverapp.read_token(io.StringIO("not a token\n"))
+
+
+def test_a_serverapp_process_without_a_token_ends_quietly() -> None:
+    # What a spare does when the SuperExec stops before a run came (its stdin closes).
+    done = subprocess.run(
+        [sys.executable, "-m", "insitu.federation.serverapp", "--runtime-api-address",
+         "127.0.0.1:1", "--insecure"],
+        input=b"", capture_output=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_other_task_types_keep_the_token_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(
+        coordinator_exec, "launch_with_token_file", lambda self, spec: seen.append(spec.token)
+    )
+    executor = WarmExecutor(None)
+    spec = _spec(4)
+    other = ExecutionSpec(**{**spec.__dict__, "task_type": TaskType.SIMULATION})
+    executor.launch(other)
+    assert seen == [_token(4)] and executor.spare is None
+
+
+def test_the_superexec_gets_the_warm_executor_with_its_own_settings(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from flwr.supercore.constant import ExecutorType
+
+    loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
+    monkeypatch.setattr(loop, "get_executor", loop.get_executor)  # restored afterwards
+    made: list[WarmExecutor] = []
+
+    def flower_run_superexec(**kwargs: object) -> None:  # what Flower's loop does first
+        made.append(loop.get_executor(ExecutorType.SUBPROCESS, None, insecure=True))
+
+    coordinator_exec._with_warm_executor(flower_run_superexec)(
+        runtime_api_address="127.0.0.1:9091",
+        insecure=True,
+        root_certificates_path=None,
+        runtime_dependency_install=False,
+    )
+    (executor,) = made
+    try:
+        assert isinstance(executor, WarmExecutor) and executor.spare is not None
+        # What Flower's plugin will put in a ServerApp's spec: the spare fits the first run.
+        from flwr.supercore.superexec.plugin import AutoExecPlugin
+
+        plugin = AutoExecPlugin("127.0.0.1:9091", True, None, False, executor=executor)
+        spec = plugin._build_execution_spec(_token(1), TaskType.SERVER_APP, 1)
+        assert executor.key == LaunchKey.of(spec)
+    finally:
+        _close(executor)

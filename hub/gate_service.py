@@ -55,6 +55,11 @@ from insitu.hub.services import HubService, ServiceContext
 __all__ = ["hub_service", "make_app"]
 
 NAME = "gate"
+# zarr reads at most async.concurrency (default 10) chunks of a selection at once; in a
+# user server every store is behind the gate, where more chunks under way make larger
+# multi-key requests (bench/BENCHMARKS.md, "Gate": 10 -> 32 cut the gate's CPU per
+# series by more than half). Researchers may still set their own.
+USER_ZARR_CONCURRENCY = 32
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -338,7 +343,10 @@ def hub_service(ctx: ServiceContext) -> HubService:
         command=[sys.executable, "-m", "insitu.hub.gate_service"],
         port=port,
         environment=env,
-        user_environment={"INSITU_GATE_URL": f"http://127.0.0.1:{port}/services/{NAME}/"},
+        user_environment={
+            "INSITU_GATE_URL": f"http://127.0.0.1:{port}/services/{NAME}/",
+            "ZARR_ASYNC__CONCURRENCY": str(USER_ZARR_CONCURRENCY),
+        },
         ready_path="health",
     )
 

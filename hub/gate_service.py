@@ -5,6 +5,8 @@ Routes under the service prefix (``/services/gate/``):
     GET       datasets                         the catalog, with my access to each
     GET       datasets/<dataset>               versions, newest, retired versions, my access
     GET|HEAD  stores/<dataset>/<version>/<key> one Zarr key (Range requests honoured)
+    POST      batch/<dataset>/<version>        several whole keys, {"keys": [...]}, in one
+                                               answer (framing: insitu.gate_batch)
     GET       list/<dataset>/<version>?prefix=P[&dir=1]   keys under P (or its children)
     GET       health                           unauthenticated liveness for `insitu up`
 
@@ -14,7 +16,10 @@ user's JupyterHub token (401 without a valid one), the dataset must exist
 :func:`insitu.hub.access.check_read` must pass *now* (403, with the
 reason as JSON; nothing is cached, so a revocation stops the next read), and
 the key must name a file inside the store after resolving symlinks (400 for a
-malformed key, 404 otherwise). Reads and refusals are summed by a
+malformed key, 404 otherwise). A batch passes the same checks once, before its
+first byte, and every key in it is confined the same way (one malformed key
+refuses the whole batch, an absent one is answered as missing); it is bounded by
+``insitu.gate_batch.MAX_KEYS`` and ``MAX_BYTES`` (413). Reads and refusals are summed by a
 :class:`~insitu.hub.read_ledger.ReadLedger` and flushed to the audit log every
 ``INSITU_GATE_FLUSH_SECONDS`` (default 30) and at shutdown.
 
@@ -30,12 +35,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tornado import ioloop, web
+from tornado import ioloop, iostream, web
 
+from insitu import gate_batch
 from insitu.config import NodeHome
 from insitu.datasets.listing import published_datasets
 from insitu.errors import (
     AccessDeniedError,
+    BatchTooLargeError,
     DatasetNotFoundError,
     InvalidRequestError,
     VersionRetiredError,
@@ -48,6 +55,11 @@ from insitu.hub.services import HubService, ServiceContext
 __all__ = ["hub_service", "make_app"]
 
 NAME = "gate"
+# zarr reads at most async.concurrency (default 10) chunks of a selection at once; in a
+# user server every store is behind the gate, where more chunks under way make larger
+# multi-key requests (bench/BENCHMARKS.md, "Gate": 10 -> 32 cut the gate's CPU per
+# series by more than half). Researchers may still set their own.
+USER_ZARR_CONCURRENCY = 32
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -137,13 +149,10 @@ class KeyHandler(_GateHandler):
     def _serve(self, dataset: str, version: str, key: str, *, body: bool) -> None:
         version, root = self.store(dataset, version)
         self.check(dataset)
-        try:
-            path = stores.key_path(root, key)
-            size = path.stat().st_size if path.is_file() else -1
-        except (DatasetNotFoundError, OSError):
-            size = -1
-        if size < 0:
+        found = stores.key_file(os.path.realpath(root), key)
+        if found is None:
             raise KeyMissingError(f"no key {key!r} in {dataset} {version}")
+        path, size = found
         start, end = self._range(size)
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Accept-Ranges", "bytes")
@@ -176,6 +185,61 @@ class KeyHandler(_GateHandler):
         if start > size or end < start:
             raise InvalidRequestError(f"Range {header!r} lies outside the {size}-byte key")
         return start, end
+
+
+class BatchHandler(_GateHandler):
+    """Whole keys of one store in one answer: the per-request cost (HTTP, token, access
+    and retirement checks) is paid once per batch instead of once per chunk."""
+
+    async def post(self, dataset: str, version: str) -> None:
+        version, root = self.store(dataset, version)
+        self.check(dataset)
+        keys = _batch_keys(self.json_body())
+        real_root = os.path.realpath(root)
+        files = [stores.key_file(real_root, key) for key in keys]  # a malformed key: 400
+        total = sum(found[1] for found in files if found)
+        if total > gate_batch.MAX_BYTES:
+            raise BatchTooLargeError(
+                f"these {len(keys)} keys hold {total} bytes, more than the "
+                f"{gate_batch.MAX_BYTES} one answer carries: ask for fewer keys at a time"
+            )
+        self.set_header("Content-Type", gate_batch.CONTENT_TYPE)
+        self.set_header("X-Insitu-Version", version)
+        # A known length (sizes from the check above) spares chunked encoding's copies;
+        # a file that changed size since would cut the answer short, never shift it.
+        self.set_header("Content-Length", str(gate_batch.answer_length(keys, files)))
+        self.write(gate_batch.MAGIC)
+        try:
+            for key, found in zip(keys, files, strict=True):
+                data = _read(found)
+                if data is not None:
+                    self.ledger.record(self.user, dataset, version, key, len(data))
+                self.write(gate_batch.key_frame(key, data))
+                if data:
+                    self.write(data)
+                await self.flush()  # stream: the client decodes a chunk while the next comes
+        except iostream.StreamClosedError:
+            return  # the reader went away; what was sent is in the ledger
+        self.finish(gate_batch.end_frame(len(keys)))
+
+
+def _batch_keys(body: dict[str, Any]) -> list[str]:
+    keys = body.get("keys")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+        raise InvalidRequestError('a batch is {"keys": ["zarr.json", ...]}: a list of key names')
+    if len(keys) > gate_batch.MAX_KEYS:
+        raise BatchTooLargeError(
+            f"a batch asks for at most {gate_batch.MAX_KEYS} keys, not {len(keys)}: ask for "
+            "fewer keys at a time"
+        )
+    return keys
+
+
+def _read(found: tuple[str, int] | None) -> bytes | None:
+    if found is None:
+        return None
+    with open(found[0], "rb") as fh:
+        return fh.read(found[1])
 
 
 class ListHandler(_GateHandler):
@@ -235,6 +299,7 @@ def make_app(home: NodeHome, prefix: str, ledger: ReadLedger | None = None) -> w
         (prefix + "datasets", DatasetsHandler),
         (prefix + f"datasets/{segment}", DatasetHandler),
         (prefix + f"stores/{segment}/{segment}/(.*)", KeyHandler),
+        (prefix + f"batch/{segment}/{segment}", BatchHandler),
         (prefix + f"list/{segment}/{segment}/?", ListHandler),
         *oauth_routes(prefix),
     ]
@@ -242,6 +307,8 @@ def make_app(home: NodeHome, prefix: str, ledger: ReadLedger | None = None) -> w
         "ledger": ledger or ReadLedger(home),
         "store_cache": {},
         "log_function": _log_refusals,
+        # A batch names at most MAX_KEYS keys of up to 1024 characters; nothing else is posted.
+        "max_body_size": 2**20,
     }
     return web.Application(routes, **settings)
 
@@ -276,7 +343,10 @@ def hub_service(ctx: ServiceContext) -> HubService:
         command=[sys.executable, "-m", "insitu.hub.gate_service"],
         port=port,
         environment=env,
-        user_environment={"INSITU_GATE_URL": f"http://127.0.0.1:{port}/services/{NAME}/"},
+        user_environment={
+            "INSITU_GATE_URL": f"http://127.0.0.1:{port}/services/{NAME}/",
+            "ZARR_ASYNC__CONCURRENCY": str(USER_ZARR_CONCURRENCY),
+        },
         ready_path="health",
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from insitu.config import NodeHome
@@ -19,6 +20,7 @@ from insitu.errors import DatasetNotFoundError, InvalidRequestError
 
 __all__ = [
     "LATEST",
+    "key_file",
     "key_path",
     "list_versions",
     "resolve",
@@ -103,9 +105,43 @@ def key_path(root: Path, key: str) -> Path:
     when the key does not exist *inside* the store (a symlink that leads out
     counts as missing, so probing reveals nothing).
     """
+    return _confined(os.path.realpath(root), key)
+
+
+def _confined(real_root: str, key: str) -> Path:
     safe_key(key)
-    real_root = os.path.realpath(root)
     real = os.path.realpath(Path(real_root) / key)
     if os.path.commonpath([real_root, real]) != real_root or real == real_root:
         raise DatasetNotFoundError(f"no key {key!r} in this store")
     return Path(real)
+
+
+def key_file(real_root: str, key: str) -> tuple[str, int] | None:
+    """(path, size) of the regular file ``key`` names inside the store whose root
+    ``real_root`` is already resolved (``os.path.realpath``); None when it names none:
+    absent, a folder, or a symlink that leads out. InvalidRequestError for a malformed key.
+
+    The same answer as :func:`key_path`, for the price of one ``lstat`` per key
+    segment: the root holds no symlink, and safe segments cannot climb out, so
+    only a segment that is itself a symlink needs the full resolution.
+    """
+    safe_key(key)
+    path = real_root
+    for segment in key.split("/"):
+        path = f"{path}/{segment}"
+        try:
+            found = os.lstat(path)
+        except OSError:
+            return None
+        if stat.S_ISLNK(found.st_mode):
+            return _resolved_file(real_root, key)
+    return (path, found.st_size) if stat.S_ISREG(found.st_mode) else None
+
+
+def _resolved_file(real_root: str, key: str) -> tuple[str, int] | None:
+    try:
+        real = _confined(real_root, key)
+        found = real.stat()
+    except (DatasetNotFoundError, OSError):
+        return None
+    return (str(real), found.st_size) if stat.S_ISREG(found.st_mode) else None

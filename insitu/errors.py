@@ -15,6 +15,7 @@
     │   ├── AuthenticationError      missing or bad token                          exit 4
     │   └── AppNotApprovedError      federation: the site has not approved this app exit 4
     ├── InvalidRequestError (ValueError)  bad user, role, request id or state     exit 1
+    │   └── BatchTooLargeError       gate: a multi-key read over its key or byte bound exit 1
     ├── AuditChainError              the audit log's hash chain is broken          exit 5
     ├── VerificationError            a store's checksums do not match              exit 5
     ├── PolicyViolationError         a reply or release broke the site's policy    exit 6
@@ -38,7 +39,7 @@ Over HTTP, each type has its status (``http_status``: 400 InvalidRequestError,
 401 AuthenticationError, 403 AccessDeniedError and NeverLeaveError, 404
 DatasetNotFoundError and ReleaseNotFoundError, 409 ReleaseStateError, 410
 VersionRetiredError, 413
-OutputTooLargeError, 415 UnsupportedOutputError, else 500). Services answer
+OutputTooLargeError and BatchTooLargeError, 415 UnsupportedOutputError, else 500). Services answer
 with it and the error's name (``insitu.hub.service_app``); clients turn the
 answer back into the same type with :func:`from_http` (through
 ``insitu.http.raise_for_response``).
@@ -52,6 +53,7 @@ __all__ = [
     "AppNotApprovedError",
     "AuditChainError",
     "AuthenticationError",
+    "BatchTooLargeError",
     "BudgetExhaustedError",
     "ConfigError",
     "DatasetNotFoundError",
@@ -176,6 +178,13 @@ class InvalidRequestError(InsituError, ValueError):
     bad name or role, a decision on a request that is no longer pending."""
 
     http_status = 400
+
+
+class BatchTooLargeError(InvalidRequestError):
+    """The gate: a multi-key read asks for more keys or bytes than one answer carries
+    (the message names the bound); ask for fewer keys at a time."""
+
+    http_status = 413
 
 
 class AuditChainError(InsituError):

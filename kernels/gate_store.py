@@ -8,6 +8,13 @@ zarr's key reads into HTTP requests with that token, so
 ``Dataset(LocalStore(path))`` reads on the node, and every read passes the
 gate's access check and lands in the audit log.
 
+Whole-key reads that zarr issues together (it reads the chunks of a selection
+concurrently) leave as one multi-key request (``POST batch/...``, framing in
+:mod:`insitu.gate_batch`): the gate checks the token, the approval and the
+version once per batch and ledgers every key, and each chunk is handed to zarr
+as its frame arrives, so decoding overlaps the transfer. Reads of a byte range,
+``exists`` and ``getsize`` stay one request each.
+
 The gate's refusals become the insitu errors the gate raised, with its reason
 (``insitu.http.raise_for_status``): 401 AuthenticationError, 403
 AccessDeniedError (how to request access, the expiry date), 404
@@ -21,7 +28,7 @@ import asyncio
 import json
 import os
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -35,7 +42,8 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype
 
-from insitu.errors import ConfigError, DatasetNotFoundError, ServiceError
+from insitu import gate_batch
+from insitu.errors import BatchTooLargeError, ConfigError, DatasetNotFoundError, ServiceError
 from insitu.http import raise_for_status
 
 __all__ = ["GateStore"]
@@ -43,6 +51,21 @@ __all__ = ["GateStore"]
 KEY_MISSING = "KeyMissingError"
 GATE = "the site's gate"
 TIMEOUT = 60
+# Keys per multi-key request; such requests under way at once per event loop; and how
+# many gets must wait before a second one starts while one is under way (else they wait
+# for it to end). zarr keeps only 10 chunk reads going per selection (async.concurrency),
+# so batches are small after the first; a second request in flight hides the round trip.
+# Measured in bench/bench_gate.py (BENCHMARKS.md, "Gate").
+BATCH_KEYS = 64
+BATCHES_IN_FLIGHT = 2
+BATCH_MIN_BUSY = 4
+
+# A batch is a read: retried like a GET (urllib3 retries no POST by default).
+_BATCH_RETRIES = urllib3.Retry(
+    total=2, redirect=0, status=0, raise_on_status=False, allowed_methods=None
+)
+
+Deliver = Callable[[int, "bytes | None"], None]
 
 
 def _env(name: str, what: str) -> str:
@@ -53,6 +76,78 @@ def _env(name: str, what: str) -> str:
             "itself insitu reads stores directly)"
         )
     return value
+
+
+class _Batcher:
+    """Gathers the whole-key gets of one event loop into multi-key requests.
+
+    Gets issued in the same turn of the loop go out together; while a request is
+    under way, new gets wait until ``BATCH_MIN_BUSY`` of them can start another (at
+    most ``BATCHES_IN_FLIGHT``) or it ends.
+    ``fetch(keys, deliver)`` runs in a worker thread and calls ``deliver(index,
+    data)`` per frame, which resolves that key's get in the loop at once.
+    """
+
+    def __init__(self, fetch: Callable[[list[str], Deliver], None]) -> None:
+        self._fetch = fetch
+        self._waiting: list[tuple[str, asyncio.Future[bytes | None]]] = []
+        self._in_flight = 0
+        self._scheduled = False
+
+    async def get(self, key: str) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes | None] = loop.create_future()
+        self._waiting.append((key, future))
+        self._schedule(loop)
+        return await future
+
+    def _ready(self) -> bool:
+        if not self._waiting or self._scheduled or self._in_flight >= BATCHES_IN_FLIGHT:
+            return False
+        return self._in_flight == 0 or len(self._waiting) >= BATCH_MIN_BUSY
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._ready():
+            self._scheduled = True
+            loop.call_soon(self._send, loop)  # after the other gets of this turn
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        batch = [(k, f) for k, f in self._waiting[:BATCH_KEYS] if not f.done()]
+        del self._waiting[:BATCH_KEYS]
+        if batch:
+            self._in_flight += 1
+            sent = loop.run_in_executor(None, self._run, loop, batch)
+            sent.add_done_callback(lambda _: self._done(loop))
+        self._schedule(loop)
+
+    def _done(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._in_flight -= 1
+        self._schedule(loop)
+
+    def _run(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[str, asyncio.Future[bytes | None]]],
+    ) -> None:
+        def deliver(index: int, data: bytes | None) -> None:
+            loop.call_soon_threadsafe(_resolve, batch[index][1], data)
+
+        try:
+            self._fetch([key for key, _ in batch], deliver)
+        except BaseException as exc:  # every get still waiting fails with the gate's error
+            for _, future in batch:
+                loop.call_soon_threadsafe(_fail, future, exc)
+
+
+def _resolve(future: asyncio.Future[bytes | None], data: bytes | None) -> None:
+    if not future.done():
+        future.set_result(data)
+
+
+def _fail(future: asyncio.Future[bytes | None], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 class GateStore(Store):
@@ -97,18 +192,25 @@ class GateStore(Store):
                 f"dataset {dataset!r} has no version {self.version!r}; versions: "
                 + ", ".join(info["versions"])
             )
-        self._base = f"{self.url}stores/{quote(dataset, safe='')}/{quote(self.version, safe='')}/"
+        where = f"{quote(dataset, safe='')}/{quote(self.version, safe='')}"
+        self._base = f"{self.url}stores/{where}/"
+        self._batch_url = f"{self.url}batch/{where}"
+        self._batching = True  # until a gate without the batch route answers 405
 
     def _open_pool(self) -> None:
         retries = urllib3.Retry(total=2, redirect=0, status=0, raise_on_status=False)
         self._pool = urllib3.PoolManager(maxsize=32, block=False, retries=retries)
         weakref.finalize(self, self._pool.clear)
+        # One batcher per event loop that reads (zarr's own, a test's, a dask worker's).
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # dask ships stores to gateway workers: the connection pool stays behind
         # (sockets do not pickle); the worker opens its own.
         state = self.__dict__.copy()
-        del state["_pool"]
+        del state["_pool"], state["_batchers"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -116,17 +218,20 @@ class GateStore(Store):
         self._open_pool()
 
     def _request(
-        self, method: str, url: str, headers: dict[str, str] | None = None
+        self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any
     ) -> urllib3.BaseHTTPResponse:
         try:
             return self._pool.request(
-                method, url, headers={**self._headers, **(headers or {})}, timeout=TIMEOUT
+                method, url, headers={**self._headers, **(headers or {})}, timeout=TIMEOUT, **kwargs
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise ServiceError(
-                f"the site's gate at {self.url} does not answer ({type(exc).__name__}): ask the "
-                "site's admin whether the hub is up (`insitu status`)"
-            ) from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: Exception) -> ServiceError:
+        return ServiceError(
+            f"the site's gate at {self.url} does not answer ({type(exc).__name__}): ask the "
+            "site's admin whether the hub is up (`insitu status`)"
+        )
 
     def _gate_json(self, path: str, **params: str) -> Any:
         url = self.url + path
@@ -210,8 +315,62 @@ class GateStore(Store):
         prototype: BufferPrototype,
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
-        data = await asyncio.to_thread(self._get_sync, key, byte_range)
+        if byte_range is None:
+            data = await self._batcher().get(key)
+        else:
+            data = await asyncio.to_thread(self._get_sync, key, byte_range)
         return None if data is None else prototype.buffer.from_bytes(data)
+
+    def _batcher(self) -> _Batcher:
+        loop = asyncio.get_running_loop()
+        found = self._batchers.get(loop)
+        if found is None:
+            found = self._batchers[loop] = _Batcher(self._get_many_sync)
+        return found
+
+    def _get_many_sync(self, keys: list[str], deliver: Deliver) -> None:
+        """Whole keys in one request (worker thread); halves a batch the gate finds too
+        large, and reads key by key from a gate without the batch route."""
+        if not self._batching:
+            self._get_each_sync(keys, deliver)
+            return
+        response = self._request(
+            "POST",
+            self._batch_url,
+            {"Content-Type": "application/json"},
+            body=json.dumps({"keys": keys}).encode(),
+            preload_content=False,
+            retries=_BATCH_RETRIES,
+        )
+        finished = False
+        try:
+            if response.status in (404, 405) and not response.headers.get("X-Insitu-Error"):
+                self._batching = False  # an older gate: no batch route
+                self._get_each_sync(keys, deliver)
+            elif response.status >= 400:
+                self._check(response)
+            else:
+                for index, data in gate_batch.read_frames(response.read, keys):
+                    deliver(index, data)
+            finished = True
+        except BatchTooLargeError:
+            if len(keys) == 1:
+                self._get_each_sync(keys, deliver)
+            else:
+                half = len(keys) // 2
+                self._get_many_sync(keys[:half], deliver)
+                self._get_many_sync(keys[half:], lambda i, d: deliver(half + i, d))
+            finished = True
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            if not finished:
+                response.close()  # a connection cut mid-answer is never reused
+            response.release_conn()
+
+    def _get_each_sync(self, keys: list[str], deliver: Deliver) -> None:
+        for index, key in enumerate(keys):
+            deliver(index, self._get_sync(key, None))
 
     async def get_partial_values(
         self,

@@ -7,7 +7,7 @@ import pytest
 from insitu.audit import AuditLog
 from insitu.errors import DatasetNotFoundError, InvalidRequestError
 from insitu.hub.read_ledger import ReadLedger, part_of
-from insitu.hub.stores import key_path, resolve, safe_key
+from insitu.hub.stores import key_file, key_path, resolve, safe_key
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,29 @@ def test_symlinks_cannot_lead_out(tmp_path):
     assert key_path(root, "series/in") == (root / "zarr.json").resolve()
     with pytest.raises(DatasetNotFoundError):
         key_path(root, "series/out")
+
+
+def test_key_file_answers_as_key_path(tmp_path):
+    """The gate's fast confinement (one lstat per key segment) agrees with the full
+    resolution for plain files, folders, absent keys and links in and out."""
+    root = tmp_path / "store"
+    (root / "series" / "s1").mkdir(parents=True)
+    (root / "zarr.json").write_text("{}")
+    (root / "series" / "s1" / "c").write_bytes(b"12345")
+    (tmp_path / "secret").write_text("s")
+    (root / "series" / "out").symlink_to(tmp_path / "secret")
+    (root / "series" / "in").symlink_to(root / "zarr.json")
+    (root / "dir-out").symlink_to(tmp_path)
+    (root / "dir-in").symlink_to(root / "series")
+    real_root = str(root.resolve())
+    assert key_file(real_root, "series/s1/c") == (f"{real_root}/series/s1/c", 5)
+    assert key_file(real_root, "series/in") == (str((root / "zarr.json").resolve()), 2)
+    assert key_file(real_root, "dir-in/s1/c") == (f"{real_root}/series/s1/c", 5)
+    for absent in ("series/out", "dir-out/secret", "series", "nope", "zarr.json/x", "series/s1/d"):
+        assert key_file(real_root, absent) is None, absent
+    for bad in ("../secret", "/etc/passwd", "a//b", "%2e%2e/secret"):
+        with pytest.raises(InvalidRequestError):
+            key_file(real_root, bad)
 
 
 def test_resolve_latest_and_unknown(hub_home):

@@ -111,6 +111,7 @@ ROUTES = [
     ("gate", "HEAD", "stores/trial-a/v1/zarr.json", False),
     ("gate", "GET", "stores/trial-a/latest/" + CHUNK, False),
     ("gate", "GET", "list/trial-a/v1", False),
+    ("gate", "POST", "batch/trial-a/v1", False),
     ("airlock", "GET", "api/releases", False),
     ("airlock", "POST", "api/releases", False),
     ("airlock", "GET", "api/releases/1", False),

@@ -973,6 +973,8 @@ def _unit_norm(rows: np.ndarray) -> np.ndarray:
 
 
 _FLIPS = ("as is", "flipped up-down", "flipped left-right", "rotated 180")
+# A crop candidate: (score, plane slot in its group, flip name, crop fraction of rows, of cols)
+_Hit = tuple[float, int, str, float, float]
 
 
 def _flips(image: np.ndarray) -> np.ndarray:
@@ -1127,73 +1129,10 @@ class _Built:
     # --- crops: coarse template search, then verification -------------------------
 
     def _crops(self, query: _Query, make: _Maker) -> ProvenanceMatch | None:
-        _h, _w = query.values.shape
-        coarse_query = query.reduced(4 * COARSE)
-        small, flags = coarse_query.values, coarse_query.unclipped
-        if not _structured(small):
+        ranked = self._coarse(query)
+        if ranked is None:
             return None  # a chart or a pattern: only whole planes are compared
-        found: dict[tuple[int, int, int], tuple[float, int, str, float, float]] = {}
-        for family in self.families:
-            for transposed in (False, True):
-                base = small.T if transposed else small
-                base_flags = None if flags is None else (flags.T if transposed else flags)
-                vh, vw = base.shape
-                sizes: set[tuple[int, int]] = set()
-                for aspect in {family.aspect_px, family.aspect_mm}:
-                    for fy in CROP_FRACTIONS:
-                        fx = fy * aspect * vw / vh  # the crop's share of the plane's columns
-                        if 0.3 <= fx <= 1.0:
-                            sizes.add((round(fy * COARSE), round(fx * COARSE)))
-                for ty, tx in sorted(sizes):
-                    if min(ty, tx) < 8:
-                        continue
-                    image = _resize2(base, (ty, tx))
-                    mask = _mask(image, None if base_flags is None else base_flags)
-                    templates, masks = _templates(
-                        _flips(image), None if mask is None else _flips(mask)
-                    )
-                    scores = np.abs(family.stack.ncc(templates, masks))
-                    best = scores.reshape(4, len(family.owner), -1).max(axis=2)
-                    variant = best.argmax(axis=0)
-                    per_plane = best.max(axis=0)
-                    for j in np.flatnonzero(per_plane >= _COARSE_MIN):
-                        key = (int(family.owner[j]), ty, tx)
-                        if key not in found or per_plane[j] > found[key][0]:
-                            name = ("transposed " if transposed else "") + _FLIPS[variant[j]]
-                            found[key] = (
-                                float(per_plane[j]),
-                                int(family.slot[j]),
-                                name.replace("transposed as is", "transposed"),
-                                ty / COARSE,
-                                tx / COARSE,
-                            )
-        # Per plane group (series, orientation, channel) its best few crop sizes, most
-        # promising first, verified on the full thumbnails.
-        ranked: list[tuple[int, tuple[float, int, str, float, float]]] = []
-        per_group: dict[int, int] = {}
-        for (gi, _ty, _tx), hit in sorted(found.items(), key=lambda kv: kv[1][0], reverse=True):
-            if per_group.get(gi, 0) < PER_GROUP:
-                per_group[gi] = per_group.get(gi, 0) + 1
-                ranked.append((gi, hit))
-        ranked = ranked[:CANDIDATES]
-        # A quick look at each candidate on the fine thumbnails (one template, the coarse
-        # plane and its neighbours) ranks them far better than the coarse score, among
-        # series whose anatomy looks alike; the best few are verified with scale jitter.
-        looks = [self._quick(query, gi, hit[1], hit[2], hit[3], hit[4]) for gi, hit in ranked]
-        quick = [score for score, _name in looks]
-        order = np.argsort(quick)[::-1][:VERIFIED]
-        ranked = [
-            (ranked[int(i)][0], (*ranked[int(i)][1][:2], looks[int(i)][1], *ranked[int(i)][1][3:]))
-            for i in order
-            if quick[int(i)] >= _QUICK_MIN
-        ]
-        best_match: tuple[float, int, int, str, float, float] | None = None
-        for gi, (_score, slot, name, fy, fx) in ranked:
-            verified = self._verify(query, gi, slot, name, fy, fx)
-            if verified is not None and (best_match is None or verified[0] > best_match[0]):
-                best_match = (verified[0], gi, verified[1], name, fy, fx)
-                if verified[0] >= 0.98:
-                    break
+        best_match = self._best_verified(query, self._looked(query, ranked))
         if best_match is None or best_match[0] < THRESHOLD_CROP:
             return None
         score, gi, k, name, fy, fx = best_match
@@ -1202,6 +1141,95 @@ class _Built:
         if name != "as is":
             how += f", {name}"
         return make(group.series, group.orientation, group.native_plane(k), score, how)
+
+    def _coarse(self, query: _Query) -> list[tuple[int, _Hit]] | None:
+        """Coarse crop candidates (group, hit), best first, at most ``PER_GROUP`` crop sizes
+        per plane group; None when the grid looks like a chart."""
+        coarse_query = query.reduced(4 * COARSE)
+        small, flags = coarse_query.values, coarse_query.unclipped
+        if not _structured(small):
+            return None
+        found: dict[tuple[int, int, int], _Hit] = {}
+        for family in self.families:
+            for transposed in (False, True):
+                self._coarse_family(family, small, flags, transposed, found)
+        # Per plane group (series, orientation, channel) its best few crop sizes, most
+        # promising first, verified on the full thumbnails.
+        ranked: list[tuple[int, _Hit]] = []
+        per_group: dict[int, int] = {}
+        for (gi, _ty, _tx), hit in sorted(found.items(), key=lambda kv: kv[1][0], reverse=True):
+            if per_group.get(gi, 0) < PER_GROUP:
+                per_group[gi] = per_group.get(gi, 0) + 1
+                ranked.append((gi, hit))
+        return ranked[:CANDIDATES]
+
+    def _coarse_family(
+        self,
+        family: _Family,
+        small: np.ndarray,
+        flags: np.ndarray | None,
+        transposed: bool,
+        found: dict[tuple[int, int, int], _Hit],
+    ) -> None:
+        """FFT template search of one family's coarse planes, at every crop size whose
+        aspect agrees with the grid's; the best hit per (group, size) kept in ``found``."""
+        base = small.T if transposed else small
+        base_flags = None if flags is None else (flags.T if transposed else flags)
+        vh, vw = base.shape
+        sizes: set[tuple[int, int]] = set()
+        for aspect in {family.aspect_px, family.aspect_mm}:
+            for fy in CROP_FRACTIONS:
+                fx = fy * aspect * vw / vh  # the crop's share of the plane's columns
+                if 0.3 <= fx <= 1.0:
+                    sizes.add((round(fy * COARSE), round(fx * COARSE)))
+        for ty, tx in sorted(sizes):
+            if min(ty, tx) < 8:
+                continue
+            image = _resize2(base, (ty, tx))
+            mask = _mask(image, None if base_flags is None else base_flags)
+            templates, masks = _templates(_flips(image), None if mask is None else _flips(mask))
+            scores = np.abs(family.stack.ncc(templates, masks))
+            best = scores.reshape(4, len(family.owner), -1).max(axis=2)
+            variant = best.argmax(axis=0)
+            per_plane = best.max(axis=0)
+            for j in np.flatnonzero(per_plane >= _COARSE_MIN):
+                key = (int(family.owner[j]), ty, tx)
+                if key not in found or per_plane[j] > found[key][0]:
+                    name = ("transposed " if transposed else "") + _FLIPS[variant[j]]
+                    found[key] = (
+                        float(per_plane[j]),
+                        int(family.slot[j]),
+                        name.replace("transposed as is", "transposed"),
+                        ty / COARSE,
+                        tx / COARSE,
+                    )
+
+    def _looked(self, query: _Query, ranked: list[tuple[int, _Hit]]) -> list[tuple[int, _Hit]]:
+        """The ``VERIFIED`` best candidates after a quick look at each on the fine
+        thumbnails (one template, the coarse plane and its neighbours): it ranks them far
+        better than the coarse score among series whose anatomy looks alike."""
+        looks = [self._quick(query, gi, hit[1], hit[2], hit[3], hit[4]) for gi, hit in ranked]
+        quick = [score for score, _name in looks]
+        order = np.argsort(quick)[::-1][:VERIFIED]
+        return [
+            (ranked[int(i)][0], (quick[int(i)], ranked[int(i)][1][1], looks[int(i)][1],
+                                 *ranked[int(i)][1][3:]))
+            for i in order
+            if quick[int(i)] >= _QUICK_MIN
+        ]  # fmt: skip
+
+    def _best_verified(
+        self, query: _Query, ranked: list[tuple[int, _Hit]]
+    ) -> tuple[float, int, int, str, float, float] | None:
+        """(score, group, plane, flip, fy, fx) of the best verified candidate."""
+        best_match: tuple[float, int, int, str, float, float] | None = None
+        for gi, (_score, slot, name, fy, fx) in ranked:
+            verified = self._verify(query, gi, slot, name, fy, fx)
+            if verified is not None and (best_match is None or verified[0] > best_match[0]):
+                best_match = (verified[0], gi, verified[1], name, fy, fx)
+                if verified[0] >= 0.98:
+                    break
+        return best_match
 
     def _fine(self, gi: int, slot: int, reach: int) -> tuple[_Stack, int]:
         """The fine (blurred) thumbnails of a group's planes around ``slot``, and the first."""

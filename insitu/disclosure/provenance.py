@@ -91,6 +91,8 @@ WINDOW_FROM = 0.6  # plain scores from which a window is fitted (windowed planes
 WINDOW_CANDIDATES = 24  # best planes of the plain comparison a window is fitted to
 WINDOW_QUANTILES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 _COARSE_MIN = 0.55  # coarse crop candidates below this are not verified
+CONTINUOUS_SHARE = 0.5  # distinct values per pixel from which a grid is measured, not drawn
+CONTINUOUS_PIXELS = 1024  # ... on at least this many pixels (8-bit charts have <= 256 values)
 MIN_LEVELS = 6  # a crop needs this many grey levels (of 32) to be searched for
 FEATURELESS = 0.01  # planes whose thumbnail varies less (of the series' range) are skipped
 CLIP_BAND_RESIZED = 0.08  # the same, after resizing (averaging leaves noise around)
@@ -808,6 +810,7 @@ class _Query:
 
     values: np.ndarray
     unclipped: np.ndarray | None = None  # 1.0 where not at (or near) an extreme
+    continuous: bool = False  # most pixels hold a value of their own (measured, not a chart)
     _templates: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray | None]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -829,7 +832,11 @@ class _Query:
             band = max(CLIP_BAND * (hi - lo), 5 * _BLUR_NOISE * sigma)
             flat = ((smooth > lo + band) & (smooth < hi - band)).astype(np.float32)
             unclipped = (_blur(flat[None], DENOISE_PASSES)[0] >= 0.999).astype(np.float32)
-        return cls(values, unclipped if 0.05 < 1 - float(unclipped.mean()) < 0.8 else None)
+        return cls(
+            values,
+            unclipped if 0.05 < 1 - float(unclipped.mean()) < 0.8 else None,
+            _continuous(values),
+        )
 
     def reduced(self, side: int) -> _Query:
         """The same query at most ``side`` pixels along each axis (enough for templates)."""
@@ -840,7 +847,7 @@ class _Query:
         unclipped = None
         if self.unclipped is not None:
             unclipped = (_resize2(self.unclipped, shape) >= 0.999).astype(np.float32)
-        return _Query(_resize2(self.values, shape), unclipped)
+        return _Query(_resize2(self.values, shape), unclipped, self.continuous)
 
     def oriented(self, name: str) -> _Query:
         unclipped = None if self.unclipped is None else dict(_dihedral(self.unclipped))[name]
@@ -951,6 +958,18 @@ def _structured(template: np.ndarray) -> bool:
         rest.sum() >= 0.15 * template.size
         and int((rest >= 0.02 * rest.sum()).sum()) >= 2 * MIN_LEVELS
     )
+
+
+def _continuous(values: np.ndarray) -> bool:
+    """Measured values, not a drawing: most pixels hold a value of their own.
+
+    A chart is drawn in a few colours (at most 256 per channel) with flat fills; a CT crop
+    in HU has noise in every pixel, however much of it is air and however far bone
+    stretches its range (then ``_structured``'s grey levels see only air and bone).
+    """
+    if values.size < CONTINUOUS_PIXELS:
+        return False
+    return int(np.unique(values).size) >= CONTINUOUS_SHARE * values.size
 
 
 def _templates(
@@ -1147,7 +1166,7 @@ class _Built:
         per plane group; None when the grid looks like a chart."""
         coarse_query = query.reduced(4 * COARSE)
         small, flags = coarse_query.values, coarse_query.unclipped
-        if not _structured(small):
+        if not (query.continuous or _structured(small)):
             return None
         found: dict[tuple[int, int, int], _Hit] = {}
         for family in self.families:
@@ -1190,6 +1209,12 @@ class _Built:
             templates, masks = _templates(_flips(image), None if mask is None else _flips(mask))
             scores = np.abs(family.stack.ncc(templates, masks))
             best = scores.reshape(4, len(family.owner), -1).max(axis=2)
+            if masks is not None:
+                # Raw HU: air and bone at the extremes look clipped, but are not; left out,
+                # at 20x20 the rest is too little to find the right plane (measured).
+                plain, _ = _templates(_flips(image), None)
+                unmasked = np.abs(family.stack.ncc(plain, None))
+                best = np.maximum(best, unmasked.reshape(4, len(family.owner), -1).max(axis=2))
             variant = best.argmax(axis=0)
             per_plane = best.max(axis=0)
             for j in np.flatnonzero(per_plane >= _COARSE_MIN):

@@ -90,6 +90,8 @@ THRESHOLD_WINDOW = 0.94  # whole planes after fitting a display window (more fre
 WINDOW_FROM = 0.6  # plain scores from which a window is fitted (windowed planes: 0.84+)
 WINDOW_CANDIDATES = 24  # best planes of the plain comparison a window is fitted to
 WINDOW_QUANTILES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
+WINDOW_FITS = 3  # verified crop candidates a display window is fitted to (below threshold)
+_FIT_FROM = 0.8  # ... when they verified at least this well
 _COARSE_MIN = 0.55  # coarse crop candidates below this are not verified
 CONTINUOUS_SHARE = 0.5  # distinct values per pixel from which a grid is measured, not drawn
 CONTINUOUS_PIXELS = 1024  # ... on at least this many pixels (8-bit charts have <= 256 values)
@@ -1246,15 +1248,53 @@ class _Built:
     def _best_verified(
         self, query: _Query, ranked: list[tuple[int, _Hit]]
     ) -> tuple[float, int, int, str, float, float] | None:
-        """(score, group, plane, flip, fy, fx) of the best verified candidate."""
-        best_match: tuple[float, int, int, str, float, float] | None = None
+        """(score, group, plane, flip, fy, fx) of the best verified candidate; below the
+        threshold, a display window fitted to the best few may still find it."""
+        verified: list[tuple[float, int, int, str, float, float]] = []
         for gi, (_score, slot, name, fy, fx) in ranked:
-            verified = self._verify(query, gi, slot, name, fy, fx)
-            if verified is not None and (best_match is None or verified[0] > best_match[0]):
-                best_match = (verified[0], gi, verified[1], name, fy, fx)
-                if verified[0] >= 0.98:
+            found = self._verify(query, gi, slot, name, fy, fx)
+            if found is not None:
+                verified.append((found[0], gi, found[1], name, found[2], found[3]))
+                if found[0] >= 0.98:
                     break
+        if not verified:
+            return None
+        verified.sort(reverse=True)
+        best_match = verified[0]
+        if best_match[0] < THRESHOLD_CROP and query.unclipped is not None:
+            for score, gi, k, name, fy, fx in verified[:WINDOW_FITS]:
+                if score < _FIT_FROM:
+                    break
+                fitted = self._window_fitted(query, gi, k, name, fy, fx)
+                if fitted >= THRESHOLD_WINDOW:
+                    return (fitted, gi, k, name, fy, fx)
         return best_match
+
+    def _window_fitted(
+        self, query: _Query, gi: int, k: int, name: str, fy: float, fx: float
+    ) -> float:
+        """The best NCC of the whole crop (clipped pixels too) on the plane ``k`` and its
+        neighbours, each clipped to a grid of display windows (quantiles of its values).
+
+        Noise added after a window blurs the edges of the clipped areas, so the mask that
+        leaves them out is eroded and a little wrong; fitting the window to the thumbnail
+        instead uses every pixel, and white noise costs little after averaging (measured).
+        """
+        group = self.groups[gi]
+        a, b = group.planes.shape[1:]
+        ty, tx = round(fy * a), round(fx * b)
+        if not (6 <= ty <= a and 6 <= tx <= b):
+            return 0.0
+        template = _Query(query.values).template(name, ty, tx)
+        planes = group.planes[max(k - 1, 0) : k + 2]
+        windows = []
+        for plane in planes:
+            levels = np.quantile(plane, WINDOW_QUANTILES)
+            lo, hi = np.meshgrid(levels, levels, indexing="ij")
+            keep = hi > lo + 1e-3
+            windows.append(np.clip(plane[None], lo[keep][:, None, None], hi[keep][:, None, None]))
+        stack = _Stack.of(_blur(np.concatenate(windows)))
+        return float(stack.peaks([template]).max())
 
     def _fine(self, gi: int, slot: int, reach: int) -> tuple[_Stack, int]:
         """The fine (blurred) thumbnails of a group's planes around ``slot``, and the first."""
@@ -1288,8 +1328,9 @@ class _Built:
 
     def _verify(
         self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float
-    ) -> tuple[float, int] | None:
-        """The best NCC of the crop on the full thumbnails of a plane and its neighbours."""
+    ) -> tuple[float, int, float, float] | None:
+        """The best NCC of the crop on the full thumbnails of a plane and its neighbours,
+        the plane, and the crop's fractions of rows and columns after the scale jitter."""
         group = self.groups[gi]
         sub, lo = self._fine(gi, slot, COARSE_STEP)
         a, b = group.planes.shape[1:]
@@ -1319,7 +1360,7 @@ class _Built:
             aligned = self._aligned(query, sub, lo, name, centre[0] * a, centre[1] * b)
             if aligned is not None and aligned[0] > best[0]:
                 best = aligned
-        return best
+        return None if best is None else (*best, *centre)
 
     def _aligned(
         self, query: _Query, sub: _Stack, lo: int, name: str, ty: float, tx: float

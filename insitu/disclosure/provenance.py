@@ -90,7 +90,11 @@ THRESHOLD_WINDOW = 0.94  # whole planes after fitting a display window (more fre
 WINDOW_FROM = 0.6  # plain scores from which a window is fitted (windowed planes: 0.84+)
 WINDOW_CANDIDATES = 24  # best planes of the plain comparison a window is fitted to
 WINDOW_QUANTILES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
+WINDOW_FITS = 3  # verified crop candidates a display window is fitted to (below threshold)
+_FIT_FROM = 0.8  # ... when they verified at least this well
 _COARSE_MIN = 0.55  # coarse crop candidates below this are not verified
+CONTINUOUS_SHARE = 0.5  # distinct values per pixel from which a grid is measured, not drawn
+CONTINUOUS_PIXELS = 1024  # ... on at least this many pixels (8-bit charts have <= 256 values)
 MIN_LEVELS = 6  # a crop needs this many grey levels (of 32) to be searched for
 FEATURELESS = 0.01  # planes whose thumbnail varies less (of the series' range) are skipped
 CLIP_BAND_RESIZED = 0.08  # the same, after resizing (averaging leaves noise around)
@@ -808,6 +812,7 @@ class _Query:
 
     values: np.ndarray
     unclipped: np.ndarray | None = None  # 1.0 where not at (or near) an extreme
+    continuous: bool = False  # most pixels hold a value of their own (measured, not a chart)
     _templates: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray | None]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -829,7 +834,11 @@ class _Query:
             band = max(CLIP_BAND * (hi - lo), 5 * _BLUR_NOISE * sigma)
             flat = ((smooth > lo + band) & (smooth < hi - band)).astype(np.float32)
             unclipped = (_blur(flat[None], DENOISE_PASSES)[0] >= 0.999).astype(np.float32)
-        return cls(values, unclipped if 0.05 < 1 - float(unclipped.mean()) < 0.8 else None)
+        return cls(
+            values,
+            unclipped if 0.05 < 1 - float(unclipped.mean()) < 0.8 else None,
+            _continuous(values),
+        )
 
     def reduced(self, side: int) -> _Query:
         """The same query at most ``side`` pixels along each axis (enough for templates)."""
@@ -840,7 +849,7 @@ class _Query:
         unclipped = None
         if self.unclipped is not None:
             unclipped = (_resize2(self.unclipped, shape) >= 0.999).astype(np.float32)
-        return _Query(_resize2(self.values, shape), unclipped)
+        return _Query(_resize2(self.values, shape), unclipped, self.continuous)
 
     def oriented(self, name: str) -> _Query:
         unclipped = None if self.unclipped is None else dict(_dihedral(self.unclipped))[name]
@@ -953,6 +962,18 @@ def _structured(template: np.ndarray) -> bool:
     )
 
 
+def _continuous(values: np.ndarray) -> bool:
+    """Measured values, not a drawing: most pixels hold a value of their own.
+
+    A chart is drawn in a few colours (at most 256 per channel) with flat fills; a CT crop
+    in HU has noise in every pixel, however much of it is air and however far bone
+    stretches its range (then ``_structured``'s grey levels see only air and bone).
+    """
+    if values.size < CONTINUOUS_PIXELS:
+        return False
+    return int(np.unique(values).size) >= CONTINUOUS_SHARE * values.size
+
+
 def _templates(
     images: np.ndarray, masks: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -973,6 +994,8 @@ def _unit_norm(rows: np.ndarray) -> np.ndarray:
 
 
 _FLIPS = ("as is", "flipped up-down", "flipped left-right", "rotated 180")
+# A crop candidate: (score, plane slot in its group, flip name, crop fraction of rows, of cols)
+_Hit = tuple[float, int, str, float, float]
 
 
 def _flips(image: np.ndarray) -> np.ndarray:
@@ -1127,73 +1150,10 @@ class _Built:
     # --- crops: coarse template search, then verification -------------------------
 
     def _crops(self, query: _Query, make: _Maker) -> ProvenanceMatch | None:
-        _h, _w = query.values.shape
-        coarse_query = query.reduced(4 * COARSE)
-        small, flags = coarse_query.values, coarse_query.unclipped
-        if not _structured(small):
+        ranked = self._coarse(query)
+        if ranked is None:
             return None  # a chart or a pattern: only whole planes are compared
-        found: dict[tuple[int, int, int], tuple[float, int, str, float, float]] = {}
-        for family in self.families:
-            for transposed in (False, True):
-                base = small.T if transposed else small
-                base_flags = None if flags is None else (flags.T if transposed else flags)
-                vh, vw = base.shape
-                sizes: set[tuple[int, int]] = set()
-                for aspect in {family.aspect_px, family.aspect_mm}:
-                    for fy in CROP_FRACTIONS:
-                        fx = fy * aspect * vw / vh  # the crop's share of the plane's columns
-                        if 0.3 <= fx <= 1.0:
-                            sizes.add((round(fy * COARSE), round(fx * COARSE)))
-                for ty, tx in sorted(sizes):
-                    if min(ty, tx) < 8:
-                        continue
-                    image = _resize2(base, (ty, tx))
-                    mask = _mask(image, None if base_flags is None else base_flags)
-                    templates, masks = _templates(
-                        _flips(image), None if mask is None else _flips(mask)
-                    )
-                    scores = np.abs(family.stack.ncc(templates, masks))
-                    best = scores.reshape(4, len(family.owner), -1).max(axis=2)
-                    variant = best.argmax(axis=0)
-                    per_plane = best.max(axis=0)
-                    for j in np.flatnonzero(per_plane >= _COARSE_MIN):
-                        key = (int(family.owner[j]), ty, tx)
-                        if key not in found or per_plane[j] > found[key][0]:
-                            name = ("transposed " if transposed else "") + _FLIPS[variant[j]]
-                            found[key] = (
-                                float(per_plane[j]),
-                                int(family.slot[j]),
-                                name.replace("transposed as is", "transposed"),
-                                ty / COARSE,
-                                tx / COARSE,
-                            )
-        # Per plane group (series, orientation, channel) its best few crop sizes, most
-        # promising first, verified on the full thumbnails.
-        ranked: list[tuple[int, tuple[float, int, str, float, float]]] = []
-        per_group: dict[int, int] = {}
-        for (gi, _ty, _tx), hit in sorted(found.items(), key=lambda kv: kv[1][0], reverse=True):
-            if per_group.get(gi, 0) < PER_GROUP:
-                per_group[gi] = per_group.get(gi, 0) + 1
-                ranked.append((gi, hit))
-        ranked = ranked[:CANDIDATES]
-        # A quick look at each candidate on the fine thumbnails (one template, the coarse
-        # plane and its neighbours) ranks them far better than the coarse score, among
-        # series whose anatomy looks alike; the best few are verified with scale jitter.
-        looks = [self._quick(query, gi, hit[1], hit[2], hit[3], hit[4]) for gi, hit in ranked]
-        quick = [score for score, _name in looks]
-        order = np.argsort(quick)[::-1][:VERIFIED]
-        ranked = [
-            (ranked[int(i)][0], (*ranked[int(i)][1][:2], looks[int(i)][1], *ranked[int(i)][1][3:]))
-            for i in order
-            if quick[int(i)] >= _QUICK_MIN
-        ]
-        best_match: tuple[float, int, int, str, float, float] | None = None
-        for gi, (_score, slot, name, fy, fx) in ranked:
-            verified = self._verify(query, gi, slot, name, fy, fx)
-            if verified is not None and (best_match is None or verified[0] > best_match[0]):
-                best_match = (verified[0], gi, verified[1], name, fy, fx)
-                if verified[0] >= 0.98:
-                    break
+        best_match = self._best_verified(query, self._looked(query, ranked))
         if best_match is None or best_match[0] < THRESHOLD_CROP:
             return None
         score, gi, k, name, fy, fx = best_match
@@ -1202,6 +1162,139 @@ class _Built:
         if name != "as is":
             how += f", {name}"
         return make(group.series, group.orientation, group.native_plane(k), score, how)
+
+    def _coarse(self, query: _Query) -> list[tuple[int, _Hit]] | None:
+        """Coarse crop candidates (group, hit), best first, at most ``PER_GROUP`` crop sizes
+        per plane group; None when the grid looks like a chart."""
+        coarse_query = query.reduced(4 * COARSE)
+        small, flags = coarse_query.values, coarse_query.unclipped
+        if not (query.continuous or _structured(small)):
+            return None
+        found: dict[tuple[int, int, int], _Hit] = {}
+        for family in self.families:
+            for transposed in (False, True):
+                self._coarse_family(family, small, flags, transposed, found)
+        # Per plane group (series, orientation, channel) its best few crop sizes, most
+        # promising first, verified on the full thumbnails.
+        ranked: list[tuple[int, _Hit]] = []
+        per_group: dict[int, int] = {}
+        for (gi, _ty, _tx), hit in sorted(found.items(), key=lambda kv: kv[1][0], reverse=True):
+            if per_group.get(gi, 0) < PER_GROUP:
+                per_group[gi] = per_group.get(gi, 0) + 1
+                ranked.append((gi, hit))
+        return ranked[:CANDIDATES]
+
+    def _coarse_family(
+        self,
+        family: _Family,
+        small: np.ndarray,
+        flags: np.ndarray | None,
+        transposed: bool,
+        found: dict[tuple[int, int, int], _Hit],
+    ) -> None:
+        """FFT template search of one family's coarse planes, at every crop size whose
+        aspect agrees with the grid's; the best hit per (group, size) kept in ``found``."""
+        base = small.T if transposed else small
+        base_flags = None if flags is None else (flags.T if transposed else flags)
+        vh, vw = base.shape
+        sizes: set[tuple[int, int]] = set()
+        for aspect in {family.aspect_px, family.aspect_mm}:
+            for fy in CROP_FRACTIONS:
+                fx = fy * aspect * vw / vh  # the crop's share of the plane's columns
+                if 0.3 <= fx <= 1.0:
+                    sizes.add((round(fy * COARSE), round(fx * COARSE)))
+        for ty, tx in sorted(sizes):
+            if min(ty, tx) < 8:
+                continue
+            image = _resize2(base, (ty, tx))
+            mask = _mask(image, None if base_flags is None else base_flags)
+            templates, masks = _templates(_flips(image), None if mask is None else _flips(mask))
+            scores = np.abs(family.stack.ncc(templates, masks))
+            best = scores.reshape(4, len(family.owner), -1).max(axis=2)
+            if masks is not None:
+                # Raw HU: air and bone at the extremes look clipped, but are not; left out,
+                # at 20x20 the rest is too little to find the right plane (measured).
+                plain, _ = _templates(_flips(image), None)
+                unmasked = np.abs(family.stack.ncc(plain, None))
+                best = np.maximum(best, unmasked.reshape(4, len(family.owner), -1).max(axis=2))
+            variant = best.argmax(axis=0)
+            per_plane = best.max(axis=0)
+            for j in np.flatnonzero(per_plane >= _COARSE_MIN):
+                key = (int(family.owner[j]), ty, tx)
+                if key not in found or per_plane[j] > found[key][0]:
+                    name = ("transposed " if transposed else "") + _FLIPS[variant[j]]
+                    found[key] = (
+                        float(per_plane[j]),
+                        int(family.slot[j]),
+                        name.replace("transposed as is", "transposed"),
+                        ty / COARSE,
+                        tx / COARSE,
+                    )
+
+    def _looked(self, query: _Query, ranked: list[tuple[int, _Hit]]) -> list[tuple[int, _Hit]]:
+        """The ``VERIFIED`` best candidates after a quick look at each on the fine
+        thumbnails (one template, the coarse plane and its neighbours): it ranks them far
+        better than the coarse score among series whose anatomy looks alike."""
+        looks = [self._quick(query, gi, hit[1], hit[2], hit[3], hit[4]) for gi, hit in ranked]
+        quick = [score for score, _name in looks]
+        order = np.argsort(quick)[::-1][:VERIFIED]
+        return [
+            (ranked[int(i)][0], (quick[int(i)], ranked[int(i)][1][1], looks[int(i)][1],
+                                 *ranked[int(i)][1][3:]))
+            for i in order
+            if quick[int(i)] >= _QUICK_MIN
+        ]  # fmt: skip
+
+    def _best_verified(
+        self, query: _Query, ranked: list[tuple[int, _Hit]]
+    ) -> tuple[float, int, int, str, float, float] | None:
+        """(score, group, plane, flip, fy, fx) of the best verified candidate; below the
+        threshold, a display window fitted to the best few may still find it."""
+        verified: list[tuple[float, int, int, str, float, float]] = []
+        for gi, (_score, slot, name, fy, fx) in ranked:
+            found = self._verify(query, gi, slot, name, fy, fx)
+            if found is not None:
+                verified.append((found[0], gi, found[1], name, found[2], found[3]))
+                if found[0] >= 0.98:
+                    break
+        if not verified:
+            return None
+        verified.sort(reverse=True)
+        best_match = verified[0]
+        if best_match[0] < THRESHOLD_CROP and query.unclipped is not None:
+            for score, gi, k, name, fy, fx in verified[:WINDOW_FITS]:
+                if score < _FIT_FROM:
+                    break
+                fitted = self._window_fitted(query, gi, k, name, fy, fx)
+                if fitted >= THRESHOLD_WINDOW:
+                    return (fitted, gi, k, name, fy, fx)
+        return best_match
+
+    def _window_fitted(
+        self, query: _Query, gi: int, k: int, name: str, fy: float, fx: float
+    ) -> float:
+        """The best NCC of the whole crop (clipped pixels too) on the plane ``k`` and its
+        neighbours, each clipped to a grid of display windows (quantiles of its values).
+
+        Noise added after a window blurs the edges of the clipped areas, so the mask that
+        leaves them out is eroded and a little wrong; fitting the window to the thumbnail
+        instead uses every pixel, and white noise costs little after averaging (measured).
+        """
+        group = self.groups[gi]
+        a, b = group.planes.shape[1:]
+        ty, tx = round(fy * a), round(fx * b)
+        if not (6 <= ty <= a and 6 <= tx <= b):
+            return 0.0
+        template = _Query(query.values).template(name, ty, tx)
+        planes = group.planes[max(k - 1, 0) : k + 2]
+        windows = []
+        for plane in planes:
+            levels = np.quantile(plane, WINDOW_QUANTILES)
+            lo, hi = np.meshgrid(levels, levels, indexing="ij")
+            keep = hi > lo + 1e-3
+            windows.append(np.clip(plane[None], lo[keep][:, None, None], hi[keep][:, None, None]))
+        stack = _Stack.of(_blur(np.concatenate(windows)))
+        return float(stack.peaks([template]).max())
 
     def _fine(self, gi: int, slot: int, reach: int) -> tuple[_Stack, int]:
         """The fine (blurred) thumbnails of a group's planes around ``slot``, and the first."""
@@ -1235,8 +1328,9 @@ class _Built:
 
     def _verify(
         self, query: _Query, gi: int, slot: int, name: str, fy: float, fx: float
-    ) -> tuple[float, int] | None:
-        """The best NCC of the crop on the full thumbnails of a plane and its neighbours."""
+    ) -> tuple[float, int, float, float] | None:
+        """The best NCC of the crop on the full thumbnails of a plane and its neighbours,
+        the plane, and the crop's fractions of rows and columns after the scale jitter."""
         group = self.groups[gi]
         sub, lo = self._fine(gi, slot, COARSE_STEP)
         a, b = group.planes.shape[1:]
@@ -1266,7 +1360,7 @@ class _Built:
             aligned = self._aligned(query, sub, lo, name, centre[0] * a, centre[1] * b)
             if aligned is not None and aligned[0] > best[0]:
                 best = aligned
-        return best
+        return None if best is None else (*best, *centre)
 
     def _aligned(
         self, query: _Query, sub: _Stack, lo: int, name: str, ty: float, tx: float

@@ -108,7 +108,7 @@ def bench_site() -> tuple[FingerprintIndex, list[np.ndarray]]:
 def test_noisy_and_raw_crops_are_traced_to_their_series(bench_site) -> None:
     """Crops of a windowed slice with 5 % Gaussian noise (the noise hides the window's
     clipping: it is found on a blurred copy) and raw crops (a sub-pixel box refinement
-    lines them up with the thumbnails): most are traced, none to another series."""
+    lines them up with the thumbnails): all but one at most are traced, none to another series."""
     index, volumes = bench_site
     corpus = {
         n: g
@@ -118,7 +118,7 @@ def test_noisy_and_raw_crops_are_traced_to_their_series(bench_site) -> None:
     named = {n: getattr(index.match_grid(g), "series_id", None) for n, g in corpus.items()}
     wrong = {n: s for n, s in named.items() if s is not None and s != f"ct-{n[1]}"}
     assert not wrong, wrong
-    for kind, least in (("noise 5 %", 8), ("raw", 12)):  # of 15 each (measured: 10, 13)
+    for kind, least in (("noise 5 %", 14), ("raw", 14)):  # of 15 each (measured: 15, 15)
         right = [n for n, s in named.items() if n.endswith(kind) and s == f"ct-{n[1]}"]
         assert len(right) >= least, (kind, sorted(n for n in corpus if n.endswith(kind)))
 

@@ -4,12 +4,13 @@
 
 Task: the shipped CNN (federation/train_cnn.py, upper vs lower abdominal slice)
 on a synthetic trial made harder than the demo's so that pooled training
-plateaus clearly below ceiling: 32x32 pixel slices (BENCH_SIZE), few subjects
-per site (BENCH_SUBJECTS, 10) and scanner noise BENCH_NOISE (8) times the
-trial's (each arm's noise SD, 11 HU standard dose and 22 HU low dose, scaled
-up: a dose 64 times lower). The sites stay heterogeneous: each keeps its own
-scanner factor (1.0/1.12/0.92), randomised arms and body sizes. Held-out test
-set: a second trial (seed 77, BENCH_TEST_SUBJECTS per site, 24), same noise.
+plateaus clearly below ceiling: 32x32 pixel slices (BENCH_SIZE) in volumes of
+20 (BENCH_SLICES), few subjects per site (BENCH_SUBJECTS, 10) and scanner
+noise BENCH_NOISE (8) times the trial's (each arm's noise SD, 11 HU standard
+dose and 22 HU low dose, scaled up: a dose 64 times lower). The sites stay
+heterogeneous: each keeps its own scanner factor (1.0/1.12/0.92), randomised
+arms and body sizes. Held-out test set: a second trial (seed 77,
+BENCH_TEST_SUBJECTS per site, 24), same noise.
 The noise is the one change to the trial: the bench scales the generator's
 noise table while it writes the DICOM (``_noisier``), so the stores the sites
 ingest, in one process and in the deployment below, hold the same images.
@@ -32,9 +33,12 @@ real SuperLink and three SuperNodes with their own node homes and disclosure
 engines, the shipped app, seed 0, the same trial) and are compared with the
 in-process FedAvg after R rounds: equal accuracy confirms that the one-process
 curve is what the federation computes. BENCH_SEEDS=0 BENCH_DEPLOY=R runs the
-deployment point alone.
+deployment point alone. The sites' disclosure engines check every update: the
+CNN's linear layer holds 2 x 256 = 512 values, so volumes whose planes hold
+256 or 512 values (16x16 slices, or 16 slices of 32: a 16x32 coronal plane)
+are refused as pixel data (rule image-resolution); 20 slices of 32x32 pass.
 
-Environment: BENCH_SUBJECTS (10), BENCH_SIZE (32), BENCH_SLICES (16),
+Environment: BENCH_SUBJECTS (10), BENCH_SIZE (32), BENCH_SLICES (20),
 BENCH_NOISE (8), BENCH_TEST_SUBJECTS (24), BENCH_EPOCHS (240), BENCH_LOCAL (3),
 BENCH_EVERY (15), BENCH_SEEDS (5), BENCH_DEPLOY (0).
 """
@@ -210,7 +214,7 @@ def main() -> None:
     from insitu.datasets.synthetic import TrialSpec
 
     torch.set_num_threads(1)  # reproducible per seed, and fair on a shared machine
-    size, slices = _env("BENCH_SIZE", 32), _env("BENCH_SLICES", 16)
+    size, slices = _env("BENCH_SIZE", 32), _env("BENCH_SLICES", 20)
     subjects, epochs = _env("BENCH_SUBJECTS", 10), _env("BENCH_EPOCHS", 240)
     local, seeds, deploy = _env("BENCH_LOCAL", 3), _env("BENCH_SEEDS", 5), _env("BENCH_DEPLOY", 0)
     noise, every = float(os.environ.get("BENCH_NOISE", 8)), _env("BENCH_EVERY", 15)

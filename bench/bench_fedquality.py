@@ -19,7 +19,10 @@ Protocol (equal total compute): pooled = E epochs over the union of the three
 sites' slices; federated = E / L rounds of FedAvg, L local epochs per round at
 each site, weighted by examples. Both: Adam, lr 0.005, batch 16, the same
 initial weights per seed (seed 0: train_cnn.make_model's own; others:
-re-initialised with that seed), data order seeded per epoch / round. Accuracy
+re-initialised with that seed), shuffles seeded per epoch / round (of slices
+ordered by the sites' subject pseudonyms, which each node home's random
+de-identification key makes different in every run: a seed's numbers are
+not reproduced exactly by a second run, nor by the deployment). Accuracy
 every BENCH_EVERY epochs (the curve); per seed the figure is the accuracy at E
 and the plateau (mean of the checkpoints in the last third of the curve);
 median and min-max over BENCH_SEEDS seeds, and the per-seed ratio FedAvg /

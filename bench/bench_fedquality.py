@@ -42,8 +42,8 @@ CNN's linear layer holds 2 x 256 = 512 values, so volumes whose planes hold
 are refused as pixel data (rule image-resolution); 20 slices of 32x32 pass.
 
 Environment: BENCH_SUBJECTS (10), BENCH_SIZE (32), BENCH_SLICES (20),
-BENCH_NOISE (8), BENCH_TEST_SUBJECTS (24), BENCH_EPOCHS (240), BENCH_LOCAL (3),
-BENCH_EVERY (15), BENCH_SEEDS (5), BENCH_DEPLOY (0).
+BENCH_NOISE (8), BENCH_TEST_SUBJECTS (24), BENCH_EPOCHS (480), BENCH_LOCAL (3),
+BENCH_EVERY (30), BENCH_SEEDS (5), BENCH_DEPLOY (0).
 """
 
 from __future__ import annotations
@@ -218,9 +218,9 @@ def main() -> None:
 
     torch.set_num_threads(1)  # reproducible per seed, and fair on a shared machine
     size, slices = _env("BENCH_SIZE", 32), _env("BENCH_SLICES", 20)
-    subjects, epochs = _env("BENCH_SUBJECTS", 10), _env("BENCH_EPOCHS", 240)
+    subjects, epochs = _env("BENCH_SUBJECTS", 10), _env("BENCH_EPOCHS", 480)
     local, seeds, deploy = _env("BENCH_LOCAL", 3), _env("BENCH_SEEDS", 5), _env("BENCH_DEPLOY", 0)
-    noise, every = float(os.environ.get("BENCH_NOISE", 8)), _env("BENCH_EVERY", 15)
+    noise, every = float(os.environ.get("BENCH_NOISE", 8)), _env("BENCH_EVERY", 30)
     test_subjects = _env("BENCH_TEST_SUBJECTS", 24)
     os.environ.update(BENCH_SUBJECTS=str(subjects), BENCH_SIZE=str(size))
     os.environ["BENCH_SLICES"] = str(slices)  # the deployment worker's trial: the same data

@@ -39,7 +39,7 @@ from insitu.federation.node_data import (
     NODE_CONFIG_SITE,
 )
 from insitu.net import free_port
-from insitu.supervisor import group_alive, log_tail, spawn, start_time, stop_tree
+from insitu.supervisor import group_running, log_tail, spawn, start_time, stop_tree
 
 __all__ = [
     "ServiceRecord",
@@ -84,11 +84,12 @@ class ServiceRecord:
     started: int | None = None
 
     def alive(self) -> bool:
-        """Its process group still runs and the pid was not reused by another program."""
+        """Its process group still runs (zombies not yet reaped do not count) and the
+        pid was not reused by another program."""
         now = start_time(self.pid)
         if self.started is not None and now is not None and now != self.started:
             return False
-        return group_alive(self.pgid)
+        return group_running(self.pgid)
 
 
 def split_address(address: str) -> tuple[str, int]:

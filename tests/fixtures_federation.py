@@ -67,14 +67,11 @@ def set_federation(home: NodeHome, **values: Any) -> None:
 
 
 def _leftover_processes(pgids: set[int]) -> list[int]:
-    alive = []
-    for pgid in pgids:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            continue
-        alive.append(pgid)
-    return alive
+    """Groups with a process still running; a zombie that its parent (or init, for an
+    orphan) has yet to reap runs nothing and is not left behind."""
+    from insitu.supervisor import group_running
+
+    return [pgid for pgid in pgids if group_running(pgid)]
 
 
 def python_for_accounts(where: Path) -> str:

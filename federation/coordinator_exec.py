@@ -54,6 +54,20 @@ def token_file(token: str) -> Path:
     return path
 
 
+def _connection_flags(key: LaunchKey) -> list[str]:
+    """The flags Flower's executor gives an app process besides its address and token."""
+    flags: list[str] = []
+    if key.insecure:
+        flags.append("--insecure")
+    elif key.root_certificates_path is not None:
+        flags += ["--root-certificates", key.root_certificates_path]
+    if key.parent_pid is not None:
+        flags += ["--parent-pid", str(key.parent_pid)]
+    if key.runtime_dependency_install:
+        flags.append("--allow-runtime-dependency-installation")
+    return flags
+
+
 def _remove_when_done(process: subprocess.Popen[bytes], folder: Path) -> None:
     process.wait()
     shutil.rmtree(folder, ignore_errors=True)
@@ -72,14 +86,7 @@ def launch_with_token_file(self: Any, spec: ExecutionSpec) -> LaunchResult:
         "--token-file",
         str(path),
     ]
-    if spec.insecure:
-        args.append("--insecure")
-    elif spec.root_certificates_path is not None:
-        args += ["--root-certificates", spec.root_certificates_path]
-    if spec.parent_pid is not None:
-        args += ["--parent-pid", str(spec.parent_pid)]
-    if spec.runtime_dependency_install:
-        args.append("--allow-runtime-dependency-installation")
+    args += _connection_flags(LaunchKey.of(spec))
     output = subprocess.DEVNULL if spec.suppress_output else None
     try:
         process = subprocess.Popen(args, stdout=output, stderr=output)
@@ -115,15 +122,7 @@ class LaunchKey:
     def command(self) -> list[str]:
         command = [sys.executable, "-m", "insitu.federation.serverapp"]
         command += ["--runtime-api-address", self.runtime_api_address]
-        if self.insecure:
-            command.append("--insecure")
-        elif self.root_certificates_path is not None:
-            command += ["--root-certificates", self.root_certificates_path]
-        if self.parent_pid is not None:
-            command += ["--parent-pid", str(self.parent_pid)]
-        if self.runtime_dependency_install:
-            command.append("--allow-runtime-dependency-installation")
-        return command
+        return command + _connection_flags(self)
 
     def start(self) -> subprocess.Popen[bytes]:
         output = subprocess.DEVNULL if self.suppress_output else None

@@ -27,13 +27,13 @@ from urllib.parse import quote
 import pytest
 from demo_running import Demo, running_demo
 from PIL import Image
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from test_browser_widgets import assert_rendered, chromium
+from test_browser_widgets import assert_rendered, chromium, page_text
 
 # A first spawn, or for the docs a demo of full size, on a loaded machine: more than the
 # suite's 600 s for the first step.
@@ -73,20 +73,22 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _wait(
     driver: WebDriver, check: Callable[[WebDriver], Any], timeout: float = WAIT, what: str = ""
 ) -> Any:
-    """``check`` once it holds; on a timeout, what the browser showed and the demo's log."""
+    """``check`` once it holds (an element gone stale under a navigation counts as not yet);
+    on a timeout, what the browser showed and the demo's log."""
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(check)
+        return WebDriverWait(
+            driver,
+            timeout,
+            poll_frequency=0.25,
+            ignored_exceptions=(StaleElementReferenceException,),
+        ).until(check)
     except TimeoutException:
-        page = _body(driver)[-3000:]
+        page = page_text(driver)[-3000:]
         log = _LOGS[0].read_text(errors="replace")[-6000:] if _LOGS else ""
         raise AssertionError(
             f"waited {timeout:.0f} s for {what or check.__name__} at {driver.current_url}"
             f"\n--- page ---\n{page}\n--- demo log (end) ---\n{log}"
         ) from None
-
-
-def _body(driver: WebDriver) -> str:
-    return str(driver.find_element(By.TAG_NAME, "body").text)
 
 
 def _shown(driver: WebDriver, xpath: str, timeout: float = 120) -> WebElement:
@@ -113,7 +115,7 @@ def _login(driver: WebDriver, demo: Demo, user: str) -> None:
     _shown(driver, "//*[@id='username_input']").send_keys(user)
     driver.find_element(By.ID, "password_input").send_keys(password)
     driver.find_element(By.ID, "login_submit").click()
-    _wait(driver, lambda d: f"Welcome, {user}" in _body(d))
+    _wait(driver, lambda d: f"Welcome, {user}" in page_text(d))
     assert "/services/site/" in driver.current_url, "after login: the site's landing page"
 
 
@@ -210,11 +212,11 @@ def test_bob_logs_in_browses_is_refused_and_asks_for_access(
     driver = _browser(tmp_path / "bob")
     try:
         driver.get(demo.url + "/hub/login")
-        _wait(driver, lambda d: "Hospital A" in _body(d))
-        assert "site-a" in _body(driver) and "airlock" in _body(driver)
+        _wait(driver, lambda d: "Hospital A" in page_text(d))
+        assert "site-a" in page_text(driver) and "airlock" in page_text(driver)
         _shot(driver, shots, "login.png")
         _login(driver, demo, "bob")
-        assert "no access" in _body(driver) and "locat" in _body(driver)
+        assert "no access" in page_text(driver) and "locat" in page_text(driver)
         _notebook(driver, demo, "bob", "01-explore-a-dataset.ipynb")
         refused = _output_of(driver, "AccessDeniedError")
         assert len(refused.text.strip().splitlines()) == 1, refused.text
@@ -233,7 +235,7 @@ def test_sam_finds_the_request_and_approves_it(demo: Demo, shots: Path, tmp_path
     driver = _browser(tmp_path / "sam")
     try:
         _login(driver, demo, "sam")
-        assert "Waiting for a steward (1)" in _body(driver) and "bob" in _body(driver)
+        assert "Waiting for a steward (1)" in page_text(driver) and "bob" in page_text(driver)
         _shot(driver, shots, "landing-steward.png")
         _notebook(driver, demo, "sam", "06-steward-review.ipynb")
         _output_of(driver, "Compare image noise")
@@ -277,7 +279,7 @@ def test_sam_reviews_the_figure_with_its_rendered_preview(
     driver = _browser(tmp_path / "sam2")
     try:
         _login(driver, demo, "sam")
-        assert "liver-enhancement" in _body(driver), "the releases wait on his landing page"
+        assert "liver-enhancement" in page_text(driver), "the releases wait on his landing page"
         _notebook(driver, demo, "sam", "06-steward-review.ipynb")
         _shown(driver, "//*[contains(@class,'lm-TabBar-tabLabel') and "
                        "normalize-space()='Releases (2)']").click()  # fmt: skip
@@ -312,7 +314,7 @@ def test_alice_downloads_in_one_click_and_the_register_shows_the_decision(
             "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
         )
         _login(driver, demo, "alice")
-        assert "approved" in _body(driver)
+        assert "approved" in page_text(driver)
         _shot(driver, shots, "landing-researcher.png")
         _shown(driver, "//a[normalize-space()='download']").click()  # one click
 
@@ -322,7 +324,7 @@ def test_alice_downloads_in_one_click_and_the_register_shows_the_decision(
         (figure_file,) = _wait(driver, saved, 120)
         assert figure_file.read_bytes()[:4] == b"\x89PNG"
         driver.get(demo.url + "/services/access/")
-        _wait(driver, lambda d: "fits the trial's consent" in _body(d))
+        _wait(driver, lambda d: "fits the trial's consent" in page_text(d))
         _shot(driver, shots, "register.png")
     finally:
         driver.quit()

@@ -33,6 +33,7 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     )
 webdriver = pytest.importorskip("selenium.webdriver")
 
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -119,6 +120,17 @@ def chromium(profile: Path) -> webdriver.Chrome:
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
 
 
+def page_text(driver: webdriver.Chrome) -> str:
+    """The page's visible text. A page that navigates (a login's redirect) replaces its
+    body between finding it and reading it: read the new one."""
+    for _ in range(20):
+        try:
+            return str(driver.find_element(By.TAG_NAME, "body").text)
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError("the page kept replacing its body for 20 reads")
+
+
 def run_widgets_notebook(driver: webdriver.Chrome, lab: Lab, name: str) -> None:
     driver.get(f"{lab.url}/lab/tree/{name}?token={lab.token}&reset")
     wait = WebDriverWait(driver, 180, poll_frequency=0.25)
@@ -133,8 +145,7 @@ def run_widgets_notebook(driver: webdriver.Chrome, lab: Lab, name: str) -> None:
         "const img = document.querySelector('.jp-OutputArea-output img.widget-image');"
         "return !!(img && img.complete && img.naturalWidth > 0);"
     ))  # fmt: skip
-    wait.until(lambda d: "locat-site-a" in d.find_element(By.TAG_NAME, "body").text
-               and "no access" in d.find_element(By.TAG_NAME, "body").text)  # fmt: skip
+    wait.until(lambda d: "locat-site-a" in page_text(d) and "no access" in page_text(d))
 
 
 def element_png(driver: webdriver.Chrome, css: str) -> Image.Image:
@@ -168,7 +179,7 @@ def test_viewer_and_browser_render_and_respond_in_jupyterlab(lab: Lab, tmp_path:
         assert_rendered(viewer, "the slice viewer's image")
         driver.save_screenshot(str(tmp_path / "lab.png"))
         assert_rendered(Image.open(tmp_path / "lab.png").convert("RGB"), "the page")
-        body = driver.find_element(By.TAG_NAME, "body").text
+        body = page_text(driver)
         assert "LOCAT-like trial (synthetic), site A" in body and "Request access" in body
         # Scrub: the slider's handle takes arrow keys; the kernel re-renders the slice.
         before = driver.find_element(By.CSS_SELECTOR, ".widget-image").get_attribute("src")
@@ -191,6 +202,6 @@ def test_viewer_and_browser_render_and_respond_in_jupyterlab(lab: Lab, tmp_path:
         WebDriverWait(driver, 60).until(
             lambda d: d.find_element(By.CSS_SELECTOR, ".widget-image").get_attribute("src") != shown
         )
-        assert "window 400/1800" in driver.find_element(By.TAG_NAME, "body").text
+        assert "window 400/1800" in page_text(driver)
     finally:
         driver.quit()

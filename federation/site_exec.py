@@ -20,17 +20,22 @@ needs, starts its sandbox (which imports Flower and waits) and then waits for
 a task token on stdin. A message then finds both processes ready instead of
 waiting for two Python start-ups. Each task still gets its own fresh pair;
 nothing of the app runs before the runner has checked its approval.
+
+A task claimed from the SuperNode must be started within Flower's claim window (30 s)
+or it goes back to the queue: :mod:`insitu.federation.runner_slots` keeps the executor
+from piling up runners for the same task on a loaded machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from insitu.federation.runner_slots import Runner, RunnerSlots
 
 __all__ = ["main"]
 
@@ -98,33 +103,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         interceptors=interceptors,
         retry_invoker=make_simple_http_retry_invoker(),
     )
-    children: list[subprocess.Popen[bytes]] = []
-    spare: subprocess.Popen[bytes] | None = None
-
-    def launch() -> subprocess.Popen[bytes]:
-        # Same process group as the SuperNode: `insitu federation stop` ends all.
-        return subprocess.Popen(_runner_command(args), stdin=subprocess.PIPE)
-
+    slots = RunnerSlots(_runner_command(args))
+    spare: Runner | None = None
     try:
         while True:
-            children = [c for c in children if c.poll() is None]
-            if args.prestart and spare is None and not children:
-                spare = launch()  # idle: get the next task's processes ready
+            slots.poll()
+            if spare is not None and spare.process.poll() is not None:
+                spare = None
+            if args.prestart and spare is None and not slots.busy:
+                spare = slots.launch()  # idle: get the next task's processes ready
+            if slots.taking:  # one task taking its place at a time (runner_slots)
+                time.sleep(POLL_SECONDS)
+                continue
             res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
             if res.HasField("task") and res.token:
-                runner = spare if spare is not None and spare.poll() is None else launch()
+                runner = spare if spare is not None else slots.launch()
                 spare = None
-                assert runner.stdin is not None
-                runner.stdin.write(res.token.encode() + b"\n")
-                runner.stdin.close()
-                children.append(runner)
+                slots.hand(runner, res.token)
                 continue
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         return 0
     finally:
-        if spare is not None and spare.stdin is not None:
-            spare.stdin.close()  # an empty token: the spare runner ends
+        if spare is not None and spare.process.stdin is not None:
+            spare.process.stdin.close()  # an empty token: the spare runner ends
+        slots.close()
         client.close()
 
 

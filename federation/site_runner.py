@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import os
 import pickle
 import signal
 import sys
@@ -601,6 +602,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root-certificates", default=None)
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--insitu-home", default=None, help="start the sandbox ahead")
+    parser.add_argument(
+        "--taken-fd", type=int, default=None, help="written to once the task has started"
+    )
     args = parser.parse_args(argv)
     # `insitu federation stop` (SIGTERM) while waiting: still remove the sandbox's folder.
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
@@ -614,7 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.insitu_home:
             _prestart(args.insitu_home)  # first: the sandbox imports while this one does
-        _preload()
+        if not _token_waiting():  # started ahead: import now; with a task: take it first
+            _preload()
         ready = time.perf_counter()
         _TIMES["startup"] = ready - _STARTED
         token = sys.stdin.readline().strip()  # from the site executor, never on argv
@@ -624,6 +629,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args, token)
     finally:
         _drop_spare()
+
+
+def _token_waiting() -> bool:
+    """The executor launched this runner for a task it holds (no runner was started
+    ahead): the task must be started within Flower's claim window, imports can wait."""
+    import select
+
+    with contextlib.suppress(OSError, ValueError):
+        return bool(select.select([sys.stdin], [], [], 0)[0])
+    return False
+
+
+def _tell_taken(fd: int | None) -> None:
+    """Tell the executor this runner has started its task (runner_slots)."""
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(fd, b"1")
+        os.close(fd)
 
 
 def _serve(args: argparse.Namespace, token: str) -> int:
@@ -665,6 +689,7 @@ def _serve(args: argparse.Namespace, token: str) -> int:
     try:
         started = time.perf_counter()
         message, context, run, fab = pull_task_input(client)
+        _tell_taken(args.taken_fd)
         run_id, message_type = run.run_id, message.metadata.message_type
         pulled = time.perf_counter()
         _TIMES["pull"] = pulled - started

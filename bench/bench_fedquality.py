@@ -42,7 +42,9 @@ the seeds-only interval) and the share of resamples >= 0.99; the median
 curves. BENCH_JOBS (1) worker processes run the (arm, seed) tasks, one torch
 thread each; the numbers do not depend on it. BENCH_CACHE (unset) names a
 directory where each task's per-slice results are kept (keyed by the data,
-arm, seed and protocol), so an interrupted study resumes.
+arm, seed and protocol) with the two trials' slices, so an interrupted study
+resumes without a new ingest, and BENCH_FIRST_SEED lets a second process take
+other seeds into the same cache (a run over all seeds then only summarises).
 
 The curves run the FedAvg maths in one process (the same train_cnn and
 _weighted_average the app uses): a round through a real federation costs
@@ -62,7 +64,8 @@ Environment: BENCH_SUBJECTS (10), BENCH_SIZE (32), BENCH_SLICES (20),
 BENCH_NOISE (8), BENCH_TEST_SUBJECTS (48), BENCH_EPOCHS (240), BENCH_LOCAL (3),
 BENCH_EVERY (15), BENCH_SEEDS (8), BENCH_COMPARE_SEEDS (3),
 BENCH_STRATEGIES ("fedavg fedavg:l=5 fedprox:mu=0.01 fedavgm:m=0.5"),
-BENCH_JOBS (1), BENCH_CACHE (unset), BENCH_DEPLOY (0).
+BENCH_FIRST_SEED (0: seeds first, first + 1, ...), BENCH_JOBS (1),
+BENCH_CACHE (unset), BENCH_DEPLOY (0).
 """
 
 from __future__ import annotations
@@ -406,35 +409,14 @@ def _curve_table(curves: dict[str, list[np.ndarray]], ticks: list[int]) -> None:
         print(f"| {tick} | " + " | ".join(cells) + " |")
 
 
-def main() -> None:
-    import flwr
-    import torch
-
+def _trials(
+    subjects: int, size: int, slices: int, noise: float, test_subjects: int
+) -> tuple[list[Any], Any, np.ndarray]:
+    """The sites' training slices and the test slices (content order) with their subjects."""
     from insitu.datasets.synthetic import TrialSpec
     from insitu.federation.train_cnn import SliceSet
 
-    torch.set_num_threads(1)  # reproducible per seed, and fair on a shared machine
-    size, slices = _env("BENCH_SIZE", 32), _env("BENCH_SLICES", 20)
-    subjects, epochs = _env("BENCH_SUBJECTS", 10), _env("BENCH_EPOCHS", 240)
-    local, seeds, deploy = _env("BENCH_LOCAL", 3), _env("BENCH_SEEDS", 8), _env("BENCH_DEPLOY", 0)
-    noise, every = float(os.environ.get("BENCH_NOISE", 8)), _env("BENCH_EVERY", 15)
-    test_subjects, jobs = _env("BENCH_TEST_SUBJECTS", 48), _env("BENCH_JOBS", 1)
-    arms = parse_strategies(os.environ.get("BENCH_STRATEGIES", STRATEGIES), local)
-    compare = _env("BENCH_COMPARE_SEEDS", 3)
-    cache = Path(os.environ["BENCH_CACHE"]) if os.environ.get("BENCH_CACHE") else None
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-    os.environ.update(BENCH_SUBJECTS=str(subjects), BENCH_SIZE=str(size))
-    os.environ["BENCH_SLICES"] = str(slices)  # the deployment worker's trial: the same data
     root = Path(tempfile.mkdtemp(prefix="insitu-bench-fedquality-data-"))
-    print(
-        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; torch {torch.__version__}, "
-        f"flwr {flwr.__version__}, numpy {np.__version__}, Python {platform.python_version()}; "
-        f"{subjects} subjects/site, {size}x{size}x{slices}, noise x{noise:g}; "
-        f"{jobs} worker process(es); load average {os.getloadavg()[0]:.1f}",
-        flush=True,
-    )
-    cpu = time.process_time()
     try:
         with _noisier(noise):
             spec = TrialSpec(subjects_per_site=subjects, size=size, slices=slices)
@@ -453,6 +435,48 @@ def main() -> None:
         )
     )
     groups = subject_groups(test.subjects)
+    return sites, test, groups
+
+
+def main() -> None:
+    import flwr
+    import torch
+
+    from insitu.federation.train_cnn import SliceSet
+
+    torch.set_num_threads(1)  # reproducible per seed, and fair on a shared machine
+    size, slices = _env("BENCH_SIZE", 32), _env("BENCH_SLICES", 20)
+    subjects, epochs = _env("BENCH_SUBJECTS", 10), _env("BENCH_EPOCHS", 240)
+    local, seeds, deploy = _env("BENCH_LOCAL", 3), _env("BENCH_SEEDS", 8), _env("BENCH_DEPLOY", 0)
+    noise, every = float(os.environ.get("BENCH_NOISE", 8)), _env("BENCH_EVERY", 15)
+    test_subjects, jobs = _env("BENCH_TEST_SUBJECTS", 48), _env("BENCH_JOBS", 1)
+    arms = parse_strategies(os.environ.get("BENCH_STRATEGIES", STRATEGIES), local)
+    compare, first = _env("BENCH_COMPARE_SEEDS", 3), _env("BENCH_FIRST_SEED", 0)
+    cache = Path(os.environ["BENCH_CACHE"]) if os.environ.get("BENCH_CACHE") else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    os.environ.update(BENCH_SUBJECTS=str(subjects), BENCH_SIZE=str(size))
+    os.environ["BENCH_SLICES"] = str(slices)  # the deployment worker's trial: the same data
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; torch {torch.__version__}, "
+        f"flwr {flwr.__version__}, numpy {np.__version__}, Python {platform.python_version()}; "
+        f"{subjects} subjects/site, {size}x{size}x{slices}, noise x{noise:g}; "
+        f"{jobs} worker process(es); load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    cpu = time.process_time()
+    key = f"data-{subjects}-{size}-{slices}-{noise:g}-{test_subjects}.npz"
+    if cache is not None and (cache / key).exists():  # the trials of an interrupted study
+        with np.load(cache / key) as saved:
+            sites = [SliceSet(saved[f"x{i}"], saved[f"y{i}"], []) for i in range(len(SITES))]
+            test = SliceSet(saved["test_x"], saved["test_y"], [])
+            groups = saved["groups"]
+    else:
+        sites, test, groups = _trials(subjects, size, slices, noise, test_subjects)
+        if cache is not None:
+            arrays = {f"x{i}": s.x for i, s in enumerate(sites)}
+            arrays.update({f"y{i}": s.y for i, s in enumerate(sites)})
+            np.savez(cache / key, test_x=test.x, test_y=test.y, groups=groups, **arrays)
     n_test = len(test)
     print(
         f"train slices per site {[len(s) for s in sites]} (sorted by content), test slices "
@@ -474,9 +498,9 @@ def main() -> None:
     # pooled and the first arm over every seed first, then the other arms: a study cut
     # short still has its main comparison (and BENCH_CACHE resumes it)
     tasks: list[tuple[Strategy | None, int]] = [
-        (arm, seed) for seed in range(seeds) for arm in [None, *arms[:1]]
+        (arm, seed) for seed in range(first, first + seeds) for arm in [None, *arms[:1]]
     ]
-    tasks += [(arm, seed) for seed in range(min(compare, seeds)) for arm in arms[1:]]
+    tasks += [(arm, seed) for seed in range(first, first + min(compare, seeds)) for arm in arms[1:]]
     curves: dict[Strategy | None, dict[int, np.ndarray]] = {arm: {} for arm in [None, *arms]}
 
     def done(arm: Strategy | None, seed: int, curve: np.ndarray) -> None:

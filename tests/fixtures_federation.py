@@ -195,8 +195,13 @@ def federation(
     pgids: set[int] = set()
     try:
         pgids.add(processes.start_coordinator(coordinator, address, insecure=True).pgid)
-        for site in SITES:
-            pgids.add(processes.start_site(fed.homes[site], address, DATASET, insecure=True).pgid)
+        # The three SuperNodes start side by side: each waits for its own registration.
+        with ThreadPoolExecutor(len(SITES)) as pool:
+            started = pool.map(
+                lambda site: processes.start_site(fed.homes[site], address, DATASET, insecure=True),
+                SITES,
+            )
+            pgids.update(record.pgid for record in started)
         yield fed
     finally:
         for home in [*fed.homes.values(), coordinator]:

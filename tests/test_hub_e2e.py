@@ -32,16 +32,21 @@ DATASET = "ct-trial"
 def site(module_home, tmp_path_factory):
     """The module's node home with a real ingest, and a running hub (stopped at the end)."""
     dicom = make_series(tmp_path_factory.mktemp("dicom") / "ct", n=6)
-    ingest = subprocess.run(
+    # The ingest (its own process, as from a shell) runs while the hub starts: the hub
+    # reads the catalog per request, and the audit chain takes one writer at a time.
+    ingest = subprocess.Popen(
         [sys.executable, "-m", "insitu.cli", "ingest", "--dataset", DATASET, str(dicom)],
         env={"INSITU_HOME": str(module_home.root), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
     )
-    assert ingest.returncode == 0, ingest.stderr
-    state = {"hub": start_hub(module_home)}
     try:
+        state = {"hub": start_hub(module_home)}
+    finally:
+        _, stderr = ingest.communicate(timeout=300)
+    try:
+        assert ingest.returncode == 0, stderr
         yield state
     finally:
         lifecycle.down(module_home, actor="tests")

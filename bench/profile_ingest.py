@@ -52,6 +52,7 @@ STAGES = [
     ("insitu.datasets.deid", "burned_in_reason", "series: refusal checks"),
     ("insitu.datasets.deid.Deidentifier", "pseudonym", "series: refusal checks"),
     ("insitu.datasets.ingest", "decode_volume", "series: decode"),
+    ("insitu.datasets.ingest", "_read_native", "series: read + decode (uncompressed, direct)"),
     ("insitu.datasets.deface_ingest", "deface_series", "series: deface decision"),
     ("insitu.datasets.ingest", "_header_json", "series: header JSON"),
     ("insitu.datasets.store_write", "_downsample_block", "write: pyramid"),

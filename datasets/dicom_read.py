@@ -38,8 +38,10 @@ __all__ = [
     "Scanned",
     "check_inputs",
     "group_series",
+    "native_pixel_length",
     "quiet_pydicom",
     "read_full",
+    "read_pixels_into",
     "release_pixels",
     "scan",
     "scan_all",
@@ -405,6 +407,44 @@ def _pixel_bytes(source: InputFile, extent: PixelExtent) -> bytes:
             "while it was ingested)"
         )
     return value
+
+
+def native_pixel_length(item: Scanned) -> int:
+    """Bytes of a scanned image's Pixel Data value when it is native (not encapsulated,
+    not in a deflated file), else -1."""
+    extent = item.pixels
+    if extent is None or extent is DEFLATED_PIXELS or extent.start < 0:
+        return -1
+    if extent.encapsulated or extent.keyword != "PixelData":
+        return -1
+    return extent.end - extent.start
+
+
+def read_pixels_into(item: Scanned, buffer: memoryview) -> None:
+    """Fill ``buffer`` with the first bytes of a scanned image's native pixel value,
+    read from its file straight into it (an archive member is read whole).
+
+    Raises :class:`PixelProblem` when the value is shorter than ``buffer`` (as the
+    scan saw it, or because the file changed since).
+    """
+    extent, length = item.pixels, len(buffer)
+    if extent is None or native_pixel_length(item) < length:
+        raise PixelProblem(f"no native pixel data of {length} bytes where the scan found them")
+    if item.source.member is not None or item.source.error:
+        value = item.source.read()[extent.start : extent.start + length]
+        got = len(value)
+        buffer[:got] = value
+    else:
+        with open(item.source.path, "rb", buffering=0) as fh:
+            fh.seek(extent.start)
+            got = 0
+            while got < length and (n := fh.readinto(buffer[got:])):
+                got += n
+    if got != length:  # the file changed after the scan
+        raise PixelProblem(
+            f"truncated pixel data: {got} of {length} bytes (the file changed "
+            "while it was ingested)"
+        )
 
 
 def release_pixels(datasets: Iterable[DicomDataset]) -> None:

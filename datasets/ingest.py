@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from insitu import __version__
 from insitu.config import NodeHome, load_config, resolve_home
 from insitu.datasets.catalog import Catalog
@@ -40,15 +42,23 @@ from insitu.datasets.dicom_read import (
     Scanned,
     check_inputs,
     group_series,
+    native_pixel_length,
     quiet_pydicom,
     read_full,
+    read_pixels_into,
     release_pixels,
     scan_all,
     walk_inputs,
 )
 from insitu.datasets.publish import crash_point, index_rows, publish, publish_lock, recover
 from insitu.datasets.store_write import open_root, write_root_attrs, write_series
-from insitu.datasets.volume import UndecodableObjectError, decode_volume, plan_geometry
+from insitu.datasets.volume import (
+    Geometry,
+    UndecodableObjectError,
+    decode_native_volume,
+    decode_volume,
+    plan_geometry,
+)
 from insitu.errors import EXIT_ERROR, EXIT_OK, EXIT_QUARANTINED, IngestError
 from insitu.progress import progress
 
@@ -283,6 +293,24 @@ def _split_unstackable(groups: dict[str, list[Scanned]]) -> dict[str, tuple[list
     return out
 
 
+def _corrupt(item: Scanned, exc: Exception) -> _SeriesRefused:
+    return _SeriesRefused("quarantined", f"corrupt DICOM: {type(exc).__name__}: {exc}", item)
+
+
+def _read_native(items: list[Scanned], geometry: Geometry) -> np.ndarray | None:
+    """The volume of a series of uncompressed greyscale slices, read from the files into
+    one array (:func:`decode_native_volume`), or None for any other series."""
+
+    def read_into(index: int, buffer: memoryview) -> None:
+        try:
+            read_pixels_into(items[index], buffer)
+        except Exception as exc:
+            raise _corrupt(items[index], exc) from exc
+
+    lengths = [native_pixel_length(i) for i in items]
+    return decode_native_volume([i.dicom for i in items], geometry, lengths, read_into)
+
+
 def _build_series(
     home: NodeHome, deid: Any, items: list[Scanned], root: Any, split: bool = False
 ) -> tuple[dict[str, Any], str, Callable[[], None]]:
@@ -295,14 +323,15 @@ def _build_series(
     from insitu.datasets.deid import HeldBack
 
     geometry = plan_geometry([i.dicom for i in items])  # raises InconsistentSeriesError
-    originals = []
-    for item in items:
+    # Uncompressed greyscale slices are read from their files straight into the volume;
+    # any other series gets its pixel elements attached and decoded below.
+    volume = _read_native(items, geometry)
+    originals = [i.dicom for i in items] if volume is not None else []
+    for item in items if volume is None else ():
         try:
             originals.append(read_full(item))
         except Exception as exc:
-            raise _SeriesRefused(
-                "quarantined", f"corrupt DICOM: {type(exc).__name__}: {exc}", item
-            ) from exc
+            raise _corrupt(item, exc) from exc
     # Only the first object's de-identified header is kept (the series' header); the
     # others need only the checks that can refuse them: burned-in text and the subject.
     from insitu.datasets.deid import burned_in_reason
@@ -331,7 +360,8 @@ def _build_series(
     if len(subjects) > 1:
         raise _SeriesRefused("refused", "one series holds images of several patients")
     try:
-        volume = decode_volume(originals, geometry)
+        if volume is None:
+            volume = decode_volume(originals, geometry)
     except UndecodableObjectError as exc:
         release_pixels(originals)
         raise _SeriesRefused(

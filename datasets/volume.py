@@ -10,7 +10,7 @@ insitu never resamples.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +23,12 @@ from insitu.errors import InconsistentSeriesError
 __all__ = [
     "Frame",
     "Geometry",
+    "NativeLayout",
     "UndecodableObjectError",
+    "decode_native_volume",
     "decode_volume",
     "frames_of",
+    "native_layout",
     "plan_geometry",
 ]
 
@@ -337,9 +340,25 @@ class UndecodableObjectError(Exception):
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # implicit / explicit VR little
 
 
-def _native_frame(ds: DicomDataset) -> np.ndarray | None:
-    """A single-frame, uncompressed, little-endian greyscale image straight from its bytes
-    (what pydicom's decoder returns for it, without its per-object set-up), else None."""
+@dataclass(frozen=True)
+class NativeLayout:
+    """How a single-frame, uncompressed, little-endian greyscale image lies in its bytes."""
+
+    rows: int
+    columns: int
+    dtype: np.dtype  # little-endian, as stored
+    unused_bits: int  # high bits beyond Bits Stored: cleared or sign-extended on decode
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.columns * self.dtype.itemsize
+
+
+def native_layout(ds: DicomDataset) -> NativeLayout | None:
+    """The layout of an image that needs no decoder (see :class:`NativeLayout`), else None.
+
+    The header alone decides: pixel data attached or not.
+    """
     meta = getattr(ds, "file_meta", None)
     if meta is None or str(meta.get("TransferSyntaxUID", "")) not in _NATIVE_LE:
         return None
@@ -354,18 +373,69 @@ def _native_frame(ds: DicomDataset) -> np.ndarray | None:
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if frames != 1 or samples != 1 or bits not in (8, 16, 32) or not 0 < stored <= bits:
         return None
-    if photometric not in ("MONOCHROME1", "MONOCHROME2") or "PixelData" not in ds:
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or rows <= 0 or columns <= 0:
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    return NativeLayout(rows, columns, dtype, bits - stored)
+
+
+def _clear_unused_bits(arr: np.ndarray, unused: int) -> None:
+    """Unused high bits cleared (unsigned) or sign-extended (signed), as pydicom does."""
+    if unused:
+        np.left_shift(arr, unused, out=arr)
+        np.right_shift(arr, unused, out=arr)
+
+
+def _native_frame(ds: DicomDataset) -> np.ndarray | None:
+    """A single-frame, uncompressed, little-endian greyscale image straight from its bytes
+    (what pydicom's decoder returns for it, without its per-object set-up), else None."""
+    layout = native_layout(ds)
+    if layout is None or "PixelData" not in ds:
         return None
     data = ds.PixelData
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-    if len(data) < rows * columns * dtype.itemsize:
+    if len(data) < layout.nbytes:
         return None  # let pydicom say what is wrong
-    arr = np.frombuffer(data, dtype, count=rows * columns).reshape(rows, columns)
-    if stored < bits:  # unused high bits: cleared (unsigned) or sign-extended, as pydicom does
+    count = layout.rows * layout.columns
+    arr = np.frombuffer(data, layout.dtype, count=count).reshape(layout.rows, layout.columns)
+    if layout.unused_bits:
         arr = arr.copy()
-        np.left_shift(arr, bits - stored, out=arr)
-        np.right_shift(arr, bits - stored, out=arr)
-    return arr.astype(dtype.newbyteorder("="), copy=False)
+        _clear_unused_bits(arr, layout.unused_bits)
+    return arr.astype(layout.dtype.newbyteorder("="), copy=False)
+
+
+ReadInto = Callable[[int, memoryview], None]  # (object index, buffer): fill with its pixels
+
+
+def decode_native_volume(
+    objects: Sequence[DicomDataset],
+    geometry: Geometry,
+    lengths: Sequence[int],
+    read_into: ReadInto,
+) -> np.ndarray | None:
+    """:func:`decode_volume` of a series whose every object needs no decoder, with each
+    object's pixel bytes read by ``read_into`` straight into one array (no per-slice
+    copies; the rescale is applied in place when the result keeps the stored dtype).
+
+    ``lengths``: the byte length of each object's native pixel value (-1: none, or
+    not native). None when an object is not such an image, its value is shorter than
+    its image, or the objects' layouts differ: then :func:`decode_volume` decodes the
+    series (and pydicom says what is wrong). Exceptions of ``read_into`` propagate.
+    """
+    layouts = {native_layout(ds) for ds in objects}
+    if len(layouts) != 1 or None in layouts or not np.little_endian:
+        return None
+    (layout,) = layouts
+    assert layout is not None
+    if min(lengths) < layout.nbytes:
+        return None
+    frames = geometry.order
+    if any(frame.index != 0 for frame in frames):
+        return None
+    raw = np.empty((len(frames), layout.rows, layout.columns), layout.dtype)
+    for k, frame in enumerate(frames):
+        read_into(frame.obj, memoryview(raw[k]).cast("B"))
+        _clear_unused_bits(raw[k], layout.unused_bits)
+    return _assemble(list(raw), frames, objects, raw)
 
 
 def decode_volume(objects: Sequence[DicomDataset], geometry: Geometry) -> np.ndarray:
@@ -387,9 +457,23 @@ def decode_volume(objects: Sequence[DicomDataset], geometry: Geometry) -> np.nda
                 raise UndecodableObjectError(frame.obj, exc) from exc
         raws.append(_frame_pixels(decoded[frame.obj], objects[frame.obj], frame.index))
     decoded.clear()
-    frames = geometry.order
+    return _assemble(raws, geometry.order, objects)
+
+
+def _assemble(
+    raws: list[np.ndarray],
+    frames: Sequence[Frame],
+    objects: Sequence[DicomDataset],
+    reuse: np.ndarray | None = None,
+) -> np.ndarray:
+    """The frames in modality units, stacked in the smallest exact dtype. ``reuse``: the
+    array ``raws`` are views of (frame k = ``reuse[k]``), written in place when it already
+    has that dtype."""
     dtype = _result_dtype(raws, frames, objects)
-    out = np.empty((len(raws), *raws[0].shape), dtype=dtype)
+    if reuse is not None and reuse.dtype == dtype:
+        out = reuse
+    else:
+        out = np.empty((len(raws), *raws[0].shape), dtype=dtype)
     for k, (raw, frame) in enumerate(zip(raws, frames, strict=True)):
         linear = _integral_linear(raw, frame, objects[frame.obj])
         if linear is not None and linear[0] == 1 and out.dtype.kind in "iu":

@@ -191,8 +191,13 @@ def chunk_study(volume: np.ndarray, work: Path) -> list[dict[str, object]]:
 
 
 # Codecs every Zarr v3 reader has (Blosc), at the store's own chunk shape and larger.
-CODEC_STUDY = [
+# Chunks None: the store's own per level (store_write.chunk_shape: level 0 4x256x256,
+# coarser levels whole planes in up to 2 MiB); "16/pyramid": level 0 16x256x256, the
+# coarser levels the store's own.
+CODEC_STUDY: list[tuple[str, str, int, int, tuple[int, int, int] | str | None]] = [
     ("zstd 1 + byte shuffle (store format 2)", "zstd", 1, 1, (4, 256, 256)),
+    ("zstd 1 + bit shuffle (store format 3)", "zstd", 1, 2, None),
+    ("zstd 1 + bit shuffle, level 0 deeper", "zstd", 1, 2, "16/pyramid"),
     ("zstd 1 + bit shuffle", "zstd", 1, 2, (4, 256, 256)),
     ("zstd 3 + bit shuffle", "zstd", 3, 2, (4, 256, 256)),
     ("zstd 5 + bit shuffle", "zstd", 5, 2, (4, 256, 256)),
@@ -215,16 +220,26 @@ def codec_study(store: Path, dicom_bytes: int) -> list[dict[str, object]]:
     from numcodecs import Blosc
     from zarr.storage import LocalStore
 
+    from insitu.datasets.store_write import chunk_shape
+
     root = LocalStore(store, read_only=True)
-    arrays = []
+    arrays: list[tuple[int, np.ndarray]] = []
     for series in sorted(p.name for p in (store / "series").iterdir() if p.is_dir()):
         group = zarr.open_group(root, path=f"series/{series}", mode="r")
-        arrays += [np.asarray(group[name]) for name in sorted(group.array_keys())]
+        arrays += [(int(name), np.asarray(group[name])) for name in sorted(group.array_keys())]
     rows = []
-    for label, cname, level, shuffle, chunks in CODEC_STUDY:
-        codec = Blosc(cname, level, shuffle, blocksize=int(np.prod(chunks)) * 2)
+    for label, cname, level, shuffle, spec in CODEC_STUDY:
         size, encode, first = 0, 0.0, []
-        for i, volume in enumerate(arrays):
+        per_level: dict[int, int] = {}
+        for i, (k, volume) in enumerate(arrays):
+            if isinstance(spec, tuple):
+                chunks = spec
+            elif spec == "16/pyramid" and k == 0:
+                chunks = (16, 256, 256)
+            else:
+                chunks = tuple(chunk_shape(volume.shape, k, volume.dtype.itemsize))  # type: ignore[assignment]
+            codec = Blosc(cname, level, shuffle, blocksize=int(np.prod(chunks)) * 2)
+            before = size
             start = time.process_time()
             for z in range(0, volume.shape[0], chunks[0]):
                 for y in range(0, volume.shape[1], chunks[1]):
@@ -235,12 +250,15 @@ def codec_study(store: Path, dicom_bytes: int) -> list[dict[str, object]]:
                         if i == 0:
                             first.append(encoded)
             encode += time.process_time() - start
+            per_level[k] = per_level.get(k, 0) + size - before
 
         def decode_all(blocks: list[bytes] = first, c: Blosc = codec) -> None:
             with ThreadPoolExecutor(2) as pool:
                 list(pool.map(c.decode, blocks))
 
-        rows.append({"codec": label, "chunks": "x".join(map(str, chunks)),
+        shown = "x".join(map(str, spec)) if isinstance(spec, tuple) else spec or "store's"
+        levels = " / ".join(f"{per_level[k] / dicom_bytes:.4f}" for k in sorted(per_level))
+        rows.append({"codec": label, "chunks": shown, "levels": levels,
                      "ratio": size / dicom_bytes, "encode_s": encode,
                      "decode_s": _median(decode_all, REPEAT)})  # fmt: skip
     return rows
@@ -508,10 +526,10 @@ def _main(work: Path, n_series: int, n_slices: int) -> None:
           f"{platform.python_version()}, load average {os.getloadavg()}")  # fmt: skip
     if os.environ.get("BENCH_CODECS") == "1":
         print("\ncodec study (all levels of every series; decode: level 0 of one series):")
-        print("| codec | chunks | store / DICOM | encode CPU s | decode s (2 threads) |")
-        print("| --- | --- | --- | --- | --- |")
+        print("| codec | chunks | store / DICOM | per level | encode CPU s | decode s |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for row in codec_study(store, dicom_bytes):
-            print(f"| {row['codec']} | {row['chunks']} | {row['ratio']:.3f} | "
+            print(f"| {row['codec']} | {row['chunks']} | {row['ratio']:.3f} | {row['levels']} | "
                   f"{row['encode_s']:.2f} | {row['decode_s']:.3f} |")  # fmt: skip
     if os.environ.get("BENCH_CHUNKS") == "1":
         print("\nchunk study (one series, level 0):")

@@ -3,7 +3,8 @@
 The steps, each safe to interrupt:
 
 1. scan every input's header and fingerprint the image bytes; an input whose
-   fingerprint a version already has is "unchanged" (no new version);
+   fingerprint a version already has is "unchanged" (no new version; also when
+   that version was written in an earlier store format with the same values);
 2. per series: check geometry, de-identify, decode, and write it into a
    staging store under ``private/staging`` (a marker per finished series lets
    the next run resume);
@@ -64,9 +65,12 @@ from insitu.progress import progress
 
 __all__ = ["FileFate", "IngestReport", "ingest"]
 
-STORE_FORMAT = (
-    2  # bump when the same input would produce a different store (2: zstd 1 + byte shuffle)
-)
+# Bump when the same input would produce a different store: 1 zstd 2 + bit shuffle,
+# 2 zstd 1 + byte shuffle, 3 zstd 1 + bit shuffle and deeper chunks on the coarser levels.
+STORE_FORMAT = 3
+# Earlier formats whose stores hold the same values for the same input (only codecs and
+# chunks differ): an input already published in one of them is "unchanged".
+SAME_VALUES_FORMATS = (2,)
 _DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -177,15 +181,40 @@ def _inside_home(home: NodeHome, source: InputFile) -> Scanned | None:
 
 
 def _fingerprint(
-    images: Sequence[Scanned], profile: dict[str, Any], options: dict[str, Any]
+    images: Sequence[Scanned],
+    profile: dict[str, Any],
+    options: dict[str, Any],
+    store_format: int = STORE_FORMAT,
 ) -> str:
     body = {
-        "format": STORE_FORMAT,
+        "format": store_format,
         "inputs": sorted(i.digest for i in images),
         "profile": profile,
         "options": options,
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _published_before(
+    catalog: Catalog,
+    dataset: str,
+    images: Sequence[Scanned],
+    profile: dict[str, Any],
+    options: dict[str, Any],
+    fingerprint: str,
+) -> dict[str, Any] | None:
+    """The version that already holds this input, in this store format or in an earlier
+    one with the same values (``SAME_VALUES_FORMATS``): a new codec alone is no new version."""
+    if not images:
+        return None
+    found: dict[str, Any] | None = catalog.find_fingerprint(dataset, fingerprint)
+    for earlier in SAME_VALUES_FORMATS:
+        if found is not None:
+            break
+        found = catalog.find_fingerprint(
+            dataset, _fingerprint(images, profile, options, store_format=earlier)
+        )
+    return found
 
 
 def _new_ingest_id() -> str:
@@ -699,7 +728,7 @@ def _ingest_locked(
             fates[index] = FileFate(item.source.name, "refused", item.reason)
     report.series_refused += incomplete
 
-    existing = catalog.find_fingerprint(dataset, fingerprint) if images else None
+    existing = _published_before(catalog, dataset, images, profile, option_dict, fingerprint)
     if existing is not None and existing["status"] == "published":
         report.status, report.version = "unchanged", existing["version"]
         for index, item in enumerate(scanned):

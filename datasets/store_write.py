@@ -2,9 +2,11 @@
 
 Each series is an OME-Zarr 0.5 multiscale image under ``series/<series_id>``:
 level "0" holds the volume exactly as decoded, coarser levels halve y and x
-for previews. Chunks are compressed losslessly with Blosc (zstd + byte
-shuffle), a codec every Zarr v3 reader has; docs/datasets.md records why this
-codec and chunk shape.
+for previews. Chunks are compressed losslessly with Blosc (zstd 1 + bit
+shuffle, store format 3), a codec every Zarr v3 reader has; the coarser levels
+have deeper chunks of their own (they are small, and a longer Blosc block
+compresses them better). docs/datasets.md records why this codec and these
+chunk shapes.
 
 The chunks of a series are encoded here, in two threads, and written as the
 files Zarr would write (``<array>/c/<z>/<y>/<x>``, the array's own codec
@@ -40,8 +42,13 @@ __all__ = [
 NGFF_VERSION = "0.5"
 CHUNK_DEPTH = 4  # slices per chunk: one slice reads one chunk row, 3-D patches stay cheap
 CHUNK_PLANE = 256
-BLOSC_LEVEL = 1  # zstd 1 + byte shuffle: smaller than level 2-3 + bit shuffle on CT, faster
-MAX_BLOCK_BYTES = 1 << 20
+# Coarser pyramid levels: whole planes up to CHUNK_PLANE, as many as fit in this many bytes
+# (level 1 of a 512x512 int16 series: 16 planes; level 2: the whole level). Previews read
+# a few of them, and a 2 MiB Blosc block is 6-15 % smaller than a 512 kB one (BENCHMARKS).
+PYRAMID_CHUNK_BYTES = 2 << 20
+BLOSC_LEVEL = 1  # store format 3: zstd 1 + bit shuffle (format 2: byte shuffle, 7 % larger)
+SHUFFLE = "bitshuffle"  # Blosc's name (zarr.codecs.BloscShuffle); "shuffle" is byte shuffle
+MAX_BLOCK_BYTES = 2 << 20
 WRITE_THREADS = 2  # Blosc releases the GIL; one block per chunk, so parallel across chunks
 DOWNSAMPLE_SLICES = 2  # output slices per block of the pyramid's averaging
 MIN_LEVEL_SIZE = 64  # stop the pyramid when y or x would fall below this
@@ -49,19 +56,20 @@ MAX_LEVELS = 3
 
 
 def compressor(chunk_bytes: int = 0) -> Any:
-    """Blosc zstd level 1 + byte shuffle, one Blosc block per chunk (up to 1 MiB).
+    """Blosc zstd level 1 + bit shuffle, one Blosc block per chunk (up to 2 MiB).
 
-    Measured on CT (bench/BENCHMARKS.md): byte shuffle + zstd 1 is ~4 % smaller
-    than the bit shuffle + zstd 2 of store format 1, and encodes and decodes
-    faster. A whole-chunk block compresses better than Blosc's default blocks;
-    chunks are still decoded in parallel by Zarr.
+    Measured on CT (bench/BENCHMARKS.md, codec study): bit shuffle + zstd 1 is
+    ~7 % smaller than store format 2's byte shuffle and decodes as fast, for
+    ~30 % more encoding CPU; higher zstd levels cost 3-6x the CPU for 1-2 %. A
+    whole-chunk block compresses better than Blosc's default blocks; chunks are
+    still decoded in parallel.
     """
     from zarr.codecs import BloscCodec, BloscShuffle
 
     return BloscCodec(
         cname="zstd",
         clevel=BLOSC_LEVEL,
-        shuffle=BloscShuffle.shuffle,
+        shuffle=BloscShuffle(SHUFFLE),
         blocksize=min(chunk_bytes, MAX_BLOCK_BYTES),
     )
 
@@ -172,9 +180,20 @@ def ome_attrs(name: str, geometry: Geometry, levels: list[np.ndarray]) -> dict[s
     }
 
 
-def chunk_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+def chunk_shape(shape: tuple[int, ...], level: int = 0, itemsize: int = 2) -> tuple[int, ...]:
+    """Chunks of a pyramid level of ``shape`` ((z, y, x) or (c, z, y, x)).
+
+    Level 0: ``CHUNK_DEPTH`` planes of up to ``CHUNK_PLANE`` squared (a slice reads
+    one chunk row, a 64^3 patch a few chunks). Coarser levels: as many planes as
+    fit in ``PYRAMID_CHUNK_BYTES`` (at least ``CHUNK_DEPTH``).
+    """
     z, y, x = shape[-3:]
-    spatial = (min(CHUNK_DEPTH, z), min(CHUNK_PLANE, y), min(CHUNK_PLANE, x))
+    plane = (min(CHUNK_PLANE, y), min(CHUNK_PLANE, x))
+    depth = CHUNK_DEPTH
+    if level:
+        plane_bytes = plane[0] * plane[1] * itemsize * (shape[0] if len(shape) == 4 else 1)
+        depth = max(CHUNK_DEPTH, PYRAMID_CHUNK_BYTES // max(plane_bytes, 1))
+    spatial = (min(depth, z), *plane)
     return (shape[0], *spatial) if len(shape) == 4 else spatial
 
 
@@ -191,7 +210,7 @@ def write_series(
     ome = ome_attrs(series_id, geometry, levels)
     for k, level in enumerate(levels):
         data = np.moveaxis(level, -1, 0) if level.ndim == 4 else level
-        chunks = chunk_shape(data.shape)
+        chunks = chunk_shape(data.shape, k, data.dtype.itemsize)
         group.create_array(
             str(k),
             shape=data.shape,
@@ -215,7 +234,7 @@ def _blosc(chunks: tuple[int, ...], dtype: np.dtype) -> Any:
     return Blosc(
         cname="zstd",
         clevel=BLOSC_LEVEL,
-        shuffle=Blosc.SHUFFLE,
+        shuffle={"shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[SHUFFLE],
         blocksize=min(chunk_bytes, MAX_BLOCK_BYTES),
         typesize=dtype.itemsize,
     )

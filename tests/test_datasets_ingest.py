@@ -181,7 +181,7 @@ def test_store_layout_and_attrs(mixed: dict) -> None:
     level0 = json.loads((store / "series" / sid / "0" / "zarr.json").read_text())
     assert level0["dimension_names"] == ["z", "y", "x"]
     blosc = next(c for c in level0["codecs"] if c["name"] == "blosc")["configuration"]
-    assert blosc["cname"] == "zstd" and blosc["shuffle"] == "shuffle"  # store format 2
+    assert blosc["cname"] == "zstd" and blosc["shuffle"] == "bitshuffle"  # store format 3
     # read-only once published
     for path in store.rglob("*"):
         if path.is_file():

@@ -251,3 +251,43 @@ def test_direct_chunk_reads_fill_chunks_never_written(tmp_path: Path) -> None:
     assert direct is not None
     np.testing.assert_array_equal(direct[(slice(None),) * 3], data)
     np.testing.assert_array_equal(direct[1:7, 5:50, 3:61], data[1:7, 5:50, 3:61])
+
+
+def test_values_of_an_image_read_directly_equal_dask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``np.asarray`` of the image's own dask array decodes straight into the result
+    (dask's compute would copy it once more); everything derived from it stays dask.
+    A non-zero fill value and chunks never written must come back as Zarr reads them."""
+    import pickle
+
+    import dask.array as da
+    import dask.array.core
+    import zarr
+
+    from insitu.datasets.reader import _dask_chunks, _direct_image, _DirectChunks
+    from insitu.datasets.store_write import compressor
+
+    shape, chunks = (13, 70, 90), (4, 32, 32)
+    store = LocalStore(tmp_path / "v.zarr")
+    array = zarr.create_array(
+        store, shape=shape, dtype=np.int16, chunks=chunks, fill_value=-7,
+        compressors=compressor(int(np.prod(chunks)) * 2),
+    )  # fmt: skip
+    data = np.full(shape, -7, dtype=np.int16)
+    data[5:, 40:] = np.arange(8 * 30 * 90, dtype=np.int16).reshape(8, 30, 90)
+    array[:] = data
+    direct = _DirectChunks.for_array(store, zarr.open_array(store, mode="r"))
+    assert direct is not None
+    image = _direct_image(direct, _dask_chunks(array))
+    assert isinstance(image, da.Array)
+    with monkeypatch.context() as no_dask:  # converted without dask's compute
+        no_dask.setattr(dask.array.core, "finalize", lambda results: pytest.fail("dask ran"))
+        np.testing.assert_array_equal(np.asarray(image), data)
+        np.testing.assert_array_equal(np.asarray(image, dtype=np.float32), data.astype(np.float32))
+    np.testing.assert_array_equal(image.compute(), data)
+    np.testing.assert_array_equal(np.asarray(image[3:9, 10:50, 20:]), data[3:9, 10:50, 20:])
+    np.testing.assert_array_equal(np.asarray(image + 1), data + 1)
+    copy = pickle.loads(pickle.dumps(image))  # noqa: S301 (bytes this test made)
+    assert type(copy) is da.Array
+    np.testing.assert_array_equal(np.asarray(copy), data)

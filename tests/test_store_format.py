@@ -1,0 +1,116 @@
+"""Store format 3 (zstd 1 + bit shuffle, deeper chunks on the coarser levels) and the
+stores of format 2 written before it: both read, and an input already published in
+format 2 is not published again only because the codec changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_datasets import make_series, run_cli, run_json
+
+from insitu.config import NodeHome
+from insitu.datasets import ingest as ingest_module
+from insitu.datasets import store_write
+from insitu.datasets.catalog import Catalog
+from insitu.datasets.reader import open_dataset
+
+
+def _blosc(array: Path) -> tuple[dict, list[int]]:
+    meta = json.loads((array / "zarr.json").read_text())
+    blosc = next(c for c in meta["codecs"] if c["name"] == "blosc")["configuration"]
+    return blosc, meta["chunk_grid"]["configuration"]["chunk_shape"]
+
+
+def _series_dir(store: Path) -> Path:
+    (series,) = [p for p in (store / "series").iterdir() if p.is_dir()]
+    return series
+
+
+def test_format_3_codec_and_chunks_in_the_metadata(
+    home: NodeHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = run_json(
+        ["ingest", str(make_series(tmp_path / "a", n=6)), "--dataset", "d"], capsys
+    )
+    assert code == 0 and report["version"] == "v1"
+    store = home.stores / "d" / "v1.zarr"
+    series = _series_dir(store)
+    blosc, chunks = _blosc(series / "0")
+    assert (blosc["cname"], blosc["clevel"], blosc["shuffle"]) == ("zstd", 1, "bitshuffle")
+    assert blosc["typesize"] == 2 and blosc["blocksize"] == 4 * 128 * 128 * 2  # one block
+    assert chunks == [4, 128, 128]
+    coarse, coarse_chunks = _blosc(series / "1")  # 6 x 64 x 64: one chunk, one block
+    assert coarse["shuffle"] == "bitshuffle" and coarse_chunks == [6, 64, 64]
+    root = json.loads((store / "zarr.json").read_text())["attributes"]["insitu"]
+    assert root["provenance"]["store_format"] == ingest_module.STORE_FORMAT == 3
+
+
+def test_pyramid_chunks_fill_their_bytes_and_level_0_keeps_its_shape() -> None:
+    assert store_write.chunk_shape((150, 512, 512)) == (4, 256, 256)
+    assert store_write.chunk_shape((75, 256, 256), level=1) == (16, 256, 256)
+    assert store_write.chunk_shape((37, 128, 128), level=2) == (37, 128, 128)
+    assert store_write.chunk_shape((3, 75, 256, 256), level=1, itemsize=1) == (3, 10, 256, 256)
+    assert store_write.chunk_shape((2, 640, 640), level=1) == (2, 256, 256)
+
+
+def _ingest_as_format_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> dict:
+    """An ingest by the code of store format 2 (zstd 1 + byte shuffle, 1 MiB blocks,
+    4-slice chunks on every level), as a node upgraded from it has on disk."""
+    with monkeypatch.context() as old:
+        old.setattr(store_write, "SHUFFLE", "shuffle")
+        old.setattr(store_write, "PYRAMID_CHUNK_BYTES", 0)
+        old.setattr(store_write, "MAX_BLOCK_BYTES", 1 << 20)
+        old.setattr(ingest_module, "STORE_FORMAT", 2)
+        code, report = run_json(args, capsys)
+    assert code == 0
+    return report
+
+
+def test_a_format_2_store_reads_the_same_values_and_its_input_is_unchanged(
+    home: NodeHome,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    series = make_series(tmp_path / "a", n=6)
+    old = _ingest_as_format_2(monkeypatch, capsys, ["ingest", str(series), "--dataset", "d"])
+    assert old["version"] == "v1"
+    old_store = home.stores / "d" / "v1.zarr"
+    blosc, chunks = _blosc(_series_dir(old_store) / "1")
+    assert blosc["shuffle"] == "shuffle" and chunks == [4, 64, 64]  # what format 2 wrote
+    root = json.loads((old_store / "zarr.json").read_text())["attributes"]["insitu"]
+    assert root["provenance"]["store_format"] == 2
+
+    # The same input after the upgrade: the values would be the same, so no new version.
+    code, again = run_json(["ingest", str(series), "--dataset", "d"], capsys)
+    assert code == 0 and again["status"] == "unchanged" and again["version"] == "v1"
+    assert {f["fate"] for f in again["files"]} == {"unchanged"}
+    with Catalog(home) as catalog:
+        assert [v["version"] for v in catalog.versions("d")] == ["v1"]
+
+    # The format 3 store of the same input holds the same values on every level.
+    code, report = run_json(["ingest", str(series), "--dataset", "e"], capsys)
+    assert code == 0 and report["status"] == "published"
+    assert _blosc(_series_dir(home.stores / "e" / "v1.zarr") / "0")[0]["shuffle"] == "bitshuffle"
+    old_ds, new_ds = open_dataset("d", "v1"), open_dataset("e", "v1")
+    (old_id,), (new_id,) = list(old_ds.series.series_id), list(new_ds.series.series_id)
+    for level in (0, 1):
+        before, after = old_ds.image(old_id, level), new_ds.image(new_id, level)
+        np.testing.assert_array_equal(before.values, after.values)
+        np.testing.assert_array_equal(
+            before[2:5, 10:70, 3:90].values, after[2:5, 10:70, 3:90].values
+        )
+    code, out, _ = run_cli(["verify", "d"], capsys)
+    assert code == 0 and "d v1: ok" in out
+
+    # New input on a format 2 dataset: a new version, written in format 3.
+    more = make_series(tmp_path / "b", n=4, patient_id="P2", seed=3)
+    code, report = run_json(["ingest", str(series), str(more), "--dataset", "d"], capsys)
+    assert code == 0 and report["version"] == "v2"
+    root = json.loads((home.stores / "d" / "v2.zarr" / "zarr.json").read_text())
+    assert root["attributes"]["insitu"]["provenance"]["store_format"] == 3

@@ -214,3 +214,87 @@ def test_the_superexec_gets_the_warm_executor_with_its_own_settings(
         assert executor.key == LaunchKey.of(spec)
     finally:
         _close(executor)
+
+
+# --- the run's last log lines: flushed when uploaded, not after a fixed second ---------
+
+
+@pytest.fixture
+def runtime_module(monkeypatch: pytest.MonkeyPatch) -> object:
+    """Flower's ServerApp runtime module; what exact_log_flush replaces is restored."""
+    import importlib
+
+    module = importlib.import_module("flwr.superlink.runtime.run_serverapp")
+    for name in ("flush_logs", "start_log_uploader"):
+        monkeypatch.setattr(module, name, getattr(module, name))
+    return module
+
+
+def test_the_pinned_serverapp_runtime_still_flushes_with_a_fixed_second() -> None:
+    # If a Flower upgrade changes these, serverapp.exact_log_flush needs a look.
+    import importlib
+    import inspect
+
+    from flwr.supercore import logger
+
+    assert "time.sleep(min(1, remaining))" in inspect.getsource(logger.flush_logs)
+    source = inspect.getsource(importlib.import_module("flwr.superlink.runtime.run_serverapp"))
+    assert "flush_logs(log_queue)" in source
+    assert "client=grid._runtime_client" in source and "start_log_uploader(" in source
+    assert source.index("flush_logs(log_queue)") < source.index("PushTaskOutput(")
+
+
+class _Uploads:
+    """Stands in for the Runtime API client: records each PushLogs, may fail them."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.lines: list[str] = []
+        self.fail = fail
+
+    def PushLogs(self, request: object) -> object:
+        import httpx
+
+        if self.fail:
+            raise httpx.ConnectError("down")
+        time.sleep(0.05)  # a request takes a while
+        self.lines += list(request.logs)  # type: ignore[attr-defined]
+        return object()
+
+
+def test_the_flush_waits_until_the_last_line_is_uploaded_and_no_longer(
+    runtime_module: object,
+) -> None:
+    from flwr.supercore.logger import stop_log_uploader
+
+    queue = serverapp.CountingQueue()
+    serverapp.exact_log_flush(queue)
+    client = _Uploads()
+    uploader = runtime_module.start_log_uploader(  # type: ignore[attr-defined]
+        log_queue=queue, node_id=0, run_id=1, client=client
+    )
+    try:
+        for i in range(5):
+            queue.put(f"line {i}\n")
+        queue.put("INSITU-RESULT {}\n")
+        start = time.monotonic()
+        assert runtime_module.flush_logs(queue) is True  # type: ignore[attr-defined]
+        took = time.monotonic() - start
+        assert client.lines[-1] == "INSITU-RESULT {}\n" and len(client.lines) == 6
+        assert took < 0.9  # Flower's own flush sleeps 1 s after the queue is empty
+    finally:
+        stop_log_uploader(queue, uploader)
+
+
+def test_the_flush_gives_up_after_its_timeout_when_uploads_fail(runtime_module: object) -> None:
+    from flwr.supercore.logger import stop_log_uploader
+
+    queue = serverapp.CountingQueue()
+    serverapp.exact_log_flush(queue)
+    uploader = runtime_module.start_log_uploader(  # type: ignore[attr-defined]
+        log_queue=queue, node_id=0, run_id=1, client=_Uploads(fail=True)
+    )
+    try:
+        queue.put("lost\n")
+        assert runtime_module.flush_logs(queue, timeout=0.3) is False  # type: ignore[attr-defined]
+    finally:
+        stop_log_uploader(queue, uploader, timeout=1.0)

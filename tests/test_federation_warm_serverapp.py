@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -192,6 +193,7 @@ def test_the_superexec_gets_the_warm_executor_with_its_own_settings(
 
     loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
     monkeypatch.setattr(loop, "get_executor", loop.get_executor)  # restored afterwards
+    monkeypatch.setattr(loop, "time", loop.time)
     made: list[WarmExecutor] = []
 
     def flower_run_superexec(**kwargs: object) -> None:  # what Flower's loop does first
@@ -212,8 +214,44 @@ def test_the_superexec_gets_the_warm_executor_with_its_own_settings(
         plugin = AutoExecPlugin("127.0.0.1:9091", True, None, False, executor=executor)
         spec = plugin._build_execution_spec(_token(1), TaskType.SERVER_APP, 1)
         assert executor.key == LaunchKey.of(spec)
+        assert isinstance(loop.time, coordinator_exec.RunAwareClock)
+        assert loop.time.executor is executor
     finally:
         _close(executor)
+
+
+def test_the_pinned_superexec_loop_still_waits_through_its_module_clock() -> None:
+    # If a Flower upgrade changes the loop, RunAwareClock no longer applies: this says so.
+    import importlib
+    import inspect
+
+    loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
+    source = inspect.getsource(loop)
+    assert "\nimport time\n" in source and source.count("time.sleep(") == 1
+    assert "time.sleep(task_poll_interval)" in source
+
+
+def test_the_superexec_asks_less_often_while_a_serverapp_runs() -> None:
+    executor = WarmExecutor(None)
+    clock = coordinator_exec.RunAwareClock(executor, busy=0.6)
+    start = time.monotonic()
+    clock.sleep(0.05)  # idle: Flower's interval
+    idle = time.monotonic() - start
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    executor.running.append(running)
+    try:
+        start = time.monotonic()
+        clock.sleep(0.05)
+        busy = time.monotonic() - start
+        threading.Timer(0.2, running.kill).start()  # the run ends during the wait
+        start = time.monotonic()
+        clock.sleep(0.05)
+        ended = time.monotonic() - start
+    finally:
+        running.kill()
+        running.wait()
+    assert idle < 0.3 and busy >= 0.6 and ended < 0.5
+    assert clock.monotonic is time.monotonic  # everything else is the time module
 
 
 # --- the run's last log lines: flushed when uploaded, not after a fixed second ---------

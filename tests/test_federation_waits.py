@@ -156,3 +156,56 @@ def test_object_pulls_retry_at_the_poll_interval_and_wait_as_long_in_all(pull_de
 
     assert pull_objects(["a"], pull) == {"a": b"content"}
     assert tries[-1] - tries[0] < 1.0  # Flower's own: 1 + 2 + 4 s
+
+
+class _Grid:
+    """Stands in for a ServerApp's Grid: replies come after some polls; sites may leave."""
+
+    def __init__(self, polls_until_reply: int, online: list[int]) -> None:
+        self.polls_until_reply = polls_until_reply
+        self.online = online
+        self.pulls = 0
+        self.node_asks = 0
+        self.sent: list[object] = []
+
+    def push_messages(self, messages: list[object]) -> list[str]:
+        self.sent = messages
+        return [f"m{i}" for i in range(len(messages))]
+
+    def pull_messages(self, ids: list[str]) -> list[object]:
+        from types import SimpleNamespace
+
+        self.pulls += 1
+        if self.pulls < self.polls_until_reply:
+            return []
+        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in ids]
+
+    def get_nodes(self) -> list[object]:
+        from types import SimpleNamespace
+
+        self.node_asks += 1
+        return [SimpleNamespace(node_id=n, status="online") for n in self.online]
+
+
+def _messages(*nodes: int) -> list[object]:
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in nodes]
+
+
+def test_waiting_for_replies_asks_for_the_online_sites_once_a_second_not_every_poll():
+    from insitu.federation import apps
+
+    grid = _Grid(polls_until_reply=12, online=[1, 2])
+    replies = apps.send_and_collect(grid, _messages(1, 2), timeout=30, poll=0.05)
+    assert len(replies) == 2 and grid.pulls == 12
+    assert grid.node_asks <= 12 * 0.05 / apps.ONLINE_CHECK_SECONDS + 1
+
+
+def test_waiting_for_replies_stops_when_every_missing_site_has_left():
+    from insitu.federation import apps
+
+    grid = _Grid(polls_until_reply=10**6, online=[])
+    start = time.monotonic()
+    assert apps.send_and_collect(grid, _messages(1, 2), timeout=30, poll=0.05) == []
+    assert time.monotonic() - start < apps.ONLINE_CHECK_SECONDS + 2 and grid.node_asks == 1

@@ -209,3 +209,37 @@ def test_waiting_for_replies_stops_when_every_missing_site_has_left():
     start = time.monotonic()
     assert apps.send_and_collect(grid, _messages(1, 2), timeout=30, poll=0.05) == []
     assert time.monotonic() - start < apps.ONLINE_CHECK_SECONDS + 2 and grid.node_asks == 1
+
+
+# --- the SuperLink's state: the look for expired task claims, throttled -----------------
+
+
+def test_the_pinned_link_state_looks_for_expired_claims_before_each_read_and_checks_tokens_itself():
+    # If a Flower upgrade changes these, superlink.throttle_token_cleanup needs a look.
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+    from flwr.supercore.corestate.sql_corestate import SqlCoreState
+
+    cleanup = inspect.getsource(SqlCoreState.__dict__["_cleanup_expired_task_tokens"])
+    assert cleanup.count("update(TaskModel)") == 2
+    assert "self._cleanup_expired_task_tokens()" in inspect.getsource(SqlLinkState.get_run_status)
+    # A token's expiry is checked where it is used, not left to the cleanup.
+    assert "row.active_until < current" in inspect.getsource(SqlCoreState.get_task_by_token)
+
+
+def test_the_look_for_expired_claims_runs_at_most_every_half_second(monkeypatch):
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+    from flwr.supercore.corestate.sql_corestate import SqlCoreState
+
+    from insitu.federation import superlink
+
+    runs: list[object] = []
+    monkeypatch.setattr(SqlCoreState, "_cleanup_expired_task_tokens", runs.append)
+    superlink.throttle_token_cleanup(0.3)
+    superlink.throttle_token_cleanup(0.3)  # twice: still one throttle
+    state = object.__new__(SqlLinkState)  # the SuperLink's state (no database needed here)
+    for _ in range(20):
+        state._cleanup_expired_task_tokens()
+    assert runs == [state]
+    time.sleep(0.35)
+    state._cleanup_expired_task_tokens()
+    assert runs == [state, state]

@@ -16,7 +16,9 @@ __all__ = ["STEPS", "runner_steps", "steps", "table"]
 
 Event = Sequence[object]  # (seconds after submission, log name, text)
 
-# (label, which log, text that marks the step, "first" or "last" over the sites)
+# (label, which log, text that marks the step, "first" or "last" over the sites, or
+# "final": its last occurrence). Steps marked (DEBUG) are seen only when the bench runs
+# with FLWR_LOG_LEVEL=DEBUG (the SuperLink then logs every Runtime API call).
 STEPS: tuple[tuple[str, str, str, str], ...] = (
     ("ServerApp took the run (pulled its input)", "superlink", "Started task", "first"),
     ("first site received its message", "site", "Receiving: query message", "first"),
@@ -29,6 +31,12 @@ STEPS: tuple[tuple[str, str, str, str], ...] = (
     ("last site sends its reply", "site", "Sending: query message", "last"),
     ("first reply uploaded (SuperNode: sent)", "site", "Sent successfully", "first"),
     ("last reply uploaded (SuperNode: sent)", "site", "Sent successfully", "last"),
+    (
+        "ServerApp has the last reply (DEBUG: ConfirmMessageReceived)",
+        "superlink",
+        "Runtime.ConfirmMessageReceived",
+        "final",
+    ),
     ("ServerApp finished (task output pushed)", "superlink", "Finished task", "first"),
 )
 
@@ -43,7 +51,10 @@ def steps(events: Sequence[Event]) -> dict[str, float]:
         for t, name, line in events:
             where = "superlink" if name == "superlink" else "site"
             if where == log and text in str(line):
-                per_site.setdefault(str(name), float(str(t)))
+                if which == "final":
+                    per_site[str(name)] = float(str(t))
+                else:
+                    per_site.setdefault(str(name), float(str(t)))
         if per_site:
             pick: Callable[[list[float]], float] = min if which == "first" else max
             found[label] = pick(list(per_site.values()))

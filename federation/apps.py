@@ -43,6 +43,9 @@ RESULT_PREFIX = "INSITU-RESULT "
 # How often a ServerApp looks for the sites' replies and a researcher's client for the
 # run's end (Flower's own Grid.send_and_receive waits 3 s between looks).
 POLL_SECONDS = 0.2
+# How often a ServerApp waiting for replies asks which sites are still online (a request
+# to the SuperLink, served between the sites' uploads; a site that left is noticed this late).
+ONLINE_CHECK_SECONDS = 1.0
 TOKEN_ENV = "INSITU_COORDINATOR_TOKEN"  # noqa: S105 (a variable name, not a secret)
 
 
@@ -293,14 +296,18 @@ def send_and_collect(
     waiting = set(ids)
     replies: list[Any] = []
     deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + ONLINE_CHECK_SECONDS
     while waiting:
         for reply in grid.pull_messages(list(waiting)):
             replies.append(reply)
             waiting.discard(reply.metadata.reply_to_message_id)
-        if not waiting or time.monotonic() > deadline:
+        now = time.monotonic()
+        if not waiting or now > deadline:
             break
-        online = set(online_nodes(grid))
-        if all(destination[mid] not in online for mid in waiting):
-            break
+        if now >= next_check:
+            next_check = now + ONLINE_CHECK_SECONDS
+            online = set(online_nodes(grid))
+            if all(destination[mid] not in online for mid in waiting):
+                break
         time.sleep(poll)
     return replies

@@ -12,9 +12,12 @@ The SuperLink that ``insitu federation coordinator`` starts
 SuperExec with :class:`WarmExecutor`. It keeps one ServerApp process
 (:mod:`insitu.federation.serverapp`) started and imported ahead, and hands it
 the run's token on its stdin when a run comes; then starts the next one. Each
-process serves one run. Other task types (none at a SuperLink today) get
-Flower's command with the token in a 0600 file of a 0700 folder
-(``--token-file``), removed as soon as the process has ended.
+process serves one run. While a ServerApp runs, the SuperExec asks the SuperLink
+for the next run once a second instead of every 0.1 s (:class:`RunAwareClock`):
+those asks compete with the run's own requests at the SuperLink. Other task
+types (none at a SuperLink today) get Flower's command with the token in a 0600
+file of a 0700 folder (``--token-file``), removed as soon as the process has
+ended.
 """
 
 from __future__ import annotations
@@ -36,12 +39,23 @@ from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExec
 if TYPE_CHECKING:
     from flwr.supercore.superexec.executor.types import ExecutionSpec, LaunchResult
 
-__all__ = ["LaunchKey", "WarmExecutor", "launch_with_token_file", "main", "token_file"]
+__all__ = [
+    "LaunchKey",
+    "RunAwareClock",
+    "WarmExecutor",
+    "launch_with_token_file",
+    "main",
+    "token_file",
+]
 
 STOP_SECONDS = 5.0  # a spare that is told to end (stdin closed) gets this long
 # A spare that ended on its own (it failed to start) is started again at most this often,
 # so a broken installation does not start a process every poll.
 RESTART_SECONDS = 5.0
+# While a ServerApp runs, the SuperExec asks the SuperLink for the next run at most this
+# often (idle: every FLWR_SUPEREXEC_TASK_POLL_INTERVAL, 0.1 s): each ask is a request the
+# SuperLink serves between the run's own (its sites' uploads, the ServerApp's pulls).
+BUSY_POLL_SECONDS = 1.0
 
 
 def token_file(token: str) -> Path:
@@ -194,12 +208,36 @@ class WarmExecutor(SubprocessExecutor):
         process.stdin.write(token.encode() + b"\n")
         process.stdin.close()
 
+    def busy(self) -> bool:
+        """A ServerApp this executor launched is still running."""
+        return any(p.poll() is None for p in self.running)
+
     def close(self) -> None:
         """SuperExec shutdown: the spare ends (no token); running ServerApps end with
         their parent (Flower's parent-process monitor)."""
         if self.spare is not None:
             _end(self.spare)
             self.spare = None
+
+
+class RunAwareClock:
+    """The ``time`` module of Flower's SuperExec loop, whose one wait (between two asks
+    for a task, ``time.sleep(task_poll_interval)``) lasts up to ``busy`` seconds while a
+    ServerApp of ``executor`` runs; it ends as soon as none does. Idle, the wait is
+    Flower's, so a run still starts within one poll interval."""
+
+    def __init__(self, executor: WarmExecutor, busy: float = BUSY_POLL_SECONDS) -> None:
+        self.executor = executor
+        self.busy = busy
+
+    def sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + max(self.busy, seconds)
+        time.sleep(seconds)
+        while self.executor.busy() and time.monotonic() < deadline:
+            time.sleep(min(seconds, deadline - time.monotonic()))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
 
 
 def _end(process: subprocess.Popen[bytes]) -> None:
@@ -241,7 +279,9 @@ def _with_warm_executor(run_superexec: Any) -> Any:
 
         def get_executor(executor_type: Any, *args: Any, **options: Any) -> Any:
             if executor_type == ExecutorType.SUBPROCESS:
-                return WarmExecutor(expected)
+                executor = WarmExecutor(expected)
+                setattr(loop, "time", RunAwareClock(executor))  # noqa: B010 (the loop's `time`)
+                return executor
             return flower_get_executor(executor_type, *args, **options)
 
         setattr(loop, "get_executor", get_executor)  # noqa: B010 (the loop's own name)

@@ -11,7 +11,9 @@ in docs/security-review.md), and from there does exactly what
 exits. A process serves one run only, so nothing of one run (its app's
 modules, its state, a failure) is there for the next. Its object pulls retry at
 the ServerApp's poll interval (:mod:`insitu.federation.object_pulls`), not
-after 1, 2, 4 ... s.
+after 1, 2, 4 ... s. At the run's end its logs (which carry the result line)
+are flushed as soon as they are uploaded, not after Flower's fixed extra
+second (:func:`exact_log_flush`).
 
     python -m insitu.federation.serverapp --runtime-api-address ADDR --insecure < token
 """
@@ -19,15 +21,20 @@ after 1, 2, 4 ... s.
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
+import threading
 from collections.abc import Sequence
-from typing import IO
+from queue import Queue
+from typing import IO, Any
 
-__all__ = ["main", "read_token"]
+__all__ = ["CountingQueue", "exact_log_flush", "main", "read_token"]
 
 # A message this module logs when the run starts, as ``flwr-serverapp`` does.
 STARTED = "Start `flwr-serverapp` process"
+# The longest wait for the run's last log lines before it is reported finished (Flower's).
+FLUSH_SECONDS = 3.0
 # Modules a run imports anyway (Flower's runtime, the built-in apps): loaded ahead.
 PRELOAD = (
     "flwr.superlink.runtime",
@@ -54,6 +61,77 @@ def read_token(stream: IO[str]) -> str | None:
     return token
 
 
+class CountingQueue(Queue[str | None]):
+    """The ServerApp's log queue, counting the lines put in and the lines uploaded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines_put = 0
+        self.lines_pushed = 0
+        self.pushed = threading.Condition()
+
+    def _put(self, item: str | None) -> None:
+        if item is not None:
+            self.lines_put += 1
+        super()._put(item)
+
+    def count_pushed(self, lines: int) -> None:
+        with self.pushed:
+            self.lines_pushed += lines
+            self.pushed.notify_all()
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
+        """Wait until every line put so far has been uploaded (False: ``timeout`` passed)."""
+        with self.mutex:
+            target = self.lines_put
+        with self.pushed:
+            return self.pushed.wait_for(lambda: self.lines_pushed >= target, timeout)
+
+
+class _CountingClient:
+    """The Runtime API client the log uploader gets: ``PushLogs`` counts what it uploaded."""
+
+    def __init__(self, client: Any, log_queue: CountingQueue) -> None:
+        self._client = client
+        self._queue = log_queue
+
+    def PushLogs(self, request: Any) -> Any:
+        response = self._client.PushLogs(request)
+        self._queue.count_pushed(len(request.logs))
+        return response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def exact_log_flush(log_queue: CountingQueue) -> None:
+    """Flower's ServerApp runtime, with a flush of its logs that waits only as long as needed.
+
+    ``flwr.superlink.runtime.run_serverapp`` flushes the run's logs before it reports the
+    ServerApp finished: it waits for the log queue to empty, then sleeps 1 s more
+    (``flush_logs``: "allow the PushLogs call to complete"), on every run. Here the
+    uploader's client counts the lines it uploaded and the flush waits until every line
+    put so far is uploaded (``FLUSH_SECONDS`` at most, as Flower's), so the result line is
+    at the SuperLink before the run is marked finished, without the fixed second.
+    """
+    module = importlib.import_module("flwr.superlink.runtime.run_serverapp")
+    for name in ("flush_logs", "start_log_uploader"):
+        if not callable(getattr(module, name, None)):  # a Flower that changed it: stop
+            raise RuntimeError(f"flwr's ServerApp runtime has no {name} to replace")
+    flower_start = module.start_log_uploader
+
+    def start_log_uploader(log_queue: Any, node_id: int, run_id: int, client: Any) -> Any:
+        if isinstance(log_queue, CountingQueue):
+            client = _CountingClient(client, log_queue)
+        return flower_start(log_queue=log_queue, node_id=node_id, run_id=run_id, client=client)
+
+    def flush_logs(queue: Any, timeout: float = FLUSH_SECONDS) -> bool:
+        return queue.flush(timeout) if isinstance(queue, CountingQueue) else False
+
+    setattr(module, "start_log_uploader", start_log_uploader)  # noqa: B010 (the module's name)
+    setattr(module, "flush_logs", flush_logs)  # noqa: B010
+
+
 def _preload() -> None:
     import importlib
 
@@ -77,8 +155,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from queue import Queue
-
     from flwr.supercore.app_utils import start_parent_process_monitor
 
     if args.parent_pid is not None:
@@ -101,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flwr.superlink.runtime import run_serverapp
 
     # From here on as Flower's `flwr-serverapp` (flwr.superlink.cli.flwr_serverapp).
-    log_queue: Queue[str | None] = Queue()
+    log_queue = CountingQueue()
+    exact_log_flush(log_queue)
     mirror_output_to_queue(log_queue)
     log(INFO, STARTED)
     run_serverapp(

@@ -7,8 +7,18 @@ token issue``) and the owner checks of :mod:`insitu.federation.control_auth`,
 and has the SuperLink start :mod:`insitu.federation.coordinator_exec` in place of
 ``flower-superexec`` (each ServerApp gets its run token in a file, not on argv),
 then runs Flower's own ``flower-superlink`` main with the remaining arguments.
-``insitu federation coordinator`` starts the SuperLink this way; nothing else
-about Flower changes.
+``insitu federation coordinator`` starts the SuperLink this way.
+
+One more change, to the SuperLink's state (SQLite): Flower 1.42 looks for expired
+task claims before nearly every state read (the run-status check before each object a
+SuperNode or ServerApp pushes or pulls, each SuperExec poll, ...), with two ``UPDATE``
+statements even when nothing expired. Each takes SQLite's write lock, so concurrent
+requests queue on it (the SQLite busy handler waits 1-100 ms per try): under load one
+object push took 0.5 s in the SuperLink. :func:`throttle_token_cleanup` runs that
+look at most every ``CLEANUP_SECONDS``. Tokens are not affected: Flower checks a
+token's expiry itself (``get_task_by_token``); a claim that expired is only marked
+so (pending again, or failed) up to ``CLEANUP_SECONDS`` later, against heartbeat
+expiries of tens of seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["CLEANUP_SECONDS", "main", "throttle_token_cleanup"]
+
+# At most this often the SuperLink's state looks for expired task claims (Flower: before
+# every state read).
+CLEANUP_SECONDS = 0.5
 
 
 def _superexec_command(flower_command: Any) -> Any:
@@ -31,6 +45,33 @@ def _superexec_command(flower_command: Any) -> Any:
         return [sys.executable, "-m", "insitu.federation.coordinator_exec", *flower[1:]]
 
     return command
+
+
+def throttle_token_cleanup(seconds: float = CLEANUP_SECONDS) -> None:
+    """Flower's SQL state looks for expired task claims at most every ``seconds``."""
+    import threading
+    import time
+
+    from flwr.supercore.corestate.sql_corestate import SqlCoreState
+
+    flower = SqlCoreState.__dict__.get("_cleanup_expired_task_tokens")
+    if flower is None:  # a Flower that changed it: stop
+        raise RuntimeError("flwr's SqlCoreState has no _cleanup_expired_task_tokens to throttle")
+    if getattr(flower, "insitu_throttled", False):
+        return
+    lock = threading.Lock()
+    last: dict[int, float] = {}
+
+    def cleanup(self: Any) -> None:
+        with lock:
+            now = time.monotonic()
+            if now - last.get(id(self), -seconds) < seconds:
+                return
+            last[id(self)] = now
+        flower(self)
+
+    cleanup.insitu_throttled = True  # type: ignore[attr-defined]
+    SqlCoreState._cleanup_expired_task_tokens = cleanup  # type: ignore[method-assign]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli = importlib.import_module("flwr.superlink.cli.flower_superlink")
     home = NodeHome(Path(args[1]))
     install_owner_checks(home)
+    throttle_token_cleanup()
     # Flower's main reads its account plugin through this module-level name.
     setattr(cli, "load_control_authn_plugin", lambda: TokenAuthn(home))  # noqa: B010
     setattr(cli, "_get_superexec_command", _superexec_command(cli._get_superexec_command))  # noqa: B010

@@ -156,3 +156,90 @@ def test_object_pulls_retry_at_the_poll_interval_and_wait_as_long_in_all(pull_de
 
     assert pull_objects(["a"], pull) == {"a": b"content"}
     assert tries[-1] - tries[0] < 1.0  # Flower's own: 1 + 2 + 4 s
+
+
+class _Grid:
+    """Stands in for a ServerApp's Grid: replies come after some polls; sites may leave."""
+
+    def __init__(self, polls_until_reply: int, online: list[int]) -> None:
+        self.polls_until_reply = polls_until_reply
+        self.online = online
+        self.pulls = 0
+        self.node_asks = 0
+        self.sent: list[object] = []
+
+    def push_messages(self, messages: list[object]) -> list[str]:
+        self.sent = messages
+        return [f"m{i}" for i in range(len(messages))]
+
+    def pull_messages(self, ids: list[str]) -> list[object]:
+        from types import SimpleNamespace
+
+        self.pulls += 1
+        if self.pulls < self.polls_until_reply:
+            return []
+        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in ids]
+
+    def get_nodes(self) -> list[object]:
+        from types import SimpleNamespace
+
+        self.node_asks += 1
+        return [SimpleNamespace(node_id=n, status="online") for n in self.online]
+
+
+def _messages(*nodes: int) -> list[object]:
+    from types import SimpleNamespace
+
+    return [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in nodes]
+
+
+def test_waiting_for_replies_asks_for_the_online_sites_once_a_second_not_every_poll():
+    from insitu.federation import apps
+
+    grid = _Grid(polls_until_reply=12, online=[1, 2])
+    replies = apps.send_and_collect(grid, _messages(1, 2), timeout=30, poll=0.05)
+    assert len(replies) == 2 and grid.pulls == 12
+    assert grid.node_asks <= 12 * 0.05 / apps.ONLINE_CHECK_SECONDS + 1
+
+
+def test_waiting_for_replies_stops_when_every_missing_site_has_left():
+    from insitu.federation import apps
+
+    grid = _Grid(polls_until_reply=10**6, online=[])
+    start = time.monotonic()
+    assert apps.send_and_collect(grid, _messages(1, 2), timeout=30, poll=0.05) == []
+    assert time.monotonic() - start < apps.ONLINE_CHECK_SECONDS + 2 and grid.node_asks == 1
+
+
+# --- the SuperLink's state: the look for expired task claims, throttled -----------------
+
+
+def test_the_pinned_link_state_looks_for_expired_claims_before_each_read_and_checks_tokens_itself():
+    # If a Flower upgrade changes these, superlink.throttle_token_cleanup needs a look.
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+    from flwr.supercore.corestate.sql_corestate import SqlCoreState
+
+    cleanup = inspect.getsource(SqlCoreState.__dict__["_cleanup_expired_task_tokens"])
+    assert cleanup.count("update(TaskModel)") == 2
+    assert "self._cleanup_expired_task_tokens()" in inspect.getsource(SqlLinkState.get_run_status)
+    # A token's expiry is checked where it is used, not left to the cleanup.
+    assert "row.active_until < current" in inspect.getsource(SqlCoreState.get_task_by_token)
+
+
+def test_the_look_for_expired_claims_runs_at_most_every_half_second(monkeypatch):
+    from flwr.server.superlink.linkstate.sql_linkstate import SqlLinkState
+    from flwr.supercore.corestate.sql_corestate import SqlCoreState
+
+    from insitu.federation import superlink
+
+    runs: list[object] = []
+    monkeypatch.setattr(SqlCoreState, "_cleanup_expired_task_tokens", runs.append)
+    superlink.throttle_token_cleanup(0.3)
+    superlink.throttle_token_cleanup(0.3)  # twice: still one throttle
+    state = object.__new__(SqlLinkState)  # the SuperLink's state (no database needed here)
+    for _ in range(20):
+        state._cleanup_expired_task_tokens()
+    assert runs == [state]
+    time.sleep(0.35)
+    state._cleanup_expired_task_tokens()
+    assert runs == [state, state]

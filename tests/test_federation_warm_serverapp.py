@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -192,6 +193,7 @@ def test_the_superexec_gets_the_warm_executor_with_its_own_settings(
 
     loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
     monkeypatch.setattr(loop, "get_executor", loop.get_executor)  # restored afterwards
+    monkeypatch.setattr(loop, "time", loop.time)
     made: list[WarmExecutor] = []
 
     def flower_run_superexec(**kwargs: object) -> None:  # what Flower's loop does first
@@ -212,5 +214,125 @@ def test_the_superexec_gets_the_warm_executor_with_its_own_settings(
         plugin = AutoExecPlugin("127.0.0.1:9091", True, None, False, executor=executor)
         spec = plugin._build_execution_spec(_token(1), TaskType.SERVER_APP, 1)
         assert executor.key == LaunchKey.of(spec)
+        assert isinstance(loop.time, coordinator_exec.RunAwareClock)
+        assert loop.time.executor is executor
     finally:
         _close(executor)
+
+
+def test_the_pinned_superexec_loop_still_waits_through_its_module_clock() -> None:
+    # If a Flower upgrade changes the loop, RunAwareClock no longer applies: this says so.
+    import importlib
+    import inspect
+
+    loop = importlib.import_module("flwr.supercore.superexec.run_superexec")
+    source = inspect.getsource(loop)
+    assert "\nimport time\n" in source and source.count("time.sleep(") == 1
+    assert "time.sleep(task_poll_interval)" in source
+
+
+def test_the_superexec_asks_less_often_while_a_serverapp_runs() -> None:
+    executor = WarmExecutor(None)
+    clock = coordinator_exec.RunAwareClock(executor, busy=0.6)
+    start = time.monotonic()
+    clock.sleep(0.05)  # idle: Flower's interval
+    idle = time.monotonic() - start
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    executor.running.append(running)
+    try:
+        start = time.monotonic()
+        clock.sleep(0.05)
+        busy = time.monotonic() - start
+        threading.Timer(0.2, running.kill).start()  # the run ends during the wait
+        start = time.monotonic()
+        clock.sleep(0.05)
+        ended = time.monotonic() - start
+    finally:
+        running.kill()
+        running.wait()
+    assert idle < 0.3 and busy >= 0.6 and ended < 0.5
+    assert clock.monotonic is time.monotonic  # everything else is the time module
+
+
+# --- the run's last log lines: flushed when uploaded, not after a fixed second ---------
+
+
+@pytest.fixture
+def runtime_module(monkeypatch: pytest.MonkeyPatch) -> object:
+    """Flower's ServerApp runtime module; what exact_log_flush replaces is restored."""
+    import importlib
+
+    module = importlib.import_module("flwr.superlink.runtime.run_serverapp")
+    for name in ("flush_logs", "start_log_uploader"):
+        monkeypatch.setattr(module, name, getattr(module, name))
+    return module
+
+
+def test_the_pinned_serverapp_runtime_still_flushes_with_a_fixed_second() -> None:
+    # If a Flower upgrade changes these, serverapp.exact_log_flush needs a look.
+    import importlib
+    import inspect
+
+    from flwr.supercore import logger
+
+    assert "time.sleep(min(1, remaining))" in inspect.getsource(logger.flush_logs)
+    source = inspect.getsource(importlib.import_module("flwr.superlink.runtime.run_serverapp"))
+    assert "flush_logs(log_queue)" in source
+    assert "client=grid._runtime_client" in source and "start_log_uploader(" in source
+    assert source.index("flush_logs(log_queue)") < source.index("PushTaskOutput(")
+
+
+class _Uploads:
+    """Stands in for the Runtime API client: records each PushLogs, may fail them."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.lines: list[str] = []
+        self.fail = fail
+
+    def PushLogs(self, request: object) -> object:
+        import httpx
+
+        if self.fail:
+            raise httpx.ConnectError("down")
+        time.sleep(0.05)  # a request takes a while
+        self.lines += list(request.logs)  # type: ignore[attr-defined]
+        return object()
+
+
+def test_the_flush_waits_until_the_last_line_is_uploaded_and_no_longer(
+    runtime_module: object,
+) -> None:
+    from flwr.supercore.logger import stop_log_uploader
+
+    queue = serverapp.CountingQueue()
+    serverapp.exact_log_flush(queue)
+    client = _Uploads()
+    uploader = runtime_module.start_log_uploader(  # type: ignore[attr-defined]
+        log_queue=queue, node_id=0, run_id=1, client=client
+    )
+    try:
+        for i in range(5):
+            queue.put(f"line {i}\n")
+        queue.put("INSITU-RESULT {}\n")
+        start = time.monotonic()
+        assert runtime_module.flush_logs(queue) is True  # type: ignore[attr-defined]
+        took = time.monotonic() - start
+        assert client.lines[-1] == "INSITU-RESULT {}\n" and len(client.lines) == 6
+        assert took < 0.9  # Flower's own flush sleeps 1 s after the queue is empty
+    finally:
+        stop_log_uploader(queue, uploader)
+
+
+def test_the_flush_gives_up_after_its_timeout_when_uploads_fail(runtime_module: object) -> None:
+    from flwr.supercore.logger import stop_log_uploader
+
+    queue = serverapp.CountingQueue()
+    serverapp.exact_log_flush(queue)
+    uploader = runtime_module.start_log_uploader(  # type: ignore[attr-defined]
+        log_queue=queue, node_id=0, run_id=1, client=_Uploads(fail=True)
+    )
+    try:
+        queue.put("lost\n")
+        assert runtime_module.flush_logs(queue, timeout=0.3) is False  # type: ignore[attr-defined]
+    finally:
+        stop_log_uploader(queue, uploader, timeout=1.0)

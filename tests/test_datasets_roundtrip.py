@@ -8,6 +8,7 @@ own decode plus modality LUT (frames in the order the geometry chose).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import deid_data
 import numpy as np
@@ -229,20 +230,30 @@ def test_direct_chunk_reads_equal_zarr(tmp_path: Path) -> None:
     np.testing.assert_array_equal(direct[2, 5], data[2, 5])  # not a box: Zarr reads it
 
 
+def _int16_array(path: Path, shape: tuple[int, ...], fill: int) -> tuple[Any, Any]:
+    """An int16 store array in the store's codec, chunks (4, 32, 32), ``fill`` as fill value."""
+    import zarr
+
+    from insitu.datasets.store_write import compressor
+
+    chunks = (4, 32, 32)
+    store = LocalStore(path)
+    array = zarr.create_array(
+        store, shape=shape, dtype=np.int16, chunks=chunks, fill_value=fill,
+        compressors=compressor(int(np.prod(chunks)) * 2),
+    )  # fmt: skip
+    return store, array
+
+
 def test_direct_chunk_reads_fill_chunks_never_written(tmp_path: Path) -> None:
     """The result is not pre-filled: a chunk Zarr never wrote (all fill value)
     must still come back as the array's fill value, here one that is not zero."""
     import zarr
 
     from insitu.datasets.reader import _DirectChunks
-    from insitu.datasets.store_write import compressor
 
-    shape, chunks = (12, 64, 64), (4, 32, 32)
-    store = LocalStore(tmp_path / "f.zarr")
-    array = zarr.create_array(
-        store, shape=shape, dtype=np.int16, chunks=chunks, fill_value=-5,
-        compressors=compressor(int(np.prod(chunks)) * 2),
-    )  # fmt: skip
+    shape = (12, 64, 64)
+    store, array = _int16_array(tmp_path / "f.zarr", shape, fill=-5)
     data = np.full(shape, -5, dtype=np.int16)
     data[4:, 10:40] = np.arange(8 * 30 * 64, dtype=np.int16).reshape(8, 30, 64)
     array[:] = data
@@ -266,14 +277,9 @@ def test_values_of_an_image_read_directly_equal_dask(
     import zarr
 
     from insitu.datasets.reader import _dask_chunks, _direct_image, _DirectChunks
-    from insitu.datasets.store_write import compressor
 
-    shape, chunks = (13, 70, 90), (4, 32, 32)
-    store = LocalStore(tmp_path / "v.zarr")
-    array = zarr.create_array(
-        store, shape=shape, dtype=np.int16, chunks=chunks, fill_value=-7,
-        compressors=compressor(int(np.prod(chunks)) * 2),
-    )  # fmt: skip
+    shape = (13, 70, 90)
+    store, array = _int16_array(tmp_path / "v.zarr", shape, fill=-7)
     data = np.full(shape, -7, dtype=np.int16)
     data[5:, 40:] = np.arange(8 * 30 * 90, dtype=np.int16).reshape(8, 30, 90)
     array[:] = data

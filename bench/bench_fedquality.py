@@ -31,7 +31,7 @@ sort a seed's run was not reproducible; with it, it is bit-exact across runs
 (one thread), which makes the arms' A/B paired.
 
 Seeds: the first arm (the app's default, FedAvg with 3 local epochs) and
-pooled over BENCH_SEEDS (8) seeds, the other arms over the first
+pooled over BENCH_SEEDS (12) seeds, the other arms over the first
 BENCH_COMPARE_SEEDS (3). Test accuracy every BENCH_EVERY (15) epochs;
 per seed the figure is the plateau (mean of the checkpoints in the last third
 of the curve) and the accuracy at E. Printed: per arm the per-seed ratio arm /
@@ -62,7 +62,7 @@ are refused as pixel data (rule image-resolution); 20 slices of 32x32 pass.
 
 Environment: BENCH_SUBJECTS (10), BENCH_SIZE (32), BENCH_SLICES (20),
 BENCH_NOISE (8), BENCH_TEST_SUBJECTS (48), BENCH_EPOCHS (240), BENCH_LOCAL (3),
-BENCH_EVERY (15), BENCH_SEEDS (8), BENCH_COMPARE_SEEDS (3),
+BENCH_EVERY (15), BENCH_SEEDS (12), BENCH_COMPARE_SEEDS (3),
 BENCH_STRATEGIES ("fedavg fedavg:l=5 fedprox:mu=0.01 fedavgm:m=0.5"),
 BENCH_FIRST_SEED (0: seeds first, first + 1, ...), BENCH_JOBS (1),
 BENCH_CACHE (unset), BENCH_DEPLOY (0).
@@ -447,7 +447,7 @@ def main() -> None:
     torch.set_num_threads(1)  # reproducible per seed, and fair on a shared machine
     size, slices = _env("BENCH_SIZE", 32), _env("BENCH_SLICES", 20)
     subjects, epochs = _env("BENCH_SUBJECTS", 10), _env("BENCH_EPOCHS", 240)
-    local, seeds, deploy = _env("BENCH_LOCAL", 3), _env("BENCH_SEEDS", 8), _env("BENCH_DEPLOY", 0)
+    local, seeds, deploy = _env("BENCH_LOCAL", 3), _env("BENCH_SEEDS", 12), _env("BENCH_DEPLOY", 0)
     noise, every = float(os.environ.get("BENCH_NOISE", 8)), _env("BENCH_EVERY", 15)
     test_subjects, jobs = _env("BENCH_TEST_SUBJECTS", 48), _env("BENCH_JOBS", 1)
     arms = parse_strategies(os.environ.get("BENCH_STRATEGIES", STRATEGIES), local)

@@ -1,8 +1,10 @@
 """Write one dataset version as a Zarr v3 store (layout: docs/architecture.md).
 
 Each series is an OME-Zarr 0.5 multiscale image under ``series/<series_id>``:
-level "0" holds the volume exactly as decoded, coarser levels halve y and x
-for previews. Chunks are compressed losslessly with Blosc (zstd 1 + bit
+level "0" holds the volume exactly as decoded; coarser levels halve y and x
+for previews, written only while a plane is larger than ``PREVIEW_PLANE`` in y
+or x (store format 4: a 512 x 512 CT is level 0 alone, a 2k-4k radiograph or
+fundus photo gets its previews). Chunks are compressed losslessly with Blosc (zstd 1 + bit
 shuffle, store format 3), a codec every Zarr v3 reader has; the coarser levels
 have deeper chunks of their own (they are small, and a longer Blosc block
 compresses them better). docs/datasets.md records why this codec and these
@@ -53,6 +55,10 @@ WRITE_THREADS = 2  # Blosc releases the GIL; one block per chunk, so parallel ac
 DOWNSAMPLE_SLICES = 2  # output slices per block of the pyramid's averaging
 MIN_LEVEL_SIZE = 64  # stop the pyramid when y or x would fall below this
 MAX_LEVELS = 3
+# Store format 4: a coarser level is written only from a plane larger than this in y or x.
+# Readers and the viewer read level 0 of a 512 x 512 plane anyway; its levels 1-2 were
+# 11 % of the store (bench/BENCHMARKS.md, run H) and their encoding and files ingest CPU.
+PREVIEW_PLANE = 512
 
 
 def compressor(chunk_bytes: int = 0) -> Any:
@@ -132,13 +138,24 @@ def _downsample_block(level: np.ndarray, fz: int, ny: int, nx: int) -> np.ndarra
     return (total / len(views)).astype(level.dtype)
 
 
-def pyramid(volume: np.ndarray) -> list[np.ndarray]:
-    """Level 0 is the volume itself; each next level averages 2x2 in y and x (and 2 in z
-    while at least 16 slices remain), for previews and coarse analysis."""
+def pyramid(
+    volume: np.ndarray, preview_plane: int | None = None, max_levels: int = MAX_LEVELS
+) -> list[np.ndarray]:
+    """Level 0 is the volume itself ((z, y, x) or (z, y, x, c)); each next level averages
+    2x2 in y and x (and 2 in z while at least 16 slices remain), for previews and coarse
+    analysis, while the plane is larger than ``preview_plane`` in y or x.
+
+    ``preview_plane=0`` gives store format 3's levels (every plane down to 64 or three
+    levels), which the pixel fingerprint is still computed from (fingerprints.py).
+    """
+    if preview_plane is None:
+        preview_plane = PREVIEW_PLANE
     levels = [volume]
-    while len(levels) < MAX_LEVELS:
+    while len(levels) < max_levels:
         prev = levels[-1]
         if min(prev.shape[1], prev.shape[2]) // 2 < MIN_LEVEL_SIZE:
+            break
+        if max(prev.shape[1], prev.shape[2]) <= preview_plane:
             break
         levels.append(_downsample(prev, _factors(prev.shape)[0]))
     return levels

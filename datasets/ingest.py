@@ -446,8 +446,9 @@ def _build_series(
     def write() -> Written:
         series_path = Path(root.store.root) / "series" / series_id
         shutil.rmtree(series_path, ignore_errors=True)  # a half-written try of this series
-        write_series(root, series_id, volume, geometry, attrs)
-        return Written(fingerprint=_volume_fingerprint(volume, geometry))
+        checksums: dict[str, tuple[str, int]] = {}
+        write_series(root, series_id, volume, geometry, attrs, checksums)
+        return Written(fingerprint=_volume_fingerprint(volume, geometry), checksums=checksums)
 
     return row, str(first.original_patient_id), write
 
@@ -458,6 +459,8 @@ class Written:
 
     # its pixel fingerprint, from the volume in memory (None: publish reads the store)
     fingerprint: Any = None
+    # sha256 and size of its chunk files by store key, hashed from the bytes written
+    checksums: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def _volume_fingerprint(volume: np.ndarray, geometry: Geometry) -> Any:
@@ -786,6 +789,7 @@ def _ingest_locked(
             todo.append((items, split, marker))
     outcomes = _outcomes(home, deid, root, options, store_path, todo)
     fingerprints: dict[str, Any] = {}  # series id -> pixel fingerprint, for publish
+    checksums: dict[str, tuple[str, int]] = {}  # chunk files this run wrote, for publish
     written = 0
     for (items, _split, marker), outcome in zip(
         todo, progress(outcomes, total=len(todo), desc="series", enabled=show_progress),
@@ -811,6 +815,7 @@ def _ingest_locked(
         _, row, original_id, done = outcome
         if done.fingerprint is not None:
             fingerprints[row["series_id"]] = done.fingerprint
+        checksums.update(done.checksums)
         _link(home, row["subject_id"], original_id)
         partial = marker.with_suffix(".part")  # a kill mid-write never leaves half a marker
         partial.write_text(json.dumps(row))
@@ -865,6 +870,7 @@ def _ingest_locked(
         home, catalog, store_path, dataset=dataset, version=version, title=title,
         citation=citation, fingerprint=fingerprint, subjects=subjects, studies=studies,
         series=rows, provenance=provenance, tables=table_rows, fingerprints=fingerprints,
+        checksums=checksums,
     )  # fmt: skip
     report.status, report.version, report.series = "published", version, rows
     _audit(home, dataset, version=version, status="published", report=report,

@@ -165,3 +165,32 @@ def test_an_input_published_in_format_3_is_unchanged(
     assert code == 0 and again["status"] == "unchanged" and again["version"] == "v1"
     code, out, _ = run_cli(["verify", "d"], capsys)
     assert code == 0 and "d v1: ok" in out
+
+
+def test_checksums_hashed_while_writing_are_those_of_the_files(
+    home: NodeHome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The writer threads hash the chunk files they write; the catalog's checksums are
+    those of the files on disk, metadata included."""
+    series = make_series(tmp_path / "a", n=6)
+    more = make_series(tmp_path / "b", n=9, patient_id="P2", seed=3)
+    code, report = run_json(["ingest", str(series), str(more), "--dataset", "d"], capsys)
+    assert code == 0 and report["version"] == "v1"
+    store = home.stores / "d" / "v1.zarr"
+    with Catalog(home) as catalog:
+        recorded = catalog.checksums("d", "v1")
+    assert recorded == store_write.checksum_tree(store)
+    assert sum("/0/c/" in key for key in recorded) == 2 + 3  # 6 and 9 slices, 4 a chunk
+    assert any(key.endswith("zarr.json") for key in recorded)
+
+
+def test_checksum_tree_takes_known_sums_only_for_files_of_their_size(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "0").write_bytes(b"abc")
+    (tmp_path / "zarr.json").write_bytes(b"{}")
+    fresh = store_write.checksum_tree(tmp_path)
+    assert set(fresh) == {"c/0", "zarr.json"}
+    known = {"c/0": ("0" * 64, 3), "zarr.json": ("1" * 64, 5), "gone": ("2" * 64, 1)}
+    mixed = store_write.checksum_tree(tmp_path, known=known)
+    # the writer's sum is taken for a file of its size; a size that differs is hashed
+    assert mixed == {"c/0": ("0" * 64, 3), "zarr.json": fresh["zarr.json"]}

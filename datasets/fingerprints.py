@@ -12,6 +12,7 @@ only knows the store layout (docs/architecture.md, "Store layout").
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,47 @@ from typing import Any
 import numpy as np
 
 from insitu.config import NodeHome
-from insitu.disclosure.provenance import GRID, FingerprintIndex, fingerprint_series
+from insitu.datasets import store_write
+from insitu.disclosure.provenance import (
+    GRID,
+    FingerprintIndex,
+    SeriesFingerprint,
+    fingerprint_series,
+)
 
-__all__ = ["RebuildReport", "rebuild", "record_store"]
+__all__ = ["RebuildReport", "rebuild", "record_store", "volume_fingerprint"]
 
 
-def _series_fingerprint(group: Any) -> Any:
+def volume_fingerprint(volume: np.ndarray, spacing: Sequence[float]) -> SeriesFingerprint:
+    """The fingerprint of a series from its level-0 volume in memory ((z, y, x) or
+    (z, y, x, c)), equal to the one :func:`record_store` reads back from its store.
+
+    Ingest computes it in its writer thread, beside the store's own levels: a store of
+    format 4 has no coarser level for a 512 x 512 plane, and reading level 0 back at
+    publish would decode the whole series again.
+    """
+    return _fingerprint_from(volume, 0, spacing, [volume.shape[:3]])
+
+
+def _fingerprint_from(
+    level: np.ndarray, k: int, spacing: Sequence[float], shapes: list[tuple[int, ...]]
+) -> SeriesFingerprint:
+    """Fingerprint from pyramid level ``k`` (``shapes``: the store's level shapes, (z, y, x)).
+
+    The thumbnails come from format 3's coarsest level (at most three levels, down to
+    ``GRID``; store_write.pyramid with ``preview_plane=0``), whatever levels a store
+    has: the same thumbnails for every store format, and a cheap input (2x2 block means
+    in integers, then fingerprint_series' float resize of a small volume).
+    """
+    reduced = store_write.pyramid(level, preview_plane=0, max_levels=store_write.MAX_LEVELS - k)
+    reduced_shapes = [tuple(r.shape[:3]) for r in reduced]
+    all_shapes = [*shapes, *(s for s in reduced_shapes if s not in shapes)]
+    return fingerprint_series(
+        reduced[-1], spacing=list(spacing), level_shapes=all_shapes, native_shape=all_shapes[0]
+    )
+
+
+def _series_fingerprint(group: Any) -> SeriesFingerprint:
     """The fingerprint of one OME-Zarr series group, read from its coarsest useful level."""
     levels = sorted((k for k in group.array_keys() if k.isdigit()), key=int)
     arrays = [group[k] for k in levels]
@@ -45,7 +81,7 @@ def _series_fingerprint(group: Any) -> Any:
         spacing = [float(v) for v in scale[-3:]]
     except (KeyError, IndexError, StopIteration, TypeError, ValueError):
         pass
-    return fingerprint_series(volume, spacing=spacing, level_shapes=shapes, native_shape=shapes[0])
+    return _fingerprint_from(volume, pick, spacing, shapes)
 
 
 def _never_leave(group: Any) -> str:
@@ -64,8 +100,18 @@ def _never_leave(group: Any) -> str:
     return reason
 
 
-def record_store(home: NodeHome, store_path: Path, *, dataset: str, version: str) -> int:
+def record_store(
+    home: NodeHome,
+    store_path: Path,
+    *,
+    dataset: str,
+    version: str,
+    known: Mapping[str, SeriesFingerprint] | None = None,
+) -> int:
     """Fingerprint every series of a (staged or published) store; returns how many are new.
+
+    ``known``: fingerprints already computed from the volumes written
+    (:func:`volume_fingerprint`, by ingest); any other series is read from the store.
 
     A series already in the index (a new version that shares it) only gains a reference.
     Never-leave series (fundus, OCT) are recorded as such, so that a match names the rule
@@ -85,7 +131,9 @@ def record_store(home: NodeHome, store_path: Path, *, dataset: str, version: str
         if index.has(series_id):
             index.reference(dataset, version, series_id, never_leave=never_leave)
             continue
-        index.add(dataset, version, series_id, _series_fingerprint(group), never_leave=never_leave)
+        found = (known or {}).get(series_id)
+        fingerprint = found if found is not None else _series_fingerprint(group)
+        index.add(dataset, version, series_id, fingerprint, never_leave=never_leave)
         new += 1
     return new
 

@@ -66,11 +66,13 @@ from insitu.progress import progress
 __all__ = ["FileFate", "IngestReport", "ingest"]
 
 # Bump when the same input would produce a different store: 1 zstd 2 + bit shuffle,
-# 2 zstd 1 + byte shuffle, 3 zstd 1 + bit shuffle and deeper chunks on the coarser levels.
-STORE_FORMAT = 3
-# Earlier formats whose stores hold the same values for the same input (only codecs and
-# chunks differ): an input already published in one of them is "unchanged".
-SAME_VALUES_FORMATS = (2,)
+# 2 zstd 1 + byte shuffle, 3 zstd 1 + bit shuffle and deeper chunks on the coarser levels,
+# 4 coarser levels only for planes larger than 512 in y or x (store_write.PREVIEW_PLANE).
+STORE_FORMAT = 4
+# Earlier formats whose stores hold the same values for the same input (only codecs,
+# chunks and which preview levels exist differ): an input already published in one of
+# them is "unchanged".
+SAME_VALUES_FORMATS = (3, 2)
 _DATASET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
@@ -342,7 +344,7 @@ def _read_native(items: list[Scanned], geometry: Geometry) -> np.ndarray | None:
 
 def _build_series(
     home: NodeHome, deid: Any, items: list[Scanned], root: Any, split: bool = False
-) -> tuple[dict[str, Any], str, Callable[[], None]]:
+) -> tuple[dict[str, Any], str, Callable[[], Written]]:
     """De-identify and decode one series; return its index row, original id and the
     function that writes it (pyramid, compression: mostly outside the GIL).
 
@@ -441,12 +443,35 @@ def _build_series(
         "deface": defacing,
     }
 
-    def write() -> None:
+    def write() -> Written:
         series_path = Path(root.store.root) / "series" / series_id
         shutil.rmtree(series_path, ignore_errors=True)  # a half-written try of this series
-        write_series(root, series_id, volume, geometry, attrs)
+        checksums: dict[str, tuple[str, int]] = {}
+        write_series(root, series_id, volume, geometry, attrs, checksums)
+        return Written(fingerprint=_volume_fingerprint(volume, geometry), checksums=checksums)
 
     return row, str(first.original_patient_id), write
+
+
+@dataclass
+class Written:
+    """What the write of one series hands to publish besides its files."""
+
+    # its pixel fingerprint, from the volume in memory (None: publish reads the store)
+    fingerprint: Any = None
+    # sha256 and size of its chunk files by store key, hashed from the bytes written
+    checksums: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def _volume_fingerprint(volume: np.ndarray, geometry: Geometry) -> Any:
+    """The series' pixel fingerprint, computed beside its write (fingerprints.py). A failure
+    here is publish's: it then reads the store and fails or succeeds there, as it always did."""
+    from insitu.datasets.fingerprints import volume_fingerprint
+
+    try:
+        return volume_fingerprint(volume, geometry.spacing)
+    except Exception:
+        return None
 
 
 def ingest(
@@ -493,7 +518,7 @@ def ingest(
     return attached
 
 
-Outcome = tuple[Any, ...]  # ("ok", row, original_id) | ("refused", fate, reason, index) | ...
+Outcome = tuple[Any, ...]  # ("ok", row, original_id, Written) | ("refused", fate, reason, index)
 WORKERS_ENV = "INSITU_INGEST_WORKERS"  # series built in N processes (default 1)
 _WORKER: dict[str, Any] = {}
 
@@ -515,7 +540,7 @@ def _outcome(
         with quiet_pydicom():
             row, original_id, write = _build_series(home, deid, items, root, split)
             if writer is None:
-                write()
+                written = write()
     except _SeriesRefused as exc:
         culprit = next((k for k, item in enumerate(items) if item is exc.culprit), None)
         return ("refused", exc.fate, exc.reason, culprit)
@@ -525,7 +550,7 @@ def _outcome(
         return _unforeseen(exc, items)
     if writer is not None:
         return ("pending", row, original_id, writer.submit(write))
-    return ("ok", row, original_id)
+    return ("ok", row, original_id, written)
 
 
 def _unforeseen(exc: Exception, items: list[Scanned]) -> Outcome:
@@ -539,12 +564,12 @@ def _settle(outcome: Outcome, items: list[Scanned]) -> Outcome:
         return outcome
     _, row, original_id, future = outcome
     try:
-        future.result()
+        written = future.result()
     except IngestError as exc:
         return ("error", str(exc))
     except Exception as exc:
         return _unforeseen(exc, items)
-    return ("ok", row, original_id)
+    return ("ok", row, original_id, written)
 
 
 def _worker_init(home_root: str, options: dict[str, Any], store_path: str) -> None:
@@ -763,6 +788,8 @@ def _ingest_locked(
         else:
             todo.append((items, split, marker))
     outcomes = _outcomes(home, deid, root, options, store_path, todo)
+    fingerprints: dict[str, Any] = {}  # series id -> pixel fingerprint, for publish
+    checksums: dict[str, tuple[str, int]] = {}  # chunk files this run wrote, for publish
     written = 0
     for (items, _split, marker), outcome in zip(
         todo, progress(outcomes, total=len(todo), desc="series", enabled=show_progress),
@@ -785,7 +812,10 @@ def _ingest_locked(
                 quarantine.put(item, outcome[1])
                 fates[position[id(item)]] = FileFate(item.source.name, "refused", outcome[1])
             continue
-        _, row, original_id = outcome
+        _, row, original_id, done = outcome
+        if done.fingerprint is not None:
+            fingerprints[row["series_id"]] = done.fingerprint
+        checksums.update(done.checksums)
         _link(home, row["subject_id"], original_id)
         partial = marker.with_suffix(".part")  # a kill mid-write never leaves half a marker
         partial.write_text(json.dumps(row))
@@ -839,7 +869,8 @@ def _ingest_locked(
     publish(
         home, catalog, store_path, dataset=dataset, version=version, title=title,
         citation=citation, fingerprint=fingerprint, subjects=subjects, studies=studies,
-        series=rows, provenance=provenance, tables=table_rows,
+        series=rows, provenance=provenance, tables=table_rows, fingerprints=fingerprints,
+        checksums=checksums,
     )  # fmt: skip
     report.status, report.version, report.series = "published", version, rows
     _audit(home, dataset, version=version, status="published", report=report,

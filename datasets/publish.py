@@ -18,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -109,21 +109,26 @@ def publish(
     series: list[dict[str, Any]],
     provenance: dict[str, Any],
     tables: Sequence[tuple[str, int, list[str]]] = (),
+    fingerprints: Mapping[str, Any] | None = None,
+    checksums: Mapping[str, tuple[str, int]] | None = None,
 ) -> Path:
     """Checksum a complete staged store and move it into place as ``version``.
 
     The catalog row is ``pending`` before the rename and ``published`` after,
     so :func:`recover` can finish the job whenever the process dies. Call it
-    under :func:`publish_lock`.
+    under :func:`publish_lock`. ``fingerprints``: pixel fingerprints the caller computed
+    from the volumes it wrote (series id -> fingerprint); the others are read from the store.
+    ``checksums``: sha256 and size of files the caller wrote (store key -> sum), taken
+    for a file of the same size; every other file is read and hashed.
     """
-    checksums = checksum_tree(store_path)
+    sums = checksum_tree(store_path, known=checksums)
     # Pixel provenance: every series is fingerprinted before its version becomes visible.
-    record_store(home, store_path, dataset=dataset, version=version)
+    record_store(home, store_path, dataset=dataset, version=version, known=fingerprints)
     crash_point("checksummed")
     catalog.add_pending(
         dataset=dataset, version=version, title=title, citation=citation,
         fingerprint=fingerprint, staging=store_path, subjects=subjects, studies=studies,
-        series=series, checksums=checksums, provenance=provenance, tables=tables,
+        series=series, checksums=sums, provenance=provenance, tables=tables,
     )  # fmt: skip
     crash_point("pending")
     target = home.stores / dataset / f"{version}.zarr"

@@ -111,7 +111,12 @@ class Dataset:
         info = dict(group_attrs["insitu"])
         levels = [d["path"] for d in ome["datasets"]]
         if not 0 <= level < len(levels):
-            raise ValueError(f"level {level} does not exist: choose 0..{len(levels) - 1}")
+            raise ValueError(
+                f"series {series_id!r} has no level {level}: it has "
+                + ("only level 0" if len(levels) == 1 else f"levels 0..{len(levels) - 1}")
+                + " (coarser preview levels are written only for planes larger than 512 "
+                "pixels; level 0 is the full image)"
+            )
         meta = ome["datasets"][level]["coordinateTransformations"]
         scale = next(t["scale"] for t in meta if t["type"] == "scale")
         translation = next(t["translation"] for t in meta if t["type"] == "translation")

@@ -1,8 +1,10 @@
 """Write one dataset version as a Zarr v3 store (layout: docs/architecture.md).
 
 Each series is an OME-Zarr 0.5 multiscale image under ``series/<series_id>``:
-level "0" holds the volume exactly as decoded, coarser levels halve y and x
-for previews. Chunks are compressed losslessly with Blosc (zstd 1 + bit
+level "0" holds the volume exactly as decoded; coarser levels halve y and x
+for previews, written only while a plane is larger than ``PREVIEW_PLANE`` in y
+or x (store format 4: a 512 x 512 CT is level 0 alone, a 2k-4k radiograph or
+fundus photo gets its previews). Chunks are compressed losslessly with Blosc (zstd 1 + bit
 shuffle, store format 3), a codec every Zarr v3 reader has; the coarser levels
 have deeper chunks of their own (they are small, and a longer Blosc block
 compresses them better). docs/datasets.md records why this codec and these
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,10 @@ WRITE_THREADS = 2  # Blosc releases the GIL; one block per chunk, so parallel ac
 DOWNSAMPLE_SLICES = 2  # output slices per block of the pyramid's averaging
 MIN_LEVEL_SIZE = 64  # stop the pyramid when y or x would fall below this
 MAX_LEVELS = 3
+# Store format 4: a coarser level is written only from a plane larger than this in y or x.
+# Readers and the viewer read level 0 of a 512 x 512 plane anyway; its levels 1-2 were
+# 11 % of the store (bench/BENCHMARKS.md, run H) and their encoding and files ingest CPU.
+PREVIEW_PLANE = 512
 
 
 def compressor(chunk_bytes: int = 0) -> Any:
@@ -132,13 +138,24 @@ def _downsample_block(level: np.ndarray, fz: int, ny: int, nx: int) -> np.ndarra
     return (total / len(views)).astype(level.dtype)
 
 
-def pyramid(volume: np.ndarray) -> list[np.ndarray]:
-    """Level 0 is the volume itself; each next level averages 2x2 in y and x (and 2 in z
-    while at least 16 slices remain), for previews and coarse analysis."""
+def pyramid(
+    volume: np.ndarray, preview_plane: int | None = None, max_levels: int = MAX_LEVELS
+) -> list[np.ndarray]:
+    """Level 0 is the volume itself ((z, y, x) or (z, y, x, c)); each next level averages
+    2x2 in y and x (and 2 in z while at least 16 slices remain), for previews and coarse
+    analysis, while the plane is larger than ``preview_plane`` in y or x.
+
+    ``preview_plane=0`` gives store format 3's levels (every plane down to 64 or three
+    levels), which the pixel fingerprint is still computed from (fingerprints.py).
+    """
+    if preview_plane is None:
+        preview_plane = PREVIEW_PLANE
     levels = [volume]
-    while len(levels) < MAX_LEVELS:
+    while len(levels) < max_levels:
         prev = levels[-1]
         if min(prev.shape[1], prev.shape[2]) // 2 < MIN_LEVEL_SIZE:
+            break
+        if max(prev.shape[1], prev.shape[2]) <= preview_plane:
             break
         levels.append(_downsample(prev, _factors(prev.shape)[0]))
     return levels
@@ -203,8 +220,13 @@ def write_series(
     volume: np.ndarray,
     geometry: Geometry,
     attrs: dict[str, Any],
+    checksums: dict[str, tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
-    """Write one series (all levels) and return its OME attributes."""
+    """Write one series (all levels) and return its OME attributes.
+
+    ``checksums``: gains the sha256 and size of every chunk file written, by store key
+    (hashed from the bytes just written, in the writer threads), for :func:`checksum_tree`.
+    """
     levels = pyramid(volume)
     group = root.require_group(f"series/{series_id}")
     ome = ome_attrs(series_id, geometry, levels)
@@ -221,7 +243,11 @@ def write_series(
             fill_value=0,
             overwrite=True,
         )
-        write_chunks(Path(root.store.root) / "series" / series_id / str(k), data, chunks)
+        array_key = f"series/{series_id}/{k}"
+        sums: dict[str, tuple[str, int]] = {}
+        write_chunks(Path(root.store.root) / array_key, data, chunks, sums)
+        if checksums is not None:  # "c/0/1/0" -> "series/<id>/<k>/c/0/1/0"
+            checksums.update({f"{array_key}/{key}": found for key, found in sums.items()})
     group.attrs.update({"ome": ome, "insitu": attrs})
     return ome
 
@@ -240,10 +266,16 @@ def _blosc(chunks: tuple[int, ...], dtype: np.dtype) -> Any:
     )
 
 
-def write_chunks(array_path: Path, data: np.ndarray, chunks: tuple[int, ...]) -> None:
+def write_chunks(
+    array_path: Path,
+    data: np.ndarray,
+    chunks: tuple[int, ...],
+    checksums: dict[str, tuple[str, int]] | None = None,
+) -> None:
     """Encode and write every chunk of ``data`` as Zarr v3 would (little-endian bytes codec,
     default chunk key encoding, edge chunks padded with the fill value 0, chunks that are
-    all fill value not written)."""
+    all fill value not written). ``checksums`` gains each file's sha256 and size by its
+    key in the array (``c/<z>/<y>/<x>``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     codec = _blosc(chunks, data.dtype)
@@ -255,7 +287,11 @@ def write_chunks(array_path: Path, data: np.ndarray, chunks: tuple[int, ...]) ->
     for start in {s[:-1] for s in starts}:
         Path(_chunk_key(base, start, chunks)).mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        list(pool.map(lambda s: _write_chunk(base, data, chunks, codec, s), starts))
+        written = list(pool.map(lambda s: _write_chunk(base, data, chunks, codec, s), starts))
+    if checksums is not None:
+        for start, found in zip(starts, written, strict=True):
+            if found is not None:
+                checksums[_chunk_key("c", start, chunks)] = found
 
 
 def _chunk_key(base: str, start: tuple[int, ...], chunks: tuple[int, ...]) -> str:
@@ -265,8 +301,10 @@ def _chunk_key(base: str, start: tuple[int, ...], chunks: tuple[int, ...]) -> st
 
 def _write_chunk(
     base: str, data: np.ndarray, chunks: tuple[int, ...], codec: Any, start: tuple[int, ...]
-) -> None:
-    """One chunk: cut out (padded at the edges), skipped when all fill value, encoded, written."""
+) -> tuple[str, int] | None:
+    """One chunk: cut out (padded at the edges), skipped when all fill value (None), encoded,
+    written; its file's sha256 and size (hashlib releases the GIL: the writer threads hash
+    what they wrote instead of publish reading every file back)."""
     little = data.dtype.newbyteorder("<")
     part = data[tuple(slice(a, a + c) for a, c in zip(start, chunks, strict=True))]
     if part.shape != tuple(chunks):
@@ -274,10 +312,11 @@ def _write_chunk(
         full[tuple(slice(0, n) for n in part.shape)] = part
         part = full
     if not part.any():
-        return  # Zarr leaves chunks equal to the fill value unwritten
+        return None  # Zarr leaves chunks equal to the fill value unwritten
     encoded = _encode(codec, np.ascontiguousarray(part, dtype=little))
     with open(_chunk_key(base, start, chunks), "wb") as fh:
         fh.write(encoded)
+    return hashlib.sha256(encoded).hexdigest(), len(encoded)
 
 
 def _encode(codec: Any, chunk: np.ndarray) -> bytes:
@@ -297,20 +336,32 @@ def _files(path: Path) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
-def checksum_tree(path: Path) -> dict[str, tuple[str, int]]:
+def checksum_tree(
+    path: Path, known: Mapping[str, tuple[str, int]] | None = None
+) -> dict[str, tuple[str, int]]:
     """sha256 and size of every file in a store, keyed by its store key.
 
-    Files are hashed in ``WRITE_THREADS`` threads (hashlib releases the GIL on chunk-sized
-    data): this runs at the end of every ingest, with the other core idle.
+    ``known``: sums of files this process wrote (:func:`write_series`), taken for a file
+    of that key and size; every other file (metadata, a series an interrupted run wrote)
+    is read and hashed, in ``WRITE_THREADS`` threads (hashlib releases the GIL on
+    chunk-sized data): this runs at the end of every ingest, with the other core idle.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    files = list(_files(path))
+    known = known or {}
+    keys = {file: file.relative_to(path).as_posix() for file in _files(path)}
+    out: dict[str, tuple[str, int]] = {}
+    todo = []
+    for file, key in keys.items():
+        found = known.get(key)
+        if found is not None and found[1] == file.stat().st_size:
+            out[key] = found
+        else:
+            todo.append(file)
     with ThreadPoolExecutor(WRITE_THREADS) as pool:
-        sums = list(pool.map(_file_sha256, files))
-    return {
-        file.relative_to(path).as_posix(): found for file, found in zip(files, sums, strict=True)
-    }
+        for file, found in zip(todo, pool.map(_file_sha256, todo), strict=True):
+            out[keys[file]] = found
+    return {key: out[key] for key in keys.values()}
 
 
 def _file_sha256(file: Path) -> tuple[str, int]:

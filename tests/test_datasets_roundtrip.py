@@ -16,6 +16,7 @@ import pytest
 from fixtures_datasets import dicom_file, make_series, reference_pixels, tree_bytes
 from zarr.storage import LocalStore
 
+from insitu.datasets import store_write
 from insitu.datasets.dicom_read import read_full, scan_one, walk_inputs
 from insitu.datasets.reader import Dataset
 from insitu.datasets.store_write import open_root, write_root_attrs, write_series
@@ -133,7 +134,8 @@ def test_lossy_inputs_match_pydicom_decode(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("level", [1, 2])
 def test_pyramid_levels_cover_the_same_extent(tmp_path: Path, level: int) -> None:
-    dataset, _ = _write_and_reopen([dicom_file("693_J2KR.dcm")], tmp_path / "p.zarr")
+    # a 1760 x 1760 radiograph: previews at 880 and 440 (a 512 x 512 CT has none)
+    dataset, _ = _write_and_reopen([dicom_file("RG3_UNCR.dcm")], tmp_path / "p.zarr")
     full, coarse = dataset.image("s0"), dataset.image("s0", level=level)
     factor = 2**level
     assert coarse.sizes["x"] == full.sizes["x"] // factor
@@ -146,7 +148,8 @@ def test_pyramid_levels_cover_the_same_extent(tmp_path: Path, level: int) -> Non
     )
 
 
-def test_pyramid_halves_z_for_long_series(tmp_path: Path) -> None:
+def test_pyramid_halves_z_for_long_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_write, "PREVIEW_PLANE", 64)  # previews of 128 x 128 planes
     folder = make_series(tmp_path / "long", n=40, step=1.5)
     items = [scan_one(i) for i in walk_inputs([folder])]
     geometry = plan_geometry([i.header for i in items])

@@ -249,7 +249,61 @@ def test_publish_fingerprints_every_series_and_rebuild_restores_it(
     image = np.asarray(open_dataset("demo", home=home).image(sorted(published)[0]))
     assert index.match_grid(image[image.shape[0] // 2]) is not None
 
+    # Ingest fingerprints from the volume in memory; rebuild reads the stores: the same.
+    def saved() -> dict[str, dict[str, np.ndarray]]:
+        out = {}
+        for sid in published:
+            with np.load(fingerprints_dir(home) / f"{sid}.npz") as data:
+                out[sid] = {k: data[k] for k in ("thumbs", "shapes", "spacing", "colour")}
+        return out
+
+    from_ingest = saved()
     monkeypatch.setenv("INSITU_HOME", str(home.root))
     code, summary = run_json(["fingerprints", "rebuild", "--fresh", "--json"], capsys)
     assert code == 0 and summary["series"] == len(published)
     assert set(FingerprintIndex.for_home(home).series_ids()) == published
+    for sid, arrays in saved().items():
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(value, from_ingest[sid][key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("source", "slices"),
+    [("RG3_UNCR.dcm", 1), ("693_UNCR.dcm", 20), ("CT_small.dcm", 40), ("US1_UNCR.dcm", 2)],
+)
+@pytest.mark.parametrize("preview_plane", [0, 512])  # store formats 3 and 4
+def test_fingerprint_from_memory_equals_the_one_read_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, slices: int, preview_plane: int
+) -> None:
+    """A radiograph (previews in both formats), a 512 x 512 CT (previews only in format
+    3), a small CT and a colour ultrasound: ingest's in-memory fingerprint is the one
+    `fingerprints rebuild` reads back, whichever levels the store has."""
+    import pydicom
+    from fixtures_datasets import dicom_file
+
+    from insitu.datasets import store_write
+    from insitu.datasets.fingerprints import _series_fingerprint, volume_fingerprint
+    from insitu.datasets.volume import Geometry
+
+    monkeypatch.setattr(store_write, "PREVIEW_PLANE", preview_plane)
+    plane = pydicom.dcmread(dicom_file(source)).pixel_array
+    rng = np.random.default_rng(0)
+    volume = np.stack([np.roll(plane, 3 * k, axis=0) for k in range(slices)])
+    volume = volume + rng.integers(0, 3, volume.shape).astype(volume.dtype)
+    geometry = Geometry(
+        shape=volume.shape[:3],
+        spacing=(2.5, 0.7, 0.7),
+        origin=(0.0, 0.0, 0.0),
+        orientation=(1, 0, 0, 0, 1, 0),
+        patient_geometry=True,
+        order=[],
+    )
+    root = store_write.open_root(tmp_path / "s.zarr")
+    store_write.write_series(root, "s", volume, geometry, {"series_id": "s"})
+    group = store_write.open_root(tmp_path / "s.zarr")["series/s"]
+    levels = len(store_write.pyramid(volume))
+    assert len(list(group.array_keys())) == levels
+    from_store, in_memory = _series_fingerprint(group), volume_fingerprint(volume, (2.5, 0.7, 0.7))
+    np.testing.assert_array_equal(from_store.thumbs, in_memory.thumbs)
+    assert from_store.shapes == in_memory.shapes
+    assert from_store.spacing == in_memory.spacing and from_store.colour == in_memory.colour

@@ -290,7 +290,15 @@ def send_and_collect(
     Flower's version waits the whole timeout for a reply from a SuperNode that
     has shut down; a federation round should go on as soon as every missing
     site is gone from the SuperLink (or the timeout passes).
+
+    Sites are asked to send small replies packed into one Flower object
+    (:mod:`insitu.federation.transport`); the replies returned carry their content
+    as the site let it out, unpacked.
     """
+    from insitu.federation import transport
+
+    for message in messages:
+        transport.ask_packed(message)
     ids = list(grid.push_messages(messages))
     destination = {mid: m.metadata.dst_node_id for mid, m in zip(ids, messages, strict=True)}
     waiting = set(ids)
@@ -299,7 +307,7 @@ def send_and_collect(
     next_check = time.monotonic() + ONLINE_CHECK_SECONDS
     while waiting:
         for reply in grid.pull_messages(list(waiting)):
-            replies.append(reply)
+            replies.append(transport.unpack(reply))
             waiting.discard(reply.metadata.reply_to_message_id)
         now = time.monotonic()
         if not waiting or now > deadline:

@@ -155,3 +155,78 @@ def test_collecting_replies_asks_for_packing_and_hands_the_app_unpacked_content(
     (reply,) = apps.send_and_collect(Grid(), [message], timeout=5)
     assert not transport.is_packed(reply)
     _same(reply.content, _reply(_instruction()).content)
+
+
+# --- the ServerApp pulls the objects of several waiting replies at once ----------------
+
+
+class _RuntimeClient:
+    """Stands in for the SuperLink's Runtime API: the replies' objects, from a dict."""
+
+    def __init__(self, replies: list[Any]) -> None:
+        from flwr.app.message import remove_content_from_message
+        from flwr.common.serde import message_to_proto
+        from flwr.supercore.inflatable.inflatable_object import (
+            get_all_nested_objects,
+            get_object_tree,
+        )
+
+        self.objects: dict[str, bytes] = {}
+        self.protos, self.trees = [], []
+        for reply in replies:
+            reply.metadata.__dict__["_message_id"] = reply.object_id
+            self.objects |= {i: o.deflate() for i, o in get_all_nested_objects(reply).items()}
+            self.protos.append(message_to_proto(remove_content_from_message(reply)))
+            self.trees.append(get_object_tree(reply))
+        self.pull_messages = 0
+        self.confirmed: list[str] = []
+
+    def PullMessages(self, request: Any) -> Any:
+        from flwr.proto.runtime_pb2 import PullAppMessagesResponse
+
+        self.pull_messages += 1
+        return PullAppMessagesResponse(messages_list=self.protos, message_object_trees=self.trees)
+
+    def PullObject(self, request: Any) -> Any:
+        from flwr.proto.message_pb2 import PullObjectResponse
+
+        content = self.objects[request.object_id]
+        return PullObjectResponse(object_found=True, object_available=True, object_content=content)
+
+    def ConfirmMessageReceived(self, request: Any) -> Any:
+        self.confirmed.append(request.message_object_id)
+
+
+def test_the_pinned_grid_pull_uses_only_its_run_node_and_runtime_client() -> None:
+    # pull_replies hands Flower's HttpGrid.pull_messages a stand-in with these three.
+    import inspect
+    import re
+
+    from flwr.superlink.grid.http_grid import HttpGrid
+
+    source = inspect.getsource(HttpGrid.pull_messages)
+    assert set(re.findall(r"self\.(\w+)", source)) == {"_run", "_runtime_client", "node"}
+    assert source.count("PullMessages(") == 1
+
+
+def test_several_waiting_replies_are_pulled_with_one_request_and_come_back_whole() -> None:
+    from types import SimpleNamespace
+
+    from flwr.superlink.grid.http_grid import HttpGrid
+
+    from insitu.federation import apps
+
+    instructions = [_instruction() for _ in range(3)]
+    replies = [_reply(i) for i in instructions]
+    transport.pack(replies[0])  # packed and unpacked replies alike
+    client = _RuntimeClient(replies)
+    grid = HttpGrid(token="t" * 8)
+    grid._client = client  # type: ignore[assignment]
+    grid._run = SimpleNamespace(run_id=7)  # type: ignore[assignment]
+    ids = [i.metadata.message_id for i in instructions]
+    pulled = apps.pull_replies(grid, ids)
+    assert client.pull_messages == 1
+    assert [r.metadata.reply_to_message_id for r in pulled] == ids
+    assert sorted(client.confirmed) == sorted(r.metadata.message_id for r in replies)
+    for reply in pulled:
+        _same(transport.unpack(reply).content, _reply(_instruction()).content)

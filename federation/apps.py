@@ -375,9 +375,12 @@ def pull_replies(grid: Any, message_ids: list[str]) -> list[Any]:
     except httpx.HTTPStatusError as exc:  # as Flower's pull_messages: logged, nothing pulled
         if exc.response.status_code != httpx.codes.REQUEST_ENTITY_TOO_LARGE:
             raise
-        from flwr.superlink.grid import http_grid
+        from logging import ERROR
 
-        http_grid.log(http_grid.ERROR, http_grid.ERROR_MESSAGE_PULL_MESSAGES_PAYLOAD_TOO_LARGE)
+        from flwr.supercore import log
+        from flwr.superlink.grid.http_grid import ERROR_MESSAGE_PULL_MESSAGES_PAYLOAD_TOO_LARGE
+
+        log(ERROR, ERROR_MESSAGE_PULL_MESSAGES_PAYLOAD_TOO_LARGE)
         return []
     count = len(response.messages_list)
     if count == 0:

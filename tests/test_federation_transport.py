@@ -230,3 +230,22 @@ def test_several_waiting_replies_are_pulled_with_one_request_and_come_back_whole
     assert sorted(client.confirmed) == sorted(r.metadata.message_id for r in replies)
     for reply in pulled:
         _same(transport.unpack(reply).content, _reply(_instruction()).content)
+
+
+def test_a_pull_too_large_for_the_superlink_is_logged_and_gives_nothing_as_flowers() -> None:
+    from types import SimpleNamespace
+
+    import httpx
+    from flwr.superlink.grid.http_grid import HttpGrid
+
+    from insitu.federation import apps
+
+    class TooLarge:
+        def PullMessages(self, request: Any) -> Any:
+            response = httpx.Response(413, request=httpx.Request("POST", "http://link"))
+            raise httpx.HTTPStatusError("too large", request=response.request, response=response)
+
+    grid = HttpGrid(token="t" * 8)
+    grid._client = TooLarge()  # type: ignore[assignment]
+    grid._run = SimpleNamespace(run_id=7)  # type: ignore[assignment]
+    assert apps.pull_replies(grid, ["a", "b"]) == []

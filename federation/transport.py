@@ -22,8 +22,8 @@ ServerApp sees the reply (:func:`unpack`).
 Nothing the checker decides changes: it judges the app's reply as before, and what is
 packed is the content it let out, built by the site (from the parsed values, plus the
 envelope's credit), never the app's bytes. A site that does not know this record
-(an older runner) hands it to the app, which ignores it, and replies unpacked; a
-ServerApp that did not ask gets unpacked replies.
+(an older runner) hands it to the app (the built-in apps ignore records they do not
+read) and replies unpacked; a ServerApp that did not ask gets unpacked replies.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ __all__ = [
     "fingerprint",
     "job_status",
     "online_nodes",
+    "pull_replies",
     "report_result",
     "run_fab",
     "send_and_collect",
@@ -46,6 +47,9 @@ POLL_SECONDS = 0.2
 # How often a ServerApp waiting for replies asks which sites are still online (a request
 # to the SuperLink, served between the sites' uploads; a site that left is noticed this late).
 ONLINE_CHECK_SECONDS = 1.0
+# Replies whose objects a ServerApp pulls at the same time (each with Flower's own two
+# parallel object pulls).
+MAX_PARALLEL_REPLIES = 4
 TOKEN_ENV = "INSITU_COORDINATOR_TOKEN"  # noqa: S105 (a variable name, not a secret)
 
 
@@ -290,7 +294,15 @@ def send_and_collect(
     Flower's version waits the whole timeout for a reply from a SuperNode that
     has shut down; a federation round should go on as soon as every missing
     site is gone from the SuperLink (or the timeout passes).
+
+    Sites are asked to send small replies packed into one Flower object
+    (:mod:`insitu.federation.transport`); the replies returned carry their content
+    as the site let it out, unpacked.
     """
+    from insitu.federation import transport
+
+    for message in messages:
+        transport.ask_packed(message)
     ids = list(grid.push_messages(messages))
     destination = {mid: m.metadata.dst_node_id for mid, m in zip(ids, messages, strict=True)}
     waiting = set(ids)
@@ -298,8 +310,8 @@ def send_and_collect(
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + ONLINE_CHECK_SECONDS
     while waiting:
-        for reply in grid.pull_messages(list(waiting)):
-            replies.append(reply)
+        for reply in pull_replies(grid, list(waiting)):
+            replies.append(transport.unpack(reply))
             waiting.discard(reply.metadata.reply_to_message_id)
         now = time.monotonic()
         if not waiting or now > deadline:
@@ -311,3 +323,73 @@ def send_and_collect(
                 break
         time.sleep(poll)
     return replies
+
+
+class _OneReply:
+    """What Flower's ``HttpGrid.pull_messages`` uses of its grid (its run, its node, its
+    Runtime API client), with a client whose ``PullMessages`` answers one reply of a
+    response already pulled; every other call (objects, confirmations) is the grid's."""
+
+    def __init__(self, grid: Any, response: Any, index: int) -> None:
+        self._run = grid._run
+        self.node = grid.node
+        self._runtime_client = self
+        self._client = grid._runtime_client
+        self._response = response
+        self._index = index
+
+    def PullMessages(self, request: Any) -> Any:
+        from flwr.proto.runtime_pb2 import PullAppMessagesResponse
+
+        i, response = self._index, self._response
+        return PullAppMessagesResponse(
+            messages_list=[response.messages_list[i]],
+            message_object_trees=[response.message_object_trees[i]],
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def pull_replies(grid: Any, message_ids: list[str]) -> list[Any]:
+    """``grid.pull_messages(message_ids)``, with the objects of several replies pulled at
+    the same time.
+
+    Flower's ``HttpGrid.pull_messages`` asks the SuperLink once for every reply that is
+    there, then pulls the replies' objects one reply after the other. Here that one
+    request is made the same way, and each reply it returned is then handed to Flower's
+    own ``pull_messages`` (object pulls, retries, confirmation, inflation, error replies)
+    in a thread of its own. Any other grid is asked as it is.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from flwr.proto.runtime_pb2 import PullAppMessagesRequest
+    from flwr.superlink.grid.http_grid import HttpGrid
+
+    if type(grid) is not HttpGrid or len(message_ids) < 2:
+        return list(grid.pull_messages(message_ids))
+    request = PullAppMessagesRequest(message_ids=message_ids)
+    try:
+        response = grid._runtime_client.PullMessages(request)
+    except httpx.HTTPStatusError as exc:  # as Flower's pull_messages: logged, nothing pulled
+        if exc.response.status_code != httpx.codes.REQUEST_ENTITY_TOO_LARGE:
+            raise
+        from logging import ERROR
+
+        from flwr.supercore import log
+        from flwr.superlink.grid.http_grid import ERROR_MESSAGE_PULL_MESSAGES_PAYLOAD_TOO_LARGE
+
+        log(ERROR, ERROR_MESSAGE_PULL_MESSAGES_PAYLOAD_TOO_LARGE)
+        return []
+    count = len(response.messages_list)
+    if count == 0:
+        return []
+
+    def pull(index: int) -> list[Any]:
+        return list(HttpGrid.pull_messages(_OneReply(grid, response, index), message_ids))  # type: ignore[arg-type]
+
+    if count == 1:
+        return pull(0)
+    with ThreadPoolExecutor(max_workers=min(count, MAX_PARALLEL_REPLIES)) as pool:
+        return [reply for part in pool.map(pull, range(count)) for reply in part]

@@ -110,6 +110,7 @@ def _preload() -> None:
     import insitu.federation.run_budget
     import insitu.federation.sandbox_launch
     import insitu.federation.site_mod
+    import insitu.federation.transport
 
     with contextlib.suppress(ImportError):  # the checker's disclosure engine, when installed
         import insitu.disclosure.context
@@ -667,6 +668,8 @@ def _serve(args: argparse.Namespace, token: str) -> int:
         push_task_output,
     )
 
+    from insitu.federation import transport
+
     retry = make_simple_http_retry_invoker()
     client = RuntimeHttpClient.from_server_address(
         server_address=args.runtime_api_address,
@@ -693,9 +696,13 @@ def _serve(args: argparse.Namespace, token: str) -> int:
         run_id, message_type = run.run_id, message.metadata.message_type
         pulled = time.perf_counter()
         _TIMES["pull"] = pulled - started
+        # The ServerApp's request for a packed reply is transport, not the app's input.
+        packed = transport.take_request(message)
         try:
             reply = _handle(message, context, run, fab)
             sub_status, details, code = SubStatus.COMPLETED, "", 0
+            if packed:  # after the checks, mods and audit: the content they let out
+                transport.pack(reply)
         except Exception as exc:
             # The site's own failure: a fixed text (the type only, in the site log).
             reply = _error(

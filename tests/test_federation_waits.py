@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -168,17 +169,20 @@ class _Grid:
         self.node_asks = 0
         self.sent: list[object] = []
 
-    def push_messages(self, messages: list[object]) -> list[str]:
+    def push_messages(self, messages: list[Any]) -> list[str]:
         self.sent = messages
+        for i, message in enumerate(messages):
+            message.metadata.__dict__["_message_id"] = f"m{i}"
         return [f"m{i}" for i in range(len(messages))]
 
     def pull_messages(self, ids: list[str]) -> list[object]:
-        from types import SimpleNamespace
+        from flwr.app import Message, RecordDict
 
         self.pulls += 1
         if self.pulls < self.polls_until_reply:
             return []
-        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in ids]
+        sent = {m.metadata.message_id: m for m in self.sent}
+        return [Message(RecordDict(), reply_to=sent[i]) for i in ids]
 
     def get_nodes(self) -> list[object]:
         from types import SimpleNamespace
@@ -188,9 +192,11 @@ class _Grid:
 
 
 def _messages(*nodes: int) -> list[object]:
-    from types import SimpleNamespace
+    from flwr.app import Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
 
-    return [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n)) for n in nodes]
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0  # a ServerApp's
+    return [Message(RecordDict(), dst_node_id=n, message_type="query") for n in nodes]
 
 
 def test_waiting_for_replies_asks_for_the_online_sites_once_a_second_not_every_poll():

@@ -6,6 +6,7 @@ published again only because the codec or the preview levels changed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,24 +107,41 @@ def _ingest_as_format_2(
     return report
 
 
+def _first_version_by(
+    ingest_as: Callable[..., dict],
+    home: NodeHome,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[Path, Path]:
+    """A 6-slice series published as dataset "d" v1 by an older format's code: the input
+    folder and the store."""
+    series = make_series(tmp_path / "a", n=6)
+    old = ingest_as(monkeypatch, capsys, ["ingest", str(series), "--dataset", "d"])
+    assert old["version"] == "v1"
+    return series, home.stores / "d" / "v1.zarr"
+
+
+def _reingest_is_unchanged(series: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+    """The same input after the upgrade: the values would be the same, so no new version."""
+    code, again = run_json(["ingest", str(series), "--dataset", "d"], capsys)
+    assert code == 0 and again["status"] == "unchanged" and again["version"] == "v1"
+    return again
+
+
 def test_a_format_2_store_reads_the_same_values_and_its_input_is_unchanged(
     home: NodeHome,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    series = make_series(tmp_path / "a", n=6)
-    old = _ingest_as_format_2(monkeypatch, capsys, ["ingest", str(series), "--dataset", "d"])
-    assert old["version"] == "v1"
-    old_store = home.stores / "d" / "v1.zarr"
+    series, old_store = _first_version_by(_ingest_as_format_2, home, tmp_path, monkeypatch, capsys)
     blosc, chunks = _blosc(_series_dir(old_store) / "1")
     assert blosc["shuffle"] == "shuffle" and chunks == [4, 64, 64]  # what format 2 wrote
     root = json.loads((old_store / "zarr.json").read_text())["attributes"]["insitu"]
     assert root["provenance"]["store_format"] == 2
 
-    # The same input after the upgrade: the values would be the same, so no new version.
-    code, again = run_json(["ingest", str(series), "--dataset", "d"], capsys)
-    assert code == 0 and again["status"] == "unchanged" and again["version"] == "v1"
+    again = _reingest_is_unchanged(series, capsys)
     assert {f["fate"] for f in again["files"]} == {"unchanged"}
     with Catalog(home) as catalog:
         assert [v["version"] for v in catalog.versions("d")] == ["v1"]
@@ -156,13 +174,9 @@ def test_an_input_published_in_format_3_is_unchanged(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    series = make_series(tmp_path / "a", n=6)
-    old = _ingest_as_format_3(monkeypatch, capsys, ["ingest", str(series), "--dataset", "d"])
-    assert old["version"] == "v1"
-    store = home.stores / "d" / "v1.zarr"
+    series, store = _first_version_by(_ingest_as_format_3, home, tmp_path, monkeypatch, capsys)
     assert (_series_dir(store) / "1" / "zarr.json").is_file()  # format 3 wrote level 1
-    code, again = run_json(["ingest", str(series), "--dataset", "d"], capsys)
-    assert code == 0 and again["status"] == "unchanged" and again["version"] == "v1"
+    _reingest_is_unchanged(series, capsys)
     code, out, _ = run_cli(["verify", "d"], capsys)
     assert code == 0 and "d v1: ok" in out
 

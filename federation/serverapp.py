@@ -13,7 +13,8 @@ modules, its state, a failure) is there for the next. Its object pulls retry at
 the ServerApp's poll interval (:mod:`insitu.federation.object_pulls`), not
 after 1, 2, 4 ... s. At the run's end its logs (which carry the result line)
 are flushed as soon as they are uploaded, not after Flower's fixed extra
-second (:func:`exact_log_flush`).
+second, and the flush has the uploader send them at once instead of after the
+rest of its 0.2 s pause between uploads (:func:`exact_log_flush`).
 
     python -m insitu.federation.serverapp --runtime-api-address ADDR --insecure < token
 """
@@ -25,6 +26,7 @@ import importlib
 import re
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from queue import Queue
 from typing import IO, Any
@@ -69,6 +71,7 @@ class CountingQueue(Queue[str | None]):
         self.lines_put = 0
         self.lines_pushed = 0
         self.pushed = threading.Condition()
+        self.wake = threading.Event()
 
     def _put(self, item: str | None) -> None:
         if item is not None:
@@ -80,10 +83,18 @@ class CountingQueue(Queue[str | None]):
             self.lines_pushed += lines
             self.pushed.notify_all()
 
+    def pause(self, seconds: float) -> None:
+        """The uploader's pause between two uploads: ``seconds``, or until a flush."""
+        self.wake.wait(seconds)
+        self.wake.clear()
+
     def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
-        """Wait until every line put so far has been uploaded (False: ``timeout`` passed)."""
+        """Wait until every line put so far has been uploaded (False: ``timeout`` passed).
+
+        The uploader, if it is pausing between uploads, uploads at once."""
         with self.mutex:
             target = self.lines_put
+        self.wake.set()
         with self.pushed:
             return self.pushed.wait_for(lambda: self.lines_pushed >= target, timeout)
 
@@ -104,6 +115,24 @@ class _CountingClient:
         return getattr(self._client, name)
 
 
+_uploader = threading.local()  # .queue: the CountingQueue this uploader thread serves
+
+
+class _UploaderClock:
+    """``flwr.supercore.logger``'s ``time``, except that an uploader thread started by
+    :func:`exact_log_flush` pauses between uploads through its queue (a flush ends it)."""
+
+    def sleep(self, seconds: float) -> None:
+        queue = getattr(_uploader, "queue", None)
+        if isinstance(queue, CountingQueue):
+            queue.pause(seconds)
+        else:
+            time.sleep(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 def exact_log_flush(log_queue: CountingQueue) -> None:
     """Flower's ServerApp runtime, with a flush of its logs that waits only as long as needed.
 
@@ -113,17 +142,38 @@ def exact_log_flush(log_queue: CountingQueue) -> None:
     uploader's client counts the lines it uploaded and the flush waits until every line
     put so far is uploaded (``FLUSH_SECONDS`` at most, as Flower's), so the result line is
     at the SuperLink before the run is marked finished, without the fixed second.
+
+    Flower's uploader (``flwr.supercore.logger._log_uploader``) pauses 0.2 s
+    (``LOG_UPLOAD_INTERVAL``) after each upload, so the result line, printed just
+    before the ServerApp returns, waited up to 0.2 s more. The uploader runs here as
+    Flower's, in a thread whose pause ends when the flush starts: the last lines go
+    at once; while the run goes on, lines are still batched every 0.2 s.
     """
     module = importlib.import_module("flwr.superlink.runtime.run_serverapp")
     for name in ("flush_logs", "start_log_uploader"):
         if not callable(getattr(module, name, None)):  # a Flower that changed it: stop
             raise RuntimeError(f"flwr's ServerApp runtime has no {name} to replace")
+    logger = importlib.import_module("flwr.supercore.logger")
+    flower_uploader = getattr(logger, "_log_uploader", None)
+    if not callable(flower_uploader) or getattr(logger, "time", None) is None:
+        raise RuntimeError("flwr's logger has no _log_uploader pausing with time.sleep")
+    if not isinstance(logger.time, _UploaderClock):
+        setattr(logger, "time", _UploaderClock())  # noqa: B010 (the module's `time`)
     flower_start = module.start_log_uploader
 
+    def run_uploader(log_queue: CountingQueue, node_id: int, run_id: int, client: Any) -> None:
+        _uploader.queue = log_queue
+        flower_uploader(log_queue, node_id, run_id, client)
+
     def start_log_uploader(log_queue: Any, node_id: int, run_id: int, client: Any) -> Any:
-        if isinstance(log_queue, CountingQueue):
-            client = _CountingClient(client, log_queue)
-        return flower_start(log_queue=log_queue, node_id=node_id, run_id=run_id, client=client)
+        if not isinstance(log_queue, CountingQueue):
+            return flower_start(log_queue=log_queue, node_id=node_id, run_id=run_id, client=client)
+        client = _CountingClient(client, log_queue)
+        thread = threading.Thread(
+            target=run_uploader, args=(log_queue, node_id, run_id, client), daemon=True
+        )
+        thread.start()
+        return thread
 
     def flush_logs(queue: Any, timeout: float = FLUSH_SECONDS) -> bool:
         return queue.flush(timeout) if isinstance(queue, CountingQueue) else False

@@ -262,9 +262,12 @@ def runtime_module(monkeypatch: pytest.MonkeyPatch) -> object:
     """Flower's ServerApp runtime module; what exact_log_flush replaces is restored."""
     import importlib
 
+    from flwr.supercore import logger
+
     module = importlib.import_module("flwr.superlink.runtime.run_serverapp")
     for name in ("flush_logs", "start_log_uploader"):
         monkeypatch.setattr(module, name, getattr(module, name))
+    monkeypatch.setattr(logger, "time", logger.time)
     return module
 
 
@@ -280,6 +283,8 @@ def test_the_pinned_serverapp_runtime_still_flushes_with_a_fixed_second() -> Non
     assert "flush_logs(log_queue)" in source
     assert "client=grid._runtime_client" in source and "start_log_uploader(" in source
     assert source.index("flush_logs(log_queue)") < source.index("PushTaskOutput(")
+    # the uploader pauses through the module's `time` (exact_log_flush ends the pause)
+    assert "time.sleep(LOG_UPLOAD_INTERVAL)" in inspect.getsource(logger._log_uploader)
 
 
 class _Uploads:
@@ -321,6 +326,30 @@ def test_the_flush_waits_until_the_last_line_is_uploaded_and_no_longer(
         assert took < 0.9  # Flower's own flush sleeps 1 s after the queue is empty
     finally:
         stop_log_uploader(queue, uploader)
+
+
+def test_the_flush_ends_the_uploaders_pause_between_uploads(
+    runtime_module: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flwr.supercore import logger
+
+    monkeypatch.setattr(logger, "LOG_UPLOAD_INTERVAL", 60.0)  # a pause no flush outlasts
+    queue = serverapp.CountingQueue()
+    serverapp.exact_log_flush(queue)
+    client = _Uploads()
+    uploader = runtime_module.start_log_uploader(  # type: ignore[attr-defined]
+        log_queue=queue, node_id=0, run_id=1, client=client
+    )
+    try:
+        queue.put("first\n")
+        assert runtime_module.flush_logs(queue, timeout=5.0) is True  # type: ignore[attr-defined]
+        queue.put("INSITU-RESULT {}\n")  # the uploader is pausing again: the flush ends it
+        assert runtime_module.flush_logs(queue, timeout=5.0) is True  # type: ignore[attr-defined]
+        assert client.lines == ["first\n", "INSITU-RESULT {}\n"]
+    finally:
+        queue.put(None)  # Flower's stop signal, then the pause is ended
+        queue.wake.set()
+        uploader.join(timeout=5.0)
 
 
 def test_the_flush_gives_up_after_its_timeout_when_uploads_fail(runtime_module: object) -> None:

@@ -212,9 +212,9 @@ def test_waiting_for_replies_stops_when_every_missing_site_has_left():
     from insitu.federation import apps
 
     grid = _Grid(polls_until_reply=10**6, online=[])
-    start = time.monotonic()
     assert apps.send_and_collect(grid, _messages(1, 2), timeout=30, poll=0.05) == []
-    assert time.monotonic() - start < apps.ONLINE_CHECK_SECONDS + 2 and grid.node_asks == 1
+    # One look at the online sites, not one a second until the 30-s timeout: it stopped there.
+    assert grid.node_asks == 1
 
 
 # --- the SuperLink's state: the look for expired task claims, throttled -----------------

@@ -8,12 +8,14 @@ given); the live tests (test_federation_live.py) run the real one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -304,11 +306,9 @@ class _Uploads:
         return object()
 
 
-def test_the_flush_waits_until_the_last_line_is_uploaded_and_no_longer(
-    runtime_module: object,
-) -> None:
-    from flwr.supercore.logger import stop_log_uploader
-
+@contextlib.contextmanager
+def _uploading(runtime_module: object) -> Iterator[tuple[serverapp.CountingQueue, _Uploads]]:
+    """The ServerApp's log queue with insitu's exact flush and Flower's uploader running."""
     queue = serverapp.CountingQueue()
     serverapp.exact_log_flush(queue)
     client = _Uploads()
@@ -316,16 +316,34 @@ def test_the_flush_waits_until_the_last_line_is_uploaded_and_no_longer(
         log_queue=queue, node_id=0, run_id=1, client=client
     )
     try:
+        yield queue, client
+    finally:
+        queue.put(None)  # Flower's stop signal, then any pause is ended
+        queue.wake.set()
+        uploader.join(timeout=5.0)
+
+
+def test_the_flush_waits_until_the_last_line_is_uploaded_and_no_longer(
+    runtime_module: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flwr.supercore import logger
+
+    sleeps: list[float] = []  # Flower's own flush sleeps a fixed second once the queue is empty
+    with _uploading(runtime_module) as (queue, client):
+        clock = logger.time  # the clock exact_log_flush gave Flower's logger
+        pause = clock.sleep
+
+        def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            pause(seconds)
+
+        monkeypatch.setattr(clock, "sleep", sleep)
         for i in range(5):
             queue.put(f"line {i}\n")
         queue.put("INSITU-RESULT {}\n")
-        start = time.monotonic()
         assert runtime_module.flush_logs(queue) is True  # type: ignore[attr-defined]
-        took = time.monotonic() - start
         assert client.lines[-1] == "INSITU-RESULT {}\n" and len(client.lines) == 6
-        assert took < 0.9  # Flower's own flush sleeps 1 s after the queue is empty
-    finally:
-        stop_log_uploader(queue, uploader)
+    assert all(seconds < 1 for seconds in sleeps), sleeps
 
 
 def test_the_flush_ends_the_uploaders_pause_between_uploads(
@@ -334,22 +352,12 @@ def test_the_flush_ends_the_uploaders_pause_between_uploads(
     from flwr.supercore import logger
 
     monkeypatch.setattr(logger, "LOG_UPLOAD_INTERVAL", 60.0)  # a pause no flush outlasts
-    queue = serverapp.CountingQueue()
-    serverapp.exact_log_flush(queue)
-    client = _Uploads()
-    uploader = runtime_module.start_log_uploader(  # type: ignore[attr-defined]
-        log_queue=queue, node_id=0, run_id=1, client=client
-    )
-    try:
+    with _uploading(runtime_module) as (queue, client):
         queue.put("first\n")
         assert runtime_module.flush_logs(queue, timeout=5.0) is True  # type: ignore[attr-defined]
         queue.put("INSITU-RESULT {}\n")  # the uploader is pausing again: the flush ends it
         assert runtime_module.flush_logs(queue, timeout=5.0) is True  # type: ignore[attr-defined]
         assert client.lines == ["first\n", "INSITU-RESULT {}\n"]
-    finally:
-        queue.put(None)  # Flower's stop signal, then the pause is ended
-        queue.wake.set()
-        uploader.join(timeout=5.0)
 
 
 def test_the_flush_gives_up_after_its_timeout_when_uploads_fail(runtime_module: object) -> None:

@@ -111,7 +111,9 @@ class Dataset:
         info = dict(group_attrs["insitu"])
         levels = [d["path"] for d in ome["datasets"]]
         if not 0 <= level < len(levels):
-            raise ValueError(
+            from insitu.errors import LevelNotFoundError
+
+            raise LevelNotFoundError(
                 f"series {series_id!r} has no level {level}: it has "
                 + ("only level 0" if len(levels) == 1 else f"levels 0..{len(levels) - 1}")
                 + " (coarser preview levels are written only for planes larger than 512 "

@@ -11,6 +11,7 @@
     │   └── HeldBack                 de-id held an image back (burned-in text)      exit 1
     ├── DatasetNotFoundError (LookupError)   no such dataset / version             exit 4
     │   └── VersionRetiredError      the version was retired: cited, no longer read exit 4
+    ├── LevelNotFoundError (ValueError)  Dataset.image: a level the series lacks  exit 1
     ├── AccessDeniedError (PermissionError)  no approval, expired, revoked, role    exit 4
     │   ├── AuthenticationError      missing or bad token                          exit 4
     │   └── AppNotApprovedError      federation: the site has not approved this app exit 4
@@ -67,6 +68,7 @@ __all__ = [
     "InputNotFoundError",
     "InsituError",
     "InvalidRequestError",
+    "LevelNotFoundError",
     "NeverLeaveError",
     "OutputTooLargeError",
     "PolicyViolationError",
@@ -146,6 +148,13 @@ class DatasetNotFoundError(InsituError, LookupError):
 
     exit_code = 4
     http_status = 404
+
+
+class LevelNotFoundError(InsituError, ValueError):
+    """``Dataset.image(level=)`` of a pyramid level the series does not have (since store
+    format 4, a plane of 512 pixels or less has level 0 alone)."""
+
+    http_status = 400
 
 
 class VersionRetiredError(DatasetNotFoundError):

@@ -18,6 +18,7 @@ from insitu.datasets import ingest as ingest_module
 from insitu.datasets import store_write
 from insitu.datasets.catalog import Catalog
 from insitu.datasets.reader import open_dataset
+from insitu.errors import LevelNotFoundError
 
 
 def _blosc(array: Path) -> tuple[dict, list[int]]:
@@ -53,7 +54,7 @@ def test_format_4_codec_and_chunks_in_the_metadata(
     dataset = open_dataset("d", "v1")
     (series_id,) = list(dataset.series.series_id)
     assert dataset.image(series_id).shape == (6, 128, 128)
-    with pytest.raises(ValueError, match="has no level 1: it has only level 0"):
+    with pytest.raises(LevelNotFoundError, match="has no level 1: it has only level 0"):
         dataset.image(series_id, level=1)
 
 

@@ -11,8 +11,12 @@ The SuperLink that ``insitu federation coordinator`` starts
 (:mod:`insitu.federation.superlink`) launches this module instead: Flower's
 SuperExec with :class:`WarmExecutor`. It keeps one ServerApp process
 (:mod:`insitu.federation.serverapp`) started and imported ahead, and hands it
-the run's token on its stdin when a run comes; then starts the next one. Each
-process serves one run. While a ServerApp runs, the SuperExec asks the SuperLink
+the run's token on its stdin when a run comes. Each process serves one run. The
+next one is started when no run is going on, or once a run has gone on for
+``SPARE_AFTER_SECONDS``: its imports (about a second of CPU) would otherwise
+compete with the run that just started, at the SuperLink on the same host, for
+most of a short query; a long run (training) still has the next researcher's
+process ready. While a ServerApp runs, the SuperExec asks the SuperLink
 for the next run once a second instead of every 0.1 s (:class:`RunAwareClock`):
 those asks compete with the run's own requests at the SuperLink. Other task
 types (none at a SuperLink today) get Flower's command with the token in a 0600
@@ -56,6 +60,9 @@ RESTART_SECONDS = 5.0
 # often (idle: every FLWR_SUPEREXEC_TASK_POLL_INTERVAL, 0.1 s): each ask is a request the
 # SuperLink serves between the run's own (its sites' uploads, the ServerApp's pulls).
 BUSY_POLL_SECONDS = 1.0
+# The next run's ServerApp process is started while a run goes on only once it has gone
+# on this long (see the module's docstring).
+SPARE_AFTER_SECONDS = 5.0
 
 
 def token_file(token: str) -> Path:
@@ -152,24 +159,30 @@ class WarmExecutor(SubprocessExecutor):
     spare uses those settings.
     """
 
-    def __init__(self, expected: LaunchKey | None = None) -> None:
+    def __init__(
+        self, expected: LaunchKey | None = None, spare_after: float = SPARE_AFTER_SECONDS
+    ) -> None:
         self.key = expected
+        self.spare_after = spare_after
         self.spare: subprocess.Popen[bytes] | None = None
         self.spare_started = 0.0
-        self.running: list[subprocess.Popen[bytes]] = []
+        # ServerApps launched and still running, with when each was launched.
+        self.running: list[tuple[subprocess.Popen[bytes], float]] = []
         self.reconcile()
 
     def reconcile(self) -> None:
-        """Between polls: reap ended ServerApps, keep one spare ready."""
-        self.running = [p for p in self.running if p.poll() is None]
+        """Between polls: reap ended ServerApps, keep one spare ready (not during a
+        run's first ``spare_after`` seconds)."""
+        now = time.monotonic()
+        self.running = [(p, at) for p, at in self.running if p.poll() is None]
         if self.key is None:
             return
         if self.spare is not None and self.spare.poll() is not None:
-            if time.monotonic() - self.spare_started < RESTART_SECONDS:
+            if now - self.spare_started < RESTART_SECONDS:
                 return
             self.spare = None
-        if self.spare is None:
-            self.spare, self.spare_started = self.key.start(), time.monotonic()
+        if self.spare is None and all(now - at >= self.spare_after for _, at in self.running):
+            self.spare, self.spare_started = self.key.start(), now
 
     def launch(self, spec: ExecutionSpec) -> LaunchResult:
         from flwr.supercore.constant import TaskType
@@ -189,9 +202,8 @@ class WarmExecutor(SubprocessExecutor):
             except OSError as exc:
                 _end(process)
                 return Result.failed(f"the ServerApp process did not take its token ({exc})")
-        self.running.append(process)
+        self.running.append((process, time.monotonic()))
         self.key = key
-        self.reconcile()  # the next run's process starts importing now
         return Result.accepted()
 
     def _take(self, key: LaunchKey) -> subprocess.Popen[bytes]:
@@ -210,7 +222,7 @@ class WarmExecutor(SubprocessExecutor):
 
     def busy(self) -> bool:
         """A ServerApp this executor launched is still running."""
-        return any(p.poll() is None for p in self.running)
+        return any(p.poll() is None for p, _ in self.running)
 
     def close(self) -> None:
         """SuperExec shutdown: the spare ends (no token); running ServerApps end with
@@ -235,6 +247,7 @@ class RunAwareClock:
         time.sleep(seconds)
         while self.executor.busy() and time.monotonic() < deadline:
             time.sleep(min(seconds, deadline - time.monotonic()))
+        self.executor.reconcile()  # a run ended (or went on long enough): the next spare
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)

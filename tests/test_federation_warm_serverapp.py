@@ -66,7 +66,7 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _close(executor: WarmExecutor) -> None:
     """Close as the SuperExec does, after the runs' stand-ins have ended (reaped)."""
-    for process in executor.running:
+    for process, _ in executor.running:
         process.wait(timeout=30)
     executor.close()
 
@@ -83,10 +83,16 @@ def _served(folder: Path, count: int, timeout: float = 30.0) -> dict[int, list[s
 
 def test_two_runs_in_a_row_each_get_their_own_process_started_ahead(runs: Path) -> None:
     executor = WarmExecutor(LaunchKey.of(_spec(1)))
+    clock = coordinator_exec.RunAwareClock(executor, busy=0.0)
     try:
         first_spare = executor.spare
         assert first_spare is not None  # started before any run came
         assert executor.launch(_spec(1)).status == LaunchResultStatus.ACCEPTED
+        clock.sleep(0.01)  # the SuperExec's wait between two asks
+        assert executor.spare is None  # not while the run that just started goes on
+        _served(runs, 1)
+        first_spare.wait(timeout=30)  # the run ended
+        clock.sleep(0.01)
         assert executor.spare is not None and executor.spare is not first_spare
         second_spare = executor.spare
         assert executor.launch(_spec(2)).status == LaunchResultStatus.ACCEPTED
@@ -96,6 +102,24 @@ def test_two_runs_in_a_row_each_get_their_own_process_started_ahead(runs: Path) 
         for token, argv in served.values():
             assert token not in argv  # the token came on stdin
     finally:
+        _close(executor)
+
+
+def test_a_run_that_goes_on_gets_the_next_process_started_after_a_while(runs: Path) -> None:
+    executor = WarmExecutor(LaunchKey.of(_spec(1)), spare_after=5.0)
+    long_run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert executor.spare is not None
+        coordinator_exec._end(executor._take(executor.key))  # type: ignore[arg-type]  # a run took it
+        executor.running.append((long_run, time.monotonic()))
+        executor.reconcile()
+        assert executor.spare is None  # the run started less than 5 s ago
+        executor.running[-1] = (long_run, time.monotonic() - 5.0)
+        executor.reconcile()
+        assert executor.spare is not None  # ready for a second researcher's run
+    finally:
+        long_run.kill()
+        long_run.wait()
         _close(executor)
 
 
@@ -240,7 +264,7 @@ def test_the_superexec_asks_less_often_while_a_serverapp_runs() -> None:
     clock.sleep(0.05)  # idle: Flower's interval
     idle = time.monotonic() - start
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    executor.running.append(running)
+    executor.running.append((running, time.monotonic()))
     try:
         start = time.monotonic()
         clock.sleep(0.05)

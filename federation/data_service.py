@@ -14,6 +14,8 @@ import json
 import pickle
 from typing import Any
 
+import numpy as np
+
 from insitu.errors import InsituError
 from insitu.federation.channel import Channel
 from insitu.federation.checker import Tally
@@ -70,7 +72,9 @@ class DataService:
                 raise KeyError(f"no series {arg!r} in dataset {data.alias!r} at this site")
             if op == "header":
                 return data.header(arg)
-            return data.image(arg).load()
+            image = data.image(arg)
+            # The reader's own decode (np.asarray of its image), not a dask compute.
+            return image.copy(data=np.asarray(image.data))
         raise KeyError(
             f"the site's data API has no operation {op!r}: subjects, series, table_names, "
             "table, image, header, release"

@@ -42,6 +42,7 @@ PRELOAD = (
     "flwr.superlink.runtime",
     "flwr.serverapp",
     "flwr.server.run_serverapp",
+    "httpcore",  # httpx imports its transport (and trio) when the run's client is made
     "insitu.federation.analytics",
     "insitu.federation.apps",
     "insitu.federation.credit",

@@ -699,7 +699,13 @@ def _serve(args: argparse.Namespace, token: str) -> int:
     )
 
     from insitu.federation import transport
+    from insitu.federation.object_pulls import cap_pull_backoff
+    from insitu.federation.site_exec import POLL_SECONDS
 
+    # The executor hands over a task as soon as the SuperNode creates it, which can be
+    # before the SuperNode has the message's objects from the coordinator: retry them
+    # at the executor's own poll, not after Flower's 1 s, 2 s, ...
+    cap_pull_backoff(POLL_SECONDS)
     retry = make_simple_http_retry_invoker()
     client = RuntimeHttpClient.from_server_address(
         server_address=args.runtime_api_address,

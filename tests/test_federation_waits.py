@@ -249,3 +249,29 @@ def test_the_look_for_expired_claims_runs_at_most_every_half_second(monkeypatch)
     time.sleep(0.35)
     state._cleanup_expired_task_tokens()
     assert runs == [state, state]
+
+
+def test_a_site_runner_retries_its_tasks_objects_at_the_executors_poll(
+    pull_defaults, monkeypatch: pytest.MonkeyPatch
+):
+    # A task can reach its runner before the SuperNode has pulled the message's objects.
+    import argparse
+
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    from insitu.federation import site_exec, site_runner
+
+    class Stop(Exception):
+        pass
+
+    def no_client(*args: object, **kwargs: object) -> object:
+        raise Stop
+
+    monkeypatch.setattr(RuntimeHttpClient, "from_server_address", no_client)
+    args = argparse.Namespace(
+        runtime_api_address="127.0.0.1:1", insecure=True, root_certificates=None
+    )
+    with pytest.raises(Stop):
+        site_runner._serve(args, "token")
+    assert pull_defaults["initial_backoff"] == 0.05
+    assert pull_defaults["backoff_cap"] == site_exec.POLL_SECONDS

@@ -18,6 +18,7 @@ So the executor (:mod:`insitu.federation.site_exec`) keeps these rules:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import sys
@@ -60,6 +61,8 @@ class RunnerSlots:
     command: Sequence[str]
     claim_seconds: float = CLAIM_SECONDS
     runners: list[Runner] = field(default_factory=list)
+    # When a runner last had a task (None: none has had one yet), seen at each poll.
+    last_busy: float | None = None
 
     def launch(self) -> Runner:
         read_end, write_end = os.pipe()
@@ -99,10 +102,19 @@ class RunnerSlots:
     def taking(self) -> bool:
         return any(r.taking for r in self.runners)
 
+    def idle_seconds(self) -> float:
+        """How long no runner has had a task (as of the last :meth:`poll`); infinite
+        before the first task."""
+        if self.busy:
+            return 0.0
+        return math.inf if self.last_busy is None else time.monotonic() - self.last_busy
+
     def poll(self) -> None:
         """Note which runners took their task, stop those whose claim ran out, forget
         those that ended."""
         now = time.monotonic()
+        if self.busy:
+            self.last_busy = now
         for runner in self.runners:
             if runner.handed_at is None or runner.taken:
                 continue

@@ -246,4 +246,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from insitu.federation.quick_exit import run_and_exit
+
+    run_and_exit(main)

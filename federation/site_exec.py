@@ -15,7 +15,8 @@ A task's token goes to the runner on its stdin, never on a command line
 (``/proc/<pid>/cmdline`` is readable by every local account).
 
 With ``--prestart`` (``[federation] prestart``, on by default) the executor
-starts the next runner while the site is idle: the runner imports what it
+starts the next runner while the site is idle (from the start, then one second
+after each task): the runner imports what it
 needs, starts its sandbox (which imports Flower and waits) and then waits for
 a task token on stdin. A message then finds both processes ready instead of
 waiting for two Python start-ups. Each task still gets its own fresh pair;
@@ -40,6 +41,12 @@ from insitu.federation.runner_slots import Runner, RunnerSlots
 __all__ = ["main"]
 
 POLL_SECONDS = 0.2
+# The next runner is started once the site has had no task for this long. Started as
+# soon as a task's runner ends, its imports (~2 s of CPU, ~1 s more for its sandbox)
+# ran while the site's SuperNode was still uploading the reply; at a bench's three
+# sites on one machine, while the other sites and the ServerApp were finishing the run
+# (~0.4 s of a 3-site query). A training round's next task comes seconds later.
+SPARE_AFTER_IDLE_SECONDS = 1.0
 ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
 
 
@@ -110,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             slots.poll()
             if spare is not None and spare.process.poll() is not None:
                 spare = None
-            if args.prestart and spare is None and not slots.busy:
+            idle = slots.idle_seconds() >= SPARE_AFTER_IDLE_SECONDS
+            if args.prestart and spare is None and idle:
                 spare = slots.launch()  # idle: get the next task's processes ready
             if slots.taking:  # one task taking its place at a time (runner_slots)
                 time.sleep(POLL_SECONDS)

@@ -764,4 +764,6 @@ def _serve(args: argparse.Namespace, token: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from insitu.federation.quick_exit import run_and_exit
+
+    run_and_exit(main)

@@ -142,3 +142,28 @@ def test_the_runner_tells_it_took_its_task_once() -> None:
     assert os.read(read_end, 8) == b"", "closed after telling"
     site_runner._tell_taken(None)  # no executor listening: nothing to do
     os.close(read_end)
+
+
+def test_the_site_counts_its_idle_time_from_the_end_of_its_last_task() -> None:
+    # The executor starts the next runner only after a second without a task, so the
+    # spare's imports do not compete with the reply still being uploaded.
+    slots = _slots("takes")
+    assert slots.idle_seconds() == float("inf")  # no task yet: start a spare at once
+    runner = slots.launch()
+    slots.hand(runner, "t0ken")
+    slots.poll()
+    assert slots.idle_seconds() == 0.0  # a task is running
+    runner.process.kill()
+    runner.process.wait()
+    slots.poll()
+    assert 0.0 <= slots.idle_seconds() < 5.0  # from when it was last seen with its task
+    slots.last_busy = time.monotonic() - 2.0
+    assert slots.idle_seconds() >= 2.0
+
+
+def test_the_executor_waits_a_second_of_idleness_before_the_next_runner() -> None:
+    from insitu.federation import site_exec
+
+    source = inspect.getsource(site_exec.main)
+    assert "slots.idle_seconds() >= SPARE_AFTER_IDLE_SECONDS" in source
+    assert site_exec.SPARE_AFTER_IDLE_SECONDS == 1.0

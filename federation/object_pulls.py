@@ -17,7 +17,10 @@ uploading) stays what Flower allows.
 
 from __future__ import annotations
 
-__all__ = ["cap_pull_backoff"]
+__all__ = ["PULLS", "cap_pull_backoff"]
+
+# Flower's functions whose retry defaults are set (flwr.supercore.inflatable.inflatable_utils).
+PULLS = ("pull_objects", "pull_and_inflate_object_from_tree")
 
 
 def cap_pull_backoff(cap: float, initial: float = 0.05) -> None:
@@ -25,10 +28,13 @@ def cap_pull_backoff(cap: float, initial: float = 0.05) -> None:
     from flwr.supercore import constant
     from flwr.supercore.inflatable import inflatable_utils
 
-    defaults = inflatable_utils.pull_objects.__kwdefaults__
-    if defaults is None or "backoff_cap" not in defaults:  # a Flower that changed it: stop
-        raise RuntimeError("flwr's pull_objects has no backoff_cap default to set")
     cap = max(cap, initial)
     # Flower's longest wait per object: its tries at its cap (500 x 10 s).
     tries = int(constant.PULL_MAX_TRIES_PER_OBJECT * constant.PULL_BACKOFF_CAP / cap) + 1
-    defaults.update(initial_backoff=initial, backoff_cap=cap, max_tries_per_object=tries)
+    # pull_objects (SuperNode, ServerApp); pull_and_inflate_object_from_tree (a ClientApp's
+    # task input, the site runner) passes its own defaults of the same names on to it.
+    for function in PULLS:
+        defaults = getattr(inflatable_utils, function).__kwdefaults__
+        if defaults is None or "backoff_cap" not in defaults:  # a Flower that changed it
+            raise RuntimeError(f"flwr's {function} has no backoff_cap default to set")
+        defaults.update(initial_backoff=initial, backoff_cap=cap, max_tries_per_object=tries)

@@ -127,17 +127,30 @@ def test_a_runner_started_ahead_ends_without_a_task_and_leaves_no_sandbox(tmp_pa
 
 @pytest.fixture
 def pull_defaults():
-    """Flower's own pull_objects defaults, restored after the test."""
+    """Flower's own pull_objects defaults (and those of every function object_pulls
+    sets), restored after the test."""
     from flwr.supercore.inflatable import inflatable_utils
 
-    saved = dict(inflatable_utils.pull_objects.__kwdefaults__)
+    functions = [getattr(inflatable_utils, name) for name in object_pulls.PULLS]
+    saved = [dict(f.__kwdefaults__) for f in functions]
     yield inflatable_utils.pull_objects.__kwdefaults__
-    inflatable_utils.pull_objects.__kwdefaults__.update(saved)
+    for function, defaults in zip(functions, saved, strict=True):
+        function.__kwdefaults__.update(defaults)
 
 
 def test_the_pinned_object_pulls_still_back_off_from_one_second(pull_defaults):
     # If a Flower upgrade changes these, object_pulls needs a look.
     assert pull_defaults["initial_backoff"] == 1 and pull_defaults["backoff_cap"] == 10
+    import inspect
+
+    from flwr.supercore.inflatable import inflatable_utils
+    from flwr.supernode.runtime import run_clientapp
+
+    inflate = inflatable_utils.pull_and_inflate_object_from_tree
+    assert inflate.__kwdefaults__["backoff_cap"] == 10
+    assert "backoff_cap=backoff_cap" in inspect.getsource(inflate)  # passed on to pull_objects
+    # the runner's task input is pulled with those defaults
+    assert "backoff" not in inspect.getsource(run_clientapp.pull_task_input)
 
 
 def test_object_pulls_retry_at_the_poll_interval_and_wait_as_long_in_all(pull_defaults):
@@ -273,5 +286,9 @@ def test_a_site_runner_retries_its_tasks_objects_at_the_executors_poll(
     )
     with pytest.raises(Stop):
         site_runner._serve(args, "token")
-    assert pull_defaults["initial_backoff"] == 0.05
-    assert pull_defaults["backoff_cap"] == site_exec.POLL_SECONDS
+    from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+
+    task_input = pull_and_inflate_object_from_tree.__kwdefaults__  # what the runner pulls with
+    for defaults in (pull_defaults, task_input):
+        assert defaults["initial_backoff"] == 0.05
+        assert defaults["backoff_cap"] == site_exec.POLL_SECONDS

@@ -68,7 +68,7 @@ class DataService:
             cells = json.loads(arg)
             return data.release({str(k): {str(s) for s in v} for k, v in cells.items()})
         if op in ("image", "header") and arg is not None:
-            if arg not in set(map(str, data.series_ids())):
+            if not data.has_series(arg):
                 raise KeyError(f"no series {arg!r} in dataset {data.alias!r} at this site")
             if op == "header":
                 return data.header(arg)

@@ -157,9 +157,6 @@ class SiteData:
             run_id=run.run_id,
         )
 
-    def series_ids(self) -> list[str]:
-        return [str(s) for s in _column(self._source.series, SERIES)]
-
     def image_shapes(self) -> list[tuple[int, ...]]:
         """Shapes of every image in the store (the egress mod refuses arrays like them)."""
         frame = self._source.series
@@ -177,14 +174,21 @@ class SiteData:
         self.served_subjects.update(ids)
         self.identifiers.update(ids)
 
+    def has_series(self, series_id: str) -> bool:
+        """Whether the dataset has this series (from the same table, read once)."""
+        return series_id in self._series_subjects()
+
     def _subject_of(self, series_id: str) -> str | None:
+        return self._series_subjects().get(series_id)
+
+    def _series_subjects(self) -> dict[str, str]:
         if self._series_subject is None:
             frame = self._source.series
             self._series_subject = {
                 str(a): str(b)
                 for a, b in zip(_column(frame, SERIES), _column(frame, SUBJECT), strict=True)
             }
-        return self._series_subject.get(series_id)
+        return self._series_subject
 
 
 def _column(frame: Any, name: str) -> list[Any]:

@@ -40,7 +40,8 @@ from insitu.federation.runner_slots import Runner, RunnerSlots
 
 __all__ = ["main"]
 
-POLL_SECONDS = 0.2
+# How often the executor asks its own SuperNode (a local request) for a task.
+POLL_SECONDS = 0.1
 # The next runner is started once the site has had no task for this long. Started as
 # soon as a task's runner ends, its imports (~2 s of CPU, ~1 s more for its sandbox)
 # ran while the site's SuperNode was still uploading the reply; at a bench's three

@@ -10,14 +10,14 @@ federated message therefore waited up to 3 s at each site before it started.
 
 This entry point runs the same SuperNode (Flower's own ``flower_supernode``,
 same arguments) with its waits between requests to the coordinator capped at
-``[federation] poll_interval`` (default 0.5 s): one small request per
+``[federation] poll_interval`` (default 0.25 s): one small request per
 interval from an idle site to the coordinator; its looks at its own state
 (no request) every 0.05 s. The retries of a message's
 objects that have not arrived yet (Flower: 1 s, doubling up to 10 s) wait at
 most as long (:mod:`insitu.federation.object_pulls`). :mod:`insitu.federation.site_service`
 starts the SuperNode through it.
 
-    python -m insitu.federation.supernode --poll-interval 0.5 -- ARGS OF flower-supernode
+    python -m insitu.federation.supernode --poll-interval 0.25 -- ARGS OF flower-supernode
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def test_the_site_service_runs_flower_supernode_with_the_sites_interval(tmp_path
     ]
     assert site_service.node_home_of(command) == str(home.root)
     settings = site_service._settings(site_service.node_home_of(command))
-    assert settings.poll_interval == 0.5 and settings.prestart
+    assert settings.poll_interval == 0.25 and settings.prestart
     rewritten = site_service.supernode_command(command, 0.5)
     assert rewritten[:3] == [sys.executable, "-m", "insitu.federation.supernode"]
     assert rewritten[3:6] == ["--poll-interval", "0.5", "--"]

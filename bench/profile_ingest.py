@@ -43,6 +43,8 @@ _ACTIVE = threading.local()  # stages open in this thread: nested stages count o
 
 # (module, attribute, stage): wrapped where the ingest looks them up
 STAGES = [
+    ("insitu.datasets.dicom_read", "_read_input", "scan: read (main thread)"),
+    ("insitu.datasets.dicom_read", "_sha256_hex", "scan: sha256 (hash thread)"),
     ("insitu.datasets.dicom_read", "_read_hashed", "scan: read + sha256 (reader thread)"),
     ("insitu.datasets.dicom_read", "_classify", "scan: header parse + pixel checks"),
     ("insitu.datasets.duplicates", "resolve_duplicates", "duplicates"),

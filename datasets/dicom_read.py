@@ -183,28 +183,32 @@ def _looks_like_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def _read_hashed(source: InputFile) -> tuple[bytes, str] | Scanned:
-    """The input's bytes and their sha256, or its "bad" record when it cannot be read."""
+def _read_input(source: InputFile) -> bytes | Scanned:
+    """The input's bytes, or its "bad" record when it cannot be read."""
     try:
-        data = source.read()
+        return source.read()
     except _InputError as exc:
         return Scanned(source, kind="bad", reason=str(exc))
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         return Scanned(source, kind="bad", reason=f"corrupt zip archive: {exc}")
     except (OSError, RuntimeError, ValueError) as exc:
         return Scanned(source, kind="bad", reason=f"unreadable: {exc}")
-    return data, hashlib.sha256(data).hexdigest()
 
 
-def scan_one(source: InputFile, read: tuple[bytes, str] | Scanned | None = None) -> Scanned:
-    """Read one input's header (no pixel data) and classify it; never raises.
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
-    ``read``: what :func:`_read_hashed` gave for it, when that ran ahead (:func:`scan_all`).
-    """
-    got = _read_hashed(source) if read is None else read
-    if isinstance(got, Scanned):
-        return got
-    data, digest = got
+
+def scan_one(source: InputFile) -> Scanned:
+    """Read one input's header (no pixel data) and classify it; never raises."""
+    data = _read_input(source)
+    if isinstance(data, Scanned):
+        return data
+    return _scan_bytes(source, data, _sha256_hex(data))
+
+
+def _scan_bytes(source: InputFile, data: bytes, digest: str) -> Scanned:
+    """:func:`scan_one` of an input already read (``digest``: the sha256 of ``data``)."""
     item = Scanned(source)
     item.size = len(data)
     item.digest = digest
@@ -224,28 +228,43 @@ def scan_one(source: InputFile, read: tuple[bytes, str] | Scanned | None = None)
     return item
 
 
-READ_AHEAD = 8  # inputs read and hashed ahead of the header parse
+HASH_AHEAD = 8  # inputs whose sha256 may still run in the thread while the next are parsed
 
 
 def scan_all(sources: Iterable[InputFile]) -> Iterator[Scanned]:
-    """:func:`scan_one` of every source, in order; reading and hashing (which release
-    the GIL) run a few files ahead in a thread while this one parses headers."""
+    """:func:`scan_one` of every source, in order: each input is read and parsed here while
+    a thread hashes its bytes (hashlib releases the GIL while it hashes).
+
+    Not read and hashed ahead in the thread (as before): the header parse is pure Python
+    and holds the GIL, so a thread that needs it back after each read and hash call ran
+    only while the parse waited for it (bench input: the parse waited 0.27 s of a 0.88 s
+    scan, the two threads taking turns). The hash needs the GIL only to start and to end,
+    which it gets while this thread reads the next file: the parse no longer waits.
+    """
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    todo = iter(sources)
+    def hashed(item: Scanned, digest: Future[str] | None) -> Scanned:
+        if digest is not None:
+            item.digest = digest.result()
+        return item
+
     with ThreadPoolExecutor(1) as pool:
-        ahead: deque[tuple[InputFile, Future[tuple[bytes, str] | Scanned]]] = deque()
-        for source in todo:
-            ahead.append((source, pool.submit(_read_hashed, source)))
-            if len(ahead) >= READ_AHEAD:
-                break
-        while ahead:
-            source, future = ahead.popleft()
-            nxt = next(todo, None)
-            if nxt is not None:
-                ahead.append((nxt, pool.submit(_read_hashed, nxt)))
-            yield scan_one(source, future.result())
+        pending: deque[tuple[Scanned, Future[str] | None]] = deque()
+        for source in sources:
+            data = _read_input(source)
+            if isinstance(data, Scanned):
+                pending.append((data, None))
+            else:
+                digest = pool.submit(_sha256_hex, data)
+                pending.append((_scan_bytes(source, data, ""), digest))
+            del data  # only the hash thread holds the bytes now
+            while pending and (
+                len(pending) > HASH_AHEAD or pending[0][1] is None or pending[0][1].done()
+            ):
+                yield hashed(*pending.popleft())
+        while pending:
+            yield hashed(*pending.popleft())
 
 
 def _classify(item: Scanned, data: bytes) -> None:

@@ -84,12 +84,12 @@ def _series_fingerprint(group: Any) -> SeriesFingerprint:
     return _fingerprint_from(volume, pick, spacing, shapes)
 
 
-def _never_leave(group: Any) -> str:
+def _never_leave(group_attrs: Mapping[str, Any]) -> str:
     """Why a series' pixels may never leave (its ingest attrs, else its modality), or ""."""
     from insitu.never_leave import never_leave_reason
 
     try:
-        attrs = dict(group.attrs.get("insitu") or {})
+        attrs = dict(group_attrs.get("insitu") or {})
     except (AttributeError, TypeError, ValueError):
         return ""
     reason = str(attrs.get("never_leave") or "")
@@ -117,22 +117,19 @@ def record_store(
     Never-leave series (fundus, OCT) are recorded as such, so that a match names the rule
     the airlock never overrides (also for an index written before it kept the flag).
     """
-    from insitu.datasets.store_write import open_root
-
     index = FingerprintIndex.for_home(home)
-    root = open_root(Path(store_path))
-    if "series" not in root:
-        return 0
+    series = Path(store_path) / "series"
     new = 0
-    series = root["series"]
-    for series_id in sorted(series.group_keys()):
-        group = series[series_id]
-        never_leave = _never_leave(group)
+    zarr_root = None  # Zarr is imported only to read a series' pixels (none in an ingest)
+    for series_id in store_write.child_groups(series):
+        never_leave = _never_leave(store_write.group_attrs(series / series_id))
         if index.has(series_id):
             index.reference(dataset, version, series_id, never_leave=never_leave)
             continue
-        found = (known or {}).get(series_id)
-        fingerprint = found if found is not None else _series_fingerprint(group)
+        fingerprint = (known or {}).get(series_id)
+        if fingerprint is None:
+            zarr_root = zarr_root or store_write.open_root(Path(store_path))
+            fingerprint = _series_fingerprint(zarr_root[f"series/{series_id}"])
         index.add(dataset, version, series_id, fingerprint, never_leave=never_leave)
         new += 1
     return new

@@ -52,7 +52,7 @@ from insitu.datasets.dicom_read import (
     walk_inputs,
 )
 from insitu.datasets.publish import crash_point, index_rows, publish, publish_lock, recover
-from insitu.datasets.store_write import open_root, write_root_attrs, write_series
+from insitu.datasets.store_write import StoreRoot, open_root, write_root_attrs, write_series
 from insitu.datasets.volume import (
     Geometry,
     UndecodableObjectError,
@@ -343,7 +343,7 @@ def _read_native(items: list[Scanned], geometry: Geometry) -> np.ndarray | None:
 
 
 def _build_series(
-    home: NodeHome, deid: Any, items: list[Scanned], root: Any, split: bool = False
+    home: NodeHome, deid: Any, items: list[Scanned], root: StoreRoot, split: bool = False
 ) -> tuple[dict[str, Any], str, Callable[[], Written]]:
     """De-identify and decode one series; return its index row, original id and the
     function that writes it (pyramid, compression: mostly outside the GIL).
@@ -444,7 +444,7 @@ def _build_series(
     }
 
     def write() -> Written:
-        series_path = Path(root.store.root) / "series" / series_id
+        series_path = root.path / "series" / series_id
         shutil.rmtree(series_path, ignore_errors=True)  # a half-written try of this series
         checksums: dict[str, tuple[str, int]] = {}
         write_series(root, series_id, volume, geometry, attrs, checksums)
@@ -526,7 +526,7 @@ _WORKER: dict[str, Any] = {}
 def _outcome(
     home: NodeHome,
     deid: Any,
-    root: Any,
+    root: StoreRoot,
     items: list[Scanned],
     split: bool,
     writer: ThreadPoolExecutor | None = None,
@@ -579,7 +579,7 @@ def _worker_init(home_root: str, options: dict[str, Any], store_path: str) -> No
     _WORKER.update(
         home=home,
         deid=Deidentifier(home.site_key(), DeidOptions(**options)),
-        root=open_root(Path(store_path)),
+        root=StoreRoot(Path(store_path)),
     )
 
 
@@ -607,7 +607,7 @@ def _worker_count(todo: Sequence[tuple[list[Scanned], bool, Path]]) -> int:
 def _outcomes(
     home: NodeHome,
     deid: Any,
-    root: Any,
+    root: StoreRoot,
     options: Any,
     store_path: Path,
     todo: Sequence[tuple[list[Scanned], bool, Path]],
@@ -678,7 +678,11 @@ def _drop_unfinished_writes(work: Path) -> None:
 
 
 def _stage_derived(
-    home: NodeHome, root: Any, rows: list[dict[str, Any]], files: list[FileFate], version: str
+    home: NodeHome,
+    root: StoreRoot,
+    rows: list[dict[str, Any]],
+    files: list[FileFate],
+    version: str,
 ) -> list[tuple[str, int, list[str]]]:
     """SEG/SR files given with the images go into the same store (one ingest, one
     version); their fates say so. The catalog's rows of the tables written."""
@@ -688,7 +692,8 @@ def _stage_derived(
     derived = [f for f in files if f.fate == "skipped" and f.reason == DERIVED_REASON]
     if not derived:
         return []
-    staged = stage_derived(home, root, rows, derived)
+    zroot = open_root(root.path)  # tables and labels are written through Zarr's API
+    staged = stage_derived(home, zroot, rows, derived)
     refused = dict(staged.refused)
     for f in derived:
         if f.file in refused:
@@ -696,8 +701,8 @@ def _stage_derived(
         else:
             f.fate, f.reason = "published", f"SR/SEG added in {version}"
     table_rows = []
-    for name in root.attrs["insitu"].get("tables", []):
-        info: dict[str, Any] = root[f"tables/{name}"].attrs["insitu"]
+    for name in zroot.attrs["insitu"].get("tables", []):
+        info: dict[str, Any] = zroot[f"tables/{name}"].attrs["insitu"]
         table_rows.append((name, int(info["n_rows"]), list(info["columns"])))
     return table_rows
 
@@ -771,7 +776,7 @@ def _ingest_locked(
     markers = work / "done"
     markers.mkdir(parents=True, exist_ok=True)
     _drop_unfinished_writes(work)
-    root = open_root(store_path)
+    root = StoreRoot(store_path)
     position = {id(item): index for index, item in enumerate(scanned)}
     groups = _split_unstackable(group_series(scanned))
     rows: list[dict[str, Any]] = []
@@ -865,7 +870,7 @@ def _ingest_locked(
     table_rows = _stage_derived(home, root, rows, report.files, version)
     if table_rows or provenance["inputs"] != _inputs(report, len(scanned), len(images), len(rows)):
         provenance["inputs"] = _inputs(report, len(scanned), len(images), len(rows))
-        root.attrs["insitu"] = {**root.attrs["insitu"], "provenance": provenance}
+        root.update_attrs({"insitu": {**root.attrs["insitu"], "provenance": provenance}})
     publish(
         home, catalog, store_path, dataset=dataset, version=version, title=title,
         citation=citation, fingerprint=fingerprint, subjects=subjects, studies=studies,

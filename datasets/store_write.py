@@ -13,15 +13,19 @@ chunk shapes.
 The chunks of a series are encoded here, in two threads, and written as the
 files Zarr would write (``<array>/c/<z>/<y>/<x>``, the array's own codec
 configuration): Zarr's generic write path cost three times the encoding
-itself (bench/BENCHMARKS.md). tests/test_datasets_roundtrip.py proves the
-files byte-identical to Zarr's.
+itself (bench/BENCHMARKS.md). The ``zarr.json`` files are written here too
+(:class:`StoreRoot`), without importing Zarr. tests/test_datasets_roundtrip.py
+proves chunks and metadata byte-identical to Zarr's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
+import secrets
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,8 +37,11 @@ from insitu.datasets.volume import Geometry
 __all__ = [
     "CHUNK_DEPTH",
     "CHUNK_PLANE",
+    "StoreRoot",
     "checksum_tree",
+    "child_groups",
     "freeze_tree",
+    "group_attrs",
     "open_root",
     "pyramid",
     "write_root_attrs",
@@ -81,11 +88,83 @@ def compressor(chunk_bytes: int = 0) -> Any:
 
 
 def open_root(path: Path) -> Any:
-    """The store's root group (created when missing)."""
+    """The store's root group as a Zarr group (created when missing), for code that needs
+    Zarr's API (tables, derived objects, reads); the ingest writes with :class:`StoreRoot`."""
     import zarr
     from zarr.storage import LocalStore
 
     return zarr.open_group(LocalStore(path), mode="a", zarr_format=3)
+
+
+ZARR_JSON = "zarr.json"
+JSON_INDENT = 2  # Zarr's default ("json_indent"): the files are byte for byte Zarr's own
+
+
+def _write_json(path: Path, body: Mapping[str, Any]) -> None:
+    """A metadata file written as Zarr's LocalStore writes it: through ``<name>.<hex>.partial``
+    and a rename, so a killed run leaves no half file (ingest drops stray ``*.partial``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{secrets.token_hex(16)}.partial")
+    partial.write_bytes(json.dumps(body, indent=JSON_INDENT, allow_nan=True).encode())
+    partial.replace(path)
+
+
+def group_attrs(group: Path) -> dict[str, Any]:
+    """The attributes of the group in folder ``group`` ({} when it has no metadata yet)."""
+    try:
+        body = json.loads((group / ZARR_JSON).read_bytes())
+    except FileNotFoundError:
+        return {}
+    return dict(body.get("attributes") or {})
+
+
+def child_groups(group: Path) -> list[str]:
+    """The child groups of the group in folder ``group``, sorted (Zarr's ``group_keys``;
+    none when it is not a group)."""
+    if not (group / ZARR_JSON).exists():
+        return []
+    names = []
+    for child in sorted(group.iterdir()):
+        try:
+            body = json.loads((child / ZARR_JSON).read_bytes())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if body.get("node_type") == "group":
+            names.append(child.name)
+    return names
+
+
+def _write_group(group: Path, attrs: Mapping[str, Any]) -> None:
+    _write_json(
+        group / ZARR_JSON, {"attributes": dict(attrs), "zarr_format": 3, "node_type": "group"}
+    )
+
+
+class StoreRoot:
+    """The root group of a store the ingest writes, as a folder: groups, arrays and their
+    ``zarr.json`` files written here as Zarr 3 writes them (tests/test_datasets_roundtrip.py
+    compares them byte for byte), without importing Zarr.
+
+    Importing zarr (its async store machinery) cost ~0.15 s of CPU, and its metadata calls
+    ~0.04 s, on the ingest's one busy thread between the scan and the first series
+    (docs/dev-notes/issue-15-ingest.md, eighth session). Code that needs Zarr's API on the
+    same store (derived objects, tables) opens it with :func:`open_root`; the attributes are
+    read from the file each time, so both views agree.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not (self.path / ZARR_JSON).exists():  # Zarr's open_group(mode="a") of a new store
+            _write_group(self.path, {})
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The root group's attributes as stored now."""
+        return group_attrs(self.path)
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Zarr's ``group.attrs.update``: these keys replaced, the others kept."""
+        _write_group(self.path, {**self.attrs, **attrs})
 
 
 def _factors(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -215,7 +294,7 @@ def chunk_shape(shape: tuple[int, ...], level: int = 0, itemsize: int = 2) -> tu
 
 
 def write_series(
-    root: Any,
+    root: StoreRoot,
     series_id: str,
     volume: np.ndarray,
     geometry: Geometry,
@@ -228,42 +307,69 @@ def write_series(
     (hashed from the bytes just written, in the writer threads), for :func:`checksum_tree`.
     """
     levels = pyramid(volume)
-    group = root.require_group(f"series/{series_id}")
+    series = root.path / "series"
+    if not (series / ZARR_JSON).exists():  # Zarr's require_group makes the parent group too
+        _write_group(series, {})
+    group = series / series_id  # its zarr.json last, with the attributes (below)
     ome = ome_attrs(series_id, geometry, levels)
     for k, level in enumerate(levels):
         data = np.moveaxis(level, -1, 0) if level.ndim == 4 else level
         chunks = chunk_shape(data.shape, k, data.dtype.itemsize)
-        group.create_array(
-            str(k),
-            shape=data.shape,
-            dtype=data.dtype,
-            chunks=chunks,
-            compressors=compressor(int(np.prod(chunks)) * data.dtype.itemsize),
-            dimension_names=["c", "z", "y", "x"] if data.ndim == 4 else ["z", "y", "x"],
-            fill_value=0,
-            overwrite=True,
-        )
-        array_key = f"series/{series_id}/{k}"
+        array_path = group / str(k)
+        shutil.rmtree(array_path, ignore_errors=True)  # Zarr's create_array(overwrite=True)
+        _write_json(array_path / ZARR_JSON, _array_metadata(data, chunks))
         sums: dict[str, tuple[str, int]] = {}
-        write_chunks(Path(root.store.root) / array_key, data, chunks, sums)
+        write_chunks(array_path, data, chunks, sums)
         if checksums is not None:  # "c/0/1/0" -> "series/<id>/<k>/c/0/1/0"
+            array_key = f"series/{series_id}/{k}"
             checksums.update({f"{array_key}/{key}": found for key, found in sums.items()})
-    group.attrs.update({"ome": ome, "insitu": attrs})
+    _write_group(group, {**group_attrs(group), "ome": ome, "insitu": attrs})
     return ome
+
+
+def _array_metadata(data: np.ndarray, chunks: tuple[int, ...]) -> dict[str, Any]:
+    """The ``zarr.json`` of an array that Zarr's ``create_array`` writes for ``data`` with
+    :func:`compressor`, ``fill_value=0`` and the store's dimension names (key order too)."""
+    order: dict[str, Any] = {"name": "bytes"}  # one-byte values have no byte order
+    if data.dtype.itemsize > 1:
+        order["configuration"] = {"endian": "little"}
+    return {
+        "shape": list(data.shape),
+        "data_type": data.dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": np.zeros((), data.dtype).item(),  # 0, 0.0 or false, as Zarr writes it
+        "codecs": [
+            order,
+            {"name": "blosc", "configuration": _blosc_config(chunks, data.dtype)},
+        ],
+        "attributes": {},
+        "dimension_names": ["c", "z", "y", "x"] if data.ndim == 4 else ["z", "y", "x"],
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
+
+
+def _blosc_config(chunks: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:
+    """The Blosc settings of :func:`compressor` for this array, as Zarr records them."""
+    chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
+    return {
+        "typesize": dtype.itemsize,
+        "cname": "zstd",
+        "clevel": BLOSC_LEVEL,
+        "shuffle": SHUFFLE,
+        "blocksize": min(chunk_bytes, MAX_BLOCK_BYTES),
+    }
 
 
 def _blosc(chunks: tuple[int, ...], dtype: np.dtype) -> Any:
     """The numcodecs Blosc that Zarr builds from :func:`compressor` for this array."""
     from numcodecs import Blosc
 
-    chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
-    return Blosc(
-        cname="zstd",
-        clevel=BLOSC_LEVEL,
-        shuffle={"shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[SHUFFLE],
-        blocksize=min(chunk_bytes, MAX_BLOCK_BYTES),
-        typesize=dtype.itemsize,
-    )
+    config = _blosc_config(chunks, dtype)
+    shuffle = {"shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}[config.pop("shuffle")]
+    return Blosc(shuffle=shuffle, **config)
 
 
 def write_chunks(
@@ -325,8 +431,8 @@ def _encode(codec: Any, chunk: np.ndarray) -> bytes:
     return bytes(codec.encode(chunk))
 
 
-def write_root_attrs(root: Any, attrs: dict[str, Any]) -> None:
-    root.attrs.update({"insitu": attrs})
+def write_root_attrs(root: StoreRoot, attrs: dict[str, Any]) -> None:
+    root.update_attrs({"insitu": attrs})
 
 
 def _files(path: Path) -> Iterator[Path]:

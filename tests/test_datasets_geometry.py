@@ -113,3 +113,32 @@ def test_enhanced_ct_frames_from_functional_groups() -> None:
     volume = decode_volume([read_full(items[0])], geometry)
     assert volume.dtype == np.int16
     assert volume.min() >= -1024
+
+
+def test_scan_all_equals_scanning_each_input_alone(tmp_path: Path) -> None:
+    """scan_all parses each input while a thread hashes it: the same records, in input
+    order, as scan_one of each (images, junk, a truncated file, a broken zip, DICOMDIR),
+    with the sha256 of each file's bytes; more inputs than are ever hashed ahead."""
+    import hashlib
+    import shutil
+
+    from insitu.datasets.dicom_read import HASH_AHEAD, scan_all, scan_one
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    names = ["CT_small.dcm", "MR_small.dcm", "MR_truncated.dcm", "DICOMDIR", "rtplan.dcm"]
+    for k in range(2 * HASH_AHEAD):
+        shutil.copy(dicom_file(names[k % len(names)]), inputs / f"{k:02d}-{names[k % 5]}")
+    (inputs / "junk.txt").write_text("not DICOM")
+    (inputs / "broken.zip").write_bytes(b"PK\x03\x04 and nothing else")
+    sources = list(walk_inputs([inputs]))
+    alone = [scan_one(s) for s in sources]
+    together = list(scan_all(sources))
+    fields = [(i.source.name, i.kind, i.reason, i.digest, i.size) for i in together]
+    assert fields == [(i.source.name, i.kind, i.reason, i.digest, i.size) for i in alone]
+    assert {i.kind for i in together} == {"image", "bad", "skipped"}
+    for item in together:
+        if item.source.error:
+            assert item.digest == ""  # unreadable: nothing was hashed
+        else:
+            assert item.digest == hashlib.sha256(Path(item.source.path).read_bytes()).hexdigest()

@@ -198,3 +198,24 @@ def test_other_series_take_the_decoding_path(tmp_path: Path) -> None:
         geometry = plan_geometry([i.dicom for i in items])
         lengths = [native_pixel_length(i) for i in items]
         assert decode_native_volume([i.dicom for i in items], geometry, lengths, _never) is None
+
+
+def test_image_attributes_read_once_each_with_defaults_and_reasons() -> None:
+    """dicom_pixels reads each image attribute with one lookup: absent or empty values take
+    their default, numbers in strings are read, a value that is no whole number is named."""
+    from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset as DicomDataset
+
+    from insitu.datasets.dicom_pixels import image_size_problem, native_length
+
+    ds = DicomDataset()
+    assert image_size_problem(ds) == "malformed header: an image of 0 rows or columns"
+    ds.Rows, ds.Columns = 4, 6
+    assert image_size_problem(ds) == ""
+    assert native_length(ds) == 4 * 6 * 2  # 1 frame, 1 sample, 16 bits by default
+    ds.NumberOfFrames, ds.BitsAllocated, ds.SamplesPerPixel = " 3 ", 8, None
+    assert native_length(ds) == 4 * 6 * 3
+    ds.NumberOfFrames = ""
+    assert native_length(ds) == 4 * 6
+    ds[0x00280008] = DataElement(0x00280008, "LO", "abc")  # NumberOfFrames, not a number
+    assert image_size_problem(ds) == "malformed header: NumberOfFrames is 'abc', not a whole number"

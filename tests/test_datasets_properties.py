@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from zarr.storage import LocalStore
 
 from insitu.datasets.reader import Dataset
-from insitu.datasets.store_write import open_root, write_root_attrs, write_series
+from insitu.datasets.store_write import StoreRoot, write_root_attrs, write_series
 from insitu.datasets.volume import decode_volume, plan_geometry
 
 
@@ -65,7 +65,7 @@ def test_values_round_trip_exactly(
         assert volume.dtype.kind in "iu"  # integers stay integers
         assert volume.dtype.itemsize <= 4
     with tempfile.TemporaryDirectory() as tmp:
-        root = open_root(Path(tmp) / "p.zarr")
+        root = StoreRoot(Path(tmp) / "p.zarr")
         row = {"series_id": "s", "subject_id": "x", "study_id": "y", "shape": list(shape)}
         attrs = {**row, "affine": geometry.affine.tolist(), "spacing": list(geometry.spacing)}
         write_series(root, "s", volume, geometry, attrs)

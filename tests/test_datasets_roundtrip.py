@@ -7,6 +7,7 @@ own decode plus modality LUT (frames in the order the geometry chose).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from zarr.storage import LocalStore
 from insitu.datasets import store_write
 from insitu.datasets.dicom_read import read_full, scan_one, walk_inputs
 from insitu.datasets.reader import Dataset
-from insitu.datasets.store_write import open_root, write_root_attrs, write_series
+from insitu.datasets.store_write import StoreRoot, write_root_attrs, write_series
 from insitu.datasets.volume import decode_volume, plan_geometry
 
 LOSSLESS = [
@@ -58,7 +59,7 @@ def _deid_data(name: str) -> Path:
 
 
 def _write_and_reopen(paths: list[Path], store_path: Path) -> tuple[Dataset, dict[Path, list]]:
-    root = open_root(store_path)
+    root = StoreRoot(store_path)
     rows, orders = [], {}
     for k, path in enumerate(paths):
         item = scan_one(next(iter(walk_inputs([path]))))
@@ -154,7 +155,7 @@ def test_pyramid_halves_z_for_long_series(tmp_path: Path, monkeypatch: pytest.Mo
     items = [scan_one(i) for i in walk_inputs([folder])]
     geometry = plan_geometry([i.header for i in items])
     volume = decode_volume([read_full(i) for i in items], geometry)
-    root = open_root(tmp_path / "z.zarr")
+    root = StoreRoot(tmp_path / "z.zarr")
     row = {"series_id": "s", "subject_id": "x", "study_id": "y", "shape": [40, 128, 128]}
     attrs = {**row, "affine": geometry.affine.tolist(), "spacing": list(geometry.spacing)}
     write_series(root, "s", volume, geometry, attrs)
@@ -300,3 +301,102 @@ def test_values_of_an_image_read_directly_equal_dask(
     copy = pickle.loads(pickle.dumps(image))  # noqa: S301 (bytes this test made)
     assert type(copy) is da.Array
     np.testing.assert_array_equal(np.asarray(copy), data)
+
+
+def _zarr_write_series(
+    path: Path, series_id: str, volume: np.ndarray, attrs: dict[str, Any]
+) -> None:
+    """What write_series did through Zarr's API before it wrote the metadata itself."""
+    import zarr
+
+    from insitu.datasets.store_write import chunk_shape, compressor, ome_attrs, pyramid
+
+    geometry = _geometry(volume)
+    root = zarr.open_group(LocalStore(path), mode="a", zarr_format=3)
+    levels = pyramid(volume)
+    group = root.require_group(f"series/{series_id}")
+    for k, level in enumerate(levels):
+        data = np.moveaxis(level, -1, 0) if level.ndim == 4 else level
+        chunks = chunk_shape(data.shape, k, data.dtype.itemsize)
+        group.create_array(
+            str(k), shape=data.shape, dtype=data.dtype, chunks=chunks,
+            compressors=compressor(int(np.prod(chunks)) * data.dtype.itemsize),
+            dimension_names=["c", "z", "y", "x"] if data.ndim == 4 else ["z", "y", "x"],
+            fill_value=0, overwrite=True,
+        )  # fmt: skip
+        store_write.write_chunks(path / f"series/{series_id}/{k}", data, chunks)
+    group.attrs.update({"ome": ome_attrs(series_id, geometry, levels), "insitu": attrs})
+
+
+def _geometry(volume: np.ndarray) -> Any:
+    from insitu.datasets.volume import Geometry
+
+    shape = (volume.shape[0], volume.shape[1], volume.shape[2])
+    return Geometry(shape, (2.5, 0.7, 0.7), (-1.0, 2.0, 3.5), (1, 0, 0, 0, 1, 0), True, [])
+
+
+def test_store_metadata_written_by_ingest_is_the_bytes_zarr_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest writes the zarr.json files itself (StoreRoot, no Zarr import): every file
+    of the store, metadata and chunks, equals what Zarr's API writes for the same series
+    and root attributes; Zarr reads it back."""
+    import zarr
+
+    monkeypatch.setattr(store_write, "PREVIEW_PLANE", 64)  # coarser levels of a 160 plane
+    rng = np.random.default_rng(2)
+    volumes = {
+        "ct": rng.integers(-1024, 3000, (18, 160, 150)).astype(np.int16),
+        "mr": rng.integers(0, 4000, (3, 40, 50)).astype(np.uint16),
+        "us": rng.integers(0, 255, (2, 100, 120, 3)).astype(np.uint8),  # colour
+        "mask": rng.integers(-3, 3, (4, 16, 16)).astype(np.int8),
+        "pet": rng.normal(0, 10, (5, 70, 70)).astype(np.float32),
+        "wide": rng.integers(-(2**20), 2**20, (4, 20, 20)).astype(np.int32),
+        "fine": rng.normal(0, 1, (2, 30, 30)),  # float64
+    }
+    nan = float("nan")
+    attrs = {"affine": [[1.0, 0.0], [0.0, 1.0]], "note": "é", "odd": [nan, 1e300, True, None]}
+    root_attrs = {"dataset": "m", "version": "v1", "series": [{"series_id": "ct"}]}
+    ours, theirs = tmp_path / "ours.zarr", tmp_path / "zarr.zarr"
+    root = store_write.StoreRoot(ours)
+    reference = zarr.open_group(LocalStore(theirs), mode="a", zarr_format=3)
+    assert tree_bytes(ours) == tree_bytes(theirs)  # the empty root group
+    for series_id, volume in volumes.items():
+        write_series(root, series_id, volume, _geometry(volume), {**attrs, "id": series_id})
+        _zarr_write_series(theirs, series_id, volume, {**attrs, "id": series_id})
+    write_root_attrs(root, root_attrs)
+    reference.attrs.update({"insitu": root_attrs})
+    assert tree_bytes(ours) == tree_bytes(theirs)
+    # a later update replaces the key as Zarr's attrs do; both views agree
+    root.update_attrs({"insitu": {**root.attrs["insitu"], "provenance": {"n": 1}}})
+    reference.attrs["insitu"] = {**reference.attrs["insitu"], "provenance": {"n": 1}}
+    assert tree_bytes(ours) == tree_bytes(theirs)
+    assert len([k for k in tree_bytes(ours) if k.endswith("zarr.json")]) > 10
+    reread = zarr.open_group(LocalStore(ours), mode="r")
+    assert sorted(reread["series"].group_keys()) == store_write.child_groups(ours / "series")
+    np.testing.assert_array_equal(reread["series/us/0"][...], np.moveaxis(volumes["us"], -1, 0))
+    assert store_write.group_attrs(ours / "series" / "pet")["insitu"]["id"] == "pet"
+
+
+def test_ingest_of_images_does_not_import_zarr(tmp_path: Path) -> None:
+    """The ingest's write path is Zarr-free (StoreRoot): importing zarr cost ~0.15 s on its
+    busiest thread. A store it wrote is still read through Zarr (verified, opened)."""
+    import subprocess
+    import sys
+
+    folder = make_series(tmp_path / "dicom", n=4)
+    env = {**os.environ, "INSITU_HOME": str(tmp_path / "home")}
+    code = (
+        "import sys; from insitu.cli import main; "
+        "assert main(['init', '--site', 's']) == 0; "
+        f"assert main(['ingest', {str(folder)!r}, '--dataset', 'd']) == 0; "
+        "print('zarr' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout
+    from insitu.config import NodeHome
+
+    dataset = Dataset(LocalStore(NodeHome(tmp_path / "home").stores / "d" / "v1.zarr"))
+    assert dataset.image(dataset.series.iloc[0]["series_id"]).shape[0] == 4

@@ -298,7 +298,7 @@ def test_fingerprint_from_memory_equals_the_one_read_from_the_store(
         patient_geometry=True,
         order=[],
     )
-    root = store_write.open_root(tmp_path / "s.zarr")
+    root = store_write.StoreRoot(tmp_path / "s.zarr")
     store_write.write_series(root, "s", volume, geometry, {"series_id": "s"})
     group = store_write.open_root(tmp_path / "s.zarr")["series/s"]
     levels = len(store_write.pyramid(volume))

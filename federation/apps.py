@@ -38,12 +38,19 @@ __all__ = [
     "report_result",
     "run_fab",
     "send_and_collect",
+    "wait_between_looks",
 ]
 
 RESULT_PREFIX = "INSITU-RESULT "
-# How often a ServerApp looks for the sites' replies and a researcher's client for the
-# run's end (Flower's own Grid.send_and_receive waits 3 s between looks).
-POLL_SECONDS = 0.2
+# How often a ServerApp looks for the sites' replies (Flower's own Grid.send_and_receive
+# waits 3 s between looks): it runs beside its SuperLink, so a look is a local request.
+REPLY_POLL_SECONDS = 0.1
+# How often a researcher's client asks whether its run has ended (a request to the
+# coordinator): every POLL_SECONDS for a run's first LONG_RUN_SECONDS (a query ends
+# within seconds), then every LONG_POLL_SECONDS (a training run goes on for minutes).
+POLL_SECONDS = 0.1
+LONG_RUN_SECONDS = 10.0
+LONG_POLL_SECONDS = 1.0
 # How often a ServerApp waiting for replies asks which sites are still online (a request
 # to the SuperLink, served between the sites' uploads; a site that left is noticed this late).
 ONLINE_CHECK_SECONDS = 1.0
@@ -183,7 +190,8 @@ class RunHandle:
         """Wait until the run finishes; read its logs and the ServerApp's result."""
         from flwr.proto.control_pb2 import StreamLogsRequest
 
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         with control_client.control(self.connection, self.token) as client:
             while True:
                 status, details = self._state(client)
@@ -194,7 +202,7 @@ class RunHandle:
                         f"run {self.run_id} did not finish within {timeout:.0f} s (status "
                         f"{status}); stop it with `flwr stop` or wait and read `flwr log`"
                     )
-                time.sleep(POLL_SECONDS)
+                time.sleep(wait_between_looks(time.monotonic() - started))
             logs = "".join(
                 r.log_output for r in client.StreamLogs(StreamLogsRequest(run_id=self.run_id))
             )
@@ -215,6 +223,11 @@ class RunHandle:
             state = "running" if status == "running" else "pending"
             return {"run_id": str(self.run_id), "state": state, "message": details}
         return job_status(self.outcome)
+
+
+def wait_between_looks(waited: float) -> float:
+    """Seconds a researcher's client waits before it asks again whether its run ended."""
+    return POLL_SECONDS if waited < LONG_RUN_SECONDS else LONG_POLL_SECONDS
 
 
 def job_status(outcome: RunOutcome) -> dict[str, Any]:
@@ -287,7 +300,7 @@ def online_nodes(grid: Any) -> list[int]:
 
 
 def send_and_collect(
-    grid: Any, messages: list[Any], *, timeout: float, poll: float = POLL_SECONDS
+    grid: Any, messages: list[Any], *, timeout: float, poll: float = REPLY_POLL_SECONDS
 ) -> list[Any]:
     """Like ``Grid.send_and_receive``, but stop waiting for sites that left.
 

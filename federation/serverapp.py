@@ -211,10 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.parent_pid is not None:
         start_parent_process_monitor(args.parent_pid)  # no orphan when the SuperExec ends
     _preload()
-    from insitu.federation.apps import POLL_SECONDS
+    from insitu.federation.apps import REPLY_POLL_SECONDS
     from insitu.federation.object_pulls import cap_pull_backoff
 
-    cap_pull_backoff(POLL_SECONDS)  # replies are read as soon as their objects are there
+    cap_pull_backoff(REPLY_POLL_SECONDS)  # replies are read as soon as their objects are there
     token = read_token(sys.stdin)
     if token is None:  # the executor ended before it had a run for this process
         return 0

@@ -292,3 +292,12 @@ def test_a_site_runner_retries_its_tasks_objects_at_the_executors_poll(
     for defaults in (pull_defaults, task_input):
         assert defaults["initial_backoff"] == 0.05
         assert defaults["backoff_cap"] == site_exec.POLL_SECONDS
+
+
+def test_a_researcher_waits_briefly_for_a_query_and_seldom_asks_during_training():
+    from insitu.federation import apps
+
+    assert apps.wait_between_looks(0.0) == apps.wait_between_looks(9.9) == 0.1
+    assert apps.wait_between_looks(10.0) == apps.wait_between_looks(3600.0) == 1.0
+    # a ServerApp looks for replies at its own (local) SuperLink every 0.1 s
+    assert inspect.signature(apps.send_and_collect).parameters["poll"].default == 0.1

@@ -275,7 +275,7 @@ def test_a_site_runner_retries_its_tasks_objects_at_the_executors_poll(
     from insitu.federation import site_exec, site_runner
 
     class Stop(Exception):
-        pass
+        """Raised where the runner would make its client: the test ends there."""
 
     def no_client(*args: object, **kwargs: object) -> object:
         raise Stop

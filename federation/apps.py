@@ -44,6 +44,8 @@ __all__ = [
 RESULT_PREFIX = "INSITU-RESULT "
 # How often a ServerApp looks for the sites' replies (Flower's own Grid.send_and_receive
 # waits 3 s between looks): it runs beside its SuperLink, so a look is a local request.
+# insitu's SuperLink holds a look that finds no reply until one is stored, or a second
+# (insitu.federation.long_poll): counted from the previous look, the wait is then 0.
 REPLY_POLL_SECONDS = 0.1
 # How often a researcher's client asks whether its run has ended (a request to the
 # coordinator): every POLL_SECONDS for a run's first LONG_RUN_SECONDS (a query ends
@@ -323,6 +325,7 @@ def send_and_collect(
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + ONLINE_CHECK_SECONDS
     while waiting:
+        asked = time.monotonic()
         for reply in pull_replies(grid, list(waiting)):
             replies.append(transport.unpack(reply))
             waiting.discard(reply.metadata.reply_to_message_id)
@@ -334,7 +337,9 @@ def send_and_collect(
             online = set(online_nodes(grid))
             if all(destination[mid] not in online for mid in waiting):
                 break
-        time.sleep(poll)
+        # insitu's SuperLink holds a pull until a reply comes or a second passed
+        # (insitu.federation.long_poll): after a held pull, pull again at once.
+        time.sleep(max(0.0, poll - (time.monotonic() - asked)))
     return replies
 
 

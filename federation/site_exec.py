@@ -40,7 +40,9 @@ from insitu.federation.runner_slots import Runner, RunnerSlots
 
 __all__ = ["main"]
 
-# How often the executor asks its own SuperNode (a local request) for a task.
+# How often at most the executor asks its own SuperNode (a local request) for a task.
+# insitu's SuperNode holds an ask that finds none until it makes a task, or a second
+# (insitu.federation.long_poll): the executor then asks about once a second.
 POLL_SECONDS = 0.1
 # The next runner is started once the site has had no task for this long. Started as
 # soon as a task's runner ends, its imports (~2 s of CPU, ~1 s more for its sandbox)
@@ -124,13 +126,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if slots.taking:  # one task taking its place at a time (runner_slots)
                 time.sleep(POLL_SECONDS)
                 continue
+            asked = time.monotonic()
             res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
             if res.HasField("task") and res.token:
                 runner = spare if spare is not None else slots.launch()
                 spare = None
                 slots.hand(runner, res.token)
                 continue
-            time.sleep(POLL_SECONDS)
+            # The SuperNode held the ask until a task came or a second passed
+            # (insitu.federation.long_poll): ask again at once after a held ask.
+            time.sleep(max(0.0, POLL_SECONDS - (time.monotonic() - asked)))
     except KeyboardInterrupt:
         return 0
     finally:

@@ -7,6 +7,10 @@ token issue``) and the owner checks of :mod:`insitu.federation.control_auth`,
 and has the SuperLink start :mod:`insitu.federation.coordinator_exec` in place of
 ``flower-superexec`` (each ServerApp gets its run token in a file, not on argv),
 then runs Flower's own ``flower-superlink`` main with the remaining arguments.
+A site's ask for a message that finds none is held until one is stored, and the
+executor's ask for a task until one is made (:mod:`insitu.federation.long_poll`).
+Flower's middleware layers that act only on Control or only on Fleet paths see
+only those (:mod:`insitu.federation.lean_middleware`).
 ``insitu federation coordinator`` starts the SuperLink this way.
 
 One more change, to the SuperLink's state (SQLite): Flower 1.42 looks for expired
@@ -82,13 +86,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     import importlib
 
     from insitu.config import NodeHome
+    from insitu.federation import lean_middleware
     from insitu.federation.control_auth import TokenAuthn, install_owner_checks
+    from insitu.federation.long_poll import hold_acquire_task, hold_pull_messages, task_makers
 
     # The module (the package's attribute of that name is the function).
     cli = importlib.import_module("flwr.superlink.cli.flower_superlink")
     home = NodeHome(Path(args[1]))
     install_owner_checks(home)
     throttle_token_cleanup()
+    hold_pull_messages()
+    runtime = importlib.import_module("flwr.superlink.servicer.runtime.runtime_handlers")
+    hold_acquire_task(runtime, task_makers(link=True))
+    lean_middleware.install()
     # Flower's main reads its account plugin through this module-level name.
     setattr(cli, "load_control_authn_plugin", lambda: TokenAuthn(home))  # noqa: B010
     setattr(cli, "_get_superexec_command", _superexec_command(cli._get_superexec_command))  # noqa: B010

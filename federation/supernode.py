@@ -10,9 +10,12 @@ federated message therefore waited up to 3 s at each site before it started.
 
 This entry point runs the same SuperNode (Flower's own ``flower_supernode``,
 same arguments) with its waits between requests to the coordinator capped at
-``[federation] poll_interval`` (default 0.25 s): one small request per
-interval from an idle site to the coordinator; its looks at its own state
-(no request) every 0.05 s. The retries of a message's
+``[federation] poll_interval`` (default 0.25 s), counted from its previous ask:
+an insitu coordinator holds an ask that finds no message for up to a second
+(:mod:`insitu.federation.long_poll`), and the SuperNode then asks again at once;
+one that answers at once is asked once per interval. Its looks at its own state
+(no request) are every 0.05 s. Its Runtime API holds the site executor's ask for
+a task the same way, until the SuperNode makes one. The retries of a message's
 objects that have not arrived yet (Flower: 1 s, doubling up to 10 s) wait at
 most as long (:mod:`insitu.federation.object_pulls`). :mod:`insitu.federation.site_service`
 starts the SuperNode through it.
@@ -42,14 +45,25 @@ LOCAL_WAIT = 0.05
 
 class CappedClock:
     """The ``time`` module, except that ``sleep`` waits at most ``cap`` seconds between
-    requests to the coordinator and at most ``local`` seconds between local looks."""
+    requests to the coordinator and at most ``local`` seconds between local looks.
+
+    The wait between requests counts from the end of the previous one: a SuperLink
+    that held an ask open until it had a message or a second had passed
+    (:mod:`insitu.federation.long_poll`) is asked again at once, one that answers at
+    once every ``cap`` seconds."""
 
     def __init__(self, cap: float, local: float = LOCAL_WAIT) -> None:
         self.cap = cap
         self.local = local
+        self._asked: float | None = None  # when the last wait between requests ended
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap if seconds >= REMOTE_WAIT else self.local))
+        if seconds < REMOTE_WAIT:
+            time.sleep(min(seconds, self.local))
+            return
+        since = 0.0 if self._asked is None else time.monotonic() - self._asked
+        time.sleep(max(0.0, min(seconds, self.cap) - since))
+        self._asked = time.monotonic()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
@@ -82,6 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cap_waits(cap)
         cap_pull_backoff(cap)
+    import importlib
+
+    from insitu.federation.long_poll import hold_acquire_task, task_makers
+
+    # The site executor's ask for a task waits here until the SuperNode makes one.
+    runtime = importlib.import_module("flwr.supernode.servicer.runtime.runtime_handlers")
+    hold_acquire_task(runtime, task_makers(link=False))
     from flwr.supernode.cli import flower_supernode
 
     sys.argv = ["flower-supernode", *rest]

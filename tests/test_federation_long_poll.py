@@ -39,6 +39,18 @@ def _found(answer: SimpleNamespace) -> bool:
     return bool(answer.found)
 
 
+def _held_in_thread(
+    ask: _Asks, bell: long_poll.Bell, hold: float
+) -> tuple[threading.Thread, list[SimpleNamespace]]:
+    """Start a held ask in a thread; return once it has looked (and is held)."""
+    got: list[SimpleNamespace] = []
+    asking = threading.Thread(target=lambda: got.append(long_poll.held(ask, bell, _found, hold)()))
+    asking.start()
+    while ask.calls == 0:
+        time.sleep(0.001)
+    return asking, got
+
+
 def test_an_answer_with_work_is_given_at_once():
     ask, bell = _Asks(), long_poll.Bell()
     ask.ready = True
@@ -49,11 +61,7 @@ def test_an_answer_with_work_is_given_at_once():
 
 def test_an_empty_ask_is_held_until_work_is_stored_then_looks_again():
     ask, bell = _Asks(), long_poll.Bell()
-    got: list[SimpleNamespace] = []
-    asking = threading.Thread(target=lambda: got.append(long_poll.held(ask, bell, _found, 5.0)()))
-    asking.start()
-    while ask.calls == 0:
-        time.sleep(0.001)
+    asking, got = _held_in_thread(ask, bell, hold=5.0)
     assert asking.is_alive()  # held, not answered empty
     ask.ready = True
     bell.ring()
@@ -71,11 +79,7 @@ def test_an_empty_ask_is_answered_empty_after_the_hold():
 
 def test_a_ring_for_other_work_looks_again_and_keeps_holding():
     ask, bell = _Asks(), long_poll.Bell()
-    got: list[SimpleNamespace] = []
-    asking = threading.Thread(target=lambda: got.append(long_poll.held(ask, bell, _found, 0.5)()))
-    asking.start()
-    while ask.calls == 0:
-        time.sleep(0.001)
+    asking, got = _held_in_thread(ask, bell, hold=0.5)
     bell.ring()  # work for another site: this ask finds nothing and waits on
     while ask.calls < 2:
         time.sleep(0.001)
